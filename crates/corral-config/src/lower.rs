@@ -1,0 +1,270 @@
+//! Lowers the spanned TOML tree into [`Config`], table by table, collecting every error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::model::{Bind, Config, Limits, Log, LogFormat, Pool, Ready, Routing, Server};
+use crate::reader::{kind, Reader, Table};
+
+/// Default public listener, like Gunicorn's `127.0.0.1:8000` but on the usual proxy port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin listener: loopback only.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// Most workers `"auto"` will choose.
+pub const AUTO_WORKERS_CAP: u32 = 32;
+/// Most workers a pool may have.
+pub const MAX_WORKERS: i64 = 1024;
+
+/// Reads the whole document; returns `None` if any error was recorded.
+pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<Config> {
+    let mut top = Table::new("", Some(root));
+    let server = server(r, &mut top);
+    let log = log(r, &mut top);
+    let pools = pools(r, &mut top);
+    let routing = routing(r, &mut top, &pools);
+    top.finish(r);
+    if !r.errors.is_empty() {
+        return None;
+    }
+    Some(Config {
+        source,
+        server,
+        log,
+        routing: routing?,
+        pools,
+    })
+}
+
+fn server(r: &mut Reader, top: &mut Table) -> Server {
+    let mut t = top.table(r, "server");
+    let default_listen = DEFAULT_LISTEN.parse().map(|a| vec![a]).unwrap_or_default();
+    let listen = match t.addresses(r, "listen") {
+        Some(list) if list.is_empty() => {
+            r.error_nowhere(&t.key_path("listen"), "needs at least one address");
+            default_listen
+        }
+        Some(list) => list,
+        None => default_listen,
+    };
+    let admin = match t.get("admin").map(|n| n.get_ref()) {
+        Some(DeValue::String(s)) if s.is_empty() => None,
+        Some(_) => t.address(r, "admin"),
+        None => DEFAULT_ADMIN.parse().ok(),
+    };
+    let graceful_timeout = t
+        .duration(r, "graceful_timeout")
+        .unwrap_or(Duration::from_secs(30));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = t
+        .integer(r, "threads", 1, 256)
+        .map_or(cores, |n| n as usize);
+    let limits = limits(r, &mut t);
+    t.finish(r);
+    Server {
+        listen,
+        admin,
+        graceful_timeout,
+        threads,
+        limits,
+    }
+}
+
+fn limits(r: &mut Reader, server: &mut Table) -> Limits {
+    let mut t = server.table(r, "limits");
+    let limits = Limits {
+        request_line: t
+            .integer(r, "request_line", 64, 1 << 20)
+            .map_or(4094, |n| n as usize),
+        header_count: t
+            .integer(r, "header_count", 1, 10_000)
+            .map_or(100, |n| n as usize),
+        header_size: t
+            .integer(r, "header_size", 64, 1 << 20)
+            .map_or(8190, |n| n as usize),
+        body_size: t.size(r, "body_size").unwrap_or(10 << 20),
+        header_timeout: t
+            .duration(r, "header_timeout")
+            .unwrap_or(Duration::from_secs(10)),
+        keepalive_timeout: t
+            .duration(r, "keepalive_timeout")
+            .unwrap_or(Duration::from_secs(5)),
+    };
+    t.finish(r);
+    limits
+}
+
+fn log(r: &mut Reader, top: &mut Table) -> Log {
+    let mut t = top.table(r, "log");
+    let format = match t.choice(r, "format", &["json", "text"]) {
+        Some("text") => LogFormat::Text,
+        _ => LogFormat::Json,
+    };
+    let level = t
+        .choice(r, "level", &["trace", "debug", "info", "warn", "error"])
+        .unwrap_or("info");
+    let access = t.boolean(r, "access").unwrap_or(true);
+    t.finish(r);
+    Log {
+        format,
+        level: level.to_string(),
+        access,
+    }
+}
+
+fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
+    let mut t = top.table(r, "routing");
+    let path = t.key_path("active");
+    let node = t.get("active");
+    let active = t.string(r, "active");
+    t.finish(r);
+    match (active, node) {
+        (Some(name), Some(node)) => {
+            if !pools.is_empty() && !pools.iter().any(|p| p.name == name) {
+                let names: Vec<_> = pools.iter().map(|p| p.name.as_str()).collect();
+                r.error(
+                    node.span(),
+                    &path,
+                    format!(
+                        "no pool is named {name:?}; the pools are: {}",
+                        names.join(", ")
+                    ),
+                );
+                return None;
+            }
+            Some(Routing { active: name })
+        }
+        (None, Some(_)) => None,
+        (_, None) => match pools {
+            [only] => Some(Routing {
+                active: only.name.clone(),
+            }),
+            [] => None,
+            _ => {
+                r.error_nowhere(&path, "several pools are defined; say which one serves traffic, e.g. active = \"blue\"");
+                None
+            }
+        },
+    }
+}
+
+fn pools(r: &mut Reader, top: &mut Table) -> Vec<Pool> {
+    let path = top.key_path("pools");
+    let node = top.get("pools");
+    let mut out = Vec::new();
+    match node.map(|n| (n, n.get_ref())) {
+        None => r.error_nowhere(&path, "no pool is defined; add one, e.g. [pools.web] with command = [\"python3\", \"app.py\", \"--port\", \"{port}\"]"),
+        Some((_, DeValue::Table(table))) => {
+            let pools = Table::new(path, Some(table));
+            for (name, span, value) in pools.entries() {
+                let pool_path = pools.key_path(name);
+                match value.get_ref() {
+                    DeValue::Table(t) => {
+                        if !valid_name(name) {
+                            r.error(span, &pool_path, "a pool name may use letters, digits, '-' and '_' only");
+                        }
+                        out.extend(pool(r, name, &pool_path, t));
+                    }
+                    other => r.error(value.span(), &pool_path, format!("expected a table, found {}", kind(other))),
+                }
+            }
+            if table.is_empty() {
+                r.error(node.map_or(0..0, |n| n.span()), &pools.path, "no pool is defined under [pools]");
+            }
+        }
+        Some((n, other)) => r.error(n.span(), &path, format!("expected a table of pools, found {}", kind(other))),
+    }
+    out
+}
+
+fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool> {
+    let mut t = Table::new(path, Some(table));
+    let command_path = t.key_path("command");
+    let command_node = t.get("command");
+    let command = t.string_array(r, "command");
+    match (&command, command_node) {
+        (Some(c), Some(node)) if c.is_empty() => r.error(
+            node.span(),
+            &command_path,
+            "is empty; name the program to run",
+        ),
+        (None, None) => r.error_nowhere(
+            &command_path,
+            "is missing; every pool needs the command that starts a worker",
+        ),
+        _ => {}
+    }
+    let workers = workers(r, &mut t);
+    let bind = match t.choice(r, "bind", &["tcp", "fd"]) {
+        Some("fd") => Bind::Fd,
+        _ => Bind::Tcp,
+    };
+    let ready = match t.choice(r, "ready", &["http", "tcp"]) {
+        Some("tcp") => Ready::Tcp,
+        _ => Ready::Http,
+    };
+    let cwd = t.string(r, "cwd").map(PathBuf::from);
+    let env = t.string_map(r, "env").unwrap_or_default();
+    let start_timeout = t
+        .duration(r, "start_timeout")
+        .unwrap_or(Duration::from_secs(30));
+    let kill_timeout = t
+        .duration(r, "kill_timeout")
+        .unwrap_or(Duration::from_secs(5));
+    let mut health = t.table(r, "health");
+    let health_path_key = health.key_path("path");
+    let health_path = health.string(r, "path").unwrap_or_else(|| "/health".into());
+    if !health_path.starts_with('/') {
+        r.error_nowhere(
+            &health_path_key,
+            format!("{health_path:?} must start with '/'"),
+        );
+    }
+    health.finish(r);
+    t.finish(r);
+    Some(Pool {
+        name: name.to_string(),
+        command: command.filter(|c| !c.is_empty())?,
+        workers: workers?,
+        bind,
+        ready,
+        health_path,
+        cwd,
+        env,
+        start_timeout,
+        kill_timeout,
+    })
+}
+
+fn workers(r: &mut Reader, t: &mut Table) -> Option<u32> {
+    let path = t.key_path("workers");
+    match t.get("workers").map(|n| (n, n.get_ref())) {
+        None => Some(1),
+        Some((_, DeValue::String(s))) if s == "auto" => Some(auto_workers()),
+        Some((n, DeValue::Integer(_))) => {
+            crate::reader::as_integer(r, n, &path, 1, MAX_WORKERS).map(|n| n as u32)
+        }
+        Some((n, other)) => {
+            r.error(
+                n.span(),
+                &path,
+                format!("expected an integer or \"auto\", found {}", kind(other)),
+            );
+            None
+        }
+    }
+}
+
+/// Gunicorn's rule of thumb, 2 x cores + 1, capped so big machines don't fork hundreds.
+pub fn auto_workers() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    (2 * cores + 1).min(AUTO_WORKERS_CAP)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}

@@ -1,0 +1,129 @@
+//! The validated configuration the rest of corral runs on: plain Rust types, no TOML.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything corral needs to run, after defaults, validation and environment overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was read from, for messages and reloads.
+    pub source: PathBuf,
+    /// Listeners, admin endpoint and process-wide timeouts.
+    pub server: Server,
+    /// Log format and level.
+    pub log: Log,
+    /// Which pool serves traffic.
+    pub routing: Routing,
+    /// The supervised pools, in file order.
+    pub pools: Vec<Pool>,
+}
+
+/// `[server]`: where corral listens and how it stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Public listeners; `$PORT`/`$HOST` override the first.
+    pub listen: Vec<SocketAddr>,
+    /// Admin listener for /healthz, /readyz, /status, /metrics; `None` when disabled.
+    pub admin: Option<SocketAddr>,
+    /// How long a graceful stop waits for in-flight requests before cutting them.
+    pub graceful_timeout: Duration,
+    /// Proxy threads; defaults to the number of cores.
+    pub threads: usize,
+    /// Limits on what clients may send.
+    pub limits: Limits,
+}
+
+/// `[server.limits]`: protection against oversized or slow clients (Gunicorn's defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Longest request line in bytes (414 beyond).
+    pub request_line: usize,
+    /// Most header fields in a request (431 beyond).
+    pub header_count: usize,
+    /// Longest single header field in bytes, name and value (431 beyond).
+    pub header_size: usize,
+    /// Largest request body in bytes (413 beyond).
+    pub body_size: u64,
+    /// Time a client has to send the request head.
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    pub keepalive_timeout: Duration,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    /// JSON lines for machines, or text for humans.
+    pub format: LogFormat,
+    /// A tracing filter directive such as `info` or `corral=debug,info`.
+    pub level: String,
+    /// Whether each request is logged as an access line.
+    pub access: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (journald, `jq`).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    /// The pool that receives traffic.
+    pub active: String,
+}
+
+/// `[pools.NAME]`: a group of identical workers running the user's command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    /// The pool's name, the key under `[pools]`.
+    pub name: String,
+    /// argv with `{port}`, `{socket}` and `{worker}` placeholders.
+    pub command: Vec<String>,
+    /// How many workers run.
+    pub workers: u32,
+    /// How a worker gets its listening socket.
+    pub bind: Bind,
+    /// How corral learns that a worker can take traffic.
+    pub ready: Ready,
+    /// Path requested by `ready = "http"`.
+    pub health_path: String,
+    /// Working directory of the workers; corral's own when absent.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment for the workers.
+    pub env: Vec<(String, String)>,
+    /// How long a worker may take to become ready before it is killed and retried.
+    pub start_timeout: Duration,
+    /// How long a worker has after SIGTERM before SIGKILL.
+    pub kill_timeout: Duration,
+}
+
+/// How a worker receives its listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// corral picks a free loopback port and passes `{port}` and `$PORT`.
+    Tcp,
+    /// corral binds the socket and hands it over as fd 3 with `LISTEN_FDS=1`.
+    Fd,
+}
+
+/// How readiness of a new worker is detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// A TCP connect to the worker succeeds.
+    Tcp,
+    /// `GET health_path` answers 2xx.
+    Http,
+}
+
+impl Config {
+    /// The pool that receives traffic.
+    pub fn active_pool(&self) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == self.routing.active)
+    }
+}

@@ -1,0 +1,99 @@
+//! Prints the effective config back as TOML, for `corral check` (like `nginx -T`).
+
+use std::fmt::Write;
+
+use crate::model::{Bind, Config, LogFormat, Ready};
+use crate::units::format_duration;
+
+/// The config after defaults and overrides, in the file's own syntax.
+pub fn render(c: &Config) -> String {
+    let mut out = String::new();
+    let s = &c.server;
+    let l = &s.limits;
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|x| format!("{x:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let listen: Vec<String> = s.listen.iter().map(|a| a.to_string()).collect();
+    let _ = writeln!(out, "# effective configuration of {}", c.source.display());
+    let _ = writeln!(out, "[server]\nlisten = [{}]", list(&listen));
+    let _ = writeln!(
+        out,
+        "admin = {:?}",
+        s.admin.map(|a| a.to_string()).unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "graceful_timeout = {:?}",
+        format_duration(s.graceful_timeout)
+    );
+    let _ = writeln!(out, "threads = {}", s.threads);
+    let _ = writeln!(out, "\n[server.limits]");
+    let _ = writeln!(
+        out,
+        "request_line = {}\nheader_count = {}\nheader_size = {}",
+        l.request_line, l.header_count, l.header_size
+    );
+    let _ = writeln!(out, "body_size = {}", l.body_size);
+    let _ = writeln!(
+        out,
+        "header_timeout = {:?}",
+        format_duration(l.header_timeout)
+    );
+    let _ = writeln!(
+        out,
+        "keepalive_timeout = {:?}",
+        format_duration(l.keepalive_timeout)
+    );
+    let format = match c.log.format {
+        LogFormat::Json => "json",
+        LogFormat::Text => "text",
+    };
+    let _ = writeln!(
+        out,
+        "\n[log]\nformat = {format:?}\nlevel = {:?}\naccess = {}",
+        c.log.level, c.log.access
+    );
+    let _ = writeln!(out, "\n[routing]\nactive = {:?}", c.routing.active);
+    for p in &c.pools {
+        let _ = writeln!(
+            out,
+            "\n[pools.{}]\ncommand = [{}]",
+            p.name,
+            list(&p.command)
+        );
+        let _ = writeln!(out, "workers = {}", p.workers);
+        let bind = match p.bind {
+            Bind::Tcp => "tcp",
+            Bind::Fd => "fd",
+        };
+        let ready = match p.ready {
+            Ready::Tcp => "tcp",
+            Ready::Http => "http",
+        };
+        let _ = writeln!(out, "bind = {bind:?}\nready = {ready:?}");
+        if let Some(cwd) = &p.cwd {
+            let _ = writeln!(out, "cwd = {:?}", cwd.display().to_string());
+        }
+        let env: Vec<String> = p
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k:?} = {v:?}"))
+            .collect();
+        let _ = writeln!(out, "env = {{ {} }}", env.join(", "));
+        let _ = writeln!(
+            out,
+            "start_timeout = {:?}",
+            format_duration(p.start_timeout)
+        );
+        let _ = writeln!(out, "kill_timeout = {:?}", format_duration(p.kill_timeout));
+        let _ = writeln!(
+            out,
+            "\n[pools.{}.health]\npath = {:?}",
+            p.name, p.health_path
+        );
+    }
+    out
+}

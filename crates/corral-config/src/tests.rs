@@ -1,0 +1,152 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn ok(text: &str) -> Config {
+    match parse(Path::new("corral.toml"), text) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+fn errs(text: &str) -> Vec<String> {
+    match parse(Path::new("corral.toml"), text) {
+        Ok(c) => panic!("expected errors, got {c:?}"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const MINIMAL: &str = "[pools.web]\ncommand = [\"app\", \"--port\", \"{port}\"]\n";
+
+#[test]
+fn minimal_file_takes_every_default() {
+    let c = ok(MINIMAL);
+    assert_eq!(
+        c.server.listen,
+        vec!["127.0.0.1:8080".parse().expect("addr")]
+    );
+    assert_eq!(
+        c.server.admin,
+        Some("127.0.0.1:9901".parse().expect("addr"))
+    );
+    assert_eq!(c.server.graceful_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.limits.request_line, 4094);
+    assert_eq!(c.server.limits.header_count, 100);
+    assert_eq!(c.server.limits.header_size, 8190);
+    assert_eq!(c.routing.active, "web");
+    let p = &c.pools[0];
+    assert_eq!((p.workers, p.bind, p.ready), (1, Bind::Tcp, Ready::Http));
+    assert_eq!(p.health_path, "/health");
+}
+
+#[test]
+fn three_mistakes_are_all_reported_with_places() {
+    let text = "[server]\nlisten = [\"127.0.0.1:8080\"]\ngraceful_timeot = \"5s\"\n\n[pools.web]\ncommand = [\"app\"]\nworkers = \"four\"\nstart_timeout = \"30\"\n";
+    let e = errs(text);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e.iter().any(|m| m.starts_with("corral.toml:3:1: server.graceful_timeot: unknown key; did you mean `graceful_timeout`?")), "{e:#?}");
+    assert!(
+        e.iter().any(|m| m
+            .starts_with("corral.toml:7:11: pools.web.workers: expected an integer or \"auto\"")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|m| m
+            .starts_with("corral.toml:8:17: pools.web.start_timeout: \"30\" is not a duration")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn syntax_errors_have_a_place() {
+    let e = errs("[server\nlisten = 1\n");
+    assert!(e[0].starts_with("corral.toml:1:"), "{e:#?}");
+    assert!(e[0].contains("TOML syntax error"), "{e:#?}");
+}
+
+#[test]
+fn missing_command_and_bad_choices() {
+    let e = errs("[pools.web]\nbind = \"pipe\"\n");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("pools.web.command: is missing")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|m| m
+            .contains("pools.web.bind: \"pipe\" is not allowed; expected one of \"tcp\", \"fd\"")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn several_pools_need_an_active_one() {
+    let text = "[pools.blue]\ncommand = [\"a\"]\n[pools.green]\ncommand = [\"b\"]\n";
+    assert!(errs(text).iter().any(|m| m.contains("routing.active")));
+    let c = ok(&format!("[routing]\nactive = \"green\"\n{text}"));
+    assert_eq!(c.active_pool().map(|p| p.name.as_str()), Some("green"));
+    let e = errs(&format!("[routing]\nactive = \"red\"\n{text}"));
+    assert!(e[0].contains("no pool is named \"red\""), "{e:#?}");
+}
+
+#[test]
+fn out_of_range_and_wrong_types() {
+    let e = errs("[server.limits]\nheader_count = 0\nbody_size = \"ten\"\n[pools.web]\ncommand = \"app\"\nworkers = 5000\n");
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(e
+        .iter()
+        .any(|m| m.contains("server.limits.header_count: 0 is out of range")));
+    assert!(e
+        .iter()
+        .any(|m| m.contains("server.limits.body_size: \"ten\" is not a size")));
+    assert!(e
+        .iter()
+        .any(|m| m.contains("pools.web.command: expected an array of strings")));
+    assert!(e
+        .iter()
+        .any(|m| m.contains("pools.web.workers: 5000 is out of range")));
+}
+
+#[test]
+fn env_overrides_port_host_and_workers() {
+    let mut c = ok(MINIMAL);
+    let env = |k: &str| match k {
+        "PORT" => Some("5000".to_string()),
+        "HOST" => Some("0.0.0.0".to_string()),
+        "WEB_CONCURRENCY" => Some("7".to_string()),
+        _ => None,
+    };
+    apply_env(&mut c, &env).expect("valid env");
+    assert_eq!(c.server.listen[0], "0.0.0.0:5000".parse().expect("addr"));
+    assert_eq!(c.pools[0].workers, 7);
+}
+
+#[test]
+fn bad_env_is_named() {
+    let mut c = ok(MINIMAL);
+    let env = |k: &str| (k == "PORT").then(|| "eighty".to_string());
+    let e = apply_env(&mut c, &env).expect_err("bad PORT");
+    assert!(
+        e.to_string()
+            .contains("$PORT: \"eighty\" is not a port number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn lookup_order() {
+    let explicit = locate(Some(Path::new("/x.toml")), Some("/y.toml")).expect("explicit");
+    assert_eq!(explicit, Path::new("/x.toml"));
+    let from_env = locate(None, Some("/y.toml")).expect("env");
+    assert_eq!(from_env, Path::new("/y.toml"));
+}
+
+#[test]
+fn rendered_config_reads_back_the_same() {
+    let text = "[server]\nlisten = [\"127.0.0.1:8000\", \"[::1]:8001\"]\nadmin = \"\"\n[log]\nformat = \"text\"\n[pools.web]\ncommand = [\"app\", \"{port}\"]\nworkers = 3\nbind = \"fd\"\nready = \"tcp\"\nenv = { A = \"1\" }\ncwd = \"/srv\"\n";
+    let c = ok(text);
+    let mut again = ok(&render(&c));
+    again.source = c.source.clone();
+    assert_eq!(again, c);
+}
