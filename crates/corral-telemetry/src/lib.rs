@@ -1,1 +1,9 @@
-//! placeholder
+//! Logging and metrics for every part of corral: the tracing subscriber (JSON lines or text
+//! on stdout, with pingora's `log` records bridged in) and the Prometheus metrics, whose
+//! names all live in [`metrics`] so `docs/metrics.md` has one place to follow.
+
+pub mod logging;
+pub mod metrics;
+
+pub use logging::init_logging;
+pub use metrics::{Metrics, PoolMetrics};

@@ -1,0 +1,120 @@
+//! Starting one worker process: argv placeholders, environment, and the few async-signal-safe
+//! steps between fork and exec. The only module of the crate allowed `unsafe`.
+#![allow(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::process::Stdio;
+
+use corral_config::{Bind, Pool};
+use tokio::process::{Child, Command};
+
+/// Script that sets `LISTEN_PID` to the worker's own pid before exec (its value is only known
+/// after fork, and setting it from `pre_exec` would allocate): `sh` execs in place, so `$$`
+/// is the worker's pid. The worker's argv follows as `$0 "$@"`.
+const LISTEN_PID_SHIM: &str = "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"";
+
+/// The fd number systemd socket activation hands over first (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FD: RawFd = 3;
+
+/// What one worker is started with.
+pub struct SpawnSpec<'a> {
+    /// The pool whose command runs.
+    pub pool: &'a Pool,
+    /// The worker's slot number, for `{worker}`.
+    pub worker: u32,
+    /// Where the worker is to listen (the port for `{port}`).
+    pub addr: SocketAddr,
+    /// With `bind = "fd"`, the listening socket to hand over as fd 3.
+    pub listen_fd: Option<RawFd>,
+}
+
+/// Replaces `{port}`, `{worker}` and `{host}` in one argument.
+pub fn substitute(arg: &str, addr: SocketAddr, worker: u32) -> String {
+    arg.replace("{port}", &addr.port().to_string())
+        .replace("{host}", &addr.ip().to_string())
+        .replace("{worker}", &worker.to_string())
+}
+
+/// Starts the worker: its own process group, killed if the master dies, stdout and stderr
+/// piped to the master for logging.
+pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
+    let pool = spec.pool;
+    let argv: Vec<String> = pool
+        .command
+        .iter()
+        .map(|a| substitute(a, spec.addr, spec.worker))
+        .collect();
+    let mut cmd = match (pool.bind, argv.split_first()) {
+        (Bind::Fd, _) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(LISTEN_PID_SHIM).args(&argv);
+            c.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "corral");
+            c
+        }
+        (Bind::Tcp, Some((program, args))) => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c.env("PORT", spec.addr.port().to_string());
+            c
+        }
+        (Bind::Tcp, None) => {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"));
+        }
+    };
+    cmd.env("CORRAL_POOL", &pool.name)
+        .env("CORRAL_WORKER", spec.worker.to_string())
+        .envs(pool.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(cwd) = &pool.cwd {
+        cmd.current_dir(cwd);
+    }
+    let master = std::process::id() as libc::pid_t;
+    let listen_fd = spec.listen_fd;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed. It calls prctl, getppid, fcntl and dup2, all
+    // async-signal-safe, touches only values copied in before fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Die with the master, whatever way it ends.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The master may have died between fork and prctl: then nobody would kill us.
+            if libc::getppid() != master {
+                return Err(std::io::Error::other("master exited during spawn"));
+            }
+            if let Some(fd) = listen_fd {
+                if fd == LISTEN_FD {
+                    // Already in place: only the close-on-exec flag must go.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, LISTEN_FD) != LISTEN_FD {
+                    // dup2 clears close-on-exec on the new descriptor.
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_replaced() {
+        let addr: SocketAddr = "127.0.0.1:4321".parse().expect("addr");
+        assert_eq!(substitute("--port={port}", addr, 2), "--port=4321");
+        assert_eq!(substitute("{host}:{port}", addr, 2), "127.0.0.1:4321");
+        assert_eq!(substitute("w{worker}", addr, 7), "w7");
+        assert_eq!(substitute("plain", addr, 7), "plain");
+    }
+}

@@ -1,0 +1,40 @@
+//! The process-wide tracing subscriber.
+
+use corral_config::{Log, LogFormat};
+use tracing_subscriber::fmt;
+use tracing_subscriber::EnvFilter;
+
+/// Target of the access log lines, so they can be filtered or routed apart from the rest.
+pub const ACCESS_TARGET: &str = "corral::access";
+/// Target of lines a worker wrote to its stdout or stderr.
+pub const WORKER_OUTPUT_TARGET: &str = "corral::worker";
+
+/// Installs the subscriber once for the process; `RUST_LOG` refines the configured level.
+/// pingora logs through the `log` crate; those records are bridged into tracing here.
+pub fn init_logging(config: &Log) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_directive(&config.level)));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let result = match config.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.with_target(true).try_init(),
+    };
+    // A second init (tests, or a reload) keeps the first subscriber; that is harmless.
+    drop(result);
+}
+
+/// pingora is chatty at info about per-connection errors a proxy sees all day (clients
+/// closing early); keep it at warn unless the user asks for debug.
+fn default_directive(level: &str) -> String {
+    match level {
+        "trace" | "debug" => level.to_string(),
+        _ => format!("{level},pingora_core=warn,pingora_proxy=warn"),
+    }
+}

@@ -1,0 +1,157 @@
+//! Every Prometheus metric corral exports. Names are prefixed `corral_`; the process
+//! collector adds the standard `process_*` family.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from a fast cache hit to a slow report.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Status classes counted separately; index = first digit - 1.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Worker states reported by `corral_workers`.
+pub const WORKER_STATES: [&str; 3] = ["starting", "ready", "stopping"];
+
+/// The registry and the metric families; cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    workers: IntGaugeVec,
+    restarts: IntCounterVec,
+    /// Requests answered by corral itself because no worker of the pool was ready.
+    pub no_ready_worker: IntCounter,
+    /// Requests in flight through the proxy right now.
+    pub in_flight: IntGauge,
+}
+
+/// The metric handles of one pool, resolved once so the request path does no label lookup.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    by_class: [IntCounter; 5],
+    latency: Histogram,
+}
+
+impl PoolMetrics {
+    /// Counts one finished request.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.latency.observe(seconds);
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("corral_requests_total", "Requests proxied, by pool and status class"),
+            &["pool", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "corral_request_duration_seconds",
+                "Time from reading the request head to the end of the response, by pool",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["pool"],
+        )?;
+        let workers = IntGaugeVec::new(
+            Opts::new("corral_workers", "Workers by pool and state"),
+            &["pool", "state"],
+        )?;
+        let restarts = IntCounterVec::new(
+            Opts::new(
+                "corral_worker_restarts_total",
+                "Workers replaced, by pool and reason (crash, start_timeout, shutdown)",
+            ),
+            &["pool", "reason"],
+        )?;
+        let no_ready_worker = IntCounter::new(
+            "corral_no_ready_worker_total",
+            "Requests answered 503 because the pool had no ready worker",
+        )?;
+        let in_flight = IntGauge::new("corral_requests_in_flight", "Requests being proxied now")?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("corral_build_info", "Always 1; labels carry the version"),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(workers.clone()))?;
+        registry.register(Box::new(restarts.clone()))?;
+        registry.register(Box::new(no_ready_worker.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            workers,
+            restarts,
+            no_ready_worker,
+            in_flight,
+        })
+    }
+
+    /// The handles for `pool`, to keep beside the pool's routing entry.
+    pub fn pool(&self, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            by_class: STATUS_CLASSES.map(|c| self.requests.with_label_values(&[pool, c])),
+            latency: self.latency.with_label_values(&[pool]),
+        }
+    }
+
+    /// Sets the number of workers of `pool` in each state.
+    pub fn set_workers(&self, pool: &str, counts: [i64; 3]) {
+        for (state, n) in WORKER_STATES.iter().zip(counts) {
+            self.workers.with_label_values(&[pool, state]).set(n);
+        }
+    }
+
+    /// Counts one worker replaced for `reason`.
+    pub fn restart(&self, pool: &str, reason: &str) {
+        self.restarts.with_label_values(&[pool, reason]).inc();
+    }
+
+    /// The text exposition format served on `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_handles_feed_the_families() {
+        let m = Metrics::new().expect("metrics");
+        let web = m.pool("web");
+        web.observe(200, 0.01);
+        web.observe(503, 0.2);
+        m.restart("web", "crash");
+        m.set_workers("web", [1, 3, 0]);
+        let text = m.render();
+        assert!(text.contains("corral_requests_total{pool=\"web\",status=\"2xx\"} 1"), "{text}");
+        assert!(text.contains("corral_requests_total{pool=\"web\",status=\"5xx\"} 1"), "{text}");
+        assert!(text.contains("corral_worker_restarts_total{pool=\"web\",reason=\"crash\"} 1"));
+        assert!(text.contains("corral_workers{pool=\"web\",state=\"ready\"} 3"));
+        assert!(text.contains("corral_request_duration_seconds_bucket"));
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+}
