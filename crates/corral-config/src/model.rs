@@ -45,8 +45,6 @@ pub struct Limits {
     pub header_size: usize,
     /// Largest request body in bytes (413 beyond).
     pub body_size: u64,
-    /// Time a client has to send the request head.
-    pub header_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub keepalive_timeout: Duration,
 }

@@ -25,7 +25,9 @@ impl Backoff {
         }
         let delay = match self.failures {
             0 => Duration::ZERO,
-            n => FIRST_DELAY.saturating_mul(1 << (n - 1).min(16)).min(MAX_DELAY),
+            n => FIRST_DELAY
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(MAX_DELAY),
         };
         self.failures = self.failures.saturating_add(1);
         delay

@@ -80,7 +80,9 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Supervisor, Start
     }));
     let status: SharedStatus = Arc::new(ArcSwap::from_pointee(StatusSnapshot::default()));
     let (control, control_rx) = mpsc::unbounded_channel();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let runner = runner::Runner::new(config, metrics, routes.clone(), status.clone());
     let thread = std::thread::Builder::new()
         .name("corral-supervisor".into())

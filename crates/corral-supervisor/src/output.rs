@@ -31,7 +31,10 @@ impl Tail {
 
     /// The kept lines, oldest first.
     pub fn lines(&self) -> Vec<String> {
-        self.0.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -57,7 +60,9 @@ pub async fn pump(
     while let Some(item) = lines.next().await {
         let line = match item {
             Ok(line) => line,
-            Err(LinesCodecError::MaxLineLengthExceeded) => format!("[line over {MAX_LINE} bytes cut]"),
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                format!("[line over {MAX_LINE} bytes cut]")
+            }
             Err(LinesCodecError::Io(_)) => break,
         };
         match stream {

@@ -21,16 +21,24 @@ pub async fn probe(kind: Ready, addr: SocketAddr, path: &str) -> Result<(), Stri
 }
 
 async fn probe_inner(kind: Ready, addr: SocketAddr, path: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     if kind == Ready::Tcp {
         return Ok(());
     }
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: corral-health\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let mut head = [0u8; 16];
     let mut read = 0;
     while read < 12 {
-        let n = stream.read(&mut head[read..]).await.map_err(|e| format!("read: {e}"))?;
+        let n = stream
+            .read(&mut head[read..])
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("closed before answering".into());
         }

@@ -37,17 +37,35 @@ struct Key {
 enum Event {
     Ready(Key),
     StartTimeout(Key, String),
-    Exited { key: Key, status: std::io::Result<ExitStatus>, ran: Duration, stderr: Vec<String> },
+    Exited {
+        key: Key,
+        status: std::io::Result<ExitStatus>,
+        ran: Duration,
+        stderr: Vec<String>,
+    },
     RestartDue(Key),
     KillDeadline,
 }
 
 enum State {
     /// Backing off before the next start.
-    Waiting { since: Instant },
-    Starting { since: Instant, pid: u32, alive: Arc<AtomicBool> },
-    Ready { since: Instant, pid: u32, backend: Arc<Backend> },
-    Stopping { since: Instant, pid: u32 },
+    Waiting {
+        since: Instant,
+    },
+    Starting {
+        since: Instant,
+        pid: u32,
+        alive: Arc<AtomicBool>,
+    },
+    Ready {
+        since: Instant,
+        pid: u32,
+        backend: Arc<Backend>,
+    },
+    Stopping {
+        since: Instant,
+        pid: u32,
+    },
     /// Stopped for good (the supervisor is stopping).
     Gone,
 }
@@ -85,7 +103,12 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
-    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>, routes: SharedRoutes, status: SharedStatus) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        routes: SharedRoutes,
+        status: SharedStatus,
+    ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let pools = config
             .pools
@@ -97,7 +120,9 @@ impl Runner {
                     .map(|id| Slot {
                         id,
                         generation: 0,
-                        state: State::Waiting { since: Instant::now() },
+                        state: State::Waiting {
+                            since: Instant::now(),
+                        },
                         started: None,
                         backoff: Backoff::default(),
                         restarts: 0,
@@ -157,9 +182,18 @@ impl Runner {
         match event {
             Event::Ready(key) => self.on_ready(key),
             Event::StartTimeout(key, why) => self.on_start_timeout(key, why),
-            Event::Exited { key, status, ran, stderr } => self.on_exit(key, status, ran, stderr),
+            Event::Exited {
+                key,
+                status,
+                ran,
+                stderr,
+            } => self.on_exit(key, status, ran, stderr),
             Event::RestartDue(key) => {
-                if matches!(self.slot(key).map(|s| &s.state), Some(State::Waiting { .. })) && self.stopping.is_none() {
+                if matches!(
+                    self.slot(key).map(|s| &s.state),
+                    Some(State::Waiting { .. })
+                ) && self.stopping.is_none()
+                {
                     self.start_worker(key.pool, key.slot);
                     self.publish();
                 }
@@ -171,10 +205,16 @@ impl Runner {
     fn on_ready(&mut self, key: Key) {
         let pool_name = self.pools[key.pool].name.clone();
         let Some(slot) = self.slot(key) else { return };
-        let State::Starting { since, pid, .. } = slot.state else { return };
+        let State::Starting { since, pid, .. } = slot.state else {
+            return;
+        };
         let Some(addr) = slot.addr else { return };
         let backend = Arc::new(Backend::new(pool_name.clone(), slot.id, pid, addr, since));
-        slot.state = State::Ready { since: Instant::now(), pid, backend };
+        slot.state = State::Ready {
+            since: Instant::now(),
+            pid,
+            backend,
+        };
         tracing::info!(
             event = "worker_ready",
             pool = &*pool_name,
@@ -190,7 +230,9 @@ impl Runner {
         let pool = &self.pools[key.pool];
         let (name, timeout) = (pool.name.clone(), pool.config.start_timeout);
         let Some(slot) = self.slot(key) else { return };
-        let State::Starting { pid, .. } = slot.state else { return };
+        let State::Starting { pid, .. } = slot.state else {
+            return;
+        };
         tracing::warn!(
             event = "worker_start_timeout",
             pool = &*name,
@@ -203,7 +245,13 @@ impl Runner {
         signal_group(pid, Signal::SIGKILL);
     }
 
-    fn on_exit(&mut self, key: Key, status: std::io::Result<ExitStatus>, ran: Duration, stderr: Vec<String>) {
+    fn on_exit(
+        &mut self,
+        key: Key,
+        status: std::io::Result<ExitStatus>,
+        ran: Duration,
+        stderr: Vec<String>,
+    ) {
         let name = self.pools[key.pool].name.clone();
         let stopping = self.stopping.is_some();
         let Some(slot) = self.slot(key) else { return };
@@ -217,7 +265,10 @@ impl Runner {
         };
         // The worker is reaped; anything it left in its process group goes too.
         signal_group(pid, Signal::SIGKILL);
-        let reason = slot.ending.take().unwrap_or(if stopping { "shutdown" } else { "crash" });
+        let reason = slot
+            .ending
+            .take()
+            .unwrap_or(if stopping { "shutdown" } else { "crash" });
         let (code, signal) = match &status {
             Ok(s) => (s.code(), s.signal().map(signal_name)),
             Err(_) => (None, None),
@@ -237,7 +288,17 @@ impl Runner {
                 "worker exited unexpectedly"
             );
         } else {
-            tracing::info!(event = "worker_exited", reason, pool = &*name, worker = slot.id, pid, exit_code = code, signal, ran_ms, "worker exited");
+            tracing::info!(
+                event = "worker_exited",
+                reason,
+                pool = &*name,
+                worker = slot.id,
+                pid,
+                exit_code = code,
+                signal,
+                ran_ms,
+                "worker exited"
+            );
         }
         if stopping {
             slot.state = State::Gone;
@@ -246,14 +307,25 @@ impl Runner {
         }
         slot.restarts += 1;
         let delay = slot.backoff.on_exit(ran);
-        slot.state = State::Waiting { since: Instant::now() };
+        slot.state = State::Waiting {
+            since: Instant::now(),
+        };
         self.metrics.restart(&name, reason);
         if delay.is_zero() {
             self.start_worker(key.pool, key.slot);
         } else {
-            tracing::info!(event = "worker_backoff", pool = &*name, worker = key.slot + 1, delay_ms = delay.as_millis() as u64, "restarting after a delay");
+            tracing::info!(
+                event = "worker_backoff",
+                pool = &*name,
+                worker = key.slot + 1,
+                delay_ms = delay.as_millis() as u64,
+                "restarting after a delay"
+            );
             let tx = self.events_tx.clone();
-            let key = Key { generation: self.pools[key.pool].slots[key.slot].generation, ..key };
+            let key = Key {
+                generation: self.pools[key.pool].slots[key.slot].generation,
+                ..key
+            };
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let _ = tx.send(Event::RestartDue(key));
@@ -270,7 +342,11 @@ impl Runner {
         let config = &pool.config;
         let slot = &mut pool.slots[slot_index];
         slot.generation += 1;
-        let key = Key { pool: pool_index, slot: slot_index, generation: slot.generation };
+        let key = Key {
+            pool: pool_index,
+            slot: slot_index,
+            generation: slot.generation,
+        };
         let addr = match prepare_socket(config.bind, slot) {
             Ok(addr) => addr,
             Err(e) => {
@@ -298,12 +374,34 @@ impl Runner {
         let pid = child.id().unwrap_or(0);
         tracing::info!(event = "worker_spawned", pool = &*name, worker = slot.id, pid, %addr, "worker spawned");
         let alive = Arc::new(AtomicBool::new(true));
-        slot.state = State::Starting { since: started, pid, alive: alive.clone() };
+        slot.state = State::Starting {
+            since: started,
+            pid,
+            alive: alive.clone(),
+        };
         slot.started = Some(started);
 
         let tail = Tail::default();
-        let stdout = child.stdout.take().map(|out| tokio::spawn(pump(out, Stream::Stdout, name.clone(), slot.id, pid, tail.clone())));
-        let stderr = child.stderr.take().map(|err| tokio::spawn(pump(err, Stream::Stderr, name.clone(), slot.id, pid, tail.clone())));
+        let stdout = child.stdout.take().map(|out| {
+            tokio::spawn(pump(
+                out,
+                Stream::Stdout,
+                name.clone(),
+                slot.id,
+                pid,
+                tail.clone(),
+            ))
+        });
+        let stderr = child.stderr.take().map(|err| {
+            tokio::spawn(pump(
+                err,
+                Stream::Stderr,
+                name.clone(),
+                slot.id,
+                pid,
+                tail.clone(),
+            ))
+        });
         let exit_events = events.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
@@ -311,10 +409,19 @@ impl Runner {
             for pump in [stdout, stderr].into_iter().flatten() {
                 let _ = tokio::time::timeout(OUTPUT_DRAIN, pump).await;
             }
-            let _ = exit_events.send(Event::Exited { key, status, ran, stderr: tail.lines() });
+            let _ = exit_events.send(Event::Exited {
+                key,
+                status,
+                ran,
+                stderr: tail.lines(),
+            });
         });
 
-        let (kind, path, timeout) = (config.ready, config.health_path.clone(), config.start_timeout);
+        let (kind, path, timeout) = (
+            config.ready,
+            config.health_path.clone(),
+            config.start_timeout,
+        );
         tokio::spawn(async move {
             let deadline = started + timeout;
             while alive.load(Ordering::Acquire) {
@@ -350,7 +457,10 @@ impl Runner {
                 match slot.state {
                     State::Starting { pid, .. } | State::Ready { pid, .. } => {
                         signal_group(pid, signal);
-                        slot.state = State::Stopping { since: Instant::now(), pid };
+                        slot.state = State::Stopping {
+                            since: Instant::now(),
+                            pid,
+                        };
                     }
                     State::Waiting { .. } => slot.state = State::Gone,
                     State::Stopping { .. } | State::Gone => {}
@@ -370,7 +480,13 @@ impl Runner {
         for pool in &self.pools {
             for slot in &pool.slots {
                 if let State::Stopping { pid, .. } = slot.state {
-                    tracing::warn!(event = "worker_kill", pool = &*pool.name, worker = slot.id, pid, "worker still running after kill_timeout; sending SIGKILL");
+                    tracing::warn!(
+                        event = "worker_kill",
+                        pool = &*pool.name,
+                        worker = slot.id,
+                        pid,
+                        "worker still running after kill_timeout; sending SIGKILL"
+                    );
                     signal_group(pid, Signal::SIGKILL);
                 }
             }
@@ -378,7 +494,10 @@ impl Runner {
     }
 
     fn all_gone(&self) -> bool {
-        self.pools.iter().flat_map(|p| &p.slots).all(|s| matches!(s.state, State::Gone))
+        self.pools
+            .iter()
+            .flat_map(|p| &p.slots)
+            .all(|s| matches!(s.state, State::Gone))
     }
 
     /// Republishes the routing table, the status snapshot and the worker gauges.
@@ -392,8 +511,14 @@ impl Runner {
                 .map(|s| {
                     let (state, since, pid, backend) = match &s.state {
                         State::Waiting { since } => ("waiting", *since, None, None),
-                        State::Starting { since, pid, .. } => ("starting", *since, Some(*pid), None),
-                        State::Ready { since, pid, backend } => ("ready", *since, Some(*pid), Some(backend.clone())),
+                        State::Starting { since, pid, .. } => {
+                            ("starting", *since, Some(*pid), None)
+                        }
+                        State::Ready {
+                            since,
+                            pid,
+                            backend,
+                        } => ("ready", *since, Some(*pid), Some(backend.clone())),
                         State::Stopping { since, pid } => ("stopping", *since, Some(*pid), None),
                         State::Gone => ("stopped", Instant::now(), None, None),
                     };
@@ -403,7 +528,15 @@ impl Runner {
                         "stopping" => counts[2] += 1,
                         _ => {}
                     }
-                    WorkerView { worker: s.id, pid, state, since, started: s.started, backend, restarts: s.restarts }
+                    WorkerView {
+                        worker: s.id,
+                        pid,
+                        state,
+                        since,
+                        started: s.started,
+                        backend,
+                        restarts: s.restarts,
+                    }
                 })
                 .collect();
             self.metrics.set_workers(&pool.name, counts);
@@ -412,12 +545,23 @@ impl Runner {
                 let backends = workers.iter().filter_map(|w| w.backend.clone()).collect();
                 let current = self.routes.load();
                 self.routes.store(Arc::new(RoutingTable {
-                    active: PoolRoute { name: pool.name.clone(), backends, metrics: current.active.metrics.clone() },
+                    active: PoolRoute {
+                        name: pool.name.clone(),
+                        backends,
+                        metrics: current.active.metrics.clone(),
+                    },
                 }));
             }
-            views.push(PoolView { name: pool.name.clone(), active, workers });
+            views.push(PoolView {
+                name: pool.name.clone(),
+                active,
+                workers,
+            });
         }
-        self.status.store(Arc::new(StatusSnapshot { pools: views, stopping: self.stopping.is_some() }));
+        self.status.store(Arc::new(StatusSnapshot {
+            pools: views,
+            stopping: self.stopping.is_some(),
+        }));
     }
 }
 
@@ -442,10 +586,24 @@ fn prepare_socket(bind: Bind, slot: &mut Slot) -> std::io::Result<SocketAddr> {
 }
 
 /// Reports a failed start as an exit, so it takes the same backoff path as a crash.
-fn fail_start(events: &mpsc::UnboundedSender<Event>, key: Key, slot: &mut Slot, error: std::io::Error) {
+fn fail_start(
+    events: &mpsc::UnboundedSender<Event>,
+    key: Key,
+    slot: &mut Slot,
+    error: std::io::Error,
+) {
     slot.ending = Some("spawn_failed");
-    slot.state = State::Starting { since: Instant::now(), pid: 0, alive: Arc::new(AtomicBool::new(false)) };
-    let _ = events.send(Event::Exited { key, status: Err(error), ran: Duration::ZERO, stderr: Vec::new() });
+    slot.state = State::Starting {
+        since: Instant::now(),
+        pid: 0,
+        alive: Arc::new(AtomicBool::new(false)),
+    };
+    let _ = events.send(Event::Exited {
+        key,
+        status: Err(error),
+        ran: Duration::ZERO,
+        stderr: Vec::new(),
+    });
 }
 
 /// Signals a worker's whole process group; a group that is already gone is not an error.
@@ -457,5 +615,7 @@ fn signal_group(pid: u32, signal: Signal) {
 }
 
 fn signal_name(signal: i32) -> &'static str {
-    Signal::try_from(signal).map(|s| s.as_str()).unwrap_or("unknown")
+    Signal::try_from(signal)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown")
 }

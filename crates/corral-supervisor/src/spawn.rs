@@ -59,7 +59,10 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
             c
         }
         (Bind::Tcp, None) => {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty command",
+            ));
         }
     };
     cmd.env("CORRAL_POOL", &pool.name)

@@ -51,7 +51,10 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("corral_requests_total", "Requests proxied, by pool and status class"),
+            Opts::new(
+                "corral_requests_total",
+                "Requests proxied, by pool and status class",
+            ),
             &["pool", "status"],
         )?;
         let latency = HistogramVec::new(
@@ -82,7 +85,9 @@ impl Metrics {
             Opts::new("corral_build_info", "Always 1; labels carry the version"),
             &["version"],
         )?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(workers.clone()))?;
@@ -91,7 +96,9 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             registry,
             requests,
@@ -147,8 +154,14 @@ mod tests {
         m.restart("web", "crash");
         m.set_workers("web", [1, 3, 0]);
         let text = m.render();
-        assert!(text.contains("corral_requests_total{pool=\"web\",status=\"2xx\"} 1"), "{text}");
-        assert!(text.contains("corral_requests_total{pool=\"web\",status=\"5xx\"} 1"), "{text}");
+        assert!(
+            text.contains("corral_requests_total{pool=\"web\",status=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_requests_total{pool=\"web\",status=\"5xx\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("corral_worker_restarts_total{pool=\"web\",reason=\"crash\"} 1"));
         assert!(text.contains("corral_workers{pool=\"web\",state=\"ready\"} 3"));
         assert!(text.contains("corral_request_duration_seconds_bucket"));

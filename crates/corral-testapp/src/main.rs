@@ -1,1 +1,135 @@
-fn main() {}
+//! The worker program corral's integration tests supervise: a small HTTP/1.1 server whose
+//! endpoints make it behave well or badly on request.
+//!
+//! Listens on `--port N` (127.0.0.1), `--unix PATH`, or fd 3 when `LISTEN_FDS=1`.
+//! Endpoints: `/` (worker id and pid), `/health`, `/sleep?ms=N`, `/crash`, `/hang`,
+//! `/headers` (request headers as JSON), `/status/NNN`, `/bytes?n=N`, `/alloc?mb=N`,
+//! `/ws` (WebSocket echo). `--startup-delay-ms N` delays listening; `--exit-at-start CODE`
+//! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker).
+
+mod http;
+
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+/// A connection of either listener kind.
+pub trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
+struct Options {
+    port: Option<u16>,
+    unix: Option<String>,
+    startup_delay: Duration,
+    exit_at_start: Option<i32>,
+    ignore_term: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        port: None,
+        unix: None,
+        startup_delay: Duration::ZERO,
+        exit_at_start: None,
+        ignore_term: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--port" => {
+                o.port = Some(
+                    value("--port")?
+                        .parse()
+                        .map_err(|e| format!("--port: {e}"))?,
+                )
+            }
+            "--unix" => o.unix = Some(value("--unix")?),
+            "--startup-delay-ms" => {
+                o.startup_delay = Duration::from_millis(
+                    value("--startup-delay-ms")?
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                )
+            }
+            "--exit-at-start" => {
+                o.exit_at_start = Some(
+                    value("--exit-at-start")?
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                )
+            }
+            "--ignore-term" => o.ignore_term = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    let options = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("corral-testapp: {e}");
+            std::process::exit(64);
+        }
+    };
+    if let Some(code) = options.exit_at_start {
+        eprintln!("corral-testapp: exiting at start with {code} as asked");
+        std::process::exit(code);
+    }
+    if options.ignore_term {
+        // SAFETY: installing SIG_IGN for SIGTERM has no preconditions.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+    }
+    std::thread::sleep(options.startup_delay);
+    if let Err(e) = serve(&options) {
+        eprintln!("corral-testapp: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(options: &Options) -> io::Result<()> {
+    let worker = std::env::var("CORRAL_WORKER").unwrap_or_default();
+    if let Some(path) = &options.unix {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        println!("corral-testapp worker {worker} listening on unix:{path}");
+        for conn in listener.incoming() {
+            let conn = conn?;
+            std::thread::spawn(move || http::handle(conn));
+        }
+        return Ok(());
+    }
+    let listener = if std::env::var("LISTEN_FDS").as_deref() == Ok("1") {
+        // SAFETY: under the socket activation protocol fd 3 is a listening socket handed to
+        // us and owned by nobody else in this process.
+        #[allow(unsafe_code)]
+        unsafe {
+            TcpListener::from_raw_fd(3)
+        }
+    } else {
+        let port = options.port.ok_or_else(|| {
+            io::Error::other("give --port N, --unix PATH or fd 3 with LISTEN_FDS=1")
+        })?;
+        TcpListener::bind(("127.0.0.1", port))?
+    };
+    println!(
+        "corral-testapp worker {worker} listening on {}",
+        listener.local_addr()?
+    );
+    for conn in listener.incoming() {
+        match conn {
+            Ok(conn) => {
+                std::thread::spawn(move || http::handle(conn));
+            }
+            Err(e) => eprintln!("accept: {e}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The admin listener: `/healthz`, `/readyz`, `/status` and `/metrics`, never on the public
+//! port.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use corral_supervisor::{PoolView, SharedStatus, StatusSnapshot};
+use corral_telemetry::Metrics;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+/// State the admin endpoints report on.
+pub struct Admin {
+    status: SharedStatus,
+    metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl Admin {
+    /// `draining` turns `/readyz` to 503 the moment a stop begins, so load balancers stop
+    /// sending before corral stops accepting.
+    pub fn new(status: SharedStatus, metrics: Arc<Metrics>, draining: Arc<AtomicBool>) -> Self {
+        Admin {
+            status,
+            metrics,
+            draining,
+            started: Instant::now(),
+        }
+    }
+
+    fn readiness(&self, snapshot: &StatusSnapshot) -> Result<String, String> {
+        if self.draining.load(Ordering::Acquire) || snapshot.stopping {
+            return Err("stopping".into());
+        }
+        match snapshot.pools.iter().find(|p| p.active) {
+            Some(pool) if pool.ready() > 0 => Ok(format!(
+                "ready: {} of {} workers of pool {}",
+                pool.ready(),
+                pool.workers.len(),
+                pool.name
+            )),
+            Some(pool) => Err(format!("no ready worker in pool {}", pool.name)),
+            None => Err("no active pool".into()),
+        }
+    }
+
+    fn status_json(&self, snapshot: &StatusSnapshot) -> Value {
+        let now = Instant::now();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "generation": 1,
+            "stopping": self.draining.load(Ordering::Acquire) || snapshot.stopping,
+            "active_pool": snapshot.pools.iter().find(|p| p.active).map(|p| &*p.name),
+            "pools": snapshot.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn pool_json(pool: &PoolView, now: Instant) -> Value {
+    json!({
+        "name": &*pool.name,
+        "active": pool.active,
+        "ready": pool.ready(),
+        "workers": pool.workers.iter().map(|w| json!({
+            "id": w.worker,
+            "pid": w.pid,
+            "state": w.state,
+            "state_seconds": now.duration_since(w.since).as_secs_f64(),
+            "age_seconds": w.started.map(|s| now.duration_since(s).as_secs_f64()),
+            "requests": w.backend.as_ref().map_or(0, |b| b.served.load(Ordering::Relaxed)),
+            "in_flight": w.backend.as_ref().map_or(0, |b| b.load()),
+            "restarts": w.restarts,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn reply(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
+    let body = body.into_bytes();
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let snapshot = self.status.load();
+        let head = session.req_header();
+        if head.method != http::Method::GET && head.method != http::Method::HEAD {
+            return reply(405, "text/plain", "only GET\n".into());
+        }
+        match head.uri.path() {
+            "/healthz" => reply(200, "text/plain", "ok\n".into()),
+            "/readyz" => match self.readiness(&snapshot) {
+                Ok(why) => reply(200, "text/plain", why + "\n"),
+                Err(why) => reply(503, "text/plain", why + "\n"),
+            },
+            "/status" => reply(
+                200,
+                "application/json",
+                self.status_json(&snapshot).to_string(),
+            ),
+            "/metrics" => reply(200, "text/plain; version=0.0.4", self.metrics.render()),
+            _ => reply(
+                404,
+                "text/plain",
+                "not found; try /healthz, /readyz, /status or /metrics\n".into(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Request limits checked before a request reaches a worker (Gunicorn's defaults), and
+//! framing that could smuggle a second request past a worker.
+
+use corral_config::Limits;
+use pingora_http::RequestHeader;
+
+/// Why a request is refused, as the status to answer and a reason for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status to answer.
+    pub status: u16,
+    /// A short reason for the log.
+    pub reason: &'static str,
+}
+
+/// Checks the request head against `limits`; `None` when it may pass.
+pub fn check(head: &RequestHeader, limits: &Limits) -> Option<Refusal> {
+    // "METHOD SP target SP HTTP/1.1"
+    let line = head.method.as_str().len() + head.uri.to_string().len() + 10;
+    if line > limits.request_line {
+        return Some(Refusal {
+            status: 414,
+            reason: "request line too long",
+        });
+    }
+    if head.headers.len() > limits.header_count {
+        return Some(Refusal {
+            status: 431,
+            reason: "too many header fields",
+        });
+    }
+    let mut content_lengths = head.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    for (name, value) in head.headers.iter() {
+        if name.as_str().len() + value.len() + 2 > limits.header_size {
+            return Some(Refusal {
+                status: 431,
+                reason: "header field too large",
+            });
+        }
+    }
+    let first = content_lengths.next();
+    if head.headers.contains_key(http::header::TRANSFER_ENCODING) && first.is_some() {
+        return Some(Refusal {
+            status: 400,
+            reason: "both Content-Length and Transfer-Encoding",
+        });
+    }
+    if let Some(first) = first {
+        if content_lengths.any(|other| other != first) {
+            return Some(Refusal {
+                status: 400,
+                reason: "conflicting Content-Length",
+            });
+        }
+        match std::str::from_utf8(first.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            None => {
+                return Some(Refusal {
+                    status: 400,
+                    reason: "bad Content-Length",
+                })
+            }
+            Some(n) if n > limits.body_size => {
+                return Some(Refusal {
+                    status: 413,
+                    reason: "body too large",
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            request_line: 100,
+            header_count: 3,
+            header_size: 50,
+            body_size: 1000,
+            keepalive_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn head(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut h = RequestHeader::build("GET", path.as_bytes(), None).expect("head");
+        for (k, v) in headers {
+            h.append_header(k.to_string(), *v).expect("header");
+        }
+        h
+    }
+
+    fn status(h: &RequestHeader) -> Option<u16> {
+        check(h, &limits()).map(|r| r.status)
+    }
+
+    #[test]
+    fn limits_map_to_gunicorn_statuses() {
+        assert_eq!(status(&head("/", &[("host", "a")])), None);
+        assert_eq!(
+            status(&head(&format!("/{}", "a".repeat(100)), &[])),
+            Some(414)
+        );
+        assert_eq!(
+            status(&head(
+                "/",
+                &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]
+            )),
+            Some(431)
+        );
+        assert_eq!(status(&head("/", &[("x", &"v".repeat(60))])), Some(431));
+        assert_eq!(status(&head("/", &[("content-length", "1001")])), Some(413));
+        assert_eq!(status(&head("/", &[("content-length", "10")])), None);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        assert_eq!(
+            status(&head(
+                "/",
+                &[("content-length", "5"), ("transfer-encoding", "chunked")]
+            )),
+            Some(400)
+        );
+        assert_eq!(
+            status(&head(
+                "/",
+                &[("content-length", "5"), ("content-length", "6")]
+            )),
+            Some(400)
+        );
+        assert_eq!(status(&head("/", &[("content-length", "five")])), Some(400));
+    }
+}

@@ -1,0 +1,231 @@
+//! One connection: read requests, answer by path, keep the connection alive when asked.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use tungstenite::protocol::Role;
+use tungstenite::{Message, WebSocket};
+
+use crate::Conn;
+
+/// Memory held by `/alloc`, never freed, so RSS stays up.
+static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+struct Request {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    headers: Vec<(String, String)>,
+    close: bool,
+}
+
+pub fn handle<S: Conn + 'static>(mut conn: S) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let (request, consumed) = match read_head(&mut conn, &mut buf) {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        buf.drain(..consumed);
+        let length: usize = header(&request, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = std::mem::take(&mut buf);
+        while body.len() < length {
+            let mut chunk = [0u8; 8192];
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf = body.split_off(length);
+        if request.path == "/ws" {
+            websocket(conn, &request);
+            return;
+        }
+        if respond(&mut conn, &request, &body).is_err() || request.close {
+            return;
+        }
+    }
+}
+
+fn read_head<S: Read>(conn: &mut S, buf: &mut Vec<u8>) -> io::Result<Option<(Request, usize)>> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
+            let target = req.path.unwrap_or("/").to_string();
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (
+                    p.to_string(),
+                    q.split('&')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                None => (target, BTreeMap::new()),
+            };
+            let headers: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let connection = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("connection"))
+                .map(|(_, v)| v.to_ascii_lowercase());
+            let close = match req.version {
+                Some(0) => connection.as_deref() != Some("keep-alive"),
+                _ => connection.as_deref() == Some("close"),
+            };
+            let request = Request {
+                method: req.method.unwrap_or("GET").to_string(),
+                path,
+                query,
+                headers,
+                close,
+            };
+            return Ok(Some((request, n)));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn number(request: &Request, key: &str) -> u64 {
+    request
+        .query
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn identity() -> String {
+    let worker = std::env::var("CORRAL_WORKER").unwrap_or_default();
+    format!(
+        "{{\"worker\":\"{worker}\",\"pid\":{}}}\n",
+        std::process::id()
+    )
+}
+
+fn respond<S: Write>(conn: &mut S, request: &Request, body: &[u8]) -> io::Result<()> {
+    let (status, content_type, payload): (u16, &str, Vec<u8>) = match request.path.as_str() {
+        "/health" => (200, "text/plain", b"ok\n".to_vec()),
+        "/sleep" => {
+            std::thread::sleep(Duration::from_millis(number(request, "ms")));
+            (200, "application/json", identity().into_bytes())
+        }
+        "/crash" => {
+            eprintln!(
+                "corral-testapp: crashing as asked by {} {}",
+                request.method, request.path
+            );
+            std::process::exit(3);
+        }
+        "/hang" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        "/headers" => {
+            let map: serde_json::Map<String, serde_json::Value> = request
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v.clone())))
+                .collect();
+            (
+                200,
+                "application/json",
+                serde_json::Value::Object(map).to_string().into_bytes(),
+            )
+        }
+        "/bytes" => (
+            200,
+            "application/octet-stream",
+            vec![b'x'; number(request, "n") as usize],
+        ),
+        "/echo" => (200, "application/octet-stream", body.to_vec()),
+        "/alloc" => {
+            let mb = number(request, "mb") as usize;
+            let block = vec![1u8; mb << 20];
+            if let Ok(mut held) = HELD.lock() {
+                held.push(block);
+            }
+            (200, "application/json", identity().into_bytes())
+        }
+        path if path.starts_with("/status/") => {
+            let code = path["/status/".len()..].parse().unwrap_or(500);
+            (code, "text/plain", format!("status {code}\n").into_bytes())
+        }
+        _ => (200, "application/json", identity().into_bytes()),
+    };
+    let connection = if request.close { "close" } else { "keep-alive" };
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\nX-Worker-Pid: {}\r\n\r\n",
+        reason(status),
+        payload.len(),
+        std::process::id()
+    );
+    conn.write_all(head.as_bytes())?;
+    if request.method != "HEAD" {
+        conn.write_all(&payload)?;
+    }
+    conn.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+fn websocket<S: Conn>(mut conn: S, request: &Request) {
+    let Some(key) = header(request, "sec-websocket-key") else {
+        let _ = conn.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+    if conn.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let mut ws = WebSocket::from_raw_socket(conn, Role::Server, None);
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                if ws.send(Message::Text(t)).is_err() {
+                    return;
+                }
+            }
+            Ok(Message::Binary(b)) => {
+                if ws.send(Message::Binary(b)).is_err() {
+                    return;
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
