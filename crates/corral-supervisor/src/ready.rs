@@ -9,6 +9,8 @@ use tokio::net::TcpStream;
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes of a probe's answer kept; the rest is read and dropped.
+const MAX_ANSWER: usize = 4096;
 /// Pause between probes of a starting worker.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -32,21 +34,26 @@ async fn probe_inner(kind: Ready, addr: SocketAddr, path: &str) -> Result<(), St
         .write_all(request.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
-    let mut head = [0u8; 16];
-    let mut read = 0;
-    while read < 12 {
+    // Read the whole answer (the request said `Connection: close`): closing early would reset
+    // the connection under a worker still writing, and it would log an error for a probe.
+    let mut answer = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
         let n = stream
-            .read(&mut head[read..])
+            .read(&mut chunk)
             .await
             .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return Err("closed before answering".into());
+            break;
         }
-        read += n;
+        if answer.len() < MAX_ANSWER {
+            answer.extend_from_slice(&chunk[..n]);
+        }
     }
-    // "HTTP/1.x NNN"
-    match &head[9..12] {
-        [b'2', _, _] => Ok(()),
-        status => Err(format!("answered {}", String::from_utf8_lossy(status))),
+    // "HTTP/1.x NNN ..."
+    match answer.get(9..12) {
+        Some([b'2', _, _]) => Ok(()),
+        Some(status) => Err(format!("answered {}", String::from_utf8_lossy(status))),
+        None => Err("closed before answering".into()),
     }
 }

@@ -1,5 +1,7 @@
 //! The process-wide tracing subscriber.
 
+use std::io::IsTerminal;
+
 use corral_config::{Log, LogFormat};
 use tracing_subscriber::fmt;
 use tracing_subscriber::EnvFilter;
@@ -24,7 +26,10 @@ pub fn init_logging(config: &Log) {
             .with_current_span(false)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.with_target(true).try_init(),
+        LogFormat::Text => builder
+            .with_target(true)
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
     };
     // A second init (tests, or a reload) keeps the first subscriber; that is harmless.
     drop(result);

@@ -1,1 +1,18 @@
-fn main() {}
+//! The `corral` binary: parses the command line and hands over to [`run`] or [`check`].
+//! Exit codes: 0 success, 1 runtime failure, 64 invalid config or usage.
+
+mod cli;
+mod run;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Check(args) => cli::check(&args),
+        cli::Command::Run(args) => cli::run(&args),
+    }
+}

@@ -1,0 +1,128 @@
+//! `corral run`: wires config, telemetry, supervisor and proxy together, and owns the stop
+//! sequence: stop accepting, drain in-flight requests up to `graceful_timeout`, stop the
+//! workers, exit.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use corral_config::Config;
+use corral_proxy::ProxySettings;
+use corral_supervisor::StopMode;
+use corral_telemetry::{init_logging, Metrics};
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::services::Service as _;
+use tokio::sync::watch;
+
+use crate::signals;
+
+/// How often the drain checks whether in-flight requests are done.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Runs until a stop signal; returns once every worker is gone.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.log);
+    let metrics = Arc::new(Metrics::new().context("cannot set up metrics")?);
+    let mut addresses = config.server.listen.clone();
+    addresses.extend(config.server.admin);
+    // Bind before any worker starts: a port in use ends the run cleanly, with nothing to undo.
+    let fds = corral_proxy::bind_all(&addresses)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.threads)
+        .thread_name("corral-proxy")
+        .enable_all()
+        .build()
+        .context("cannot start the proxy runtime")?;
+    let supervisor = corral_supervisor::start(&config, metrics.clone())?;
+    tracing::info!(
+        event = "started",
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.source.display(),
+        listen = ?config.server.listen,
+        admin = ?config.server.admin,
+        pool = %config.routing.active,
+        "corral started"
+    );
+    let served = runtime.block_on(serve(&config, fds, &supervisor, metrics));
+    let mode = served.as_ref().copied().unwrap_or(StopMode::Quick);
+    supervisor.stop(mode);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served?;
+    tracing::info!(event = "stopped", "corral stopped");
+    Ok(())
+}
+
+/// Serves until a stop signal, then drains; returns how the workers are to be stopped.
+async fn serve(
+    config: &Config,
+    fds: pingora_core::server::ListenFds,
+    supervisor: &corral_supervisor::Supervisor,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<StopMode> {
+    let server_conf = Arc::new(ServerConf {
+        threads: config.server.threads,
+        ..ServerConf::default()
+    });
+    let draining = Arc::new(AtomicBool::new(false));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let settings = ProxySettings {
+        limits: config.server.limits.clone(),
+        access_log: config.log.access,
+    };
+    let mut proxy = corral_proxy::proxy_service(
+        &server_conf,
+        &config.server.listen,
+        supervisor.routes.clone(),
+        settings,
+        metrics.clone(),
+    );
+    let proxy_fds = fds.clone();
+    let proxy_shutdown = shutdown_rx.clone();
+    let proxy_task = tokio::spawn(async move {
+        proxy
+            .start_service(Some(proxy_fds), proxy_shutdown, 1)
+            .await
+    });
+    let admin_task = config.server.admin.map(|addr| {
+        let mut admin = corral_proxy::admin_service(
+            addr,
+            supervisor.status.clone(),
+            metrics.clone(),
+            draining.clone(),
+        );
+        let admin_shutdown = shutdown_rx.clone();
+        tokio::spawn(async move { admin.start_service(Some(fds), admin_shutdown, 1).await })
+    });
+
+    let mode = signals::wait_for_stop()
+        .await
+        .context("cannot install signal handlers")?;
+    draining.store(true, Ordering::Release);
+    tracing::info!(event = "stopping", mode = ?mode, in_flight = metrics.in_flight.get(), "stop requested; no longer accepting connections");
+    // Listeners close and idle keep-alive connections are dropped; requests in flight go on.
+    let _ = shutdown_tx.send(true);
+    let _ = proxy_task.await;
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    if mode == StopMode::Graceful {
+        drain(&metrics, config.server.graceful_timeout).await;
+    }
+    Ok(mode)
+}
+
+/// Waits until no request is in flight, `timeout` passes, or the operator insists.
+async fn drain(metrics: &Metrics, timeout: Duration) {
+    let start = Instant::now();
+    let wait = async {
+        while metrics.in_flight.get() > 0 {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    };
+    tokio::select! {
+        _ = wait => tracing::info!(event = "drained", waited_ms = start.elapsed().as_millis() as u64, "all in-flight requests finished"),
+        _ = tokio::time::sleep(timeout) => tracing::warn!(event = "drain_timeout", in_flight = metrics.in_flight.get(), "graceful_timeout reached; cutting remaining requests"),
+        _ = signals::wait_for_hurry() => tracing::warn!(event = "drain_cut", in_flight = metrics.in_flight.get(), "second signal; cutting remaining requests"),
+    }
+}
