@@ -74,6 +74,17 @@ pub fn check(head: &RequestHeader, limits: &Limits) -> Option<Refusal> {
     None
 }
 
+/// Whether a raw request head has a `Content-Length` field. pingora drops that field when
+/// `Transfer-Encoding` is also present (letting TE win); we refuse such requests instead, so
+/// callers check the raw bytes whenever the parsed head has `Transfer-Encoding`.
+pub fn raw_has_content_length(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    raw.split(|b| *b == b'\n').any(|line| {
+        let line = line.strip_prefix(b" ").unwrap_or(line);
+        line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -119,6 +130,19 @@ mod tests {
         assert_eq!(status(&head("/", &[("x", &"v".repeat(60))])), Some(431));
         assert_eq!(status(&head("/", &[("content-length", "1001")])), Some(413));
         assert_eq!(status(&head("/", &[("content-length", "10")])), None);
+    }
+
+    #[test]
+    fn raw_content_length_is_found_in_any_case() {
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
+        ));
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\ncontent-LENGTH:5\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"
+        ));
     }
 
     #[test]

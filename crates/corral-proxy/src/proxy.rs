@@ -142,7 +142,9 @@ impl ProxyHttp for CorralProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if let Some(refusal) = limits::check(session.req_header(), &self.settings.limits) {
+        let refusal = limits::check(session.req_header(), &self.settings.limits)
+            .or_else(|| smuggled_length(session));
+        if let Some(refusal) = refusal {
             ctx.refused = Some(refusal.reason);
             // A refused head may have left unread bytes behind: never reuse the connection.
             respond(session, refusal.status, true, false).await?;
@@ -329,6 +331,22 @@ impl ProxyHttp for CorralProxy {
             websocket: session.is_upgrade_req(),
         });
     }
+}
+
+/// A request whose raw head had both `Transfer-Encoding` and `Content-Length`.
+fn smuggled_length(session: &Session) -> Option<limits::Refusal> {
+    if !session
+        .req_header()
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    let raw = session.as_downstream().as_http1()?.get_headers_raw_bytes();
+    limits::raw_has_content_length(&raw).then_some(limits::Refusal {
+        status: 400,
+        reason: "both Content-Length and Transfer-Encoding",
+    })
 }
 
 fn client_addr(session: &Session) -> Option<SocketAddr> {

@@ -1,0 +1,303 @@
+//! The harness every integration test uses: the real `corral` binary, started on a generated
+//! config with free ports, the real test app as its workers, a real HTTP client, bounded
+//! polling instead of sleeps, and a guard that kills everything it started.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The corral binary under test.
+pub fn corral_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_corral"))
+}
+
+/// The test app, built beside corral by `cargo test --workspace`.
+pub fn testapp_bin() -> PathBuf {
+    let path = corral_bin().with_file_name("corral-testapp");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the test app is built",
+        path.display()
+    );
+    path
+}
+
+/// The repository root, where `config/` and `examples/` live.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An HTTP client that returns non-2xx statuses instead of errors.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// GETs `url`; returns (status, body).
+pub fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, String), String> {
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+/// A pool table running the test app with `workers` workers and extra args.
+pub fn testapp_pool(workers: u32, extra: &str) -> String {
+    format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"{extra}]\nworkers = {workers}\nready = \"http\"\nkill_timeout = \"3s\"\nstart_timeout = \"10s\"\n",
+        testapp_bin().display().to_string()
+    )
+}
+
+/// A running corral. Dropping it kills corral's process group and every worker group it
+/// reported, even when the test failed.
+pub struct Corral {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub admin: u16,
+    pub dir: tempfile::TempDir,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    worker_pids: Vec<u32>,
+}
+
+impl Corral {
+    /// Starts corral on `body` (the config without `[server]`/`[log]`, which are added with
+    /// free ports and JSON logs) and waits until the active pool has `ready` ready workers.
+    pub fn start(body: &str, server_extra: &str, ready: usize) -> Corral {
+        let port = free_port();
+        let admin = free_port();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\n{server_extra}\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n{body}"
+        );
+        let mut corral = Corral::spawn_with(&text, port, admin, &["run"], &[]);
+        if ready > 0 {
+            corral.wait_ready(ready, Duration::from_secs(20));
+        }
+        corral
+    }
+
+    /// Starts `corral ARGS -c <config written from text>` with extra environment.
+    pub fn spawn_with(
+        text: &str,
+        port: u16,
+        admin: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Corral {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("corral.toml");
+        std::fs::File::create(&config)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("write config");
+        let stdout = dir.path().join("stdout.log");
+        let stderr = dir.path().join("stderr.log");
+        let child = Command::new(corral_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .process_group(0)
+            .spawn()
+            .expect("start corral");
+        Corral {
+            child: Some(child),
+            port,
+            admin,
+            dir,
+            stdout,
+            stderr,
+            worker_pids: Vec::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// `/status` as JSON, or `None` while the admin listener is not up.
+    pub fn status(&self) -> Option<Value> {
+        let (code, body) = get(&client(), &self.admin_url("/status")).ok()?;
+        (code == 200)
+            .then(|| serde_json::from_str(&body).ok())
+            .flatten()
+    }
+
+    /// The workers of the active pool from `/status`.
+    pub fn workers(&self) -> Vec<Value> {
+        self.status()
+            .and_then(|s| {
+                s["pools"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["active"] == true)
+                    .map(|p| p["workers"].as_array().cloned().unwrap_or_default())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Pids of ready workers.
+    pub fn ready_pids(&mut self) -> Vec<u32> {
+        let pids: Vec<u32> = self
+            .workers()
+            .iter()
+            .filter(|w| w["state"] == "ready")
+            .filter_map(|w| w["pid"].as_u64().map(|p| p as u32))
+            .collect();
+        for p in &pids {
+            if !self.worker_pids.contains(p) {
+                self.worker_pids.push(*p);
+            }
+        }
+        pids
+    }
+
+    /// Waits until `n` workers are ready and remembers their pids for cleanup.
+    pub fn wait_ready(&mut self, n: usize, timeout: Duration) -> Vec<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pids = self.ready_pids();
+            if pids.len() >= n {
+                return pids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {n} ready workers\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `/metrics` text.
+    pub fn metrics(&self) -> String {
+        get(&client(), &self.admin_url("/metrics"))
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// corral's stdout so far.
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// corral's JSON log lines so far.
+    pub fn log_events(&self) -> Vec<Value> {
+        self.stdout_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Everything corral printed, for failure messages.
+    pub fn logs(&self) -> String {
+        let out = self.stdout_text();
+        let tail: Vec<&str> = out.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "--- corral stdout (last 60 lines) ---\n{}\n--- corral stderr ---\n{}",
+            tail.join("\n"),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    /// Sends `signal` to corral.
+    pub fn signal(&self, signal: Signal) {
+        let _ = kill(Pid::from_raw(self.pid() as i32), signal);
+    }
+
+    /// Waits for corral to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        wait_for("corral to exit", timeout, || {
+            child.try_wait().ok().flatten()
+        })
+    }
+}
+
+/// True while any process of the process group `pgid` exists.
+pub fn group_alive(pgid: u32) -> bool {
+    killpg(Pid::from_raw(pgid as i32), None).is_ok()
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        for pid in &self.worker_pids {
+            let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Runs `corral check -c path`; returns (exit code, stdout, stderr).
+pub fn check(path: &Path) -> (i32, String, String) {
+    let out = Command::new(corral_bin())
+        .arg("check")
+        .arg("-c")
+        .arg(path)
+        .current_dir(repo_root())
+        .output()
+        .expect("run corral check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
