@@ -21,14 +21,21 @@ fn kill_9_of_a_worker_under_load_fails_no_request() {
     let url = corral.url("/sleep?ms=5");
     let clients: Vec<_> = (0..8)
         .map(|_| {
-            let (stop, done, failures, url) = (stop.clone(), done.clone(), failures.clone(), url.clone());
+            let (stop, done, failures, url) =
+                (stop.clone(), done.clone(), failures.clone(), url.clone());
             std::thread::spawn(move || {
                 let agent = client();
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match get(&agent, &url) {
                         Ok((200, _)) => {}
-                        Ok((status, body)) => *failures.lock().expect("lock").entry(format!("{status} {body}")).or_default() += 1,
+                        Ok((status, body)) => {
+                            *failures
+                                .lock()
+                                .expect("lock")
+                                .entry(format!("{status} {body}"))
+                                .or_default() += 1
+                        }
                         Err(e) => *failures.lock().expect("lock").entry(e).or_default() += 1,
                     }
                     done.fetch_add(1, Ordering::Relaxed);
@@ -36,27 +43,48 @@ fn kill_9_of_a_worker_under_load_fails_no_request() {
             })
         })
         .collect();
-    wait_for("load to run", Duration::from_secs(10), || (done.load(Ordering::Relaxed) > 200).then_some(()));
+    wait_for("load to run", Duration::from_secs(10), || {
+        (done.load(Ordering::Relaxed) > 200).then_some(())
+    });
 
     let victim = before[1];
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill -9 the worker");
     let killed_at = Instant::now();
-    let after = wait_for("a replacement worker to be ready", Duration::from_secs(10), || {
-        let pids = corral.ready_pids();
-        (pids.len() == 4 && !pids.contains(&victim)).then_some(pids)
-    });
+    let after = wait_for(
+        "a replacement worker to be ready",
+        Duration::from_secs(10),
+        || {
+            let pids = corral.ready_pids();
+            (pids.len() == 4 && !pids.contains(&victim)).then_some(pids)
+        },
+    );
     let replaced_in = killed_at.elapsed();
     let at_replacement = done.load(Ordering::Relaxed);
-    wait_for("load after the replacement", Duration::from_secs(10), || (done.load(Ordering::Relaxed) > at_replacement + 200).then_some(()));
+    wait_for(
+        "load after the replacement",
+        Duration::from_secs(10),
+        || (done.load(Ordering::Relaxed) > at_replacement + 200).then_some(()),
+    );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().expect("client");
     }
 
     let failures = failures.lock().expect("lock").clone();
-    assert!(failures.is_empty(), "failed requests: {failures:?}\n{}", corral.logs());
-    assert!(replaced_in < Duration::from_secs(3), "replacement took {replaced_in:?}");
-    assert_eq!(after.iter().filter(|p| before.contains(p)).count(), 3, "only the victim was replaced");
+    assert!(
+        failures.is_empty(),
+        "failed requests: {failures:?}\n{}",
+        corral.logs()
+    );
+    assert!(
+        replaced_in < Duration::from_secs(3),
+        "replacement took {replaced_in:?}"
+    );
+    assert_eq!(
+        after.iter().filter(|p| before.contains(p)).count(),
+        3,
+        "only the victim was replaced"
+    );
     let exit = corral
         .log_events()
         .into_iter()
@@ -65,8 +93,14 @@ fn kill_9_of_a_worker_under_load_fails_no_request() {
     assert_eq!(exit["signal"], "SIGKILL", "{exit}");
     assert_eq!(exit["reason"], "crash", "{exit}");
     let metrics = corral.metrics();
-    assert!(metrics.contains("corral_worker_restarts_total{pool=\"web\",reason=\"crash\"} 1"), "{metrics}");
-    println!("requests: {}, replacement ready in {replaced_in:?}", done.load(Ordering::Relaxed));
+    assert!(
+        metrics.contains("corral_worker_restarts_total{pool=\"web\",reason=\"crash\"} 1"),
+        "{metrics}"
+    );
+    println!(
+        "requests: {}, replacement ready in {replaced_in:?}",
+        done.load(Ordering::Relaxed)
+    );
 }
 
 #[test]
@@ -74,19 +108,36 @@ fn a_crash_is_logged_with_exit_code_and_last_stderr_lines() {
     let mut corral = Corral::start(&testapp_pool(2, ""), "", 2);
     let before = corral.ready_pids();
     // POST is not idempotent: corral must not replay it on the other worker.
-    let response = client().post(&corral.url("/crash")).send("x").expect("request");
+    let response = client()
+        .post(&corral.url("/crash"))
+        .send("x")
+        .expect("request");
     assert_eq!(response.status().as_u16(), 502);
     let exit = wait_for("the crash to be logged", Duration::from_secs(10), || {
-        corral.log_events().into_iter().find(|e| e["event"] == "worker_exited" && e["reason"] == "crash")
+        corral
+            .log_events()
+            .into_iter()
+            .find(|e| e["event"] == "worker_exited" && e["reason"] == "crash")
     });
     assert_eq!(exit["exit_code"], 3, "{exit}");
     assert_eq!(exit["level"], "ERROR");
     let tail = exit["stderr_tail"].as_str().unwrap_or_default();
     assert!(tail.contains("crashing as asked by POST /crash"), "{exit}");
     let after = corral.wait_ready(2, Duration::from_secs(10));
-    assert_eq!(after.iter().filter(|p| before.contains(p)).count(), 1, "exactly one worker crashed");
-    let stderr_lines = corral.log_events().into_iter().filter(|e| e["target"] == "corral::worker" && e["stream"] == "stderr").count();
-    assert!(stderr_lines >= 1, "worker stderr is re-emitted as log events");
+    assert_eq!(
+        after.iter().filter(|p| before.contains(p)).count(),
+        1,
+        "exactly one worker crashed"
+    );
+    let stderr_lines = corral
+        .log_events()
+        .into_iter()
+        .filter(|e| e["target"] == "corral::worker" && e["stream"] == "stderr")
+        .count();
+    assert!(
+        stderr_lines >= 1,
+        "worker stderr is re-emitted as log events"
+    );
 }
 
 #[test]

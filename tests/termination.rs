@@ -28,27 +28,47 @@ fn sigterm_finishes_requests_in_flight_then_exits_0() {
             std::thread::spawn(move || get(&client(), &url))
         })
         .collect();
-    wait_for("20 requests in flight", Duration::from_secs(10), || (in_flight(&corral) == 20).then_some(()));
+    wait_for("20 requests in flight", Duration::from_secs(10), || {
+        (in_flight(&corral) == 20).then_some(())
+    });
     let stop_at = Instant::now();
     corral.signal(Signal::SIGTERM);
     // New connections are refused soon after the signal.
     wait_for("listener closed", Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", corral.port)).is_err().then_some(())
+        std::net::TcpStream::connect(("127.0.0.1", corral.port))
+            .is_err()
+            .then_some(())
     });
-    let results: Vec<_> = requests.into_iter().map(|r| r.join().expect("client")).collect();
+    let results: Vec<_> = requests
+        .into_iter()
+        .map(|r| r.join().expect("client"))
+        .collect();
     let status = corral.wait_exit(Duration::from_secs(20));
     let took = stop_at.elapsed();
     for r in &results {
         assert!(matches!(r, Ok((200, _))), "{r:?}\n{}", corral.logs());
     }
     assert_eq!(status.code(), Some(0), "{}", corral.logs());
-    assert!(took < Duration::from_secs(15), "exit took {took:?}, graceful_timeout is 15s");
+    assert!(
+        took < Duration::from_secs(15),
+        "exit took {took:?}, graceful_timeout is 15s"
+    );
     for pid in pids {
         assert!(!group_alive(pid), "process group {pid} survived corral");
     }
     let events = corral.log_events();
-    assert!(events.iter().any(|e| e["event"] == "drained"), "{}", corral.logs());
-    assert_eq!(events.iter().filter(|e| e["event"] == "worker_exited" && e["reason"] == "shutdown").count(), 4);
+    assert!(
+        events.iter().any(|e| e["event"] == "drained"),
+        "{}",
+        corral.logs()
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "worker_exited" && e["reason"] == "shutdown")
+            .count(),
+        4
+    );
 }
 
 #[test]
@@ -59,7 +79,11 @@ fn sigint_stops_quickly_and_reaps_every_worker() {
     corral.signal(Signal::SIGINT);
     let status = corral.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
-    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
     for pid in pids {
         assert!(!group_alive(pid), "process group {pid} survived corral");
     }
@@ -75,9 +99,19 @@ fn a_worker_ignoring_sigterm_is_killed_after_kill_timeout() {
     let status = corral.wait_exit(Duration::from_secs(15));
     let took = start.elapsed();
     assert_eq!(status.code(), Some(0));
-    assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(8), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
     assert!(!group_alive(pids[0]));
-    assert!(corral.log_events().iter().any(|e| e["event"] == "worker_kill"), "{}", corral.logs());
+    assert!(
+        corral
+            .log_events()
+            .iter()
+            .any(|e| e["event"] == "worker_kill"),
+        "{}",
+        corral.logs()
+    );
 }
 
 #[test]
@@ -87,7 +121,9 @@ fn workers_die_with_a_master_killed_by_sigkill() {
     // Only the master: its workers are in their own process groups.
     corral.signal(Signal::SIGKILL);
     corral.wait_exit(Duration::from_secs(5));
-    wait_for("workers to die with the master", Duration::from_secs(5), || {
-        pids.iter().all(|p| !group_alive(*p)).then_some(())
-    });
+    wait_for(
+        "workers to die with the master",
+        Duration::from_secs(5),
+        || pids.iter().all(|p| !group_alive(*p)).then_some(()),
+    );
 }

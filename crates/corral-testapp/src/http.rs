@@ -161,6 +161,14 @@ fn respond<S: Write>(conn: &mut S, request: &Request, body: &[u8]) -> io::Result
             vec![b'x'; number(request, "n") as usize],
         ),
         "/echo" => (200, "application/octet-stream", body.to_vec()),
+        "/env" => {
+            let name = request.query.get("name").cloned().unwrap_or_default();
+            (
+                200,
+                "text/plain",
+                std::env::var(name).unwrap_or_default().into_bytes(),
+            )
+        }
         "/alloc" => {
             let mb = number(request, "mb") as usize;
             let block = vec![1u8; mb << 20];

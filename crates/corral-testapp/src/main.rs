@@ -4,6 +4,7 @@
 //! Listens on `--port N` (127.0.0.1), `--unix PATH`, or fd 3 when `LISTEN_FDS=1`.
 //! Endpoints: `/` (worker id and pid), `/health`, `/sleep?ms=N`, `/crash`, `/hang`,
 //! `/headers` (request headers as JSON), `/status/NNN`, `/bytes?n=N`, `/alloc?mb=N`,
+//! `/env?name=VAR` (an environment variable), `/echo` (the request body),
 //! `/ws` (WebSocket echo). `--startup-delay-ms N` delays listening; `--exit-at-start CODE`
 //! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker).
 

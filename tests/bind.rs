@@ -1,0 +1,115 @@
+//! How workers get their sockets (`bind`) and how readiness is detected (`ready`).
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::{client, get, testapp_bin, wait_for, Corral};
+
+fn pool(bind: &str, ready: &str, workers: u32) -> String {
+    format!(
+        "[pools.web]\ncommand = [{:?}]\nworkers = {workers}\nbind = {bind:?}\nready = {ready:?}\nkill_timeout = \"3s\"\n",
+        testapp_bin().display().to_string()
+    )
+}
+
+#[test]
+fn fd_bind_hands_the_socket_over_as_fd_3_with_systemd_variables() {
+    let mut corral = Corral::start(&pool("fd", "tcp", 2), "", 2);
+    let pids = corral.ready_pids();
+    let agent = client();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let (status, body) = get(&agent, &corral.url("/env?name=LISTEN_PID")).expect("request");
+        assert_eq!(status, 200);
+        seen.insert(
+            body.trim()
+                .parse::<u32>()
+                .expect("LISTEN_PID is the worker's pid"),
+        );
+    }
+    assert!(
+        seen.iter().all(|p| pids.contains(p)),
+        "LISTEN_PID {seen:?} vs workers {pids:?}"
+    );
+    assert_eq!(
+        get(&agent, &corral.url("/env?name=LISTEN_FDS"))
+            .expect("request")
+            .1,
+        "1"
+    );
+    assert_eq!(
+        get(&agent, &corral.url("/env?name=PORT"))
+            .expect("request")
+            .1,
+        "",
+        "no $PORT with fd"
+    );
+
+    // The socket belongs to the slot, not the worker: a replacement listens on the same one.
+    let addr_of = |corral: &Corral, pid: u32| {
+        corral
+            .log_events()
+            .into_iter()
+            .find(|e| e["event"] == "worker_spawned" && e["pid"] == pid)
+            .map(|e| e["addr"].clone())
+    };
+    let first = addr_of(&corral, pids[0]).expect("spawn event");
+    kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill");
+    let replacement = wait_for("replacement", Duration::from_secs(10), || {
+        let now = corral.ready_pids();
+        (now.len() == 2 && !now.contains(&pids[0]))
+            .then(|| now.into_iter().find(|p| !pids.contains(p)))
+            .flatten()
+    });
+    assert_eq!(addr_of(&corral, replacement), Some(first));
+}
+
+#[test]
+fn tcp_bind_passes_port_placeholder_and_env() {
+    let text = format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"]\nworkers = 1\nready = \"tcp\"\nenv = {{ APP_ENV = \"test\" }}\n",
+        testapp_bin().display().to_string()
+    );
+    let corral = Corral::start(&text, "", 1);
+    let agent = client();
+    let port = get(&agent, &corral.url("/env?name=PORT"))
+        .expect("request")
+        .1;
+    assert!(port.parse::<u16>().is_ok(), "{port}");
+    assert_eq!(
+        get(&agent, &corral.url("/env?name=APP_ENV"))
+            .expect("request")
+            .1,
+        "test"
+    );
+    assert_eq!(
+        get(&agent, &corral.url("/env?name=CORRAL_POOL"))
+            .expect("request")
+            .1,
+        "web"
+    );
+    assert_eq!(
+        get(&agent, &corral.url("/env?name=CORRAL_WORKER"))
+            .expect("request")
+            .1,
+        "1"
+    );
+}
+
+#[test]
+fn http_readiness_waits_for_the_health_path() {
+    // The app listens only after 1.5 s: no traffic before, and 503 meanwhile.
+    let text = format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\", \"--startup-delay-ms\", \"1500\"]\nworkers = 1\n",
+        testapp_bin().display().to_string()
+    );
+    let mut corral = Corral::start(&text, "", 0);
+    wait_for("admin", Duration::from_secs(10), || corral.status());
+    assert_eq!(corral.workers()[0]["state"], "starting");
+    assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 503);
+    corral.wait_ready(1, Duration::from_secs(10));
+    assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
+}
