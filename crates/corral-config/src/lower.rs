@@ -190,6 +190,12 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
             &command_path,
             "is missing; every pool needs the command that starts a worker",
         ),
+        (Some(c), Some(node)) if c.iter().any(|a| a.contains("{socket}")) => r.error(
+            node.span(),
+            &command_path,
+            "uses {socket}, which needs bind = \"unix\" (not supported yet); \
+             use {port} with bind = \"tcp\", or fd 3 with bind = \"fd\"",
+        ),
         _ => {}
     }
     let workers = workers(r, &mut t);

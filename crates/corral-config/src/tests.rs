@@ -150,3 +150,12 @@ fn rendered_config_reads_back_the_same() {
     again.source = c.source.clone();
     assert_eq!(again, c);
 }
+
+#[test]
+fn socket_placeholder_is_refused_until_unix_binding_exists() {
+    let e = errs("[pools.web]\ncommand = [\"app\", \"--unix\", \"{socket}\"]\n");
+    assert!(
+        e[0].starts_with("corral.toml:2:11: pools.web.command: uses {socket}"),
+        "{e:#?}"
+    );
+}
