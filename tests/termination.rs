@@ -127,3 +127,20 @@ fn workers_die_with_a_master_killed_by_sigkill() {
         || pids.iter().all(|p| !group_alive(*p)).then_some(()),
     );
 }
+
+#[test]
+fn sigterm_while_workers_start_is_handled_not_fatal() {
+    // Regression: handlers were installed after the listeners came up, so an early SIGTERM
+    // killed the master by default action instead of stopping it.
+    let mut corral = Corral::start(
+        &testapp_pool(2, ", \"--startup-delay-ms\", \"30000\""),
+        "",
+        0,
+    );
+    wait_for("admin up", Duration::from_secs(10), || {
+        get(&client(), &corral.admin_url("/healthz")).ok()
+    });
+    corral.signal(Signal::SIGTERM);
+    let status = corral.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", corral.logs());
+}

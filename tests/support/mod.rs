@@ -273,17 +273,31 @@ impl Drop for Corral {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             if child.try_wait().ok().flatten().is_none() {
+                // Workers that are still this corral's children: pids are reused quickly
+                // (pid_max may be 32768), so a remembered pid alone proves nothing.
+                for pid in &self.worker_pids {
+                    if parent_of(*pid) == Some(child.id()) {
+                        let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                    }
+                }
+                // corral's own group; its remaining workers die with it (PR_SET_PDEATHSIG).
                 let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
                 let _ = child.wait();
             }
-        }
-        for pid in &self.worker_pids {
-            let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
     }
+}
+
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Runs `corral check -c path`; returns (exit code, stdout, stderr).

@@ -15,7 +15,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::services::Service as _;
 use tokio::sync::watch;
 
-use crate::signals;
+use crate::signals::Signals;
 
 /// How often the drain checks whether in-flight requests are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -23,17 +23,21 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Runs until a stop signal; returns once every worker is gone.
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log);
-    let metrics = Arc::new(Metrics::new().context("cannot set up metrics")?);
-    let mut addresses = config.server.listen.clone();
-    addresses.extend(config.server.admin);
-    // Bind before any worker starts: a port in use ends the run cleanly, with nothing to undo.
-    let fds = corral_proxy::bind_all(&addresses)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server.threads)
         .thread_name("corral-proxy")
         .enable_all()
         .build()
         .context("cannot start the proxy runtime")?;
+    let signals = {
+        let _context = runtime.enter();
+        Signals::install().context("cannot install signal handlers")?
+    };
+    let metrics = Arc::new(Metrics::new().context("cannot set up metrics")?);
+    let mut addresses = config.server.listen.clone();
+    addresses.extend(config.server.admin);
+    // Bind before any worker starts: a port in use ends the run cleanly, with nothing to undo.
+    let fds = corral_proxy::bind_all(&addresses)?;
     let supervisor = corral_supervisor::start(&config, metrics.clone())?;
     tracing::info!(
         event = "started",
@@ -44,7 +48,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         pool = %config.routing.active,
         "corral started"
     );
-    let served = runtime.block_on(serve(&config, fds, &supervisor, metrics));
+    let served = runtime.block_on(serve(&config, fds, &supervisor, metrics, signals));
     let mode = served.as_ref().copied().unwrap_or(StopMode::Quick);
     supervisor.stop(mode);
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -59,6 +63,7 @@ async fn serve(
     fds: pingora_core::server::ListenFds,
     supervisor: &corral_supervisor::Supervisor,
     metrics: Arc<Metrics>,
+    mut signals: Signals,
 ) -> anyhow::Result<StopMode> {
     let server_conf = Arc::new(ServerConf {
         threads: config.server.threads,
@@ -95,9 +100,7 @@ async fn serve(
         tokio::spawn(async move { admin.start_service(Some(fds), admin_shutdown, 1).await })
     });
 
-    let mode = signals::wait_for_stop()
-        .await
-        .context("cannot install signal handlers")?;
+    let mode = signals.wait_for_stop().await;
     draining.store(true, Ordering::Release);
     tracing::info!(event = "stopping", mode = ?mode, in_flight = metrics.in_flight.get(), "stop requested; no longer accepting connections");
     // Listeners close and idle keep-alive connections are dropped; requests in flight go on.
@@ -107,13 +110,13 @@ async fn serve(
         let _ = task.await;
     }
     if mode == StopMode::Graceful {
-        drain(&metrics, config.server.graceful_timeout).await;
+        drain(&metrics, config.server.graceful_timeout, &mut signals).await;
     }
     Ok(mode)
 }
 
 /// Waits until no request is in flight, `timeout` passes, or the operator insists.
-async fn drain(metrics: &Metrics, timeout: Duration) {
+async fn drain(metrics: &Metrics, timeout: Duration, signals: &mut Signals) {
     let start = Instant::now();
     let wait = async {
         while metrics.in_flight.get() > 0 {
@@ -123,6 +126,6 @@ async fn drain(metrics: &Metrics, timeout: Duration) {
     tokio::select! {
         _ = wait => tracing::info!(event = "drained", waited_ms = start.elapsed().as_millis() as u64, "all in-flight requests finished"),
         _ = tokio::time::sleep(timeout) => tracing::warn!(event = "drain_timeout", in_flight = metrics.in_flight.get(), "graceful_timeout reached; cutting remaining requests"),
-        _ = signals::wait_for_hurry() => tracing::warn!(event = "drain_cut", in_flight = metrics.in_flight.get(), "second signal; cutting remaining requests"),
+        _ = signals.wait_for_hurry() => tracing::warn!(event = "drain_cut", in_flight = metrics.in_flight.get(), "second signal; cutting remaining requests"),
     }
 }
