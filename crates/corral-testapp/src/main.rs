@@ -127,6 +127,7 @@ fn serve(options: &Options) -> io::Result<()> {
     for conn in listener.incoming() {
         match conn {
             Ok(conn) => {
+                let _ = conn.set_nodelay(true);
                 std::thread::spawn(move || http::handle(conn));
             }
             Err(e) => eprintln!("accept: {e}"),
