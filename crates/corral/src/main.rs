@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: the proxy allocates per request (headers, sessions); glibc malloc cost ~14% of
+/// CPU samples in profiles, mimalloc about a third of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
