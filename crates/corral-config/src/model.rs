@@ -26,8 +26,12 @@ pub struct Server {
     pub listen: Vec<SocketAddr>,
     /// Admin listener for /healthz, /readyz, /status, /metrics; `None` when disabled.
     pub admin: Option<SocketAddr>,
-    /// How long a graceful stop waits for in-flight requests before cutting them.
+    /// How long a graceful stop waits for in-flight requests before cutting them; also how
+    /// long a retiring worker may take to finish its requests.
     pub graceful_timeout: Duration,
+    /// On SIGTERM, how long corral keeps accepting after `/readyz` turned 503, so load
+    /// balancers notice before connections are refused.
+    pub accept_grace: Duration,
     /// Proxy threads; defaults to the number of cores.
     pub threads: usize,
     /// Limits on what clients may send.
@@ -97,8 +101,26 @@ pub struct Pool {
     pub env: Vec<(String, String)>,
     /// How long a worker may take to become ready before it is killed and retried.
     pub start_timeout: Duration,
-    /// How long a worker has after SIGTERM before SIGKILL.
+    /// How long a worker has after SIGTERM (or SIGABRT when hung) before SIGKILL.
     pub kill_timeout: Duration,
+    /// Requests a worker takes at once (1 = a sync worker); the proxy never sends more.
+    pub concurrency: u32,
+    /// Requests that may wait for a free worker; beyond it, 503 at once.
+    pub queue_size: u32,
+    /// How long a request waits for a free worker before 503.
+    pub queue_timeout: Duration,
+    /// How long a worker may take to start answering a request before 504.
+    pub timeout: Duration,
+    /// Requests after which a worker is replaced; 0 = never.
+    pub max_requests: u64,
+    /// Up to this many extra requests, random per worker, so workers do not retire together.
+    pub max_requests_jitter: u64,
+    /// Resident memory above which a worker is replaced; `None` = no limit.
+    pub max_memory: Option<u64>,
+    /// Failed starts within `start_limit_interval` after which the pool stops restarting.
+    pub start_limit_burst: u32,
+    /// The window of `start_limit_burst`.
+    pub start_limit_interval: Duration,
 }
 
 /// How a worker receives its listening socket.

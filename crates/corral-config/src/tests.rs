@@ -38,6 +38,9 @@ fn minimal_file_takes_every_default() {
     let p = &c.pools[0];
     assert_eq!((p.workers, p.bind, p.ready), (1, Bind::Tcp, Ready::Http));
     assert_eq!(p.health_path, "/health");
+    assert_eq!((p.concurrency, p.queue_size, p.max_requests, p.max_memory), (1, 100, 0, None));
+    assert_eq!((p.timeout, p.queue_timeout), (Duration::from_secs(30), Duration::from_secs(10)));
+    assert_eq!(c.server.accept_grace, Duration::ZERO);
 }
 
 #[test]
@@ -144,7 +147,7 @@ fn lookup_order() {
 
 #[test]
 fn rendered_config_reads_back_the_same() {
-    let text = "[server]\nlisten = [\"127.0.0.1:8000\", \"[::1]:8001\"]\nadmin = \"\"\n[log]\nformat = \"text\"\n[pools.web]\ncommand = [\"app\", \"{port}\"]\nworkers = 3\nbind = \"fd\"\nready = \"tcp\"\nenv = { A = \"1\" }\ncwd = \"/srv\"\n";
+    let text = "[server]\nlisten = [\"127.0.0.1:8000\", \"[::1]:8001\"]\nadmin = \"\"\n[log]\nformat = \"text\"\n[pools.web]\ncommand = [\"app\", \"{port}\"]\nworkers = 3\nbind = \"fd\"\nready = \"tcp\"\nenv = { A = \"1\" }\ncwd = \"/srv\"\nconcurrency = 4\nmax_requests = 50\nmax_requests_jitter = 10\nmax_memory = \"64MiB\"\ntimeout = \"2s\"\n";
     let c = ok(text);
     let mut again = ok(&render(&c));
     again.source = c.source.clone();
