@@ -217,15 +217,29 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
     let kill_timeout = t
         .duration(r, "kill_timeout")
         .unwrap_or(Duration::from_secs(5));
-    let concurrency = t.integer(r, "concurrency", 1, 100_000).map_or(1, |n| n as u32);
-    let queue_size = t.integer(r, "queue_size", 0, 1_000_000).map_or(100, |n| n as u32);
-    let queue_timeout = t.duration(r, "queue_timeout").unwrap_or(Duration::from_secs(10));
+    let concurrency = t
+        .integer(r, "concurrency", 1, 100_000)
+        .map_or(1, |n| n as u32);
+    let queue_size = t
+        .integer(r, "queue_size", 0, 1_000_000)
+        .map_or(100, |n| n as u32);
+    let queue_timeout = t
+        .duration(r, "queue_timeout")
+        .unwrap_or(Duration::from_secs(10));
     let timeout = t.duration(r, "timeout").unwrap_or(Duration::from_secs(30));
-    let max_requests = t.integer(r, "max_requests", 0, i64::MAX).map_or(0, |n| n as u64);
-    let max_requests_jitter = t.integer(r, "max_requests_jitter", 0, i64::MAX).map_or(0, |n| n as u64);
+    let max_requests = t
+        .integer(r, "max_requests", 0, i64::MAX)
+        .map_or(0, |n| n as u64);
+    let max_requests_jitter = t
+        .integer(r, "max_requests_jitter", 0, i64::MAX)
+        .map_or(0, |n| n as u64);
     let max_memory = t.size(r, "max_memory").filter(|n| *n > 0);
-    let start_limit_burst = t.integer(r, "start_limit_burst", 1, 1000).map_or(5, |n| n as u32);
-    let start_limit_interval = t.duration(r, "start_limit_interval").unwrap_or(Duration::from_secs(10));
+    let start_limit_burst = t
+        .integer(r, "start_limit_burst", 1, 1000)
+        .map_or(5, |n| n as u32);
+    let start_limit_interval = t
+        .duration(r, "start_limit_interval")
+        .unwrap_or(Duration::from_secs(10));
     let mut health = t.table(r, "health");
     let health_path_key = health.key_path("path");
     let health_path = health.string(r, "path").unwrap_or_else(|| "/health".into());

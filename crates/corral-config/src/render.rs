@@ -85,13 +85,29 @@ pub fn render(c: &Config) -> String {
             format_duration(p.start_timeout)
         );
         let _ = writeln!(out, "kill_timeout = {:?}", format_duration(p.kill_timeout));
-        let _ = writeln!(out, "concurrency = {}\nqueue_size = {}", p.concurrency, p.queue_size);
-        let _ = writeln!(out, "queue_timeout = {:?}", format_duration(p.queue_timeout));
+        let _ = writeln!(
+            out,
+            "concurrency = {}\nqueue_size = {}",
+            p.concurrency, p.queue_size
+        );
+        let _ = writeln!(
+            out,
+            "queue_timeout = {:?}",
+            format_duration(p.queue_timeout)
+        );
         let _ = writeln!(out, "timeout = {:?}", format_duration(p.timeout));
-        let _ = writeln!(out, "max_requests = {}\nmax_requests_jitter = {}", p.max_requests, p.max_requests_jitter);
+        let _ = writeln!(
+            out,
+            "max_requests = {}\nmax_requests_jitter = {}",
+            p.max_requests, p.max_requests_jitter
+        );
         let _ = writeln!(out, "max_memory = {}", p.max_memory.unwrap_or(0));
         let _ = writeln!(out, "start_limit_burst = {}", p.start_limit_burst);
-        let _ = writeln!(out, "start_limit_interval = {:?}", format_duration(p.start_limit_interval));
+        let _ = writeln!(
+            out,
+            "start_limit_interval = {:?}",
+            format_duration(p.start_limit_interval)
+        );
         let _ = writeln!(
             out,
             "\n[pools.{}.health]\npath = {:?}",

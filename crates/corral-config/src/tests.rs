@@ -38,8 +38,14 @@ fn minimal_file_takes_every_default() {
     let p = &c.pools[0];
     assert_eq!((p.workers, p.bind, p.ready), (1, Bind::Tcp, Ready::Http));
     assert_eq!(p.health_path, "/health");
-    assert_eq!((p.concurrency, p.queue_size, p.max_requests, p.max_memory), (1, 100, 0, None));
-    assert_eq!((p.timeout, p.queue_timeout), (Duration::from_secs(30), Duration::from_secs(10)));
+    assert_eq!(
+        (p.concurrency, p.queue_size, p.max_requests, p.max_memory),
+        (1, 100, 0, None)
+    );
+    assert_eq!(
+        (p.timeout, p.queue_timeout),
+        (Duration::from_secs(30), Duration::from_secs(10))
+    );
     assert_eq!(c.server.accept_grace, Duration::ZERO);
 }
 

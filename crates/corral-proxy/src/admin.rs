@@ -38,6 +38,11 @@ impl Admin {
             return Err("stopping".into());
         }
         match snapshot.pools.iter().find(|p| p.active) {
+            Some(pool) if pool.failed.is_some() => Err(format!(
+                "pool {} failed: {}",
+                pool.name,
+                pool.failed.as_deref().unwrap_or("")
+            )),
             Some(pool) if pool.ready() > 0 => Ok(format!(
                 "ready: {} of {} workers of pool {}",
                 pool.ready(),
@@ -55,7 +60,7 @@ impl Admin {
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
-            "generation": 1,
+            "generation": snapshot.generation,
             "stopping": self.draining.load(Ordering::Acquire) || snapshot.stopping,
             "active_pool": snapshot.pools.iter().find(|p| p.active).map(|p| &*p.name),
             "pools": snapshot.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
@@ -68,6 +73,9 @@ fn pool_json(pool: &PoolView, now: Instant) -> Value {
         "name": &*pool.name,
         "active": pool.active,
         "ready": pool.ready(),
+        "desired": pool.desired,
+        "generation": pool.generation,
+        "failed": pool.failed,
         "workers": pool.workers.iter().map(|w| json!({
             "id": w.worker,
             "pid": w.pid,
@@ -77,6 +85,7 @@ fn pool_json(pool: &PoolView, now: Instant) -> Value {
             "requests": w.backend.as_ref().map_or(0, |b| b.served.load(Ordering::Relaxed)),
             "in_flight": w.backend.as_ref().map_or(0, |b| b.load()),
             "restarts": w.restarts,
+            "generation": w.generation,
         })).collect::<Vec<_>>(),
     })
 }

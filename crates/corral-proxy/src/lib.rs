@@ -14,6 +14,8 @@ use std::os::fd::IntoRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use corral_supervisor::routes::Reporter;
 use corral_supervisor::{SharedRoutes, SharedStatus};
 use corral_telemetry::Metrics;
 use pingora_core::apps::http_app::HttpServer;
@@ -53,10 +55,11 @@ pub fn proxy_service(
     conf: &Arc<ServerConf>,
     listen: &[SocketAddr],
     routes: SharedRoutes,
-    settings: ProxySettings,
+    settings: Arc<ArcSwap<ProxySettings>>,
     metrics: Arc<Metrics>,
+    reporter: Reporter,
 ) -> Service<HttpProxy<CorralProxy>> {
-    let proxy = CorralProxy::new(routes, settings, metrics);
+    let proxy = CorralProxy::new(routes, settings, metrics, reporter);
     let mut service = pingora_proxy::http_proxy_service_with_name(conf, proxy, "corral-proxy");
     for addr in listen {
         service.add_tcp(&addr.to_string());

@@ -3,23 +3,26 @@
 //! set the forwarded headers, and count and log every request.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use corral_config::Limits;
+use corral_supervisor::routes::{Report, Reporter};
 use corral_supervisor::{RoutingTable, SharedRoutes};
 use corral_telemetry::Metrics;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use prometheus::IntGauge;
 
 use crate::access_log::{self, AccessEntry};
 use crate::limits;
 use crate::request_id;
-use crate::upstream::{choose, Claim};
+use crate::upstream::{choose, Choice, Claim};
 
 /// Attempts per request: the first, and one more on another worker.
 const MAX_TRIES: usize = 2;
@@ -37,7 +40,7 @@ const FORWARDED_HEADERS: [&str; 6] = [
     "x-real-ip",
 ];
 
-/// The proxy's settings, fixed for the life of the service.
+/// The proxy's settings; swapped whole on reload.
 pub struct ProxySettings {
     /// Client limits.
     pub limits: Limits,
@@ -48,17 +51,24 @@ pub struct ProxySettings {
 /// corral's `ProxyHttp` implementation.
 pub struct CorralProxy {
     routes: SharedRoutes,
-    settings: ProxySettings,
+    settings: Arc<ArcSwap<ProxySettings>>,
     metrics: Arc<Metrics>,
+    reporter: Reporter,
 }
 
 impl CorralProxy {
-    /// A proxy routing by `routes`.
-    pub fn new(routes: SharedRoutes, settings: ProxySettings, metrics: Arc<Metrics>) -> Self {
+    /// A proxy routing by `routes`, reporting worker trouble to the supervisor.
+    pub fn new(
+        routes: SharedRoutes,
+        settings: Arc<ArcSwap<ProxySettings>>,
+        metrics: Arc<Metrics>,
+        reporter: Reporter,
+    ) -> Self {
         CorralProxy {
             routes,
             settings,
             metrics,
+            reporter,
         }
     }
 }
@@ -82,6 +92,7 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     upstream_ms: Option<f64>,
     response_started: bool,
+    queued: bool,
     request_id: String,
     refused: Option<&'static str>,
     body_bytes: u64,
@@ -134,6 +145,7 @@ impl ProxyHttp for CorralProxy {
             upstream_start: None,
             upstream_ms: None,
             response_started: false,
+            queued: false,
             request_id: String::new(),
             refused: None,
             body_bytes: 0,
@@ -142,7 +154,8 @@ impl ProxyHttp for CorralProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let refusal = limits::check(session.req_header(), &self.settings.limits)
+        let settings = self.settings.load();
+        let refusal = limits::check(session.req_header(), &settings.limits)
             .or_else(|| smuggled_length(session));
         if let Some(refusal) = refusal {
             ctx.refused = Some(refusal.reason);
@@ -150,9 +163,7 @@ impl ProxyHttp for CorralProxy {
             respond(session, refusal.status, true, false).await?;
             return Ok(true);
         }
-        session.set_keepalive(Some(
-            self.settings.limits.keepalive_timeout.as_secs().max(1),
-        ));
+        session.set_keepalive(Some(settings.limits.keepalive_timeout.as_secs().max(1)));
         if ctx.table(&self.routes).active.backends.is_empty() {
             ctx.refused = Some("no ready worker");
             self.metrics.no_ready_worker.inc();
@@ -172,7 +183,7 @@ impl ProxyHttp for CorralProxy {
     ) -> Result<()> {
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
-            if ctx.body_bytes > self.settings.limits.body_size {
+            if ctx.body_bytes > self.settings.load().limits.body_size {
                 ctx.refused = Some("body too large");
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body over body_size");
             }
@@ -180,14 +191,77 @@ impl ProxyHttp for CorralProxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let table = ctx.table(&self.routes);
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.claim = None;
-        let tried = &ctx.tried[..ctx.tries];
-        let Some(claim) = choose(&table.active.backends, tried, spread_seed()) else {
-            let status = if ctx.tries == 0 { 503 } else { 502 };
-            return Error::e_explain(ErrorType::HTTPStatus(status), "no ready worker left to try");
+        let mut deadline = None;
+        let claim = loop {
+            let table = ctx.table(&self.routes);
+            let route = &table.active;
+            let tried = &ctx.tried[..ctx.tries.min(MAX_TRIES)];
+            match choose(
+                &route.backends,
+                &route.queue,
+                route.concurrency,
+                tried,
+                spread_seed(),
+            ) {
+                Choice::Claimed(claim) => break claim,
+                Choice::Exhausted => {
+                    let status = if ctx.tries == 0 { 503 } else { 502 };
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(status),
+                        "no ready worker left to try",
+                    );
+                }
+                Choice::Busy => {}
+            }
+            // Every worker is at its concurrency: wait in the pool's bounded queue.
+            let queue = route.queue.clone();
+            if !ctx.queued {
+                if queue.waiting.load(Ordering::SeqCst) >= route.queue_size {
+                    ctx.refused = Some("queue full");
+                    return Error::e_explain(ErrorType::HTTPStatus(503), "queue full");
+                }
+                ctx.queued = true;
+            }
+            let until =
+                *deadline.get_or_insert_with(|| tokio::time::Instant::now() + route.queue_timeout);
+            let metrics = route.metrics.clone();
+            let notified = queue.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            queue.waiting.fetch_add(1, Ordering::SeqCst);
+            metrics.queue_depth.inc();
+            // Re-check after registering: a slot freed before `enable` would not wake us.
+            let tried = &ctx.tried[..ctx.tries.min(MAX_TRIES)];
+            let retry = choose(
+                &route.backends,
+                &route.queue,
+                route.concurrency,
+                tried,
+                spread_seed(),
+            );
+            let woke = match retry {
+                Choice::Claimed(claim) => {
+                    queue.waiting.fetch_sub(1, Ordering::SeqCst);
+                    metrics.queue_depth.dec();
+                    break claim;
+                }
+                _ => tokio::time::timeout_at(until, notified).await.is_ok(),
+            };
+            queue.waiting.fetch_sub(1, Ordering::SeqCst);
+            metrics.queue_depth.dec();
+            if !woke {
+                ctx.refused = Some("queue timeout");
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(503),
+                    "no worker freed up within queue_timeout",
+                );
+            }
+            // The table may have changed (workers ready, retired): read it again.
+            ctx.table = Some(self.routes.load_full());
         };
+        let table = ctx.table(&self.routes);
         let backend = claim.backend();
         if ctx.tries < MAX_TRIES {
             ctx.tried[ctx.tries] = backend.pid;
@@ -196,6 +270,11 @@ impl ProxyHttp for CorralProxy {
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        if !session.is_upgrade_req() {
+            // A worker silent this long is stuck (Gunicorn's `timeout`); upgraded
+            // connections (WebSocket) may rightly be idle far longer.
+            peer.options.read_timeout = Some(table.active.timeout);
+        }
         ctx.claim = Some(claim);
         ctx.upstream_start = Some(Instant::now());
         Ok(Box::new(peer))
@@ -276,6 +355,32 @@ impl ProxyHttp for CorralProxy {
         e
     }
 
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (ErrorType::ReadTimedout, pingora_error::ErrorSource::Upstream) => 504,
+            (_, pingora_error::ErrorSource::Upstream) => 502,
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                pingora_error::ErrorSource::Downstream,
+            ) => 0,
+            (_, pingora_error::ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if code == 504 {
+            self.report_hung(session, ctx);
+        }
+        if code > 0 && !ctx.response_started {
+            if let Err(write) = respond(session, code, true, code == 503).await {
+                tracing::debug!(error = %write, "cannot send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
         let status = match session.response_written() {
             Some(head) => head.status.as_u16(),
@@ -292,17 +397,22 @@ impl ProxyHttp for CorralProxy {
             .observe(status, ctx.start.elapsed().as_secs_f64());
         let backend = ctx.claim.take();
         if let Some(claim) = &backend {
-            claim
-                .backend()
-                .served
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let b = claim.backend();
+            let served = b.served.fetch_add(1, Ordering::Relaxed) + 1;
+            // Exactly one request sees the count reach the limit, so one report is sent.
+            if served == b.max_requests {
+                self.reporter.send(Report::Retire {
+                    worker: b.id,
+                    reason: "max_requests",
+                });
+            }
         }
         if let Some(e) = error {
             if ctx.refused.is_none() && status >= 500 {
                 tracing::warn!(request_id = %ctx.request_id, status, error = %e, "request failed");
             }
         }
-        if !self.settings.access_log {
+        if !self.settings.load().access_log {
             return;
         }
         let head = session.req_header();
@@ -329,6 +439,30 @@ impl ProxyHttp for CorralProxy {
             user_agent,
             refused: ctx.refused,
             websocket: session.is_upgrade_req(),
+        });
+    }
+}
+
+impl CorralProxy {
+    /// A sync worker (`concurrency = 1`) that let a request time out is stuck on it: ask the
+    /// supervisor to kill and replace it, naming the request. A worker that takes several
+    /// requests at once may just be slow on one; it is left alone.
+    fn report_hung(&self, session: &Session, ctx: &mut Ctx) {
+        let table = ctx.table(&self.routes);
+        let Some(claim) = &ctx.claim else { return };
+        if table.active.concurrency != 1 {
+            return;
+        }
+        let head = session.req_header();
+        let request = format!(
+            "{} {} (request_id {})",
+            head.method,
+            head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            ctx.request_id
+        );
+        self.reporter.send(Report::Hung {
+            worker: claim.backend().id,
+            request,
         });
     }
 }

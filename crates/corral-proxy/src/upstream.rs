@@ -1,55 +1,98 @@
 //! Choosing a worker: least outstanding requests among the ready workers of the active pool,
-//! skipping workers this request already failed on.
+//! never more than `concurrency` on one, skipping workers this request already failed on.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use corral_supervisor::routes::Queue;
 use corral_supervisor::Backend;
 
 /// A claim on one worker for one request: counts in its `in_flight` until dropped, so the
-/// count is right on every path out of a request, errors and retries included.
-pub struct Claim(Arc<Backend>);
+/// count is right on every path out of a request (errors and retries included), and wakes
+/// one queued request when it frees the slot.
+pub struct Claim {
+    backend: Arc<Backend>,
+    queue: Arc<Queue>,
+}
 
 impl Claim {
     /// The claimed worker.
     pub fn backend(&self) -> &Arc<Backend> {
-        &self.0
+        &self.backend
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // SeqCst pairs with the waiter's increment of `waiting` before its re-check: either
+        // it sees our decrement, or we see it waiting and wake it.
+        if self.queue.waiting.load(Ordering::SeqCst) > 0 {
+            self.queue.notify.notify_one();
+        }
     }
 }
 
-/// Picks the ready worker with the fewest requests in flight, not in `tried` (pids), and
-/// claims it. Ties go to the worker after `spread` (a per-request number), so equally idle
-/// workers share the load instead of the first one taking everything.
-pub fn choose(backends: &[Arc<Backend>], tried: &[u32], spread: usize) -> Option<Claim> {
+/// The outcome of one attempt to pick a worker.
+pub enum Choice {
+    /// A worker was claimed.
+    Claimed(Claim),
+    /// Every untried worker is at its concurrency limit: wait for one to free up.
+    Busy,
+    /// No untried worker exists.
+    Exhausted,
+}
+
+/// Picks the ready worker with the fewest requests in flight, below `concurrency`, not in
+/// `tried` (pids), and claims it. Ties go to the worker after `spread` (a per-request number),
+/// so equally idle workers share the load instead of the first one taking everything.
+pub fn choose(
+    backends: &[Arc<Backend>],
+    queue: &Arc<Queue>,
+    concurrency: u32,
+    tried: &[u32],
+    spread: usize,
+) -> Choice {
     let n = backends.len();
-    let mut best: Option<(&Arc<Backend>, u32)> = None;
-    for i in 0..n {
-        let b = &backends[(spread + i) % n];
-        if tried.contains(&b.pid) {
-            continue;
-        }
-        let load = b.load();
-        if best.is_none_or(|(_, l)| load < l) {
-            best = Some((b, load));
-            if load == 0 {
-                break;
+    let mut any_untried = false;
+    for _ in 0..2 {
+        let mut best: Option<(&Arc<Backend>, u32)> = None;
+        for i in 0..n {
+            let b = &backends[(spread + i) % n];
+            if tried.contains(&b.pid) {
+                continue;
+            }
+            any_untried = true;
+            let load = b.load();
+            if load < concurrency && best.is_none_or(|(_, l)| load < l) {
+                best = Some((b, load));
+                if load == 0 {
+                    break;
+                }
             }
         }
+        let Some((b, load)) = best else { break };
+        // Claim only if nobody took the slot since we looked; else look again once.
+        if b.in_flight
+            .compare_exchange(load, load + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Choice::Claimed(Claim {
+                backend: b.clone(),
+                queue: queue.clone(),
+            });
+        }
     }
-    best.map(|(b, _)| {
-        b.in_flight.fetch_add(1, Ordering::Relaxed);
-        Claim(b.clone())
-    })
+    if any_untried {
+        Choice::Busy
+    } else {
+        Choice::Exhausted
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicU64};
     use std::time::Instant;
 
     use super::*;
@@ -57,25 +100,37 @@ mod tests {
     fn backends(n: u32) -> Vec<Arc<Backend>> {
         (0..n)
             .map(|i| {
-                let addr = format!("127.0.0.1:{}", 9000 + i).parse().expect("addr");
-                Arc::new(Backend::new(
-                    Arc::from("web"),
-                    i + 1,
-                    100 + i,
-                    addr,
-                    Instant::now(),
-                ))
+                Arc::new(Backend {
+                    id: u64::from(i),
+                    pool: Arc::from("web"),
+                    worker: i + 1,
+                    pid: 100 + i,
+                    addr: format!("127.0.0.1:{}", 9000 + i).parse().expect("addr"),
+                    in_flight: AtomicU32::new(0),
+                    served: AtomicU64::new(0),
+                    max_requests: 0,
+                    started: Instant::now(),
+                })
             })
             .collect()
     }
 
+    fn pid(choice: Choice) -> Option<u32> {
+        match choice {
+            Choice::Claimed(c) => Some(c.backend().pid),
+            _ => None,
+        }
+    }
+
     #[test]
     fn picks_the_least_loaded_and_counts_the_claim() {
-        let b = backends(3);
+        let (b, q) = (backends(3), Arc::new(Queue::default()));
         b[0].in_flight.store(2, Ordering::Relaxed);
         b[1].in_flight.store(1, Ordering::Relaxed);
         b[2].in_flight.store(3, Ordering::Relaxed);
-        let claim = choose(&b, &[], 0).expect("a backend");
+        let Choice::Claimed(claim) = choose(&b, &q, 10, &[], 0) else {
+            panic!("expected a claim")
+        };
         assert_eq!(claim.backend().pid, 101);
         assert_eq!(b[1].load(), 2);
         drop(claim);
@@ -84,18 +139,30 @@ mod tests {
 
     #[test]
     fn idle_workers_share_by_spread() {
-        let b = backends(4);
-        let picked: Vec<u32> = (0..4)
-            .map(|s| choose(&b, &[], s).map(|c| c.backend().pid).unwrap_or(0))
-            .collect();
-        assert_eq!(picked, vec![100, 101, 102, 103]);
+        let (b, q) = (backends(4), Arc::new(Queue::default()));
+        let picked: Vec<Option<u32>> = (0..4).map(|s| pid(choose(&b, &q, 1, &[], s))).collect();
+        assert_eq!(picked, vec![Some(100), Some(101), Some(102), Some(103)]);
     }
 
     #[test]
-    fn skips_tried_workers_and_gives_up_when_all_were_tried() {
-        let b = backends(2);
-        assert_eq!(choose(&b, &[100], 0).map(|c| c.backend().pid), Some(101));
-        assert!(choose(&b, &[100, 101], 0).is_none());
-        assert!(choose(&[], &[], 0).is_none());
+    fn never_more_than_concurrency_on_a_worker() {
+        let (b, q) = (backends(2), Arc::new(Queue::default()));
+        let claims: Vec<Choice> = (0..4).map(|s| choose(&b, &q, 2, &[], s)).collect();
+        assert!(claims.iter().all(|c| matches!(c, Choice::Claimed(_))));
+        assert!(matches!(choose(&b, &q, 2, &[], 0), Choice::Busy));
+        assert_eq!((b[0].load(), b[1].load()), (2, 2));
+        drop(claims);
+        assert!(matches!(choose(&b, &q, 2, &[], 0), Choice::Claimed(_)));
+    }
+
+    #[test]
+    fn skips_tried_workers_and_says_when_none_is_left() {
+        let (b, q) = (backends(2), Arc::new(Queue::default()));
+        assert_eq!(pid(choose(&b, &q, 1, &[100], 0)), Some(101));
+        assert!(matches!(
+            choose(&b, &q, 1, &[100, 101], 0),
+            Choice::Exhausted
+        ));
+        assert!(matches!(choose(&[], &q, 1, &[], 0), Choice::Exhausted));
     }
 }

@@ -17,6 +17,7 @@ pub mod routes;
 mod runner;
 mod spawn;
 pub mod status;
+mod worker;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -52,6 +53,8 @@ pub enum StopMode {
 /// Requests to the running supervisor.
 enum Control {
     Stop(StopMode, std::sync::mpsc::Sender<()>),
+    Reload(Box<Config>),
+    Scale { pool: Option<String>, delta: i32 },
 }
 
 /// The master's handle on the supervisor thread.
@@ -62,6 +65,7 @@ pub struct Supervisor {
     pub routes: SharedRoutes,
     /// Every worker's state, read by the admin API.
     pub status: SharedStatus,
+    reporter: routes::Reporter,
 }
 
 /// Starts every pool's workers on the supervisor thread and returns at once; workers become
@@ -76,26 +80,49 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Supervisor, Start
             metrics: metrics.pool(&name),
             name,
             backends: Vec::new(),
+            concurrency: active.concurrency,
+            queue_size: active.queue_size,
+            queue_timeout: active.queue_timeout,
+            timeout: active.timeout,
+            queue: Arc::default(),
         },
+        generation: 1,
     }));
     let status: SharedStatus = Arc::new(ArcSwap::from_pointee(StatusSnapshot::default()));
     let (control, control_rx) = mpsc::unbounded_channel();
+    let (reports, reports_rx) = mpsc::unbounded_channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let runner = runner::Runner::new(config, metrics, routes.clone(), status.clone());
     let thread = std::thread::Builder::new()
         .name("corral-supervisor".into())
-        .spawn(move || runtime.block_on(runner.run(control_rx)))?;
+        .spawn(move || runtime.block_on(runner.run(control_rx, reports_rx)))?;
     Ok(Supervisor {
         control,
         thread: Some(thread),
         routes,
         status,
+        reporter: routes::Reporter(reports),
     })
 }
 
 impl Supervisor {
+    /// The channel the proxy reports workers to retire or kill on.
+    pub fn reporter(&self) -> routes::Reporter {
+        self.reporter.clone()
+    }
+
+    /// Applies a new, already validated config: every worker is replaced, rolling.
+    pub fn reload(&self, config: Config) {
+        let _ = self.control.send(Control::Reload(Box::new(config)));
+    }
+
+    /// Adds (`delta > 0`) or removes workers of `pool` (the active pool when `None`).
+    pub fn scale(&self, pool: Option<String>, delta: i32) {
+        let _ = self.control.send(Control::Scale { pool, delta });
+    }
+
     /// Stops every worker and waits until each has exited and been reaped.
     pub fn stop(mut self, mode: StopMode) {
         let (done, wait) = std::sync::mpsc::channel();

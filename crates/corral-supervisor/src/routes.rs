@@ -1,18 +1,22 @@
-//! What the proxy may send requests to: the ready workers of each pool, published by the
-//! supervisor as one immutable table behind an `ArcSwap` (a request reads one `load`).
+//! What the proxy may send requests to: the ready workers of the active pool, published by
+//! the supervisor as one immutable table behind an `ArcSwap` (a request reads one `load`),
+//! plus the pool's wait queue and the channel the proxy reports worker trouble on.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use corral_telemetry::PoolMetrics;
+use tokio::sync::{mpsc, Notify};
 
 /// A ready worker as the proxy sees it. Shared between table generations, so its counters
 /// survive every republish of the table.
 #[derive(Debug)]
 pub struct Backend {
+    /// Unique id of this worker process within the master's life.
+    pub id: u64,
     /// Name of the pool the worker belongs to.
     pub pool: Arc<str>,
     /// The worker's slot number in its pool (the `{worker}` placeholder).
@@ -25,31 +29,30 @@ pub struct Backend {
     pub in_flight: AtomicU32,
     /// Requests finished by this worker.
     pub served: AtomicU64,
+    /// Requests after which the worker retires (`max_requests` plus its jitter); 0 = never.
+    pub max_requests: u64,
     /// When the worker process started.
     pub started: Instant,
 }
 
 impl Backend {
-    /// A fresh backend with zero counters.
-    pub fn new(pool: Arc<str>, worker: u32, pid: u32, addr: SocketAddr, started: Instant) -> Self {
-        Backend {
-            pool,
-            worker,
-            pid,
-            addr,
-            in_flight: AtomicU32::new(0),
-            served: AtomicU64::new(0),
-            started,
-        }
-    }
-
     /// Requests in flight right now.
     pub fn load(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::SeqCst)
     }
 }
 
-/// The ready workers of one pool.
+/// Requests waiting for a free worker of one pool. Lives as long as the pool, across
+/// table republishes, so waiters are never stranded on an old table.
+#[derive(Debug, Default)]
+pub struct Queue {
+    /// Woken when a worker frees a slot (one waiter) or the table changes (all waiters).
+    pub notify: Notify,
+    /// Requests waiting now.
+    pub waiting: AtomicU32,
+}
+
+/// The ready workers of one pool and how the proxy may use them.
 #[derive(Clone)]
 pub struct PoolRoute {
     /// The pool's name.
@@ -58,6 +61,16 @@ pub struct PoolRoute {
     pub backends: Vec<Arc<Backend>>,
     /// The pool's metric handles, resolved once.
     pub metrics: PoolMetrics,
+    /// Requests one worker takes at once.
+    pub concurrency: u32,
+    /// Requests that may wait for a free worker.
+    pub queue_size: u32,
+    /// How long a request may wait.
+    pub queue_timeout: Duration,
+    /// How long a worker may take to answer before 504.
+    pub timeout: Duration,
+    /// The pool's wait queue.
+    pub queue: Arc<Queue>,
 }
 
 /// Everything the proxy needs to route one request.
@@ -65,7 +78,39 @@ pub struct PoolRoute {
 pub struct RoutingTable {
     /// The pool that receives traffic.
     pub active: PoolRoute,
+    /// The config generation this table belongs to.
+    pub generation: u64,
 }
 
 /// The table shared between the supervisor (writer) and the proxy (reader).
 pub type SharedRoutes = Arc<ArcSwap<RoutingTable>>;
+
+/// What the proxy tells the supervisor about a worker.
+#[derive(Debug)]
+pub enum Report {
+    /// The worker reached a limit the proxy counts (`max_requests`): replace it.
+    Retire {
+        /// The worker's [`Backend::id`].
+        worker: u64,
+        /// Why, for logs and metrics.
+        reason: &'static str,
+    },
+    /// A sync worker did not answer within `timeout`: it is stuck; kill and replace it.
+    Hung {
+        /// The worker's [`Backend::id`].
+        worker: u64,
+        /// The request that hung it, for the log line.
+        request: String,
+    },
+}
+
+/// The proxy's end of the report channel; sending never blocks the request path.
+#[derive(Clone)]
+pub struct Reporter(pub(crate) mpsc::UnboundedSender<Report>);
+
+impl Reporter {
+    /// Sends a report; if the supervisor is gone (shutting down) there is no one to tell.
+    pub fn send(&self, report: Report) {
+        let _ = self.0.send(report);
+    }
+}

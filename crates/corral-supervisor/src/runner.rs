@@ -1,5 +1,18 @@
 //! The supervisor's event loop: the only code that changes worker state.
+//!
+//! Rules, in one place:
+//! - Every slot `1..=desired` of a pool is *covered* by a worker that is starting, or ready
+//!   and not retiring; [`Runner::ensure_slots`] spawns where one is missing.
+//! - A worker to be replaced (`max_requests`, `max_memory`, `reload`) is marked retiring and
+//!   keeps serving; its slot is then uncovered, so a replacement starts. When a worker of the
+//!   pool's current generation turns ready, every other ready worker of its slot drains:
+//!   it leaves the routing table, finishes its requests in flight (up to
+//!   `graceful_timeout`), gets SIGTERM, and SIGKILL after `kill_timeout`.
+//! - A crash restarts with [`Backoff`]; too many failed starts within the start limit
+//!   mark the pool failed until the next reload.
+//! - A hung sync worker gets SIGABRT (SIGKILL after `kill_timeout`) and a replacement at once.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
@@ -9,91 +22,98 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_config::{Bind, Config, Pool};
-use corral_telemetry::Metrics;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use corral_telemetry::{Metrics, PoolMetrics};
+use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, HEALTHY_RUN};
 use crate::output::{pump, Stream, Tail};
 use crate::ready::{probe, PROBE_INTERVAL};
-use crate::routes::{Backend, PoolRoute, RoutingTable, SharedRoutes};
+use crate::routes::{Backend, PoolRoute, Queue, Report, RoutingTable, SharedRoutes};
 use crate::spawn::{spawn, SpawnSpec};
 use crate::status::{PoolView, SharedStatus, StatusSnapshot, WorkerView};
+use crate::worker::{jitter, rss_bytes, signal_group, signal_name, State, Worker};
 use crate::{Control, StopMode};
 
 /// How long an exited worker's output pumps may take to drain before the exit is reported.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
+/// How often memory limits are checked.
+const TICK: Duration = Duration::from_secs(1);
+/// How often a draining worker's requests in flight are checked.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// Exit reasons that count as failures for backoff and the start limit.
+const FAILURES: [&str; 3] = ["crash", "start_timeout", "spawn_failed"];
 
-/// Identifies one incarnation of one slot; events of older incarnations are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Key {
-    pool: usize,
-    slot: usize,
-    generation: u64,
-}
-
-/// What the per-worker tasks report.
+/// What the per-worker tasks and timers report.
 enum Event {
-    Ready(Key),
-    StartTimeout(Key, String),
+    Ready(u64),
+    StartTimeout(u64, String),
     Exited {
-        key: Key,
+        id: u64,
         status: std::io::Result<ExitStatus>,
         ran: Duration,
         stderr: Vec<String>,
     },
-    RestartDue(Key),
-    KillDeadline,
+    RestartDue {
+        pool: usize,
+        slot: u32,
+    },
+    Drained(u64),
+    KillDeadline(u64),
+    StopDeadline,
+    Tick,
 }
 
-enum State {
-    /// Backing off before the next start.
-    Waiting {
-        since: Instant,
-    },
-    Starting {
-        since: Instant,
-        pid: u32,
-        alive: Arc<AtomicBool>,
-    },
-    Ready {
-        since: Instant,
-        pid: u32,
-        backend: Arc<Backend>,
-    },
-    Stopping {
-        since: Instant,
-        pid: u32,
-    },
-    /// Stopped for good (the supervisor is stopping).
-    Gone,
-}
-
+/// Per-slot memory that outlives each worker of the slot.
+#[derive(Default)]
 struct Slot {
-    id: u32,
-    generation: u64,
-    state: State,
-    started: Option<Instant>,
     backoff: Backoff,
     restarts: u64,
-    /// Why the current process is being ended by us, if it is.
-    ending: Option<&'static str>,
-    /// With `bind = "fd"`: the socket that outlives each worker of the slot.
+    restart_pending: bool,
+    /// With `bind = "fd"`: the socket every worker of the slot accepts on.
     listener: Option<TcpListener>,
-    /// Where the current worker listens.
-    addr: Option<SocketAddr>,
 }
 
 struct PoolState {
     config: Pool,
     name: Arc<str>,
-    slots: Vec<Slot>,
+    generation: u64,
+    desired: u32,
+    workers: Vec<Worker>,
+    slots: BTreeMap<u32, Slot>,
+    queue: Arc<Queue>,
+    metrics: PoolMetrics,
+    /// Why the pool stopped restarting workers, if it did.
+    failed: Option<String>,
+    failures: VecDeque<Instant>,
+    /// No longer in the config: its workers drain and it goes away.
+    removed: bool,
+}
+
+impl PoolState {
+    fn new(config: &Pool, metrics: &Metrics, generation: u64) -> Self {
+        PoolState {
+            name: Arc::from(config.name.as_str()),
+            desired: config.workers,
+            config: config.clone(),
+            generation,
+            workers: Vec::new(),
+            slots: BTreeMap::new(),
+            queue: Arc::new(Queue::default()),
+            metrics: metrics.pool(&config.name),
+            failed: None,
+            failures: VecDeque::new(),
+            removed: false,
+        }
+    }
 }
 
 pub(crate) struct Runner {
     pools: Vec<PoolState>,
     active: String,
+    generation: u64,
+    next_id: u64,
+    graceful_timeout: Duration,
     metrics: Arc<Metrics>,
     routes: SharedRoutes,
     status: SharedStatus,
@@ -110,32 +130,16 @@ impl Runner {
         status: SharedStatus,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let pools = config
-            .pools
-            .iter()
-            .map(|p| PoolState {
-                config: p.clone(),
-                name: Arc::from(p.name.as_str()),
-                slots: (1..=p.workers)
-                    .map(|id| Slot {
-                        id,
-                        generation: 0,
-                        state: State::Waiting {
-                            since: Instant::now(),
-                        },
-                        started: None,
-                        backoff: Backoff::default(),
-                        restarts: 0,
-                        ending: None,
-                        listener: None,
-                        addr: None,
-                    })
-                    .collect(),
-            })
-            .collect();
         Runner {
-            pools,
+            pools: config
+                .pools
+                .iter()
+                .map(|p| PoolState::new(p, &metrics, 1))
+                .collect(),
             active: config.routing.active.clone(),
+            generation: 1,
+            next_id: 1,
+            graceful_timeout: config.server.graceful_timeout,
             metrics,
             routes,
             status,
@@ -145,22 +149,37 @@ impl Runner {
         }
     }
 
-    pub(crate) async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+    pub(crate) async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut reports: mpsc::UnboundedReceiver<Report>,
+    ) {
         for pool in 0..self.pools.len() {
-            for slot in 0..self.pools[pool].slots.len() {
-                self.start_worker(pool, slot);
-            }
+            self.ensure_slots(pool);
         }
         self.publish();
+        let ticker = self.events_tx.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            loop {
+                interval.tick().await;
+                if ticker.send(Event::Tick).is_err() {
+                    return;
+                }
+            }
+        });
         loop {
             tokio::select! {
                 Some(event) = self.events_rx.recv() => self.on_event(event),
+                Some(report) = reports.recv() => self.on_report(report),
                 message = control.recv() => match message {
                     Some(Control::Stop(mode, done)) => self.begin_stop(mode, done),
+                    Some(Control::Reload(config)) => self.reload(&config),
+                    Some(Control::Scale { pool, delta }) => self.scale(pool.as_deref(), delta),
                     None => self.begin_stop(StopMode::Quick, std::sync::mpsc::channel().0),
                 },
             }
-            if self.stopping.is_some() && self.all_gone() {
+            if self.stopping.is_some() && self.pools.iter().all(|p| p.workers.is_empty()) {
                 if let Some((_, done)) = self.stopping.take() {
                     tracing::info!("all workers stopped");
                     let _ = done.send(());
@@ -170,130 +189,287 @@ impl Runner {
         }
     }
 
-    fn slot(&mut self, key: Key) -> Option<&mut Slot> {
+    fn find(&mut self, id: u64) -> Option<(usize, usize)> {
         self.pools
-            .get_mut(key.pool)?
-            .slots
-            .get_mut(key.slot)
-            .filter(|s| s.generation == key.generation)
+            .iter()
+            .enumerate()
+            .find_map(|(p, pool)| pool.workers.iter().position(|w| w.id == id).map(|i| (p, i)))
     }
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Ready(key) => self.on_ready(key),
-            Event::StartTimeout(key, why) => self.on_start_timeout(key, why),
+            Event::Ready(id) => self.on_ready(id),
+            Event::StartTimeout(id, why) => self.on_start_timeout(id, why),
             Event::Exited {
-                key,
+                id,
                 status,
                 ran,
                 stderr,
-            } => self.on_exit(key, status, ran, stderr),
-            Event::RestartDue(key) => {
-                if matches!(
-                    self.slot(key).map(|s| &s.state),
-                    Some(State::Waiting { .. })
-                ) && self.stopping.is_none()
+            } => self.on_exit(id, status, ran, stderr),
+            Event::RestartDue { pool, slot } => {
+                if let Some(s) = self
+                    .pools
+                    .get_mut(pool)
+                    .and_then(|p| p.slots.get_mut(&slot))
                 {
-                    self.start_worker(key.pool, key.slot);
-                    self.publish();
+                    s.restart_pending = false;
+                }
+                self.ensure_slots(pool);
+                self.publish();
+            }
+            Event::Drained(id) => self.on_drained(id),
+            Event::KillDeadline(id) => {
+                if let Some((p, i)) = self.find(id) {
+                    let w = &self.pools[p].workers[i];
+                    tracing::warn!(
+                        event = "worker_kill",
+                        pool = &*self.pools[p].name,
+                        worker = w.slot,
+                        pid = w.pid,
+                        "worker still running after kill_timeout; sending SIGKILL"
+                    );
+                    signal_group(w.pid, Signal::SIGKILL);
                 }
             }
-            Event::KillDeadline => self.kill_remaining(),
+            Event::StopDeadline => {
+                let ids: Vec<u64> = self
+                    .pools
+                    .iter()
+                    .flat_map(|p| p.workers.iter().map(|w| w.id))
+                    .collect();
+                for id in ids {
+                    self.on_event(Event::KillDeadline(id));
+                }
+            }
+            Event::Tick => self.check_memory(),
         }
     }
 
-    fn on_ready(&mut self, key: Key) {
-        let pool_name = self.pools[key.pool].name.clone();
-        let Some(slot) = self.slot(key) else { return };
-        let State::Starting { since, pid, .. } = slot.state else {
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Retire { worker, reason } => self.retire(worker, reason),
+            Report::Hung { worker, request } => self.on_hung(worker, &request),
+        }
+    }
+
+    fn on_ready(&mut self, id: u64) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let w = &mut pool.workers[i];
+        let State::Starting { since, .. } = w.state else {
             return;
         };
-        let Some(addr) = slot.addr else { return };
-        let backend = Arc::new(Backend::new(pool_name.clone(), slot.id, pid, addr, since));
-        slot.state = State::Ready {
+        let max_requests = match pool.config.max_requests {
+            0 => 0,
+            n => n + jitter(pool.config.max_requests_jitter),
+        };
+        let backend = Arc::new(Backend {
+            id,
+            pool: pool.name.clone(),
+            worker: w.slot,
+            pid: w.pid,
+            addr: w.addr,
+            in_flight: Default::default(),
+            served: Default::default(),
+            max_requests,
+            started: since,
+        });
+        w.state = State::Ready {
             since: Instant::now(),
-            pid,
             backend,
         };
+        let (slot, generation) = (w.slot, w.generation);
         tracing::info!(
             event = "worker_ready",
-            pool = &*pool_name,
-            worker = slot.id,
-            pid,
+            pool = &*pool.name,
+            worker = slot,
+            pid = w.pid,
             startup_ms = since.elapsed().as_millis() as u64,
             "worker ready"
         );
+        if let Some(s) = pool.slots.get_mut(&slot) {
+            s.backoff = Backoff::default();
+        }
+        // A current worker is ready: whatever else serves this slot hands over to it.
+        if generation == pool.generation {
+            let others: Vec<u64> = pool
+                .workers
+                .iter()
+                .filter(|o| o.slot == slot && o.id != id && o.routable())
+                .map(|o| o.id)
+                .collect();
+            for other in others {
+                self.begin_drain(p, other, None);
+            }
+        }
         self.publish();
     }
 
-    fn on_start_timeout(&mut self, key: Key, why: String) {
-        let pool = &self.pools[key.pool];
-        let (name, timeout) = (pool.name.clone(), pool.config.start_timeout);
-        let Some(slot) = self.slot(key) else { return };
-        let State::Starting { pid, .. } = slot.state else {
+    fn on_start_timeout(&mut self, id: u64, why: String) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let w = &mut pool.workers[i];
+        if !matches!(w.state, State::Starting { .. }) {
+            return;
+        }
+        tracing::warn!(event = "worker_start_timeout", pool = &*pool.name, worker = w.slot, pid = w.pid, last_probe = %why, "worker not ready within start_timeout ({:?}); killing it", pool.config.start_timeout);
+        w.ending = Some("start_timeout");
+        signal_group(w.pid, Signal::SIGKILL);
+    }
+
+    fn on_hung(&mut self, id: u64, request: &str) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let kill_timeout = pool.config.kill_timeout;
+        let w = &mut pool.workers[i];
+        if !w.routable() || w.ending.is_some() {
+            return;
+        }
+        tracing::error!(
+            event = "worker_timeout",
+            pool = &*pool.name,
+            worker = w.slot,
+            pid = w.pid,
+            request,
+            timeout_ms = pool.config.timeout.as_millis() as u64,
+            "worker hung on a request; sending SIGABRT"
+        );
+        w.ending = Some("timeout");
+        w.state = State::Stopping {
+            since: Instant::now(),
+        };
+        signal_group(w.pid, Signal::SIGABRT);
+        self.after(kill_timeout, Event::KillDeadline(id));
+        self.ensure_slots(p);
+        self.publish();
+    }
+
+    fn retire(&mut self, id: u64, reason: &'static str) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let w = &mut pool.workers[i];
+        if !w.routable() || w.retiring.is_some() {
+            return;
+        }
+        let served = w.backend().map_or(0, |b| b.served.load(Ordering::Relaxed));
+        tracing::info!(
+            event = "worker_retiring",
+            reason,
+            pool = &*pool.name,
+            worker = w.slot,
+            pid = w.pid,
+            served,
+            "replacing worker"
+        );
+        w.retiring = Some(reason);
+        self.ensure_slots(p);
+        self.publish();
+    }
+
+    fn check_memory(&mut self) {
+        let mut over = Vec::new();
+        for pool in &self.pools {
+            let Some(limit) = pool.config.max_memory else {
+                continue;
+            };
+            for w in pool
+                .workers
+                .iter()
+                .filter(|w| w.routable() && w.retiring.is_none())
+            {
+                if let Some(rss) = rss_bytes(w.pid).filter(|rss| *rss > limit) {
+                    tracing::warn!(
+                        event = "worker_over_memory",
+                        pool = &*pool.name,
+                        worker = w.slot,
+                        pid = w.pid,
+                        rss,
+                        limit,
+                        "worker over max_memory"
+                    );
+                    over.push(w.id);
+                }
+            }
+        }
+        for id in over {
+            self.retire(id, "max_memory");
+        }
+    }
+
+    /// Takes a ready worker out of the routing table and stops it once its requests finish.
+    fn begin_drain(&mut self, p: usize, id: u64, reason: Option<&'static str>) {
+        let graceful = self.graceful_timeout;
+        let Some(i) = self.pools[p].workers.iter().position(|w| w.id == id) else {
             return;
         };
-        tracing::warn!(
-            event = "worker_start_timeout",
-            pool = &*name,
-            worker = slot.id,
-            pid,
-            last_probe = %why,
-            "worker not ready within start_timeout ({timeout:?}); killing it"
-        );
-        slot.ending = Some("start_timeout");
-        signal_group(pid, Signal::SIGKILL);
+        let w = &mut self.pools[p].workers[i];
+        let State::Ready { backend, .. } = &w.state else {
+            return;
+        };
+        let backend = backend.clone();
+        w.ending = reason.or(w.retiring).or(Some("reload"));
+        w.state = State::Draining {
+            since: Instant::now(),
+            backend: backend.clone(),
+        };
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + graceful;
+            while backend.load() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+            let _ = tx.send(Event::Drained(id));
+        });
+    }
+
+    fn on_drained(&mut self, id: u64) {
+        let Some((p, i)) = self.find(id) else { return };
+        let kill_timeout = self.pools[p].config.kill_timeout;
+        let w = &mut self.pools[p].workers[i];
+        if !matches!(w.state, State::Draining { .. }) {
+            return;
+        }
+        signal_group(w.pid, Signal::SIGTERM);
+        w.state = State::Stopping {
+            since: Instant::now(),
+        };
+        self.after(kill_timeout, Event::KillDeadline(id));
+        self.publish();
     }
 
     fn on_exit(
         &mut self,
-        key: Key,
+        id: u64,
         status: std::io::Result<ExitStatus>,
         ran: Duration,
         stderr: Vec<String>,
     ) {
-        let name = self.pools[key.pool].name.clone();
         let stopping = self.stopping.is_some();
-        let Some(slot) = self.slot(key) else { return };
-        let pid = match slot.state {
-            State::Starting { pid, ref alive, .. } => {
-                alive.store(false, Ordering::Release);
-                pid
-            }
-            State::Ready { pid, .. } | State::Stopping { pid, .. } => pid,
-            State::Waiting { .. } | State::Gone => return,
-        };
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let w = pool.workers.remove(i);
+        w.stop_probe();
         // The worker is reaped; anything it left in its process group goes too.
-        signal_group(pid, Signal::SIGKILL);
-        let reason = slot
+        signal_group(w.pid, Signal::SIGKILL);
+        let reason = w
             .ending
-            .take()
             .unwrap_or(if stopping { "shutdown" } else { "crash" });
         let (code, signal) = match &status {
             Ok(s) => (s.code(), s.signal().map(signal_name)),
             Err(_) => (None, None),
         };
         let ran_ms = ran.as_millis() as u64;
-        if reason == "crash" {
-            tracing::error!(
-                event = "worker_exited",
-                reason,
-                pool = &*name,
-                worker = slot.id,
-                pid,
-                exit_code = code,
-                signal,
-                ran_ms,
-                stderr_tail = ?stderr,
-                "worker exited unexpectedly"
-            );
+        let failure = FAILURES.contains(&reason);
+        if failure {
+            let error = status.as_ref().err().map(|e| e.to_string());
+            tracing::error!(event = "worker_exited", reason, pool = &*pool.name, worker = w.slot, pid = w.pid, exit_code = code, signal, ran_ms, error, stderr_tail = %stderr.join("\n"), "worker exited unexpectedly");
         } else {
             tracing::info!(
                 event = "worker_exited",
                 reason,
-                pool = &*name,
-                worker = slot.id,
-                pid,
+                pool = &*pool.name,
+                worker = w.slot,
+                pid = w.pid,
                 exit_code = code,
                 signal,
                 ran_ms,
@@ -301,85 +477,132 @@ impl Runner {
             );
         }
         if stopping {
-            slot.state = State::Gone;
             self.publish();
             return;
         }
+        self.metrics.restart(&pool.name, reason);
+        let slot = pool.slots.entry(w.slot).or_default();
         slot.restarts += 1;
-        let delay = slot.backoff.on_exit(ran);
-        slot.state = State::Waiting {
-            since: Instant::now(),
-        };
-        self.metrics.restart(&name, reason);
-        if delay.is_zero() {
-            self.start_worker(key.pool, key.slot);
-        } else {
-            tracing::info!(
-                event = "worker_backoff",
-                pool = &*name,
-                worker = key.slot + 1,
-                delay_ms = delay.as_millis() as u64,
-                "restarting after a delay"
-            );
-            let tx = self.events_tx.clone();
-            let key = Key {
-                generation: self.pools[key.pool].slots[key.slot].generation,
-                ..key
-            };
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = tx.send(Event::RestartDue(key));
-            });
+        if failure {
+            let delay = slot.backoff.on_exit(ran);
+            if ran < HEALTHY_RUN && count_failure(pool) {
+                self.publish();
+                return;
+            }
+            if !delay.is_zero() {
+                let slot_id = w.slot;
+                if let Some(s) = self.pools[p].slots.get_mut(&slot_id) {
+                    s.restart_pending = true;
+                }
+                tracing::info!(
+                    event = "worker_backoff",
+                    pool = &*self.pools[p].name,
+                    worker = slot_id,
+                    delay_ms = delay.as_millis() as u64,
+                    "restarting after a delay"
+                );
+                self.after(
+                    delay,
+                    Event::RestartDue {
+                        pool: p,
+                        slot: slot_id,
+                    },
+                );
+            }
         }
+        self.ensure_slots(p);
         self.publish();
     }
 
-    /// Starts the worker of one slot and the tasks that watch it.
-    fn start_worker(&mut self, pool_index: usize, slot_index: usize) {
+    /// Spawns a worker for every slot that lacks one, and retires workers beyond `desired`.
+    fn ensure_slots(&mut self, p: usize) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let pool = &mut self.pools[p];
+        // Beyond the desired count (scale down, a pool removed by reload): drain away.
+        let extra: Vec<(u64, bool)> = pool
+            .workers
+            .iter()
+            .filter(|w| w.slot > pool.desired && w.ending.is_none())
+            .map(|w| (w.id, matches!(w.state, State::Starting { .. })))
+            .collect();
+        for (id, starting) in extra {
+            if starting {
+                if let Some(w) = self.pools[p].workers.iter_mut().find(|w| w.id == id) {
+                    w.ending = Some("scale");
+                    signal_group(w.pid, Signal::SIGTERM);
+                }
+            } else {
+                self.begin_drain(p, id, Some("scale"));
+            }
+        }
+        let pool = &self.pools[p];
+        if pool.failed.is_some() {
+            return;
+        }
+        let missing: Vec<u32> = (1..=pool.desired)
+            .filter(|slot| {
+                !pool
+                    .workers
+                    .iter()
+                    .any(|w| w.slot == *slot && w.covers_slot())
+            })
+            .filter(|slot| !pool.slots.get(slot).is_some_and(|s| s.restart_pending))
+            .collect();
+        for slot in missing {
+            self.spawn_worker(p, slot);
+        }
+    }
+
+    /// Starts one worker in `slot` and the tasks that watch it.
+    fn spawn_worker(&mut self, p: usize, slot_id: u32) {
+        let id = self.next_id;
+        self.next_id += 1;
         let events = self.events_tx.clone();
-        let pool = &mut self.pools[pool_index];
+        let pool = &mut self.pools[p];
         let name = pool.name.clone();
-        let config = &pool.config;
-        let slot = &mut pool.slots[slot_index];
-        slot.generation += 1;
-        let key = Key {
-            pool: pool_index,
-            slot: slot_index,
-            generation: slot.generation,
-        };
-        let addr = match prepare_socket(config.bind, slot) {
+        let slot = pool.slots.entry(slot_id).or_default();
+        let addr = match prepare_socket(pool.config.bind, slot) {
             Ok(addr) => addr,
             Err(e) => {
-                tracing::error!(event = "worker_spawn_failed", pool = &*name, worker = slot.id, error = %e, "cannot get a socket for the worker");
-                fail_start(&events, key, slot, e);
+                tracing::error!(event = "worker_spawn_failed", pool = &*name, worker = slot_id, error = %e, "cannot get a socket for the worker");
+                self.spawn_failed(p, id, slot_id, e);
                 return;
             }
         };
         let spec = SpawnSpec {
-            pool: config,
-            worker: slot.id,
+            pool: &pool.config,
+            worker: slot_id,
             addr,
             listen_fd: slot.listener.as_ref().map(|l| l.as_raw_fd()),
         };
-        slot.addr = Some(addr);
         let started = Instant::now();
         let mut child = match spawn(&spec) {
             Ok(child) => child,
             Err(e) => {
-                tracing::error!(event = "worker_spawn_failed", pool = &*name, worker = slot.id, command = ?config.command, error = %e, "cannot start the worker");
-                fail_start(&events, key, slot, e);
+                tracing::error!(event = "worker_spawn_failed", pool = &*name, worker = slot_id, command = ?pool.config.command, error = %e, "cannot start the worker");
+                self.spawn_failed(p, id, slot_id, e);
                 return;
             }
         };
         let pid = child.id().unwrap_or(0);
-        tracing::info!(event = "worker_spawned", pool = &*name, worker = slot.id, pid, %addr, "worker spawned");
+        tracing::info!(event = "worker_spawned", pool = &*name, worker = slot_id, pid, %addr, generation = pool.generation, "worker spawned");
         let alive = Arc::new(AtomicBool::new(true));
-        slot.state = State::Starting {
-            since: started,
+        pool.workers.push(Worker {
+            id,
+            slot: slot_id,
+            generation: pool.generation,
             pid,
-            alive: alive.clone(),
-        };
-        slot.started = Some(started);
+            addr,
+            started,
+            state: State::Starting {
+                since: started,
+                alive: alive.clone(),
+            },
+            retiring: None,
+            ending: None,
+        });
 
         let tail = Tail::default();
         let stdout = child.stdout.take().map(|out| {
@@ -387,7 +610,7 @@ impl Runner {
                 out,
                 Stream::Stdout,
                 name.clone(),
-                slot.id,
+                slot_id,
                 pid,
                 tail.clone(),
             ))
@@ -397,7 +620,7 @@ impl Runner {
                 err,
                 Stream::Stderr,
                 name.clone(),
-                slot.id,
+                slot_id,
                 pid,
                 tail.clone(),
             ))
@@ -410,7 +633,7 @@ impl Runner {
                 let _ = tokio::time::timeout(OUTPUT_DRAIN, pump).await;
             }
             let _ = exit_events.send(Event::Exited {
-                key,
+                id,
                 status,
                 ran,
                 stderr: tail.lines(),
@@ -418,27 +641,128 @@ impl Runner {
         });
 
         let (kind, path, timeout) = (
-            config.ready,
-            config.health_path.clone(),
-            config.start_timeout,
+            pool.config.ready,
+            pool.config.health_path.clone(),
+            pool.config.start_timeout,
         );
         tokio::spawn(async move {
             let deadline = started + timeout;
             while alive.load(Ordering::Acquire) {
                 let why = match probe(kind, addr, &path).await {
                     Ok(()) => {
-                        let _ = events.send(Event::Ready(key));
+                        let _ = events.send(Event::Ready(id));
                         return;
                     }
                     Err(why) => why,
                 };
                 if Instant::now() >= deadline {
-                    let _ = events.send(Event::StartTimeout(key, why));
+                    let _ = events.send(Event::StartTimeout(id, why));
                     return;
                 }
                 tokio::time::sleep(PROBE_INTERVAL).await;
             }
         });
+    }
+
+    /// A start that failed before a process existed takes the same path as a crash.
+    fn spawn_failed(&mut self, p: usize, id: u64, slot: u32, error: std::io::Error) {
+        let pool = &mut self.pools[p];
+        pool.workers.push(Worker {
+            id,
+            slot,
+            generation: pool.generation,
+            pid: 0,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            started: Instant::now(),
+            state: State::Starting {
+                since: Instant::now(),
+                alive: Arc::new(AtomicBool::new(false)),
+            },
+            retiring: None,
+            ending: Some("spawn_failed"),
+        });
+        let _ = self.events_tx.send(Event::Exited {
+            id,
+            status: Err(error),
+            ran: Duration::ZERO,
+            stderr: Vec::new(),
+        });
+    }
+
+    /// Applies a new, valid config: new settings for each pool and a rolling replacement of
+    /// every worker, which keeps serving until its replacement is ready.
+    fn reload(&mut self, config: &Config) {
+        self.generation += 1;
+        self.graceful_timeout = config.server.graceful_timeout;
+        self.active = config.routing.active.clone();
+        for new in &config.pools {
+            match self.pools.iter().position(|p| p.config.name == new.name) {
+                Some(p) => {
+                    let pool = &mut self.pools[p];
+                    pool.config = new.clone();
+                    pool.desired = new.workers;
+                    pool.removed = false;
+                }
+                None => self.pools.push(PoolState::new(new, &self.metrics, 0)),
+            }
+        }
+        for p in 0..self.pools.len() {
+            let pool = &mut self.pools[p];
+            if !config.pools.iter().any(|c| c.name == pool.config.name) {
+                pool.removed = true;
+                pool.desired = 0;
+            }
+            pool.generation += 1;
+            if let Some(why) = pool.failed.take() {
+                tracing::info!(event = "pool_recovering", pool = &*pool.name, previous = %why, "reload clears the failed state; starting workers again");
+            }
+            pool.failures.clear();
+            for slot in pool.slots.values_mut() {
+                slot.backoff = Backoff::default();
+                slot.restart_pending = false;
+            }
+            for w in &mut pool.workers {
+                match w.state {
+                    // Started with the old config: start over with the new one.
+                    State::Starting { .. } if w.ending.is_none() => {
+                        w.ending = Some("reload");
+                        signal_group(w.pid, Signal::SIGTERM);
+                    }
+                    State::Ready { .. } => w.retiring = Some("reload"),
+                    _ => {}
+                }
+            }
+            self.ensure_slots(p);
+        }
+        tracing::info!(
+            event = "config_applied",
+            generation = self.generation,
+            "replacing every worker"
+        );
+        self.publish();
+    }
+
+    fn scale(&mut self, pool: Option<&str>, delta: i32) {
+        let index = match pool {
+            Some(name) => self.pools.iter().position(|p| &*p.name == name),
+            None => self.pools.iter().position(|p| *p.name == *self.active),
+        };
+        let Some(p) = index else {
+            tracing::warn!(pool, "scale: no such pool");
+            return;
+        };
+        let pool = &mut self.pools[p];
+        let desired = (i64::from(pool.desired) + i64::from(delta)).clamp(1, 1024) as u32;
+        tracing::info!(
+            event = "pool_scaled",
+            pool = &*pool.name,
+            from = pool.desired,
+            to = desired,
+            "scaling"
+        );
+        pool.desired = desired;
+        self.ensure_slots(p);
+        self.publish();
     }
 
     fn begin_stop(&mut self, mode: StopMode, done: std::sync::mpsc::Sender<()>) {
@@ -453,126 +777,126 @@ impl Runner {
         let mut longest = Duration::ZERO;
         for pool in &mut self.pools {
             longest = longest.max(pool.config.kill_timeout);
-            for slot in &mut pool.slots {
-                match slot.state {
-                    State::Starting { pid, .. } | State::Ready { pid, .. } => {
-                        signal_group(pid, signal);
-                        slot.state = State::Stopping {
-                            since: Instant::now(),
-                            pid,
-                        };
-                    }
-                    State::Waiting { .. } => slot.state = State::Gone,
-                    State::Stopping { .. } | State::Gone => {}
+            for w in &mut pool.workers {
+                w.stop_probe();
+                if !matches!(w.state, State::Stopping { .. }) {
+                    signal_group(w.pid, signal);
+                    w.state = State::Stopping {
+                        since: Instant::now(),
+                    };
                 }
             }
         }
         self.stopping = Some((mode, done));
         self.publish();
+        self.after(longest, Event::StopDeadline);
+    }
+
+    fn after(&self, delay: Duration, event: Event) {
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(longest).await;
-            let _ = tx.send(Event::KillDeadline);
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(event);
         });
     }
 
-    fn kill_remaining(&mut self) {
-        for pool in &self.pools {
-            for slot in &pool.slots {
-                if let State::Stopping { pid, .. } = slot.state {
-                    tracing::warn!(
-                        event = "worker_kill",
-                        pool = &*pool.name,
-                        worker = slot.id,
-                        pid,
-                        "worker still running after kill_timeout; sending SIGKILL"
-                    );
-                    signal_group(pid, Signal::SIGKILL);
-                }
-            }
-        }
-    }
-
-    fn all_gone(&self) -> bool {
-        self.pools
-            .iter()
-            .flat_map(|p| &p.slots)
-            .all(|s| matches!(s.state, State::Gone))
-    }
-
     /// Republishes the routing table, the status snapshot and the worker gauges.
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.pools.retain(|p| !(p.removed && p.workers.is_empty()));
         let mut views = Vec::with_capacity(self.pools.len());
         for pool in &self.pools {
             let mut counts = [0i64; 3];
-            let workers: Vec<WorkerView> = pool
-                .slots
+            for w in &pool.workers {
+                match w.state {
+                    State::Starting { .. } => counts[0] += 1,
+                    State::Ready { .. } => counts[1] += 1,
+                    State::Draining { .. } | State::Stopping { .. } => counts[2] += 1,
+                }
+            }
+            self.metrics.set_workers(&pool.name, counts);
+            let mut workers: Vec<WorkerView> = pool
+                .workers
                 .iter()
-                .map(|s| {
-                    let (state, since, pid, backend) = match &s.state {
-                        State::Waiting { since } => ("waiting", *since, None, None),
-                        State::Starting { since, pid, .. } => {
-                            ("starting", *since, Some(*pid), None)
-                        }
-                        State::Ready {
-                            since,
-                            pid,
-                            backend,
-                        } => ("ready", *since, Some(*pid), Some(backend.clone())),
-                        State::Stopping { since, pid } => ("stopping", *since, Some(*pid), None),
-                        State::Gone => ("stopped", Instant::now(), None, None),
-                    };
-                    match state {
-                        "starting" => counts[0] += 1,
-                        "ready" => counts[1] += 1,
-                        "stopping" => counts[2] += 1,
-                        _ => {}
-                    }
-                    WorkerView {
-                        worker: s.id,
-                        pid,
-                        state,
-                        since,
-                        started: s.started,
-                        backend,
-                        restarts: s.restarts,
-                    }
+                .map(|w| WorkerView {
+                    worker: w.slot,
+                    pid: Some(w.pid),
+                    state: w.state_name(),
+                    since: w.since(),
+                    started: Some(w.started),
+                    backend: w.backend().cloned(),
+                    restarts: pool.slots.get(&w.slot).map_or(0, |s| s.restarts),
+                    generation: w.generation,
                 })
                 .collect();
-            self.metrics.set_workers(&pool.name, counts);
+            workers.sort_by_key(|w| w.worker);
             let active = *pool.name == *self.active;
             if active {
-                let backends = workers.iter().filter_map(|w| w.backend.clone()).collect();
-                let current = self.routes.load();
+                let backends = pool
+                    .workers
+                    .iter()
+                    .filter(|w| w.routable())
+                    .filter_map(|w| w.backend().cloned())
+                    .collect();
                 self.routes.store(Arc::new(RoutingTable {
                     active: PoolRoute {
                         name: pool.name.clone(),
                         backends,
-                        metrics: current.active.metrics.clone(),
+                        metrics: pool.metrics.clone(),
+                        concurrency: pool.config.concurrency,
+                        queue_size: pool.config.queue_size,
+                        queue_timeout: pool.config.queue_timeout,
+                        timeout: pool.config.timeout,
+                        queue: pool.queue.clone(),
                     },
+                    generation: self.generation,
                 }));
+                // Waiters re-check against the new table (a worker may have become ready).
+                pool.queue.notify.notify_waiters();
             }
             views.push(PoolView {
                 name: pool.name.clone(),
                 active,
+                desired: pool.desired,
+                generation: pool.generation,
+                failed: pool.failed.clone(),
                 workers,
             });
         }
         self.status.store(Arc::new(StatusSnapshot {
             pools: views,
             stopping: self.stopping.is_some(),
+            generation: self.generation,
         }));
     }
+}
+
+/// Records a failed start; returns true if the pool just hit its start limit and is now
+/// failed (systemd's StartLimitBurst within StartLimitIntervalSec).
+fn count_failure(pool: &mut PoolState) -> bool {
+    let now = Instant::now();
+    let window = pool.config.start_limit_interval;
+    pool.failures.push_back(now);
+    while pool
+        .failures
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
+        pool.failures.pop_front();
+    }
+    if pool.failures.len() < pool.config.start_limit_burst as usize {
+        return false;
+    }
+    let why = format!("{} failed starts within {:?}", pool.failures.len(), window);
+    tracing::error!(event = "pool_failed", pool = &*pool.name, reason = %why, "pool stopped restarting workers; fix the app and reload (SIGHUP)");
+    pool.failed = Some(why);
+    true
 }
 
 /// Picks the worker's address: a fresh free loopback port for `tcp`, or the slot's own
 /// listening socket (bound once, kept across restarts) for `fd`.
 fn prepare_socket(bind: Bind, slot: &mut Slot) -> std::io::Result<SocketAddr> {
     match bind {
-        Bind::Tcp => {
-            let probe = TcpListener::bind("127.0.0.1:0")?;
-            probe.local_addr()
-        }
+        Bind::Tcp => TcpListener::bind("127.0.0.1:0")?.local_addr(),
         Bind::Fd => {
             if slot.listener.is_none() {
                 slot.listener = Some(TcpListener::bind("127.0.0.1:0")?);
@@ -583,39 +907,4 @@ fn prepare_socket(bind: Bind, slot: &mut Slot) -> std::io::Result<SocketAddr> {
             }
         }
     }
-}
-
-/// Reports a failed start as an exit, so it takes the same backoff path as a crash.
-fn fail_start(
-    events: &mpsc::UnboundedSender<Event>,
-    key: Key,
-    slot: &mut Slot,
-    error: std::io::Error,
-) {
-    slot.ending = Some("spawn_failed");
-    slot.state = State::Starting {
-        since: Instant::now(),
-        pid: 0,
-        alive: Arc::new(AtomicBool::new(false)),
-    };
-    let _ = events.send(Event::Exited {
-        key,
-        status: Err(error),
-        ran: Duration::ZERO,
-        stderr: Vec::new(),
-    });
-}
-
-/// Signals a worker's whole process group; a group that is already gone is not an error.
-fn signal_group(pid: u32, signal: Signal) {
-    if pid == 0 {
-        return;
-    }
-    let _ = killpg(Pid::from_raw(pid as i32), signal);
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    Signal::try_from(signal)
-        .map(|s| s.as_str())
-        .unwrap_or("unknown")
 }

@@ -15,7 +15,8 @@ pub struct WorkerView {
     pub worker: u32,
     /// Process id; `None` while waiting to restart.
     pub pid: Option<u32>,
-    /// `starting`, `ready`, `stopping` or `waiting` (backing off before a restart).
+    /// `starting`, `ready`, `retiring` (ready, its replacement starting), `draining` or
+    /// `stopping`.
     pub state: &'static str,
     /// When the worker entered this state.
     pub since: Instant,
@@ -25,6 +26,8 @@ pub struct WorkerView {
     pub backend: Option<Arc<Backend>>,
     /// Times this slot's worker has been replaced.
     pub restarts: u64,
+    /// The pool config generation the worker was started with.
+    pub generation: u64,
 }
 
 /// A pool as `/status` shows it.
@@ -34,6 +37,12 @@ pub struct PoolView {
     pub name: Arc<str>,
     /// Whether it receives traffic.
     pub active: bool,
+    /// Workers it should have.
+    pub desired: u32,
+    /// Its config generation (bumped by each reload).
+    pub generation: u64,
+    /// Why it stopped restarting workers, when it did.
+    pub failed: Option<String>,
     /// Its workers in slot order.
     pub workers: Vec<WorkerView>,
 }
@@ -41,7 +50,10 @@ pub struct PoolView {
 impl PoolView {
     /// Workers that can take traffic now.
     pub fn ready(&self) -> usize {
-        self.workers.iter().filter(|w| w.state == "ready").count()
+        self.workers
+            .iter()
+            .filter(|w| w.state == "ready" || w.state == "retiring")
+            .count()
     }
 }
 
@@ -52,6 +64,8 @@ pub struct StatusSnapshot {
     pub pools: Vec<PoolView>,
     /// True once a stop has begun.
     pub stopping: bool,
+    /// The config generation: 1 at start, +1 per applied reload.
+    pub generation: u64,
 }
 
 /// The snapshot shared with the admin listener.

@@ -24,6 +24,8 @@ pub struct Metrics {
     latency: HistogramVec,
     workers: IntGaugeVec,
     restarts: IntCounterVec,
+    queue_depth: IntGaugeVec,
+    reloads: IntCounterVec,
     /// Requests answered by corral itself because no worker of the pool was ready.
     pub no_ready_worker: IntCounter,
     /// Requests in flight through the proxy right now.
@@ -35,6 +37,8 @@ pub struct Metrics {
 pub struct PoolMetrics {
     by_class: [IntCounter; 5],
     latency: Histogram,
+    /// Requests waiting for a free worker of the pool.
+    pub queue_depth: IntGauge,
 }
 
 impl PoolMetrics {
@@ -72,9 +76,23 @@ impl Metrics {
         let restarts = IntCounterVec::new(
             Opts::new(
                 "corral_worker_restarts_total",
-                "Workers replaced, by pool and reason (crash, start_timeout, shutdown)",
+                "Workers replaced, by pool and reason (crash, start_timeout, spawn_failed, timeout, max_requests, max_memory, reload, scale)",
             ),
             &["pool", "reason"],
+        )?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "corral_queue_depth",
+                "Requests waiting for a free worker, by pool",
+            ),
+            &["pool"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "corral_config_reloads_total",
+                "Config reloads, by result (ok, error)",
+            ),
+            &["result"],
         )?;
         let no_ready_worker = IntCounter::new(
             "corral_no_ready_worker_total",
@@ -93,6 +111,11 @@ impl Metrics {
         registry.register(Box::new(workers.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(no_ready_worker.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+        }
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
@@ -105,6 +128,8 @@ impl Metrics {
             latency,
             workers,
             restarts,
+            queue_depth,
+            reloads,
             no_ready_worker,
             in_flight,
         })
@@ -115,6 +140,7 @@ impl Metrics {
         PoolMetrics {
             by_class: STATUS_CLASSES.map(|c| self.requests.with_label_values(&[pool, c])),
             latency: self.latency.with_label_values(&[pool]),
+            queue_depth: self.queue_depth.with_label_values(&[pool]),
         }
     }
 
@@ -128,6 +154,11 @@ impl Metrics {
     /// Counts one worker replaced for `reason`.
     pub fn restart(&self, pool: &str, reason: &str) {
         self.restarts.with_label_values(&[pool, reason]).inc();
+    }
+
+    /// Counts one config reload with `result` `ok` or `error`.
+    pub fn reload(&self, result: &str) {
+        self.reloads.with_label_values(&[result]).inc();
     }
 
     /// The text exposition format served on `/metrics`.

@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 64 invalid config or usage.
 
 mod cli;
+mod reload;
 mod run;
 mod signals;
 

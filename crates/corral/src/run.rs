@@ -1,12 +1,13 @@
-//! `corral run`: wires config, telemetry, supervisor and proxy together, and owns the stop
-//! sequence: stop accepting, drain in-flight requests up to `graceful_timeout`, stop the
-//! workers, exit.
+//! `corral run`: wires config, telemetry, supervisor and proxy together, handles reloads,
+//! and owns the stop sequence: `/readyz` 503, `accept_grace`, stop accepting, drain
+//! in-flight requests up to `graceful_timeout`, stop the workers, exit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use corral_config::Config;
 use corral_proxy::ProxySettings;
 use corral_supervisor::StopMode;
@@ -15,7 +16,8 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::services::Service as _;
 use tokio::sync::watch;
 
-use crate::signals::Signals;
+use crate::reload;
+use crate::signals::{Request, Signals};
 
 /// How often the drain checks whether in-flight requests are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -71,16 +73,14 @@ async fn serve(
     });
     let draining = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let settings = ProxySettings {
-        limits: config.server.limits.clone(),
-        access_log: config.log.access,
-    };
+    let settings = Arc::new(ArcSwap::from_pointee(proxy_settings(config)));
     let mut proxy = corral_proxy::proxy_service(
         &server_conf,
         &config.server.listen,
         supervisor.routes.clone(),
-        settings,
+        settings.clone(),
         metrics.clone(),
+        supervisor.reporter(),
     );
     let proxy_fds = fds.clone();
     let proxy_shutdown = shutdown_rx.clone();
@@ -100,9 +100,30 @@ async fn serve(
         tokio::spawn(async move { admin.start_service(Some(fds), admin_shutdown, 1).await })
     });
 
-    let mode = signals.wait_for_stop().await;
+    let mut current = config.clone();
+    let mode = loop {
+        match signals.next().await {
+            Request::Stop(mode) => break mode,
+            Request::Reload => {
+                if let Some(new) = reload::reload(&current, &metrics) {
+                    settings.store(Arc::new(proxy_settings(&new)));
+                    supervisor.reload(new.clone());
+                    current = new;
+                }
+            }
+            Request::Scale(delta) => supervisor.scale(None, delta),
+        }
+    };
     draining.store(true, Ordering::Release);
-    tracing::info!(event = "stopping", mode = ?mode, in_flight = metrics.in_flight.get(), "stop requested; no longer accepting connections");
+    tracing::info!(event = "stopping", mode = ?mode, in_flight = metrics.in_flight.get(), "stop requested; /readyz now answers 503");
+    if mode == StopMode::Graceful && !current.server.accept_grace.is_zero() {
+        // Load balancers probe /readyz; give them time to stop sending before we refuse.
+        tokio::time::sleep(current.server.accept_grace).await;
+    }
+    tracing::info!(
+        event = "listeners_closed",
+        "no longer accepting connections"
+    );
     // Listeners close and idle keep-alive connections are dropped; requests in flight go on.
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
@@ -110,9 +131,17 @@ async fn serve(
         let _ = task.await;
     }
     if mode == StopMode::Graceful {
-        drain(&metrics, config.server.graceful_timeout, &mut signals).await;
+        drain(&metrics, current.server.graceful_timeout, &mut signals).await;
     }
     Ok(mode)
+}
+
+/// The proxy's reloadable settings from a config.
+fn proxy_settings(config: &Config) -> ProxySettings {
+    ProxySettings {
+        limits: config.server.limits.clone(),
+        access_log: config.log.access,
+    }
 }
 
 /// Waits until no request is in flight, `timeout` passes, or the operator insists.

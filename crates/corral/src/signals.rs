@@ -3,6 +3,17 @@
 use corral_supervisor::StopMode;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+/// What a signal asks the master to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// SIGTERM (graceful) or SIGINT/SIGQUIT (quick).
+    Stop(StopMode),
+    /// SIGHUP: re-read the config and replace the workers.
+    Reload,
+    /// SIGTTIN (+1) / SIGTTOU (-1): one worker more or less in the active pool.
+    Scale(i32),
+}
+
 /// The signal streams, installed before any socket is bound or worker started, so a signal
 /// that arrives early is handled rather than left to its default action (which would kill
 /// the master without stopping its workers gracefully).
@@ -11,6 +22,8 @@ pub struct Signals {
     int: Signal,
     quit: Signal,
     hup: Signal,
+    ttin: Signal,
+    ttou: Signal,
 }
 
 impl Signals {
@@ -21,19 +34,21 @@ impl Signals {
             int: signal(SignalKind::interrupt())?,
             quit: signal(SignalKind::quit())?,
             hup: signal(SignalKind::hangup())?,
+            ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
+            ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
         })
     }
 
-    /// Waits for the signal that ends the process: SIGTERM stops gracefully, SIGINT and
-    /// SIGQUIT quickly. SIGHUP has no meaning yet: it is logged and ignored.
-    pub async fn wait_for_stop(&mut self) -> StopMode {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => return StopMode::Graceful,
-                _ = self.int.recv() => return StopMode::Quick,
-                _ = self.quit.recv() => return StopMode::Quick,
-                _ = self.hup.recv() => tracing::warn!(signal = "SIGHUP", "reloading is not supported by this version; ignoring"),
-            }
+    /// Waits for the next signal. Several of one kind that arrive together count once
+    /// (reloads coalesce).
+    pub async fn next(&mut self) -> Request {
+        tokio::select! {
+            _ = self.term.recv() => Request::Stop(StopMode::Graceful),
+            _ = self.int.recv() => Request::Stop(StopMode::Quick),
+            _ = self.quit.recv() => Request::Stop(StopMode::Quick),
+            _ = self.hup.recv() => Request::Reload,
+            _ = self.ttin.recv() => Request::Scale(1),
+            _ = self.ttou.recv() => Request::Scale(-1),
         }
     }
 
