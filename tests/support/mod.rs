@@ -89,6 +89,8 @@ pub fn testapp_pool(workers: u32, extra: &str) -> String {
 /// reported, even when the test failed.
 pub struct Corral {
     pub child: Option<Child>,
+    /// The generated `[server]` and `[log]` part, so a test can rewrite the body and reload.
+    pub header: String,
     pub port: u16,
     pub admin: u16,
     pub dir: tempfile::TempDir,
@@ -103,10 +105,11 @@ impl Corral {
     pub fn start(body: &str, server_extra: &str, ready: usize) -> Corral {
         let port = free_port();
         let admin = free_port();
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\n{server_extra}\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n{body}"
+        let header = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\n{server_extra}\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n"
         );
-        let mut corral = Corral::spawn_with(&text, port, admin, &["run"], &[]);
+        let mut corral = Corral::spawn_with(&format!("{header}{body}"), port, admin, &["run"], &[]);
+        corral.header = header;
         if ready > 0 {
             corral.wait_ready(ready, Duration::from_secs(20));
         }
@@ -143,6 +146,7 @@ impl Corral {
             .expect("start corral");
         Corral {
             child: Some(child),
+            header: String::new(),
             port,
             admin,
             dir,
@@ -216,6 +220,24 @@ impl Corral {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Replaces the config file with the same header and a new body (for reload tests).
+    pub fn rewrite_config(&self, body: &str) {
+        std::fs::write(
+            self.dir.path().join("corral.toml"),
+            format!("{}{body}", self.header),
+        )
+        .expect("rewrite config");
+    }
+
+    /// One metric's value (the first line starting with `prefix`), 0 when absent.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix).map(str::trim))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// `/metrics` text.
@@ -314,4 +336,89 @@ pub fn check(path: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A bounded load: `clients` threads sending GETs to `url` until stopped or `limit` passes.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a load saw.
+#[derive(Debug)]
+pub struct LoadResult {
+    /// Requests answered 200.
+    pub ok: usize,
+    /// Every other outcome, described.
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    /// Starts the clients.
+    pub fn start(url: &str, clients: usize, limit: Duration) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, done, failures, url) = (
+                    stop.clone(),
+                    done.clone(),
+                    failures.clone(),
+                    url.to_string(),
+                );
+                std::thread::spawn(move || {
+                    let agent = client();
+                    let deadline = Instant::now() + limit;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match get(&agent, &url) {
+                            Ok((200, _)) => {}
+                            Ok((status, body)) => failures
+                                .lock()
+                                .expect("lock")
+                                .push(format!("{status} {}", body.trim())),
+                            Err(e) => failures.lock().expect("lock").push(e),
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            done,
+            failures,
+            threads,
+        }
+    }
+
+    /// Requests completed so far.
+    pub fn done(&self) -> usize {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests completed.
+    pub fn wait_more(&self, n: usize, timeout: Duration) {
+        let target = self.done() + n;
+        wait_for(&format!("{n} more requests"), timeout, || {
+            (self.done() >= target).then_some(())
+        });
+    }
+
+    /// Stops the clients and reports.
+    pub fn stop(self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        LoadResult {
+            ok: self.done.load(std::sync::atomic::Ordering::Relaxed) - failures.len(),
+            failures,
+        }
+    }
 }

@@ -1,0 +1,141 @@
+//! SIGHUP: every worker replaced rolling with no failed request; a broken file changes
+//! nothing; new code and new settings take effect.
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::{client, get, testapp_pool, wait_for, Corral, Load};
+
+/// Waits until the active pool has `n` ready workers, all started with config generation
+/// `generation` and none of them in `old`; returns their pids.
+fn wait_replaced(corral: &mut Corral, n: usize, generation: u64, old: &[u32]) -> Vec<u32> {
+    wait_for(
+        &format!(
+            "{n} ready workers of generation {generation}\n{}",
+            corral.logs()
+        ),
+        Duration::from_secs(20),
+        || {
+            let workers = corral.workers();
+            let ready: Vec<&Value> = workers.iter().filter(|w| w["state"] == "ready").collect();
+            let fresh = ready.len() == n
+                && workers.len() == n
+                && ready.iter().all(|w| {
+                    w["generation"] == generation
+                        && !old.contains(&(w["pid"].as_u64().unwrap_or(0) as u32))
+                });
+            fresh.then(|| corral.ready_pids())
+        },
+    )
+}
+
+#[test]
+fn twenty_sighups_under_load_fail_no_request_and_replace_every_worker() {
+    let mut corral = Corral::start(&testapp_pool(4, ""), "", 4);
+    let mut pids = corral.ready_pids();
+    let load = Load::start(&corral.url("/sleep?ms=5"), 16, Duration::from_secs(120));
+    load.wait_more(100, Duration::from_secs(10));
+    for round in 0..20u64 {
+        corral.signal(Signal::SIGHUP);
+        let new = wait_replaced(&mut corral, 4, round + 2, &pids);
+        assert!(
+            new.iter().all(|p| !pids.contains(p)),
+            "round {round}: {new:?} vs {pids:?}"
+        );
+        pids = new;
+    }
+    load.wait_more(100, Duration::from_secs(10));
+    let result = load.stop();
+    assert!(
+        result.failures.is_empty(),
+        "{} failed of {}: {:?}\n{}",
+        result.failures.len(),
+        result.ok,
+        &result.failures[..result.failures.len().min(10)],
+        corral.logs()
+    );
+    assert_eq!(corral.status().expect("status")["generation"], 21);
+    assert_eq!(
+        corral.metric("corral_config_reloads_total{result=\"ok\"}"),
+        20.0
+    );
+    assert_eq!(
+        corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"reload\"}"),
+        80.0
+    );
+    println!("{} requests over 20 reloads, 0 failed", result.ok);
+}
+
+#[test]
+fn broken_config_on_sighup_keeps_the_old_one_serving() {
+    let mut corral = Corral::start(&testapp_pool(2, ""), "", 2);
+    let pids = corral.ready_pids();
+    let body = format!("{}timeout = \"soon\"\n", testapp_pool(2, ""));
+    corral.rewrite_config(&body);
+    let line = format!("{}{body}", corral.header)
+        .lines()
+        .position(|l| l.starts_with("timeout = \"soon\""))
+        .expect("bad line")
+        + 1;
+    corral.signal(Signal::SIGHUP);
+    let rejected = wait_for("the reload to be rejected", Duration::from_secs(10), || {
+        corral
+            .log_events()
+            .into_iter()
+            .find(|e| e["event"] == "config_error")
+    });
+    let message = rejected["message"].as_str().unwrap_or_default();
+    let expected = format!("corral.toml:{line}:11: pools.web.timeout: \"soon\" is not a duration");
+    assert!(message.contains(&expected), "{expected} not in {rejected}");
+    assert!(corral
+        .log_events()
+        .iter()
+        .any(|e| e["event"] == "config_rejected"));
+    assert_eq!(
+        corral.metric("corral_config_reloads_total{result=\"error\"}"),
+        1.0
+    );
+    for _ in 0..20 {
+        assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
+    }
+    assert_eq!(corral.ready_pids(), pids, "workers untouched");
+    assert_eq!(corral.status().expect("status")["generation"], 1);
+}
+
+#[test]
+fn reload_serves_the_new_code_and_settings() {
+    // A real Python app whose code changes between reloads.
+    let app_dir = tempfile::tempdir().expect("dir");
+    let app = app_dir.path().join("app.py");
+    let write_app = |message: &str| {
+        let code = format!(
+            "import os, sys\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\nclass H(BaseHTTPRequestHandler):\n    protocol_version = 'HTTP/1.1'\n    def do_GET(self):\n        body = b'{message}'\n        self.send_response(200)\n        self.send_header('Content-Length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\n    def log_message(self, *a):\n        pass\nHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+        );
+        std::fs::write(&app, code).expect("write app");
+    };
+    write_app("version one");
+    let pool = |workers: u32| {
+        format!("[pools.web]\ncommand = [\"python3\", {:?}, \"{{port}}\"]\nworkers = {workers}\nready = \"tcp\"\n", app.display().to_string())
+    };
+    let mut corral = Corral::start(&pool(2), "", 2);
+    assert_eq!(
+        get(&client(), &corral.url("/")).expect("request").1,
+        "version one"
+    );
+    let old = corral.ready_pids();
+
+    write_app("version two");
+    corral.rewrite_config(&pool(3));
+    corral.signal(Signal::SIGHUP);
+    wait_replaced(&mut corral, 3, 2, &old);
+    for _ in 0..10 {
+        assert_eq!(
+            get(&client(), &corral.url("/")).expect("request").1,
+            "version two"
+        );
+    }
+    assert_eq!(corral.status().expect("status")["pools"][0]["desired"], 3);
+}
