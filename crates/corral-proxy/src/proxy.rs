@@ -401,6 +401,7 @@ impl ProxyHttp for CorralProxy {
             let served = b.served.fetch_add(1, Ordering::Relaxed) + 1;
             // Exactly one request sees the count reach the limit, so one report is sent.
             if served == b.max_requests {
+                b.retiring.store(true, Ordering::Relaxed);
                 self.reporter.send(Report::Retire {
                     worker: b.id,
                     reason: "max_requests",

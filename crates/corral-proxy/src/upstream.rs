@@ -56,7 +56,8 @@ pub fn choose(
     let n = backends.len();
     let mut any_untried = false;
     for _ in 0..2 {
-        let mut best: Option<(&Arc<Backend>, u32)> = None;
+        // The least loaded worker with room, preferring workers that are not retiring.
+        let mut best: Option<(&Arc<Backend>, (bool, u32))> = None;
         for i in 0..n {
             let b = &backends[(spread + i) % n];
             if tried.contains(&b.pid) {
@@ -64,14 +65,15 @@ pub fn choose(
             }
             any_untried = true;
             let load = b.load();
-            if load < concurrency && best.is_none_or(|(_, l)| load < l) {
-                best = Some((b, load));
-                if load == 0 {
+            let rank = (b.is_retiring(), load);
+            if load < concurrency && best.is_none_or(|(_, r)| rank < r) {
+                best = Some((b, rank));
+                if rank == (false, 0) {
                     break;
                 }
             }
         }
-        let Some((b, load)) = best else { break };
+        let Some((b, (_, load))) = best else { break };
         // Claim only if nobody took the slot since we looked; else look again once.
         if b.in_flight
             .compare_exchange(load, load + 1, Ordering::SeqCst, Ordering::SeqCst)
@@ -109,6 +111,7 @@ mod tests {
                     in_flight: AtomicU32::new(0),
                     served: AtomicU64::new(0),
                     max_requests: 0,
+                    retiring: Default::default(),
                     started: Instant::now(),
                 })
             })
@@ -153,6 +156,27 @@ mod tests {
         assert_eq!((b[0].load(), b[1].load()), (2, 2));
         drop(claims);
         assert!(matches!(choose(&b, &q, 2, &[], 0), Choice::Claimed(_)));
+    }
+
+    #[test]
+    fn retiring_workers_take_only_the_overflow() {
+        let (b, q) = (backends(2), Arc::new(Queue::default()));
+        b[0].retiring.store(true, Ordering::Relaxed);
+        b[1].in_flight.store(1, Ordering::Relaxed);
+        let first = choose(&b, &q, 2, &[], 0);
+        let second = choose(&b, &q, 2, &[], 0);
+        let pids: Vec<Option<u32>> = [&first, &second]
+            .iter()
+            .map(|c| match c {
+                Choice::Claimed(c) => Some(c.backend().pid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            pids,
+            vec![Some(101), Some(100)],
+            "the busier worker that stays wins; the retiring one takes the overflow"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes of a probe's answer kept; the rest is read and dropped.
 const MAX_ANSWER: usize = 4096;
 /// Pause between probes of a starting worker.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 
 /// One readiness probe; `Ok(())` when the worker can take traffic, `Err` says why not.
 pub async fn probe(kind: Ready, addr: SocketAddr, path: &str) -> Result<(), String> {

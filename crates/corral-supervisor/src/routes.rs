@@ -3,7 +3,7 @@
 //! plus the pool's wait queue and the channel the proxy reports worker trouble on.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,9 @@ pub struct Backend {
     pub served: AtomicU64,
     /// Requests after which the worker retires (`max_requests` plus its jitter); 0 = never.
     pub max_requests: u64,
+    /// Set once the worker is to be replaced: it still serves until its replacement is
+    /// ready, but only when no other worker has room, so it overshoots its limit little.
+    pub retiring: AtomicBool,
     /// When the worker process started.
     pub started: Instant,
 }
@@ -39,6 +42,11 @@ impl Backend {
     /// Requests in flight right now.
     pub fn load(&self) -> u32 {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether the worker is being replaced.
+    pub fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed)
     }
 }
 

@@ -272,6 +272,7 @@ impl Runner {
             in_flight: Default::default(),
             served: Default::default(),
             max_requests,
+            retiring: Default::default(),
             started: since,
         });
         w.state = State::Ready {
@@ -362,6 +363,9 @@ impl Runner {
             "replacing worker"
         );
         w.retiring = Some(reason);
+        if let Some(b) = w.backend() {
+            b.retiring.store(true, Ordering::Relaxed);
+        }
         self.ensure_slots(p);
         self.publish();
     }
@@ -728,7 +732,10 @@ impl Runner {
                         w.ending = Some("reload");
                         signal_group(w.pid, Signal::SIGTERM);
                     }
-                    State::Ready { .. } => w.retiring = Some("reload"),
+                    State::Ready { ref backend, .. } => {
+                        backend.retiring.store(true, Ordering::Relaxed);
+                        w.retiring = Some("reload");
+                    }
                     _ => {}
                 }
             }

@@ -1,0 +1,139 @@
+//! Workers replaced because of what they did: served `max_requests`, grew past
+//! `max_memory`, or hung past `timeout`. None of it may fail a request that could be served.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{client, get, testapp_bin, wait_for, Corral, Load};
+
+fn pool(workers: u32, extra: &str) -> String {
+    format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"]\nworkers = {workers}\nconcurrency = 4\nkill_timeout = \"2s\"\n{extra}",
+        testapp_bin().display().to_string()
+    )
+}
+
+#[test]
+fn max_requests_recycles_workers_without_failing_requests() {
+    let corral = Corral::start(
+        &pool(4, "max_requests = 50\nmax_requests_jitter = 10\n"),
+        "",
+        4,
+    );
+    let load = Load::start(&corral.url("/sleep?ms=2"), 16, Duration::from_secs(60));
+    load.wait_more(3000, Duration::from_secs(50));
+    let result = load.stop();
+    assert!(
+        result.failures.is_empty(),
+        "{:?}\n{}",
+        &result.failures[..result.failures.len().min(10)],
+        corral.logs()
+    );
+    // Let the last retirements finish.
+    wait_for("retirements to settle", Duration::from_secs(10), || {
+        let w = corral.workers();
+        (w.len() == 4 && w.iter().all(|w| w["state"] == "ready")).then_some(())
+    });
+    let restarts =
+        corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"max_requests\"}");
+    let served = result.ok as f64;
+    // Each worker reaches its limit after 50..=60 requests, then serves only the overflow
+    // the other workers cannot take until its replacement is ready: with 16 clients on 16
+    // slots that adds some requests, never fewer than the limit.
+    let per_worker = served / restarts.max(1.0);
+    assert!(
+        (50.0..=90.0).contains(&per_worker),
+        "{restarts} restarts for {served} requests: {per_worker:.1} per worker"
+    );
+    assert_eq!(
+        corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"crash\"}"),
+        0.0
+    );
+    println!(
+        "{served} requests, {restarts} max_requests restarts, {per_worker:.1} requests per worker"
+    );
+}
+
+#[test]
+fn max_memory_retires_the_worker_that_grew() {
+    let mut corral = Corral::start(&pool(2, "max_memory = \"64MiB\"\n"), "", 2);
+    let before = corral.ready_pids();
+    let load = Load::start(&corral.url("/sleep?ms=1"), 4, Duration::from_secs(30));
+    let (status, body) = get(&client(), &corral.url("/alloc?mb=100")).expect("alloc");
+    assert_eq!(status, 200);
+    let fat: u32 = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["pid"].as_u64())
+        .expect("pid") as u32;
+    assert!(before.contains(&fat));
+    wait_for(
+        "the fat worker to be replaced",
+        Duration::from_secs(15),
+        || {
+            let pids = corral.ready_pids();
+            (pids.len() == 2 && !pids.contains(&fat)).then_some(())
+        },
+    );
+    load.wait_more(50, Duration::from_secs(10));
+    let result = load.stop();
+    assert!(result.failures.is_empty(), "{:?}", result.failures);
+    assert_eq!(
+        corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"max_memory\"}"),
+        1.0
+    );
+    let exit = corral
+        .log_events()
+        .into_iter()
+        .find(|e| e["event"] == "worker_exited" && e["pid"] == fat)
+        .expect("exit logged");
+    assert_eq!(exit["reason"], "max_memory");
+}
+
+#[test]
+fn a_hung_sync_worker_gets_504_and_is_replaced() {
+    let text = format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"]\nworkers = 3\nconcurrency = 1\ntimeout = \"2s\"\nkill_timeout = \"1s\"\n",
+        testapp_bin().display().to_string()
+    );
+    let mut corral = Corral::start(&text, "", 3);
+    let before = corral.ready_pids();
+    let load = Load::start(&corral.url("/sleep?ms=5"), 2, Duration::from_secs(30));
+    let start = Instant::now();
+    let (status, _) = get(&client(), &corral.url("/hang")).expect("hang request");
+    let took = start.elapsed();
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "504 after {took:?}"
+    );
+    let timeout = wait_for("the timeout to be logged", Duration::from_secs(10), || {
+        corral
+            .log_events()
+            .into_iter()
+            .find(|e| e["event"] == "worker_timeout")
+    });
+    let request = timeout["request"].as_str().unwrap_or_default();
+    assert!(request.starts_with("GET /hang (request_id "), "{timeout}");
+    let hung = timeout["pid"].as_u64().expect("pid") as u32;
+    assert!(before.contains(&hung));
+    wait_for("a replacement", Duration::from_secs(10), || {
+        let pids = corral.ready_pids();
+        (pids.len() == 3 && !pids.contains(&hung)).then_some(())
+    });
+    let exit = wait_for("the hung worker's exit", Duration::from_secs(10), || {
+        corral
+            .log_events()
+            .into_iter()
+            .find(|e| e["event"] == "worker_exited" && e["pid"] == hung)
+    });
+    assert_eq!(exit["reason"], "timeout");
+    assert_eq!(exit["signal"], "SIGABRT", "{exit}");
+    load.wait_more(20, Duration::from_secs(10));
+    let result = load.stop();
+    assert!(
+        result.failures.is_empty(),
+        "fast requests failed: {:?}",
+        result.failures
+    );
+}
