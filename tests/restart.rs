@@ -142,7 +142,11 @@ fn a_crash_is_logged_with_exit_code_and_last_stderr_lines() {
 
 #[test]
 fn a_worker_that_exits_at_start_is_retried_with_growing_delays() {
-    let corral = Corral::start(&testapp_pool(1, ", \"--exit-at-start\", \"2\""), "", 0);
+    let pool = format!(
+        "{}start_limit_burst = 50\n",
+        testapp_pool(1, ", \"--exit-at-start\", \"2\"")
+    );
+    let corral = Corral::start(&pool, "", 0);
     let spawns = wait_for("several attempts", Duration::from_secs(15), || {
         let spawns: Vec<f64> = corral
             .log_events()
@@ -168,4 +172,82 @@ fn seconds_of(ts: &str) -> Option<f64> {
     let m: f64 = parts.next()?.parse().ok()?;
     let s: f64 = parts.next()?.parse().ok()?;
     Some(h * 3600.0 + m * 60.0 + s)
+}
+
+#[test]
+fn a_crash_loop_stops_at_the_start_limit_and_recovers_on_reload() {
+    let failing = |extra: &str| {
+        format!(
+            "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"{extra}]\nworkers = 1\nstart_limit_burst = 4\nstart_limit_interval = \"30s\"\n",
+            support::testapp_bin().display().to_string()
+        )
+    };
+    let mut corral = Corral::start(&failing(", \"--exit-at-start\", \"1\""), "", 0);
+    let failed = wait_for("the pool to fail", Duration::from_secs(20), || {
+        corral
+            .log_events()
+            .into_iter()
+            .find(|e| e["event"] == "pool_failed")
+    });
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("4 failed starts"),
+        "{failed}"
+    );
+    let (status, body) = get(&client(), &corral.admin_url("/readyz")).expect("readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("pool web failed"), "{body}");
+    assert!(corral.status().expect("status")["pools"][0]["failed"].is_string());
+    assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 503);
+
+    // No more attempts, and the master idles: under 5% of a core over 2 s.
+    let spawns = |c: &Corral| {
+        c.log_events()
+            .iter()
+            .filter(|e| e["event"] == "worker_spawned")
+            .count()
+    };
+    let before = spawns(&corral);
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        fields
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+    };
+    let ticks_before = cpu(corral.pid());
+    let measured = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = cpu(corral.pid()) - ticks_before;
+    let share = ticks as f64 / 100.0 / measured.elapsed().as_secs_f64();
+    assert!(
+        share < 0.05,
+        "corral used {:.1}% of a core while the pool was failed",
+        share * 100.0
+    );
+    assert_eq!(spawns(&corral), before, "no restart attempts while failed");
+
+    // Fix the command and reload: the pool recovers.
+    corral.rewrite_config(&failing(""));
+    corral.signal(Signal::SIGHUP);
+    corral.wait_ready(1, Duration::from_secs(10));
+    assert_eq!(
+        get(&client(), &corral.admin_url("/readyz"))
+            .expect("readyz")
+            .0,
+        200
+    );
+    assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
 }

@@ -77,10 +77,11 @@ pub fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, String), String> {
     Ok((status, body))
 }
 
-/// A pool table running the test app with `workers` workers and extra args.
+/// A pool table running the test app (multi-threaded, so `concurrency = 8`) with `workers`
+/// workers and extra args.
 pub fn testapp_pool(workers: u32, extra: &str) -> String {
     format!(
-        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"{extra}]\nworkers = {workers}\nready = \"http\"\nkill_timeout = \"3s\"\nstart_timeout = \"10s\"\n",
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"{extra}]\nworkers = {workers}\nconcurrency = 8\nready = \"http\"\nkill_timeout = \"3s\"\nstart_timeout = \"10s\"\n",
         testapp_bin().display().to_string()
     )
 }
