@@ -18,7 +18,10 @@ fn bundled_example_serves_through_the_proxy() {
     let text =
         std::fs::read_to_string(repo_root().join("config/example.toml")).expect("example config");
     let (port, admin) = (free_port(), free_port());
-    let text = text.replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}"));
+    let text = text.replace(
+        "127.0.0.1:9901\"",
+        &format!("127.0.0.1:{admin}\"\ncontrol_socket = \"{{dir}}/control.sock\""),
+    );
     assert!(
         text.contains(&format!("127.0.0.1:{admin}")),
         "example config no longer has the admin line"

@@ -107,17 +107,18 @@ impl Corral {
         let port = free_port();
         let admin = free_port();
         let header = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\n{server_extra}\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n"
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\ncontrol_socket = \"{{dir}}/control.sock\"\n{server_extra}\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n"
         );
         let mut corral = Corral::spawn_with(&format!("{header}{body}"), port, admin, &["run"], &[]);
-        corral.header = header;
+        corral.header = header.replace("{dir}", &corral.dir.path().display().to_string());
         if ready > 0 {
             corral.wait_ready(ready, Duration::from_secs(20));
         }
         corral
     }
 
-    /// Starts `corral ARGS -c <config written from text>` with extra environment.
+    /// Starts `corral ARGS -c <config written from text>` with extra environment; `{dir}` in
+    /// the text becomes the test's temp dir.
     pub fn spawn_with(
         text: &str,
         port: u16,
@@ -127,6 +128,7 @@ impl Corral {
     ) -> Corral {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("corral.toml");
+        let text = text.replace("{dir}", &dir.path().display().to_string());
         std::fs::File::create(&config)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .expect("write config");
@@ -155,6 +157,26 @@ impl Corral {
             stderr,
             worker_pids: Vec::new(),
         }
+    }
+
+    /// The control socket `Corral::start` configures.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// Runs the CLI (`corral ARGS --socket <this corral's socket>`); (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(corral_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .expect("run the corral CLI");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -54,6 +54,14 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
         None => DEFAULT_ADMIN.parse().ok(),
     };
     let accept_grace = t.duration(r, "accept_grace").unwrap_or(Duration::ZERO);
+    let runtime_dir = t
+        .string(r, "runtime_dir")
+        .map_or_else(default_runtime_dir, PathBuf::from);
+    let control_socket = match t.string(r, "control_socket") {
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(PathBuf::from(s)),
+        None => Some(runtime_dir.join("control.sock")),
+    };
     let graceful_timeout = t
         .duration(r, "graceful_timeout")
         .unwrap_or(Duration::from_secs(30));
@@ -68,6 +76,8 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
         admin,
         graceful_timeout,
         accept_grace,
+        runtime_dir,
+        control_socket,
         threads,
         limits,
     }
@@ -291,6 +301,32 @@ fn workers(r: &mut Reader, t: &mut Table) -> Option<u32> {
             None
         }
     }
+}
+
+/// `/run/corral` for root (systemd's `RuntimeDirectory=corral`), else
+/// `$XDG_RUNTIME_DIR/corral`, else `/tmp/corral-UID`.
+pub fn default_runtime_dir() -> PathBuf {
+    let uid = real_uid();
+    if uid == 0 {
+        return PathBuf::from("/run/corral");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("corral"),
+        None => PathBuf::from(format!("/tmp/corral-{uid}")),
+    }
+}
+
+/// The real uid, read from /proc so this crate needs no libc binding.
+fn real_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
 }
 
 /// Gunicorn's rule of thumb, 2 x cores + 1, capped so big machines don't fork hundreds.

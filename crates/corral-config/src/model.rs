@@ -26,6 +26,10 @@ pub struct Server {
     pub listen: Vec<SocketAddr>,
     /// Admin listener for /healthz, /readyz, /status, /metrics; `None` when disabled.
     pub admin: Option<SocketAddr>,
+    /// Directory for corral's runtime files (the control socket).
+    pub runtime_dir: PathBuf,
+    /// Unix socket that `corral reload|status|scale` talk to; `None` when disabled.
+    pub control_socket: Option<PathBuf>,
     /// How long a graceful stop waits for in-flight requests before cutting them; also how
     /// long a retiring worker may take to finish its requests.
     pub graceful_timeout: Duration,

@@ -30,6 +30,19 @@ pub fn render(c: &Config) -> String {
         format_duration(s.graceful_timeout)
     );
     let _ = writeln!(out, "accept_grace = {:?}", format_duration(s.accept_grace));
+    let _ = writeln!(
+        out,
+        "runtime_dir = {:?}",
+        s.runtime_dir.display().to_string()
+    );
+    let _ = writeln!(
+        out,
+        "control_socket = {:?}",
+        s.control_socket
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
     let _ = writeln!(out, "threads = {}", s.threads);
     let _ = writeln!(out, "\n[server.limits]");
     let _ = writeln!(

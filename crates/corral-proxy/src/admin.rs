@@ -13,23 +13,87 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::control::{ControlRequest, ControlSender};
+
 /// State the admin endpoints report on.
 pub struct Admin {
     status: SharedStatus,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
     started: Instant,
+    /// Present on the control socket only: `POST /reload` and `POST /scale` are never served
+    /// on a TCP port.
+    control: Option<ControlSender>,
 }
 
 impl Admin {
     /// `draining` turns `/readyz` to 503 the moment a stop begins, so load balancers stop
     /// sending before corral stops accepting.
-    pub fn new(status: SharedStatus, metrics: Arc<Metrics>, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        status: SharedStatus,
+        metrics: Arc<Metrics>,
+        draining: Arc<AtomicBool>,
+        control: Option<ControlSender>,
+    ) -> Self {
         Admin {
             status,
             metrics,
             draining,
             started: Instant::now(),
+            control,
+        }
+    }
+
+    async fn control(&self, head: &pingora_http::RequestHeader) -> Response<Vec<u8>> {
+        let Some(control) = &self.control else {
+            return reply(404, "text/plain", "not found\n".into());
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let request = match head.uri.path() {
+            "/reload" => ControlRequest::Reload(tx),
+            "/scale" => {
+                let query = head.uri.query().unwrap_or("");
+                let param = |key: &str| {
+                    query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                };
+                let workers = param("workers")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .filter(|n| (1..=1024).contains(n));
+                let Some(workers) = workers else {
+                    return reply(
+                        400,
+                        "application/json",
+                        json!({"errors": ["workers must be 1..1024"]}).to_string(),
+                    );
+                };
+                ControlRequest::Scale {
+                    pool: param("pool").map(str::to_string),
+                    workers,
+                    reply: tx,
+                }
+            }
+            _ => return reply(404, "text/plain", "not found\n".into()),
+        };
+        let stopping = || {
+            reply(
+                503,
+                "application/json",
+                json!({"errors": ["corral is stopping"]}).to_string(),
+            )
+        };
+        if control.send(request).is_err() {
+            return stopping();
+        }
+        match rx.await {
+            Ok(Ok(value)) => reply(200, "application/json", value.to_string()),
+            Ok(Err(errors)) => reply(
+                422,
+                "application/json",
+                json!({ "errors": errors }).to_string(),
+            ),
+            Err(_) => stopping(),
         }
     }
 
@@ -106,6 +170,10 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let snapshot = self.status.load();
         let head = session.req_header();
+        if head.method == http::Method::POST {
+            let head = head.clone();
+            return self.control(&head).await;
+        }
         if head.method != http::Method::GET && head.method != http::Method::HEAD {
             return reply(405, "text/plain", "only GET\n".into());
         }

@@ -4,13 +4,18 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod control;
 pub mod limits;
 pub mod proxy;
 mod request_id;
 pub mod upstream;
 
+use std::fs::Permissions;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -25,6 +30,7 @@ use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
 
 pub use admin::Admin;
+pub use control::{ControlRequest, ControlSender};
 pub use proxy::{CorralProxy, ProxySettings};
 
 /// Why a listener could not be opened.
@@ -69,15 +75,68 @@ pub fn proxy_service(
 
 /// The admin service on `addr`.
 pub fn admin_service(
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    control_socket: Option<(&Path, ControlSender)>,
     status: SharedStatus,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
-) -> Service<HttpServer<Admin>> {
-    let mut service = Service::new(
-        "corral-admin".into(),
-        HttpServer::new_app(Admin::new(status, metrics, draining)),
-    );
-    service.add_tcp(&addr.to_string());
-    service
+) -> Vec<Service<HttpServer<Admin>>> {
+    let mut services = Vec::new();
+    if let Some(addr) = addr {
+        let app = Admin::new(status.clone(), metrics.clone(), draining.clone(), None);
+        let mut service = Service::new("corral-admin".into(), HttpServer::new_app(app));
+        service.add_tcp(&addr.to_string());
+        services.push(service);
+    }
+    if let Some((path, control)) = control_socket {
+        let app = Admin::new(status, metrics, draining, Some(control));
+        let mut service = Service::new("corral-control".into(), HttpServer::new_app(app));
+        service.add_uds(
+            &path.display().to_string(),
+            Some(Permissions::from_mode(0o660)),
+        );
+        services.push(service);
+    }
+    services
+}
+
+/// Why the control socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlSocketError {
+    /// Another process answers on the socket.
+    #[error("another corral is running with control socket {0}; stop it, or set server.control_socket to another path")]
+    InUse(PathBuf),
+    /// The directory or socket could not be created.
+    #[error("cannot create control socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Binds the control socket (mode 0660) into `fds`, replacing a stale file left by a corral
+/// that died, but never one a running corral still answers on.
+pub fn bind_control_socket(path: &Path, fds: &ListenFds) -> Result<(), ControlSocketError> {
+    let io = |source| ControlSocketError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if UnixStream::connect(path).is_ok() {
+        return Err(ControlSocketError::InUse(path.to_path_buf()));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, Permissions::from_mode(0o660)).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    fds.lock()
+        .add(path.display().to_string(), listener.into_raw_fd());
+    Ok(())
 }

@@ -54,7 +54,16 @@ pub enum StopMode {
 enum Control {
     Stop(StopMode, std::sync::mpsc::Sender<()>),
     Reload(Box<Config>),
-    Scale { pool: Option<String>, delta: i32 },
+    Scale { pool: Option<String>, to: Scale },
+}
+
+/// How a pool's worker count changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Up or down by this many (SIGTTIN / SIGTTOU).
+    By(i32),
+    /// To exactly this many (`corral scale`).
+    To(u32),
 }
 
 /// The master's handle on the supervisor thread.
@@ -118,9 +127,10 @@ impl Supervisor {
         let _ = self.control.send(Control::Reload(Box::new(config)));
     }
 
-    /// Adds (`delta > 0`) or removes workers of `pool` (the active pool when `None`).
-    pub fn scale(&self, pool: Option<String>, delta: i32) {
-        let _ = self.control.send(Control::Scale { pool, delta });
+    /// Changes the worker count of `pool` (the active pool when `None`); the result stays
+    /// within 1..=1024.
+    pub fn scale(&self, pool: Option<String>, to: Scale) {
+        let _ = self.control.send(Control::Scale { pool, to });
     }
 
     /// Stops every worker and waits until each has exited and been reaped.

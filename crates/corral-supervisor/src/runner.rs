@@ -33,7 +33,7 @@ use crate::routes::{Backend, PoolRoute, Queue, Report, RoutingTable, SharedRoute
 use crate::spawn::{spawn, SpawnSpec};
 use crate::status::{PoolView, SharedStatus, StatusSnapshot, WorkerView};
 use crate::worker::{jitter, rss_bytes, signal_group, signal_name, State, Worker};
-use crate::{Control, StopMode};
+use crate::{Control, Scale, StopMode};
 
 /// How long an exited worker's output pumps may take to drain before the exit is reported.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
@@ -175,7 +175,7 @@ impl Runner {
                 message = control.recv() => match message {
                     Some(Control::Stop(mode, done)) => self.begin_stop(mode, done),
                     Some(Control::Reload(config)) => self.reload(&config),
-                    Some(Control::Scale { pool, delta }) => self.scale(pool.as_deref(), delta),
+                    Some(Control::Scale { pool, to }) => self.scale(pool.as_deref(), to),
                     None => self.begin_stop(StopMode::Quick, std::sync::mpsc::channel().0),
                 },
             }
@@ -749,7 +749,7 @@ impl Runner {
         self.publish();
     }
 
-    fn scale(&mut self, pool: Option<&str>, delta: i32) {
+    fn scale(&mut self, pool: Option<&str>, to: Scale) {
         let index = match pool {
             Some(name) => self.pools.iter().position(|p| &*p.name == name),
             None => self.pools.iter().position(|p| *p.name == *self.active),
@@ -759,7 +759,11 @@ impl Runner {
             return;
         };
         let pool = &mut self.pools[p];
-        let desired = (i64::from(pool.desired) + i64::from(delta)).clamp(1, 1024) as u32;
+        let desired = match to {
+            Scale::By(delta) => i64::from(pool.desired) + i64::from(delta),
+            Scale::To(n) => i64::from(n),
+        }
+        .clamp(1, 1024) as u32;
         tracing::info!(
             event = "pool_scaled",
             pool = &*pool.name,

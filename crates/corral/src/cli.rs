@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use corral_config::{Config, ConfigErrors};
+use serde_json::Value;
+
+use crate::client::{self, ClientError};
 
 /// Exit code for a config that does not validate (EX_USAGE).
 pub const EXIT_BAD_CONFIG: u8 = 64;
@@ -24,6 +27,35 @@ pub enum Command {
     Run(ConfigArgs),
     /// Validate the config without running anything; print the effective config.
     Check(ConfigArgs),
+    /// Ask the running corral to re-read its config and replace its workers (like SIGHUP).
+    Reload(ControlArgs),
+    /// Show the running corral's pools and workers.
+    Status {
+        #[command(flatten)]
+        args: ControlArgs,
+        /// Print the raw JSON of /status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the number of workers of a pool of the running corral.
+    Scale {
+        #[command(flatten)]
+        args: ControlArgs,
+        /// The pool.
+        pool: String,
+        /// How many workers it should have (1..1024).
+        workers: u32,
+    },
+}
+
+#[derive(Args)]
+pub struct ControlArgs {
+    /// The config file, to find the control socket.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The control socket (else server.control_socket of the config).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -61,6 +93,133 @@ pub fn check(args: &ConfigArgs) -> ExitCode {
             ExitCode::from(EXIT_BAD_CONFIG)
         }
     }
+}
+
+fn socket(args: &ControlArgs) -> PathBuf {
+    let config = corral_config::load(args.config.as_deref(), &|name| std::env::var(name).ok()).ok();
+    client::socket_path(args.socket.as_deref(), config.as_ref())
+}
+
+fn failed(e: &ClientError) -> ExitCode {
+    eprintln!("corral: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+/// `corral reload`: exit 0 once the new config is accepted; the errors and 64 if not.
+pub fn reload(args: &ControlArgs) -> ExitCode {
+    match client::request(&socket(args), "POST", "/reload") {
+        Ok((200, body)) => {
+            let generation = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["generation"].as_u64());
+            println!(
+                "reloaded: generation {}; workers are being replaced",
+                generation.unwrap_or(0)
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => control_errors(status, &body),
+        Err(e) => failed(&e),
+    }
+}
+
+/// `corral scale POOL N`.
+pub fn scale(args: &ControlArgs, pool: &str, workers: u32) -> ExitCode {
+    let path = format!("/scale?pool={pool}&workers={workers}");
+    match client::request(&socket(args), "POST", &path) {
+        Ok((200, _)) => {
+            println!("pool {pool}: scaling to {workers} workers");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => control_errors(status, &body),
+        Err(e) => failed(&e),
+    }
+}
+
+fn control_errors(status: u16, body: &str) -> ExitCode {
+    let errors: Vec<String> = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["errors"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_else(|| vec![format!("status {status}: {}", body.trim())]);
+    eprintln!("corral: refused; the running config is unchanged:");
+    for e in &errors {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(if status == 422 { EXIT_BAD_CONFIG } else { 1 })
+}
+
+/// `corral status`: a table for humans, or `--json`.
+pub fn status(args: &ControlArgs, json: bool) -> ExitCode {
+    let body = match client::request(&socket(args), "GET", "/status") {
+        Ok((200, body)) => body,
+        Ok((status, body)) => return control_errors(status, &body),
+        Err(e) => return failed(&e),
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    let Ok(status) = serde_json::from_str::<Value>(&body) else {
+        eprintln!("corral: unexpected status answer");
+        return ExitCode::FAILURE;
+    };
+    print!("{}", status_table(&status));
+    ExitCode::SUCCESS
+}
+
+/// The human form of `/status`.
+fn status_table(s: &Value) -> String {
+    let mut out = format!(
+        "corral {} pid {} up {:.0}s, config generation {}{}\n",
+        s["version"].as_str().unwrap_or("?"),
+        s["pid"],
+        s["uptime_seconds"].as_f64().unwrap_or(0.0),
+        s["generation"],
+        if s["stopping"] == true {
+            ", STOPPING"
+        } else {
+            ""
+        }
+    );
+    for pool in s["pools"].as_array().into_iter().flatten() {
+        out += &format!(
+            "\npool {}{}: {} of {} ready{}\n",
+            pool["name"].as_str().unwrap_or("?"),
+            if pool["active"] == true {
+                " (active)"
+            } else {
+                ""
+            },
+            pool["ready"],
+            pool["desired"],
+            pool["failed"]
+                .as_str()
+                .map(|f| format!(", FAILED: {f}"))
+                .unwrap_or_default()
+        );
+        out += &format!(
+            "  {:>6}  {:>8}  {:<9}  {:>8}  {:>9}  {:>8}\n",
+            "WORKER", "PID", "STATE", "AGE", "REQUESTS", "RESTARTS"
+        );
+        for w in pool["workers"].as_array().into_iter().flatten() {
+            out += &format!(
+                "  {:>6}  {:>8}  {:<9}  {:>7.0}s  {:>9}  {:>8}\n",
+                w["id"],
+                w["pid"],
+                w["state"].as_str().unwrap_or("?"),
+                w["age_seconds"].as_f64().unwrap_or(0.0),
+                w["requests"],
+                w["restarts"]
+            );
+        }
+    }
+    out
 }
 
 /// `corral run`.

@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 64 invalid config or usage.
 
 mod cli;
+mod client;
 mod reload;
 mod run;
 mod signals;
@@ -20,5 +21,12 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Check(args) => cli::check(&args),
         cli::Command::Run(args) => cli::run(&args),
+        cli::Command::Reload(args) => cli::reload(&args),
+        cli::Command::Status { args, json } => cli::status(&args, json),
+        cli::Command::Scale {
+            args,
+            pool,
+            workers,
+        } => cli::scale(&args, &pool, workers),
     }
 }

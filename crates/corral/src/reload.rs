@@ -5,8 +5,8 @@ use corral_config::Config;
 use corral_telemetry::Metrics;
 
 /// Reads and validates the config `current` came from (with the same environment
-/// overrides). Returns the new config, or `None` (after logging why) to keep `current`.
-pub fn reload(current: &Config, metrics: &Metrics) -> Option<Config> {
+/// overrides). Returns the new config, or every error (also logged) to keep `current`.
+pub fn reload(current: &Config, metrics: &Metrics) -> Result<Config, Vec<String>> {
     tracing::info!(event = "reloading", config = %current.source.display(), "SIGHUP: reading the config again");
     match corral_config::load(Some(&current.source), &|name| std::env::var(name).ok()) {
         Err(errors) => {
@@ -19,7 +19,7 @@ pub fn reload(current: &Config, metrics: &Metrics) -> Option<Config> {
                 "the new config is invalid; still running the previous one"
             );
             metrics.reload("error");
-            None
+            Err(errors.0.iter().map(|e| e.to_string()).collect())
         }
         Ok(new) => {
             warn_about_restart_only_changes(current, &new);
@@ -28,7 +28,7 @@ pub fn reload(current: &Config, metrics: &Metrics) -> Option<Config> {
                 "config reloaded; replacing workers"
             );
             metrics.reload("ok");
-            Some(new)
+            Ok(new)
         }
     }
 }

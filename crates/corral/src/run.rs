@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use corral_config::Config;
+use corral_proxy::ControlRequest;
 use corral_proxy::ProxySettings;
-use corral_supervisor::StopMode;
+use corral_supervisor::{Scale, StopMode};
 use corral_telemetry::{init_logging, Metrics};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::services::Service as _;
-use tokio::sync::watch;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
 
 use crate::reload;
 use crate::signals::{Request, Signals};
@@ -40,6 +42,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     addresses.extend(config.server.admin);
     // Bind before any worker starts: a port in use ends the run cleanly, with nothing to undo.
     let fds = corral_proxy::bind_all(&addresses)?;
+    if let Some(path) = &config.server.control_socket {
+        corral_proxy::bind_control_socket(path, &fds)?;
+    }
     let supervisor = corral_supervisor::start(&config, metrics.clone())?;
     tracing::info!(
         event = "started",
@@ -52,6 +57,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     let served = runtime.block_on(serve(&config, fds, &supervisor, metrics, signals));
     let mode = served.as_ref().copied().unwrap_or(StopMode::Quick);
+    if let Some(path) = &config.server.control_socket {
+        let _ = std::fs::remove_file(path);
+    }
     supervisor.stop(mode);
     runtime.shutdown_timeout(Duration::from_secs(1));
     served?;
@@ -89,29 +97,62 @@ async fn serve(
             .start_service(Some(proxy_fds), proxy_shutdown, 1)
             .await
     });
-    let admin_task = config.server.admin.map(|addr| {
-        let mut admin = corral_proxy::admin_service(
-            addr,
-            supervisor.status.clone(),
-            metrics.clone(),
-            draining.clone(),
-        );
-        let admin_shutdown = shutdown_rx.clone();
-        tokio::spawn(async move { admin.start_service(Some(fds), admin_shutdown, 1).await })
-    });
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let admin = corral_proxy::admin_service(
+        config.server.admin,
+        config
+            .server
+            .control_socket
+            .as_deref()
+            .map(|p| (p, control_tx)),
+        supervisor.status.clone(),
+        metrics.clone(),
+        draining.clone(),
+    );
+    let admin_tasks: Vec<_> = admin
+        .into_iter()
+        .map(|mut service| {
+            let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
+            tokio::spawn(async move { service.start_service(Some(fds), shutdown, 1).await })
+        })
+        .collect();
 
     let mut current = config.clone();
+    let apply = |new: Config, current: &mut Config| {
+        settings.store(Arc::new(proxy_settings(&new)));
+        supervisor.reload(new.clone());
+        *current = new;
+    };
     let mode = loop {
-        match signals.next().await {
-            Request::Stop(mode) => break mode,
-            Request::Reload => {
-                if let Some(new) = reload::reload(&current, &metrics) {
-                    settings.store(Arc::new(proxy_settings(&new)));
-                    supervisor.reload(new.clone());
-                    current = new;
+        tokio::select! {
+            request = signals.next() => match request {
+                Request::Stop(mode) => break mode,
+                Request::Reload => {
+                    if let Ok(new) = reload::reload(&current, &metrics) {
+                        apply(new, &mut current);
+                    }
                 }
-            }
-            Request::Scale(delta) => supervisor.scale(None, delta),
+                Request::Scale(delta) => supervisor.scale(None, Scale::By(delta)),
+            },
+            Some(request) = control_rx.recv() => match request {
+                ControlRequest::Reload(reply) => {
+                    let answer = reload::reload(&current, &metrics).map(|new| {
+                        apply(new, &mut current);
+                        json!({ "reloaded": true, "generation": supervisor.status.load().generation + 1 })
+                    });
+                    let _ = reply.send(answer);
+                }
+                ControlRequest::Scale { pool, workers, reply } => {
+                    let name = pool.unwrap_or_else(|| current.routing.active.clone());
+                    let answer = if current.pools.iter().any(|p| p.name == name) {
+                        supervisor.scale(Some(name.clone()), Scale::To(workers));
+                        Ok(json!({ "pool": name, "workers": workers }))
+                    } else {
+                        Err(vec![format!("no pool is named {name:?}")])
+                    };
+                    let _ = reply.send(answer);
+                }
+            },
         }
     };
     draining.store(true, Ordering::Release);
@@ -127,7 +168,7 @@ async fn serve(
     // Listeners close and idle keep-alive connections are dropped; requests in flight go on.
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
-    if let Some(task) = admin_task {
+    for task in admin_tasks {
         let _ = task.await;
     }
     if mode == StopMode::Graceful {
