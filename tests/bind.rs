@@ -113,3 +113,27 @@ fn http_readiness_waits_for_the_health_path() {
     corral.wait_ready(1, Duration::from_secs(10));
     assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
 }
+
+#[test]
+fn workers_run_as_the_configured_user_and_group() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // Dropping privileges needs root.
+    }
+    let text = format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"]\nworkers = 1\nuser = \"nobody\"\ngroup = \"nogroup\"\n",
+        testapp_bin().display().to_string()
+    );
+    let mut corral = Corral::start(&text, "", 1);
+    let pid = corral.ready_pids()[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let ids = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+    };
+    assert_eq!(ids("Uid:"), Some(vec!["65534".to_string(); 4]), "{status}");
+    assert_eq!(ids("Gid:"), Some(vec!["65534".to_string(); 4]), "{status}");
+    assert_eq!(ids("Groups:"), Some(vec![]), "no supplementary groups left");
+    assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
+}

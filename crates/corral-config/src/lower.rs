@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::model::{Bind, Config, Limits, Log, LogFormat, Pool, Ready, Routing, Server};
+use crate::model::{Bind, Config, Limits, Log, LogFormat, Pool, Ready, Routing, RunAs, Server};
 use crate::reader::{kind, Reader, Table};
 
 /// Default public listener, like Gunicorn's `127.0.0.1:8000` but on the usual proxy port.
@@ -250,6 +250,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
     let start_limit_interval = t
         .duration(r, "start_limit_interval")
         .unwrap_or(Duration::from_secs(10));
+    let run_as = run_as(r, &mut t);
     let mut health = t.table(r, "health");
     let health_path_key = health.key_path("path");
     let health_path = health.string(r, "path").unwrap_or_else(|| "/health".into());
@@ -281,6 +282,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         max_memory,
         start_limit_burst,
         start_limit_interval,
+        run_as,
     })
 }
 
@@ -300,6 +302,81 @@ fn workers(r: &mut Reader, t: &mut Table) -> Option<u32> {
             );
             None
         }
+    }
+}
+
+/// `user` and `group`, resolved against this machine's user database.
+fn run_as(r: &mut Reader, t: &mut Table) -> Option<RunAs> {
+    let (user_path, group_path) = (t.key_path("user"), t.key_path("group"));
+    let user_span = t.get("user").map(|n| n.span());
+    let group_span = t.get("group").map(|n| n.span());
+    let user = t.string(r, "user");
+    let group = t.string(r, "group");
+    let resolved_user = match (&user, user_span) {
+        (Some(name), Some(span)) => match lookup_user(name) {
+            Some(found) => Some(found),
+            None => {
+                r.error(
+                    span,
+                    &user_path,
+                    format!("user {name:?} does not exist on this machine"),
+                );
+                return None;
+            }
+        },
+        _ => None,
+    };
+    let resolved_group = match (&group, group_span.clone()) {
+        (Some(name), Some(span)) => match lookup_group(name) {
+            Some(gid) => Some(gid),
+            None => {
+                r.error(
+                    span,
+                    &group_path,
+                    format!("group {name:?} does not exist on this machine"),
+                );
+                return None;
+            }
+        },
+        _ => None,
+    };
+    match (user, resolved_user) {
+        (Some(user), Some((uid, primary))) => Some(RunAs {
+            group: group.unwrap_or_else(|| primary.to_string()),
+            gid: resolved_group.unwrap_or(primary),
+            user,
+            uid,
+        }),
+        _ => {
+            if group.is_some() {
+                r.error(
+                    group_span.unwrap_or(0..0),
+                    &group_path,
+                    "needs `user` too; corral drops privileges to a user and its group",
+                );
+            }
+            None
+        }
+    }
+}
+
+/// (uid, primary gid) of a user name or number.
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let user = match name.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(uid.into()).ok().flatten(),
+        Err(_) => nix::unistd::User::from_name(name).ok().flatten(),
+    }?;
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+/// The gid of a group name or number.
+fn lookup_group(name: &str) -> Option<u32> {
+    match name.parse::<u32>() {
+        Ok(gid) => Some(gid),
+        Err(_) => nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
     }
 }
 

@@ -121,10 +121,25 @@ pub struct Pool {
     pub max_requests_jitter: u64,
     /// Resident memory above which a worker is replaced; `None` = no limit.
     pub max_memory: Option<u64>,
+    /// The user and group the workers run as; corral's own when `None`.
+    pub run_as: Option<RunAs>,
     /// Failed starts within `start_limit_interval` after which the pool stops restarting.
     pub start_limit_burst: u32,
     /// The window of `start_limit_burst`.
     pub start_limit_interval: Duration,
+}
+
+/// A user and group resolved when the config is read, so a typo fails `corral check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user as written (a name or a number).
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// The group as written, or the user's primary group.
+    pub group: String,
+    /// Its gid.
+    pub gid: u32,
 }
 
 /// How a worker receives its listening socket.

@@ -83,6 +83,9 @@ pub fn render(c: &Config) -> String {
             Ready::Http => "http",
         };
         let _ = writeln!(out, "bind = {bind:?}\nready = {ready:?}");
+        if let Some(run_as) = &p.run_as {
+            let _ = writeln!(out, "user = {:?}\ngroup = {:?}", run_as.user, run_as.group);
+        }
         if let Some(cwd) = &p.cwd {
             let _ = writeln!(out, "cwd = {:?}", cwd.display().to_string());
         }

@@ -168,3 +168,24 @@ fn socket_placeholder_is_refused_until_unix_binding_exists() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn users_and_groups_are_resolved_or_refused_with_a_place() {
+    let c = ok("[pools.web]\ncommand = [\"app\"]\nuser = \"nobody\"\n");
+    let run_as = c.pools[0].run_as.clone().expect("run_as");
+    assert_eq!((run_as.uid, run_as.gid), (65534, 65534));
+    let c = ok("[pools.web]\ncommand = [\"app\"]\nuser = \"0\"\ngroup = \"12\"\n");
+    assert_eq!(
+        c.pools[0].run_as.as_ref().map(|r| (r.uid, r.gid)),
+        Some((0, 12))
+    );
+    let e = errs("[pools.web]\ncommand = [\"app\"]\nuser = \"no-such-user-here\"\n");
+    assert!(
+        e[0].starts_with(
+            "corral.toml:3:8: pools.web.user: user \"no-such-user-here\" does not exist"
+        ),
+        "{e:#?}"
+    );
+    let e = errs("[pools.web]\ncommand = [\"app\"]\ngroup = \"nogroup\"\n");
+    assert!(e[0].contains("pools.web.group: needs `user` too"), "{e:#?}");
+}

@@ -76,6 +76,10 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
     if let Some(cwd) = &pool.cwd {
         cmd.current_dir(cwd);
     }
+    if let Some(run_as) = &pool.run_as {
+        // std sets the group first, drops supplementary groups when we are root, then the user.
+        cmd.gid(run_as.gid).uid(run_as.uid);
+    }
     let master = std::process::id() as libc::pid_t;
     let listen_fd = spec.listen_fd;
     // SAFETY: the closure runs in the child between fork and exec, where only
