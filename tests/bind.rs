@@ -137,3 +137,95 @@ fn workers_run_as_the_configured_user_and_group() {
     assert_eq!(ids("Groups:"), Some(vec![]), "no supplementary groups left");
     assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
 }
+
+#[test]
+fn unix_bind_gives_each_worker_its_own_socket_path() {
+    let text = format!(
+        "[pools.web]\ncommand = [{:?}, \"--unix\", \"{{socket}}\"]\nworkers = 2\nbind = \"unix\"\n",
+        testapp_bin().display().to_string()
+    );
+    let mut corral = Corral::start(&text, "runtime_dir = \"{dir}/run\"", 2);
+    let pids = corral.ready_pids();
+    for _ in 0..10 {
+        assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
+    }
+    let sockets_dir = corral.dir.path().join("run/pools/web");
+    let sockets = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&sockets_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let before = sockets();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before
+            .iter()
+            .all(|n| n.starts_with("web.") && n.ends_with(".sock")),
+        "{before:?}"
+    );
+    kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill");
+    wait_for("replacement", Duration::from_secs(10), || {
+        let now = corral.ready_pids();
+        (now.len() == 2 && !now.contains(&pids[0])).then_some(())
+    });
+    let after = wait_for(
+        "the dead worker's socket to be removed",
+        Duration::from_secs(5),
+        || {
+            let s = sockets();
+            (s.len() == 2).then_some(s)
+        },
+    );
+    assert_ne!(after, before, "the replacement has a path of its own");
+    assert_eq!(
+        get(&client(), &corral.url("/env?name=PORT"))
+            .expect("request")
+            .1,
+        "",
+        "no $PORT with unix"
+    );
+}
+
+#[test]
+fn notify_readiness_waits_for_ready_1() {
+    let text = format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\", \"--notify-after-ms\", \"1500\"]\nworkers = 1\nready = \"notify\"\n",
+        testapp_bin().display().to_string()
+    );
+    let mut corral = Corral::start(&text, "runtime_dir = \"{dir}/run\"", 0);
+    wait_for("admin", Duration::from_secs(10), || corral.status());
+    // Listening already, but not ready until it says so.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(corral.workers()[0]["state"], "starting");
+    assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 503);
+    corral.wait_ready(1, Duration::from_secs(10));
+    assert!(get(&client(), &corral.url("/env?name=NOTIFY_SOCKET"))
+        .expect("request")
+        .1
+        .ends_with(".sock"));
+}
+
+#[test]
+fn a_worker_that_never_notifies_hits_start_timeout() {
+    let text = format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"]\nworkers = 1\nready = \"notify\"\nstart_timeout = \"1s\"\n",
+        testapp_bin().display().to_string()
+    );
+    let corral = Corral::start(&text, "runtime_dir = \"{dir}/run\"", 0);
+    let timeout = wait_for("start timeout", Duration::from_secs(10), || {
+        corral
+            .log_events()
+            .into_iter()
+            .find(|e| e["event"] == "worker_start_timeout")
+    });
+    assert_eq!(
+        timeout["last_probe"], "no READY=1 on $NOTIFY_SOCKET",
+        "{timeout}"
+    );
+}

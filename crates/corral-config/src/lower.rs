@@ -202,21 +202,34 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
             &command_path,
             "is missing; every pool needs the command that starts a worker",
         ),
-        (Some(c), Some(node)) if c.iter().any(|a| a.contains("{socket}")) => r.error(
-            node.span(),
-            &command_path,
-            "uses {socket}, which needs bind = \"unix\" (not supported yet); \
-             use {port} with bind = \"tcp\", or fd 3 with bind = \"fd\"",
-        ),
         _ => {}
     }
     let workers = workers(r, &mut t);
-    let bind = match t.choice(r, "bind", &["tcp", "fd"]) {
+    let bind = match t.choice(r, "bind", &["tcp", "fd", "unix"]) {
         Some("fd") => Bind::Fd,
+        Some("unix") => Bind::Unix,
         _ => Bind::Tcp,
     };
-    let ready = match t.choice(r, "ready", &["http", "tcp"]) {
+    if let (Some(c), Some(node)) = (&command, command_node) {
+        let uses = |p: &str| c.iter().any(|a| a.contains(p));
+        if uses("{socket}") && bind != Bind::Unix {
+            r.error(
+                node.span(),
+                &command_path,
+                "uses {socket}, which only exists with bind = \"unix\"",
+            );
+        }
+        if uses("{port}") && bind == Bind::Unix {
+            r.error(
+                node.span(),
+                &command_path,
+                "uses {port}, but with bind = \"unix\" the worker listens on {socket}",
+            );
+        }
+    }
+    let ready = match t.choice(r, "ready", &["http", "tcp", "notify"]) {
         Some("tcp") => Ready::Tcp,
+        Some("notify") => Ready::Notify,
         _ => Ready::Http,
     };
     let cwd = t.string(r, "cwd").map(PathBuf::from);

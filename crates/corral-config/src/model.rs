@@ -149,6 +149,8 @@ pub enum Bind {
     Tcp,
     /// corral binds the socket and hands it over as fd 3 with `LISTEN_FDS=1`.
     Fd,
+    /// The worker listens on a Unix socket at the path corral passes as `{socket}`.
+    Unix,
 }
 
 /// How readiness of a new worker is detected.
@@ -158,6 +160,8 @@ pub enum Ready {
     Tcp,
     /// `GET health_path` answers 2xx.
     Http,
+    /// The worker sends `READY=1` to `$NOTIFY_SOCKET` (the sd_notify protocol).
+    Notify,
 }
 
 impl Config {

@@ -77,10 +77,12 @@ pub fn render(c: &Config) -> String {
         let bind = match p.bind {
             Bind::Tcp => "tcp",
             Bind::Fd => "fd",
+            Bind::Unix => "unix",
         };
         let ready = match p.ready {
             Ready::Tcp => "tcp",
             Ready::Http => "http",
+            Ready::Notify => "notify",
         };
         let _ = writeln!(out, "bind = {bind:?}\nready = {ready:?}");
         if let Some(run_as) = &p.run_as {

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use corral_config::Limits;
+use corral_supervisor::routes::Address;
 use corral_supervisor::routes::{Report, Reporter};
-use corral_supervisor::{RoutingTable, SharedRoutes};
+use corral_supervisor::{Backend, RoutingTable, SharedRoutes};
 use corral_telemetry::Metrics;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -267,9 +268,9 @@ impl ProxyHttp for CorralProxy {
             ctx.tried[ctx.tries] = backend.pid;
         }
         ctx.tries += 1;
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        let Some(mut peer) = peer_of(backend) else {
+            return Error::e_explain(ErrorType::HTTPStatus(502), "worker address unusable");
+        };
         if !session.is_upgrade_req() {
             // A worker silent this long is stuck (Gunicorn's `timeout`); upgraded
             // connections (WebSocket) may rightly be idle far longer.
@@ -486,4 +487,25 @@ fn smuggled_length(session: &Session) -> Option<limits::Refusal> {
 
 fn client_addr(session: &Session) -> Option<SocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
+}
+
+/// The worker's upstream peer, built on first use and kept on its `Backend`, so a request
+/// clones a ready value instead of building one from the address.
+fn peer_of(backend: &Backend) -> Option<HttpPeer> {
+    let cached = backend.proxy_data.get_or_init(|| {
+        let peer = match &backend.addr {
+            Address::Tcp(addr) => Some(HttpPeer::new(*addr, false, String::new())),
+            Address::Unix(path) => {
+                HttpPeer::new_uds(&path.to_string_lossy(), false, String::new()).ok()
+            }
+        };
+        Box::new(peer.map(|mut peer| {
+            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+            peer
+        }))
+    });
+    cached
+        .downcast_ref::<Option<HttpPeer>>()
+        .and_then(|p| p.clone())
 }

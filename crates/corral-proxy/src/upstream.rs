@@ -107,7 +107,10 @@ mod tests {
                     pool: Arc::from("web"),
                     worker: i + 1,
                     pid: 100 + i,
-                    addr: format!("127.0.0.1:{}", 9000 + i).parse().expect("addr"),
+                    addr: corral_supervisor::routes::Address::Tcp(
+                        format!("127.0.0.1:{}", 9000 + i).parse().expect("addr"),
+                    ),
+                    proxy_data: Default::default(),
                     in_flight: AtomicU32::new(0),
                     served: AtomicU64::new(0),
                     max_requests: 0,

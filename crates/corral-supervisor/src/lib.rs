@@ -15,6 +15,7 @@ mod output;
 pub mod ready;
 pub mod routes;
 mod runner;
+mod sockets;
 mod spawn;
 pub mod status;
 mod worker;

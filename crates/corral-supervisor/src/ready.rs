@@ -1,11 +1,12 @@
 //! Readiness probes for a starting worker: a TCP connect, or an HTTP GET answering 2xx.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use corral_config::Ready;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::routes::Address;
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -15,21 +16,44 @@ const MAX_ANSWER: usize = 4096;
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 
 /// One readiness probe; `Ok(())` when the worker can take traffic, `Err` says why not.
-pub async fn probe(kind: Ready, addr: SocketAddr, path: &str) -> Result<(), String> {
+pub async fn probe(kind: Ready, addr: &Address, path: &str) -> Result<(), String> {
     match tokio::time::timeout(PROBE_TIMEOUT, probe_inner(kind, addr, path)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
     }
 }
 
-async fn probe_inner(kind: Ready, addr: SocketAddr, path: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    if kind == Ready::Tcp {
+async fn probe_inner(kind: Ready, addr: &Address, path: &str) -> Result<(), String> {
+    match addr {
+        Address::Tcp(a) => {
+            let stream = TcpStream::connect(a)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            exchange(kind, stream, addr, path).await
+        }
+        Address::Unix(p) => {
+            let stream = UnixStream::connect(p)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            exchange(kind, stream, addr, path).await
+        }
+    }
+}
+
+async fn exchange(
+    kind: Ready,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    addr: &Address,
+    path: &str,
+) -> Result<(), String> {
+    if kind != Ready::Http {
         return Ok(());
     }
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: corral-health\r\nConnection: close\r\n\r\n");
+    let host = match addr {
+        Address::Tcp(a) => a.to_string(),
+        Address::Unix(_) => "localhost".to_string(),
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: corral-health\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
@@ -55,5 +79,74 @@ async fn probe_inner(kind: Ready, addr: SocketAddr, path: &str) -> Result<(), St
         Some([b'2', _, _]) => Ok(()),
         Some(status) => Err(format!("answered {}", String::from_utf8_lossy(status))),
         None => Err("closed before answering".into()),
+    }
+}
+
+/// How a worker's start ended, as far as readiness goes.
+pub(crate) enum Outcome {
+    /// It can take traffic.
+    Ready,
+    /// `start_timeout` passed; the last reason it was not ready.
+    TimedOut(String),
+    /// It exited first; nothing to report.
+    Gone,
+}
+
+/// Waits until a starting worker is ready: by probing it (`http`, `tcp`) or by its `READY=1`
+/// on the notify socket (`notify`), until `deadline`, while `alive` holds.
+pub(crate) async fn wait_ready(
+    kind: Ready,
+    addr: &Address,
+    path: &str,
+    notify: Option<tokio::net::UnixDatagram>,
+    deadline: std::time::Instant,
+    alive: &std::sync::atomic::AtomicBool,
+) -> Outcome {
+    let is_alive = || alive.load(std::sync::atomic::Ordering::Acquire);
+    if let Some(socket) = notify {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // Wake now and then to notice a worker that exited without a word.
+            match tokio::time::timeout(left.min(PROBE_INTERVAL * 8), socket.recv(&mut buf)).await {
+                Ok(Ok(n)) if notify_says_ready(&buf[..n]) => return Outcome::Ready,
+                Ok(_) | Err(_) if !is_alive() => return Outcome::Gone,
+                Ok(_) | Err(_) if std::time::Instant::now() >= deadline => {
+                    return Outcome::TimedOut("no READY=1 on $NOTIFY_SOCKET".into())
+                }
+                _ => {}
+            }
+        }
+    }
+    while is_alive() {
+        let why = match probe(kind, addr, path).await {
+            Ok(()) => return Outcome::Ready,
+            Err(why) => why,
+        };
+        if std::time::Instant::now() >= deadline {
+            return Outcome::TimedOut(why);
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+    Outcome::Gone
+}
+
+/// Whether an sd_notify datagram (newline-separated `KEY=VALUE` lines) contains `READY=1`.
+fn notify_says_ready(datagram: &[u8]) -> bool {
+    datagram
+        .split(|b| *b == b'\n')
+        .any(|line| line == b"READY=1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_is_found_among_others() {
+        assert!(notify_says_ready(b"READY=1"));
+        assert!(notify_says_ready(b"STATUS=warming up\nREADY=1\n"));
+        assert!(!notify_says_ready(b"STATUS=READY=1"));
+        assert!(!notify_says_ready(b"READY=0"));
     }
 }

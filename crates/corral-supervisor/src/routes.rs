@@ -2,14 +2,35 @@
 //! the supervisor as one immutable table behind an `ArcSwap` (a request reads one `load`),
 //! plus the pool's wait queue and the channel the proxy reports worker trouble on.
 
+use std::any::Any;
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use corral_telemetry::PoolMetrics;
 use tokio::sync::{mpsc, Notify};
+
+/// Where a worker listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// A loopback TCP port (`bind = "tcp"` or `"fd"`).
+    Tcp(SocketAddr),
+    /// A Unix socket path (`bind = "unix"`).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
 
 /// A ready worker as the proxy sees it. Shared between table generations, so its counters
 /// survive every republish of the table.
@@ -24,7 +45,10 @@ pub struct Backend {
     /// The worker's process id.
     pub pid: u32,
     /// Where the worker listens.
-    pub addr: SocketAddr,
+    pub addr: Address,
+    /// The proxy's own per-worker data (its prebuilt upstream peer), made once on first use
+    /// so no request builds or parses an address.
+    pub proxy_data: OnceLock<Box<dyn Any + Send + Sync>>,
     /// Requests the proxy has sent and not yet finished; drives least-outstanding choice.
     pub in_flight: AtomicU32,
     /// Requests finished by this worker.

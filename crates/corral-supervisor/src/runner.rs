@@ -28,8 +28,9 @@ use tokio::sync::mpsc;
 
 use crate::backoff::{Backoff, HEALTHY_RUN};
 use crate::output::{pump, Stream, Tail};
-use crate::ready::{probe, PROBE_INTERVAL};
-use crate::routes::{Backend, PoolRoute, Queue, Report, RoutingTable, SharedRoutes};
+use crate::ready::{wait_ready, Outcome};
+use crate::routes::{Address, Backend, PoolRoute, Queue, Report, RoutingTable, SharedRoutes};
+use crate::sockets;
 use crate::spawn::{spawn, SpawnSpec};
 use crate::status::{PoolView, SharedStatus, StatusSnapshot, WorkerView};
 use crate::worker::{jitter, rss_bytes, signal_group, signal_name, State, Worker};
@@ -114,6 +115,7 @@ pub(crate) struct Runner {
     generation: u64,
     next_id: u64,
     graceful_timeout: Duration,
+    runtime_dir: std::path::PathBuf,
     metrics: Arc<Metrics>,
     routes: SharedRoutes,
     status: SharedStatus,
@@ -140,6 +142,7 @@ impl Runner {
             generation: 1,
             next_id: 1,
             graceful_timeout: config.server.graceful_timeout,
+            runtime_dir: config.server.runtime_dir.clone(),
             metrics,
             routes,
             status,
@@ -268,7 +271,8 @@ impl Runner {
             pool: pool.name.clone(),
             worker: w.slot,
             pid: w.pid,
-            addr: w.addr,
+            addr: w.addr.clone(),
+            proxy_data: Default::default(),
             in_flight: Default::default(),
             served: Default::default(),
             max_requests,
@@ -453,6 +457,7 @@ impl Runner {
         let pool = &mut self.pools[p];
         let w = pool.workers.remove(i);
         w.stop_probe();
+        sockets::cleanup(&w.addr, w.notify_path.as_deref());
         // The worker is reaped; anything it left in its process group goes too.
         signal_group(w.pid, Signal::SIGKILL);
         let reason = w
@@ -567,25 +572,38 @@ impl Runner {
         let pool = &mut self.pools[p];
         let name = pool.name.clone();
         let slot = pool.slots.entry(slot_id).or_default();
-        let addr = match prepare_socket(pool.config.bind, slot) {
-            Ok(addr) => addr,
+        let sockets = match sockets::prepare(
+            &pool.config,
+            id,
+            &mut slot.listener,
+            &self.runtime_dir,
+        ) {
+            Ok(sockets) => sockets,
             Err(e) => {
                 tracing::error!(event = "worker_spawn_failed", pool = &*name, worker = slot_id, error = %e, "cannot get a socket for the worker");
                 self.spawn_failed(p, id, slot_id, e);
                 return;
             }
         };
+        let (addr, notify) = (sockets.addr, sockets.notify);
+        let notify_path = notify.as_ref().map(|(path, _)| path.clone());
         let spec = SpawnSpec {
             pool: &pool.config,
             worker: slot_id,
-            addr,
-            listen_fd: slot.listener.as_ref().map(|l| l.as_raw_fd()),
+            addr: &addr,
+            listen_fd: slot
+                .listener
+                .as_ref()
+                .filter(|_| pool.config.bind == Bind::Fd)
+                .map(|l| l.as_raw_fd()),
+            notify_socket: notify_path.as_deref(),
         };
         let started = Instant::now();
         let mut child = match spawn(&spec) {
             Ok(child) => child,
             Err(e) => {
                 tracing::error!(event = "worker_spawn_failed", pool = &*name, worker = slot_id, command = ?pool.config.command, error = %e, "cannot start the worker");
+                sockets::cleanup(&addr, notify_path.as_deref());
                 self.spawn_failed(p, id, slot_id, e);
                 return;
             }
@@ -598,7 +616,8 @@ impl Runner {
             slot: slot_id,
             generation: pool.generation,
             pid,
-            addr,
+            addr: addr.clone(),
+            notify_path,
             started,
             state: State::Starting {
                 since: started,
@@ -650,20 +669,15 @@ impl Runner {
             pool.config.start_timeout,
         );
         tokio::spawn(async move {
-            let deadline = started + timeout;
-            while alive.load(Ordering::Acquire) {
-                let why = match probe(kind, addr, &path).await {
-                    Ok(()) => {
-                        let _ = events.send(Event::Ready(id));
-                        return;
-                    }
-                    Err(why) => why,
-                };
-                if Instant::now() >= deadline {
-                    let _ = events.send(Event::StartTimeout(id, why));
-                    return;
+            let notify = notify.map(|(_, socket)| socket);
+            match wait_ready(kind, &addr, &path, notify, started + timeout, &alive).await {
+                Outcome::Ready => {
+                    let _ = events.send(Event::Ready(id));
                 }
-                tokio::time::sleep(PROBE_INTERVAL).await;
+                Outcome::TimedOut(why) => {
+                    let _ = events.send(Event::StartTimeout(id, why));
+                }
+                Outcome::Gone => {}
             }
         });
     }
@@ -676,7 +690,8 @@ impl Runner {
             slot,
             generation: pool.generation,
             pid: 0,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
+            notify_path: None,
             started: Instant::now(),
             state: State::Starting {
                 since: Instant::now(),
@@ -698,6 +713,7 @@ impl Runner {
     fn reload(&mut self, config: &Config) {
         self.generation += 1;
         self.graceful_timeout = config.server.graceful_timeout;
+        self.runtime_dir = config.server.runtime_dir.clone();
         self.active = config.routing.active.clone();
         for new in &config.pools {
             match self.pools.iter().position(|p| p.config.name == new.name) {
@@ -901,21 +917,4 @@ fn count_failure(pool: &mut PoolState) -> bool {
     tracing::error!(event = "pool_failed", pool = &*pool.name, reason = %why, "pool stopped restarting workers; fix the app and reload (SIGHUP)");
     pool.failed = Some(why);
     true
-}
-
-/// Picks the worker's address: a fresh free loopback port for `tcp`, or the slot's own
-/// listening socket (bound once, kept across restarts) for `fd`.
-fn prepare_socket(bind: Bind, slot: &mut Slot) -> std::io::Result<SocketAddr> {
-    match bind {
-        Bind::Tcp => TcpListener::bind("127.0.0.1:0")?.local_addr(),
-        Bind::Fd => {
-            if slot.listener.is_none() {
-                slot.listener = Some(TcpListener::bind("127.0.0.1:0")?);
-            }
-            match &slot.listener {
-                Some(l) => l.local_addr(),
-                None => Err(std::io::Error::other("no listener")),
-            }
-        }
-    }
 }

@@ -2,12 +2,14 @@
 //! steps between fork and exec. The only module of the crate allowed `unsafe`.
 #![allow(unsafe_code)]
 
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::path::Path;
 use std::process::Stdio;
 
 use corral_config::{Bind, Pool};
 use tokio::process::{Child, Command};
+
+use crate::routes::Address;
 
 /// Script that sets `LISTEN_PID` to the worker's own pid before exec (its value is only known
 /// after fork, and setting it from `pre_exec` would allocate): `sh` execs in place, so `$$`
@@ -23,17 +25,23 @@ pub struct SpawnSpec<'a> {
     pub pool: &'a Pool,
     /// The worker's slot number, for `{worker}`.
     pub worker: u32,
-    /// Where the worker is to listen (the port for `{port}`).
-    pub addr: SocketAddr,
+    /// Where the worker is to listen (`{port}`/`{host}`, or `{socket}`).
+    pub addr: &'a Address,
     /// With `bind = "fd"`, the listening socket to hand over as fd 3.
     pub listen_fd: Option<RawFd>,
+    /// With `ready = "notify"`, the datagram socket passed as `$NOTIFY_SOCKET`.
+    pub notify_socket: Option<&'a Path>,
 }
 
-/// Replaces `{port}`, `{worker}` and `{host}` in one argument.
-pub fn substitute(arg: &str, addr: SocketAddr, worker: u32) -> String {
-    arg.replace("{port}", &addr.port().to_string())
-        .replace("{host}", &addr.ip().to_string())
-        .replace("{worker}", &worker.to_string())
+/// Replaces `{port}`, `{host}`, `{socket}` and `{worker}` in one argument.
+pub fn substitute(arg: &str, addr: &Address, worker: u32) -> String {
+    let arg = arg.replace("{worker}", &worker.to_string());
+    match addr {
+        Address::Tcp(a) => arg
+            .replace("{port}", &a.port().to_string())
+            .replace("{host}", &a.ip().to_string()),
+        Address::Unix(p) => arg.replace("{socket}", &p.display().to_string()),
+    }
 }
 
 /// Starts the worker: its own process group, killed if the master dies, stdout and stderr
@@ -52,19 +60,24 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
             c.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "corral");
             c
         }
-        (Bind::Tcp, Some((program, args))) => {
+        (Bind::Tcp | Bind::Unix, Some((program, args))) => {
             let mut c = Command::new(program);
             c.args(args);
-            c.env("PORT", spec.addr.port().to_string());
+            if let Address::Tcp(a) = spec.addr {
+                c.env("PORT", a.port().to_string());
+            }
             c
         }
-        (Bind::Tcp, None) => {
+        (Bind::Tcp | Bind::Unix, None) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "empty command",
             ));
         }
     };
+    if let Some(path) = spec.notify_socket {
+        cmd.env("NOTIFY_SOCKET", path);
+    }
     cmd.env("CORRAL_POOL", &pool.name)
         .env("CORRAL_WORKER", spec.worker.to_string())
         .envs(pool.env.iter().map(|(k, v)| (k, v)))
@@ -118,10 +131,15 @@ mod tests {
 
     #[test]
     fn placeholders_are_replaced() {
-        let addr: SocketAddr = "127.0.0.1:4321".parse().expect("addr");
-        assert_eq!(substitute("--port={port}", addr, 2), "--port=4321");
-        assert_eq!(substitute("{host}:{port}", addr, 2), "127.0.0.1:4321");
-        assert_eq!(substitute("w{worker}", addr, 7), "w7");
-        assert_eq!(substitute("plain", addr, 7), "plain");
+        let addr = Address::Tcp("127.0.0.1:4321".parse().expect("addr"));
+        assert_eq!(substitute("--port={port}", &addr, 2), "--port=4321");
+        assert_eq!(substitute("{host}:{port}", &addr, 2), "127.0.0.1:4321");
+        assert_eq!(substitute("w{worker}", &addr, 7), "w7");
+        assert_eq!(substitute("plain", &addr, 7), "plain");
+        let unix = Address::Unix("/run/corral/web.1.sock".into());
+        assert_eq!(
+            substitute("unix:{socket}", &unix, 1),
+            "unix:/run/corral/web.1.sock"
+        );
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +9,7 @@ use std::time::Instant;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::routes::Backend;
+use crate::routes::{Address, Backend};
 
 /// Where a worker is in its life.
 pub(crate) enum State {
@@ -42,7 +41,9 @@ pub(crate) struct Worker {
     /// The pool config generation it was started with.
     pub(crate) generation: u64,
     pub(crate) pid: u32,
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: Address,
+    /// `$NOTIFY_SOCKET` of a `ready = "notify"` worker, removed when it exits.
+    pub(crate) notify_path: Option<std::path::PathBuf>,
     pub(crate) started: Instant,
     pub(crate) state: State,
     /// Set when the worker is to be replaced (`max_requests`, `max_memory`, `reload`); it keeps

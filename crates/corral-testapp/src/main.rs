@@ -6,7 +6,8 @@
 //! `/headers` (request headers as JSON), `/status/NNN`, `/bytes?n=N`, `/alloc?mb=N`,
 //! `/env?name=VAR` (an environment variable), `/echo` (the request body),
 //! `/ws` (WebSocket echo). `--startup-delay-ms N` delays listening; `--exit-at-start CODE`
-//! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker).
+//! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker);
+//! `--notify-after-ms N` sends `READY=1` to `$NOTIFY_SOCKET` after N ms.
 
 mod http;
 
@@ -26,6 +27,7 @@ struct Options {
     startup_delay: Duration,
     exit_at_start: Option<i32>,
     ignore_term: bool,
+    notify_after: Option<Duration>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -35,6 +37,7 @@ fn parse_args() -> Result<Options, String> {
         startup_delay: Duration::ZERO,
         exit_at_start: None,
         ignore_term: false,
+        notify_after: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -63,6 +66,13 @@ fn parse_args() -> Result<Options, String> {
                 )
             }
             "--ignore-term" => o.ignore_term = true,
+            "--notify-after-ms" => {
+                o.notify_after = Some(Duration::from_millis(
+                    value("--notify-after-ms")?
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                ))
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -89,9 +99,30 @@ fn main() {
         }
     }
     std::thread::sleep(options.startup_delay);
+    if let Some(delay) = options.notify_after {
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            notify_ready();
+        });
+    }
     if let Err(e) = serve(&options) {
         eprintln!("corral-testapp: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Sends `READY=1` to `$NOTIFY_SOCKET` (the sd_notify protocol).
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        eprintln!("corral-testapp: --notify-after-ms given but no $NOTIFY_SOCKET");
+        return;
+    };
+    match std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.send_to(b"READY=1", &path)) {
+        Ok(_) => println!("corral-testapp: sent READY=1"),
+        Err(e) => eprintln!(
+            "corral-testapp: cannot notify {}: {e}",
+            path.to_string_lossy()
+        ),
     }
 }
 
