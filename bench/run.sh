@@ -44,6 +44,7 @@ level = "warn"
 [pools.bench]
 command = ["$PWD/$BIN/corral-testapp", "--port", "{port}"]
 workers = 1
+concurrency = 256   # the test app is threaded; nginx and HAProxy do not cap either
 TOML
 "$BIN/corral" run -c "$WORK/corral.toml" >"$WORK/corral.log" 2>&1 & CORRAL_PID=$!; PIDS+=($CORRAL_PID)
 wait_port "$CORRAL"

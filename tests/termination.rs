@@ -144,3 +144,63 @@ fn sigterm_while_workers_start_is_handled_not_fatal() {
     let status = corral.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", corral.logs());
 }
+
+#[test]
+fn sigterm_turns_readyz_503_at_once_and_accepts_during_accept_grace() {
+    let mut corral = Corral::start(&testapp_pool(1, ""), "accept_grace = \"2s\"", 1);
+    assert_eq!(
+        get(&client(), &corral.admin_url("/readyz"))
+            .expect("readyz")
+            .0,
+        200
+    );
+    let signalled = Instant::now();
+    corral.signal(Signal::SIGTERM);
+    wait_for("readyz 503", Duration::from_secs(1), || {
+        get(&client(), &corral.admin_url("/readyz"))
+            .ok()
+            .filter(|(s, _)| *s == 503)
+    });
+    assert!(
+        signalled.elapsed() < Duration::from_millis(900),
+        "readyz turned after {:?}",
+        signalled.elapsed()
+    );
+    // Still serving new connections while the load balancer notices.
+    assert_eq!(
+        get(&client(), &corral.url("/"))
+            .expect("request during accept_grace")
+            .0,
+        200
+    );
+    let status = corral.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "exited after {:?}, before accept_grace",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn sigttin_and_sigttou_add_and_remove_a_worker() {
+    let mut corral = Corral::start(&testapp_pool(2, ""), "", 2);
+    corral.signal(Signal::SIGTTIN);
+    corral.wait_ready(3, Duration::from_secs(10));
+    // Signals of one kind sent together arrive as one (POSIX does not queue them), so one
+    // at a time, each after the previous took effect.
+    for left in [2, 1] {
+        corral.signal(Signal::SIGTTOU);
+        wait_for(
+            &format!("{left} workers left"),
+            Duration::from_secs(15),
+            || (corral.workers().len() == left).then_some(()),
+        );
+    }
+    assert_eq!(corral.status().expect("status")["pools"][0]["desired"], 1);
+    // Never below one.
+    corral.signal(Signal::SIGTTOU);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(corral.workers().len(), 1);
+    assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
+}
