@@ -77,6 +77,21 @@ pub fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, String), String> {
     Ok((status, body))
 }
 
+/// GETs `url` and checks the answer is a 503 with `Retry-After: 1`, given within `within`.
+pub fn expect_quick_503(url: &str, within: Duration) {
+    let start = Instant::now();
+    let mut response = client().get(url).call().expect("request");
+    let took = start.elapsed();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(took < within, "503 took {took:?}");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(retry_after, Some("1"));
+    let _ = response.body_mut().read_to_string();
+}
+
 /// A pool table running the test app (multi-threaded, so `concurrency = 8`) with `workers`
 /// workers and extra args.
 pub fn testapp_pool(workers: u32, extra: &str) -> String {
