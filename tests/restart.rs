@@ -123,7 +123,13 @@ fn a_crash_is_logged_with_exit_code_and_last_stderr_lines() {
     assert_eq!(exit["level"], "ERROR");
     let tail = exit["stderr_tail"].as_str().unwrap_or_default();
     assert!(tail.contains("crashing as asked by POST /crash"), "{exit}");
-    let after = corral.wait_ready(2, Duration::from_secs(10));
+    // The exit is logged just before /status is republished: wait for the state itself.
+    let crashed = exit["pid"].as_u64().expect("pid") as u32;
+    let after = wait_for("a replacement", Duration::from_secs(10), || {
+        let pids = corral.ready_pids();
+        (pids.len() == 2 && !pids.contains(&crashed)).then_some(pids)
+    });
+    assert!(before.contains(&crashed));
     assert_eq!(
         after.iter().filter(|p| before.contains(p)).count(),
         1,
