@@ -118,10 +118,15 @@ async fn serve(
         .collect();
 
     let mut current = config.clone();
-    let apply = |new: Config, current: &mut Config| {
+    // The config generation, counted here where reloads are decided (the supervisor's
+    // snapshot follows it asynchronously): 1 at start, +1 per applied reload.
+    let mut generation: u64 = 1;
+    let mut apply = |new: Config, current: &mut Config| {
         settings.store(Arc::new(proxy_settings(&new)));
         supervisor.reload(new.clone());
         *current = new;
+        generation += 1;
+        generation
     };
     let mode = loop {
         tokio::select! {
@@ -137,8 +142,8 @@ async fn serve(
             Some(request) = control_rx.recv() => match request {
                 ControlRequest::Reload(reply) => {
                     let answer = reload::reload(&current, &metrics).map(|new| {
-                        apply(new, &mut current);
-                        json!({ "reloaded": true, "generation": supervisor.status.load().generation + 1 })
+                        let generation = apply(new, &mut current);
+                        json!({ "reloaded": true, "generation": generation })
                     });
                     let _ = reply.send(answer);
                 }
