@@ -139,3 +139,46 @@ fn reload_serves_the_new_code_and_settings() {
     }
     assert_eq!(corral.status().expect("status")["pools"][0]["desired"], 3);
 }
+
+#[test]
+fn a_reload_during_a_reload_is_applied_not_lost() {
+    // Workers take 700 ms to listen, so the second reload arrives while the first one's
+    // replacements are still starting.
+    let pool = |workers: u32| testapp_pool(workers, ", \"--startup-delay-ms\", \"700\"");
+    let mut corral = Corral::start(&pool(2), "", 2);
+    let first = corral.ready_pids();
+    let load = Load::start(&corral.url("/sleep?ms=5"), 8, Duration::from_secs(60));
+    let (code, _, err) = corral.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    wait_for("replacements starting", Duration::from_secs(5), || {
+        corral
+            .workers()
+            .iter()
+            .any(|w| w["state"] == "starting" && w["generation"] == 2)
+            .then_some(())
+    });
+    corral.rewrite_config(&pool(3));
+    let (code, out, err) = corral.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("generation 3"), "{out}");
+    let last = wait_replaced(&mut corral, 3, 3, &first);
+    load.wait_more(50, Duration::from_secs(10));
+    let result = load.stop();
+    assert!(
+        result.failures.is_empty(),
+        "{:?}\n{}",
+        result.failures,
+        corral.logs()
+    );
+    assert_eq!(last.len(), 3);
+    // The half-started generation-2 workers were stopped, not left behind.
+    let events = corral.log_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "worker_exited" && e["reason"] == "reload"),
+        "{}",
+        corral.logs()
+    );
+    assert!(corral.workers().iter().all(|w| w["generation"] == 3));
+}

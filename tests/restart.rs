@@ -257,3 +257,44 @@ fn a_crash_loop_stops_at_the_start_limit_and_recovers_on_reload() {
     );
     assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
 }
+
+#[test]
+fn a_command_that_does_not_exist_fails_the_pool_cleanly() {
+    let text = "[pools.web]\ncommand = [\"/nonexistent/corral-test-app\", \"{port}\"]\nworkers = 2\nstart_limit_burst = 3\n";
+    let corral = Corral::start(text, "", 0);
+    let failed = wait_for("the pool to fail", Duration::from_secs(20), || {
+        corral
+            .log_events()
+            .into_iter()
+            .find(|e| e["event"] == "pool_failed")
+    });
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed starts"),
+        "{failed}"
+    );
+    let spawn_error = corral
+        .log_events()
+        .into_iter()
+        .find(|e| e["event"] == "worker_spawn_failed")
+        .expect("spawn error logged");
+    assert!(
+        spawn_error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No such file"),
+        "{spawn_error}"
+    );
+    assert_eq!(
+        get(&client(), &corral.admin_url("/readyz"))
+            .expect("readyz")
+            .0,
+        503
+    );
+    assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 503);
+    assert!(
+        corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"spawn_failed\"}") >= 3.0
+    );
+}
