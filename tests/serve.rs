@@ -60,7 +60,9 @@ fn bundled_example_serves_through_the_proxy() {
 
 #[test]
 fn load_spreads_over_all_workers_and_every_request_is_logged() {
-    let corral = Corral::start(&testapp_pool(4, ""), "", 4);
+    // One proxy thread: the current-thread runtime path (other tests use the default, one
+    // thread per core).
+    let corral = Corral::start(&testapp_pool(4, ""), "threads = 1", 4);
     let statuses = Arc::new(std::sync::Mutex::new(HashMap::<u16, usize>::new()));
     let by_pid = Arc::new(std::sync::Mutex::new(HashMap::<u64, usize>::new()));
     let next = Arc::new(AtomicUsize::new(0));

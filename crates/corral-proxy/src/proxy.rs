@@ -135,6 +135,10 @@ fn spread_seed() -> usize {
 impl ProxyHttp for CorralProxy {
     type CTX = Ctx;
 
+    /// No downstream modules: pingora's default installs a (disabled) compression module that
+    /// every request would still set up. corral does not compress responses.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         self.metrics.in_flight.inc();
         Ctx {

@@ -27,12 +27,7 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Runs until a stop signal; returns once every worker is gone.
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.server.threads)
-        .thread_name("corral-proxy")
-        .enable_all()
-        .build()
-        .context("cannot start the proxy runtime")?;
+    let runtime = proxy_runtime(config.server.threads).context("cannot start the proxy runtime")?;
     let signals = {
         let _context = runtime.enter();
         Signals::install().context("cannot install signal handlers")?
@@ -180,6 +175,19 @@ async fn serve(
         drain(&metrics, current.server.graceful_timeout, &mut signals).await;
     }
     Ok(mode)
+}
+
+/// The proxy's runtime. One thread runs everything on the calling thread, without the
+/// multi-thread scheduler's cross-thread wake-ups; more threads share one work-stealing pool.
+fn proxy_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.thread_name("corral-proxy").enable_all().build()
 }
 
 /// The proxy's reloadable settings from a config.
