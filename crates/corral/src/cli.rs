@@ -210,12 +210,13 @@ fn status_table(s: &Value) -> String {
         for w in pool["workers"].as_array().into_iter().flatten() {
             out += &format!(
                 "  {:>6}  {:>8}  {:<9}  {:>7.0}s  {:>9}  {:>8}\n",
-                w["id"],
-                w["pid"],
+                // `Value`'s Display ignores widths: format as strings.
+                w["id"].to_string(),
+                w["pid"].to_string(),
                 w["state"].as_str().unwrap_or("?"),
                 w["age_seconds"].as_f64().unwrap_or(0.0),
-                w["requests"],
-                w["restarts"]
+                w["requests"].to_string(),
+                w["restarts"].to_string()
             );
         }
     }
