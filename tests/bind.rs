@@ -218,12 +218,7 @@ fn a_worker_that_never_notifies_hits_start_timeout() {
         testapp_bin().display().to_string()
     );
     let corral = Corral::start(&text, "runtime_dir = \"{dir}/run\"", 0);
-    let timeout = wait_for("start timeout", Duration::from_secs(10), || {
-        corral
-            .log_events()
-            .into_iter()
-            .find(|e| e["event"] == "worker_start_timeout")
-    });
+    let timeout = corral.wait_event("worker_start_timeout", Duration::from_secs(10));
     assert_eq!(
         timeout["last_probe"], "no READY=1 on $NOTIFY_SOCKET",
         "{timeout}"

@@ -107,12 +107,7 @@ fn a_hung_sync_worker_gets_504_and_is_replaced() {
         took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
         "504 after {took:?}"
     );
-    let timeout = wait_for("the timeout to be logged", Duration::from_secs(10), || {
-        corral
-            .log_events()
-            .into_iter()
-            .find(|e| e["event"] == "worker_timeout")
-    });
+    let timeout = corral.wait_event("worker_timeout", Duration::from_secs(10));
     let request = timeout["request"].as_str().unwrap_or_default();
     assert!(request.starts_with("GET /hang (request_id "), "{timeout}");
     let hung = timeout["pid"].as_u64().expect("pid") as u32;

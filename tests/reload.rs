@@ -81,12 +81,7 @@ fn broken_config_on_sighup_keeps_the_old_one_serving() {
         .expect("bad line")
         + 1;
     corral.signal(Signal::SIGHUP);
-    let rejected = wait_for("the reload to be rejected", Duration::from_secs(10), || {
-        corral
-            .log_events()
-            .into_iter()
-            .find(|e| e["event"] == "config_error")
-    });
+    let rejected = corral.wait_event("config_error", Duration::from_secs(10));
     let message = rejected["message"].as_str().unwrap_or_default();
     let expected = format!("corral.toml:{line}:11: pools.web.timeout: \"soon\" is not a duration");
     assert!(message.contains(&expected), "{expected} not in {rejected}");

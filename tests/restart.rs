@@ -189,12 +189,7 @@ fn a_crash_loop_stops_at_the_start_limit_and_recovers_on_reload() {
         )
     };
     let mut corral = Corral::start(&failing(", \"--exit-at-start\", \"1\""), "", 0);
-    let failed = wait_for("the pool to fail", Duration::from_secs(20), || {
-        corral
-            .log_events()
-            .into_iter()
-            .find(|e| e["event"] == "pool_failed")
-    });
+    let failed = corral.wait_event("pool_failed", Duration::from_secs(20));
     assert!(
         failed["reason"]
             .as_str()
@@ -262,12 +257,7 @@ fn a_crash_loop_stops_at_the_start_limit_and_recovers_on_reload() {
 fn a_command_that_does_not_exist_fails_the_pool_cleanly() {
     let text = "[pools.web]\ncommand = [\"/nonexistent/corral-test-app\", \"{port}\"]\nworkers = 2\nstart_limit_burst = 3\n";
     let corral = Corral::start(text, "", 0);
-    let failed = wait_for("the pool to fail", Duration::from_secs(20), || {
-        corral
-            .log_events()
-            .into_iter()
-            .find(|e| e["event"] == "pool_failed")
-    });
+    let failed = corral.wait_event("pool_failed", Duration::from_secs(20));
     assert!(
         failed["reason"]
             .as_str()

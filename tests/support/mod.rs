@@ -298,6 +298,22 @@ impl Corral {
             .collect()
     }
 
+    /// Waits for the first log event whose `event` field is `name`, and returns it.
+    pub fn wait_event(&self, name: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.log_events().into_iter().find(|e| e["event"] == name) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {name:?} event within {timeout:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything corral printed, for failure messages.
     pub fn logs(&self) -> String {
         let out = self.stdout_text();
