@@ -201,3 +201,39 @@ fn oversized_and_ambiguous_requests_are_refused() {
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
+
+#[test]
+fn a_port_in_use_is_a_clean_error_before_any_worker_starts() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let text = format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"\"\ncontrol_socket = \"\"\n[log]\nformat = \"json\"\n\n{}", testapp_pool(2, ""));
+    let mut corral = Corral::spawn_with(&text, port, 0, &["run"], &[]);
+    let status = corral.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    let stderr = std::fs::read_to_string(&corral.stderr).expect("stderr");
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: Address already in use"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !corral
+            .log_events()
+            .iter()
+            .any(|e| e["event"] == "worker_spawned"),
+        "no worker may start"
+    );
+    let failed = corral
+        .log_events()
+        .into_iter()
+        .find(|e| e["message"] == "corral failed")
+        .expect("failure logged");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Address already in use"),
+        "{failed}"
+    );
+}

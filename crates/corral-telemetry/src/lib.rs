@@ -5,5 +5,5 @@
 pub mod logging;
 pub mod metrics;
 
-pub use logging::init_logging;
+pub use logging::{init_logging, LogGuard};
 pub use metrics::{Metrics, PoolMetrics};

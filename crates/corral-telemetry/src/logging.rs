@@ -11,14 +11,28 @@ pub const ACCESS_TARGET: &str = "corral::access";
 /// Target of lines a worker wrote to its stdout or stderr.
 pub const WORKER_OUTPUT_TARGET: &str = "corral::worker";
 
+/// Keeps the log writer thread alive; dropping it flushes every line still queued.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Lines that may wait for the writer thread before a request's log call waits for room.
+const LOG_QUEUE: usize = 64 * 1024;
+
 /// Installs the subscriber once for the process; `RUST_LOG` refines the configured level.
 /// pingora logs through the `log` crate; those records are bridged into tracing here.
-pub fn init_logging(config: &Log) {
+/// Lines are written by a thread of their own, so a request never writes to stdout under
+/// its lock; none is dropped (the queue applies backpressure when full). Hold the guard
+/// until the end of the process.
+pub fn init_logging(config: &Log) -> LogGuard {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(default_directive(&config.level)));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE)
+        .thread_name("corral-log")
+        .finish(std::io::stdout());
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
     let result = match config.format {
         LogFormat::Json => builder
             .json()
@@ -33,6 +47,7 @@ pub fn init_logging(config: &Log) {
     };
     // A second init (tests, or a reload) keeps the first subscriber; that is harmless.
     drop(result);
+    guard
 }
 
 /// pingora is chatty at info about per-connection errors a proxy sees all day (clients

@@ -236,7 +236,6 @@ pub fn run(args: &ConfigArgs) -> ExitCode {
     match crate::run::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "corral failed");
             eprintln!("corral: {e:#}");
             ExitCode::FAILURE
         }

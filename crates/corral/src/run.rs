@@ -26,7 +26,15 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// Runs until a stop signal; returns once every worker is gone.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.log);
+    let _log = init_logging(&config.log);
+    let result = run_logged(config);
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "corral failed");
+    }
+    result
+}
+
+fn run_logged(config: Config) -> anyhow::Result<()> {
     let runtime = proxy_runtime(config.server.threads).context("cannot start the proxy runtime")?;
     let signals = {
         let _context = runtime.enter();
