@@ -16,7 +16,8 @@ pub struct Refusal {
 /// Checks the request head against `limits`; `None` when it may pass.
 pub fn check(head: &RequestHeader, limits: &Limits) -> Option<Refusal> {
     // "METHOD SP target SP HTTP/1.1"
-    let line = head.method.as_str().len() + head.uri.to_string().len() + 10;
+    // The target as the client sent it: no allocation on the request path.
+    let line = head.method.as_str().len() + head.raw_path().len() + 10;
     if line > limits.request_line {
         return Some(Refusal {
             status: 414,
