@@ -7,7 +7,7 @@ pub struct AccessEntry<'a> {
     /// The request id sent upstream as `X-Request-Id`.
     pub request_id: &'a str,
     /// The client's address as seen by the proxy.
-    pub client_ip: String,
+    pub client_ip: &'a str,
     /// Request method.
     pub method: &'a str,
     /// Request path and query.

@@ -5,9 +5,10 @@
 pub mod access_log;
 pub mod admin;
 pub mod control;
+pub mod forward;
 pub mod limits;
-pub mod proxy;
 mod request_id;
+pub mod settings;
 pub mod upstream;
 
 use std::fs::Permissions;
@@ -24,14 +25,15 @@ use corral_supervisor::routes::Reporter;
 use corral_supervisor::{SharedRoutes, SharedStatus};
 use corral_telemetry::Metrics;
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::{Fds, ListenFds};
 use pingora_core::services::listening::Service;
-use pingora_proxy::HttpProxy;
 
 pub use admin::Admin;
 pub use control::{ControlRequest, ControlSender};
-pub use proxy::{CorralProxy, ProxySettings};
+pub use forward::Forwarder;
+pub use settings::ProxySettings;
 
 /// Why a listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -56,19 +58,23 @@ pub fn bind_all(addrs: &[SocketAddr]) -> Result<ListenFds, BindError> {
     Ok(Arc::new(parking_lot::Mutex::new(fds)))
 }
 
-/// The public proxy service on `listen`.
+/// The public proxy service on `listen`. Client connections get no read buffer of their
+/// own: pingora's HTTP session reads the request head into its own buffer anyway, and an
+/// idle (or upgraded) connection should not hold 64 KiB it never uses.
 pub fn proxy_service(
-    conf: &Arc<ServerConf>,
     listen: &[SocketAddr],
     routes: SharedRoutes,
     settings: Arc<ArcSwap<ProxySettings>>,
     metrics: Arc<Metrics>,
     reporter: Reporter,
-) -> Service<HttpProxy<CorralProxy>> {
-    let proxy = CorralProxy::new(routes, settings, metrics, reporter);
-    let mut service = pingora_proxy::http_proxy_service_with_name(conf, proxy, "corral-proxy");
+) -> Service<Forwarder> {
+    let forwarder = Forwarder::new(routes, settings, metrics, reporter);
+    let mut service = Service::new("corral-proxy".into(), forwarder);
     for addr in listen {
-        service.add_tcp(&addr.to_string());
+        service.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+        );
     }
     service
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use corral_supervisor::routes::Queue;
-use corral_supervisor::Backend;
+use corral_supervisor::{Backend, RoutingTable, SharedRoutes};
 
 /// A claim on one worker for one request: counts in its `in_flight` until dropped, so the
 /// count is right on every path out of a request (errors and retries included), and wakes
@@ -90,6 +90,92 @@ pub fn choose(
     } else {
         Choice::Exhausted
     }
+}
+
+/// Why a request got no worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoWorker {
+    /// Every ready worker was tried (or none is ready).
+    Exhausted,
+    /// All workers are busy and the wait queue is full.
+    QueueFull,
+    /// All workers stayed busy for the pool's `queue_timeout`.
+    QueueTimeout,
+}
+
+/// Claims a worker of the active pool for one attempt, waiting in the pool's bounded queue
+/// while every worker is at its concurrency. `table` is refreshed after each wake-up, since
+/// workers may have become ready or retired meanwhile.
+pub async fn claim(
+    routes: &SharedRoutes,
+    table: &mut Arc<RoutingTable>,
+    tried: &[u32],
+    spread: usize,
+) -> Result<Claim, NoWorker> {
+    let mut deadline = None;
+    let mut counted = false;
+    loop {
+        let route = &table.active;
+        match choose(
+            &route.backends,
+            &route.queue,
+            route.concurrency,
+            tried,
+            spread,
+        ) {
+            Choice::Claimed(claim) => return Ok(claim),
+            Choice::Exhausted => return Err(NoWorker::Exhausted),
+            Choice::Busy => {}
+        }
+        let queue = route.queue.clone();
+        if !counted {
+            if queue.waiting.load(Ordering::SeqCst) >= route.queue_size {
+                return Err(NoWorker::QueueFull);
+            }
+            counted = true;
+        }
+        let until =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + route.queue_timeout);
+        let metrics = route.metrics.clone();
+        let notified = queue.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        queue.waiting.fetch_add(1, Ordering::SeqCst);
+        metrics.queue_depth.inc();
+        // Re-check after registering: a slot freed before `enable` would not wake us.
+        let woke = match choose(
+            &route.backends,
+            &route.queue,
+            route.concurrency,
+            tried,
+            spread,
+        ) {
+            Choice::Claimed(claim) => {
+                queue.waiting.fetch_sub(1, Ordering::SeqCst);
+                metrics.queue_depth.dec();
+                return Ok(claim);
+            }
+            _ => tokio::time::timeout_at(until, notified).await.is_ok(),
+        };
+        queue.waiting.fetch_sub(1, Ordering::SeqCst);
+        metrics.queue_depth.dec();
+        if !woke {
+            return Err(NoWorker::QueueTimeout);
+        }
+        *table = routes.load_full();
+    }
+}
+
+/// A per-thread counter that spreads ties between equally idle workers.
+pub fn spread_seed() -> usize {
+    thread_local! {
+        static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    NEXT.with(|n| {
+        let v = n.get().wrapping_add(1);
+        n.set(v);
+        v
+    })
 }
 
 #[cfg(test)]

@@ -28,18 +28,23 @@ pub fn handle<S: Conn + 'static>(mut conn: S) {
             _ => return,
         };
         buf.drain(..consumed);
-        let length: usize = header(&request, "content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = std::mem::take(&mut buf);
-        while body.len() < length {
-            let mut chunk = [0u8; 8192];
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
+        let chunked = header(&request, "transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let body = if chunked {
+            match read_chunked(&mut conn, &mut buf) {
+                Some(body) => body,
+                None => return,
             }
-        }
-        buf = body.split_off(length);
+        } else {
+            let length: usize = header(&request, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if !fill(&mut conn, &mut buf, length) {
+                return;
+            }
+            let rest = buf.split_off(length);
+            std::mem::replace(&mut buf, rest)
+        };
         if request.path == "/ws" {
             websocket(conn, &request);
             return;
@@ -99,6 +104,67 @@ fn read_head<S: Read>(conn: &mut S, buf: &mut Vec<u8>) -> io::Result<Option<(Req
             return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads from `conn` until `buf` holds at least `n` bytes; false when the peer is gone.
+fn fill<S: Read>(conn: &mut S, buf: &mut Vec<u8>, n: usize) -> bool {
+    while buf.len() < n {
+        let mut chunk = [0u8; 8192];
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+    true
+}
+
+/// Decodes a chunked body from the front of `buf` (reading more as needed), leaving what
+/// follows it in `buf`. Trailers are skipped.
+fn read_chunked<S: Read>(conn: &mut S, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            let have = buf.len();
+            if !fill(conn, buf, have + 1) {
+                return None;
+            }
+        };
+        let line = std::str::from_utf8(&buf[..line_end]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers (none expected) end with an empty line.
+            loop {
+                if !fill(conn, buf, 2) {
+                    return None;
+                }
+                let end = buf.windows(2).position(|w| w == b"\r\n");
+                match end {
+                    Some(0) => {
+                        buf.drain(..2);
+                        return Some(body);
+                    }
+                    Some(i) => {
+                        buf.drain(..i + 2);
+                    }
+                    None => {
+                        let have = buf.len();
+                        if !fill(conn, buf, have + 1) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        if !fill(conn, buf, size + 2) {
+            return None;
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
     }
 }
 
@@ -234,7 +300,12 @@ fn websocket<S: Conn>(mut conn: S, request: &Request) {
                     return;
                 }
             }
-            Ok(Message::Close(_)) | Err(_) => return,
+            Ok(Message::Close(_)) => {
+                // tungstenite queued the close reply; send it before hanging up.
+                let _ = ws.flush();
+                return;
+            }
+            Err(_) => return,
             Ok(_) => {}
         }
     }

@@ -13,7 +13,6 @@ use corral_proxy::ControlRequest;
 use corral_proxy::ProxySettings;
 use corral_supervisor::{Scale, StopMode};
 use corral_telemetry::{init_logging, Metrics};
-use pingora_core::server::configuration::ServerConf;
 use pingora_core::services::Service as _;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -78,15 +77,10 @@ async fn serve(
     metrics: Arc<Metrics>,
     mut signals: Signals,
 ) -> anyhow::Result<StopMode> {
-    let server_conf = Arc::new(ServerConf {
-        threads: config.server.threads,
-        ..ServerConf::default()
-    });
     let draining = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let settings = Arc::new(ArcSwap::from_pointee(proxy_settings(config)));
     let mut proxy = corral_proxy::proxy_service(
-        &server_conf,
         &config.server.listen,
         supervisor.routes.clone(),
         settings.clone(),

@@ -1,0 +1,626 @@
+//! One request through the proxy: refuse what breaks the limits, claim the least busy worker
+//! (waiting in the pool's queue when all are busy), send the request with the forwarded
+//! headers, stream the answer back, retry once elsewhere when a worker fails before
+//! answering, and count and log the outcome.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_supervisor::routes::Report;
+use corral_supervisor::{Backend, RoutingTable};
+use http::header::{HeaderValue, CONNECTION, EXPECT, HOST, TRANSFER_ENCODING, USER_AGENT};
+use http::Version;
+use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
+use pingora_error::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::conns;
+use super::{tunnel, ConnInfo, Forwarder};
+use crate::access_log::{self, AccessEntry};
+use crate::limits;
+use crate::request_id;
+use crate::settings::ProxySettings;
+use crate::upstream::{self, Claim, NoWorker};
+
+/// Attempts per request: the first, and one more on another worker.
+const MAX_TRIES: usize = 2;
+/// Headers a client could use to forge where a request came from; always replaced.
+const FORWARDED_HEADERS: [&str; 6] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Why a request ended without a normal answer: what to tell the client and the log.
+#[derive(Debug)]
+struct Failure {
+    /// The status to answer; 0 when the client is gone or the answer had begun.
+    status: u16,
+    /// Why corral answered itself (limits, queue, no worker), for the access log.
+    refused: Option<&'static str>,
+    /// Whether to add `Retry-After: 1` (the client may try again soon).
+    retry_after: bool,
+    /// Whether the client connection may carry another request afterwards.
+    keep_alive: bool,
+    /// The underlying error, logged at warn when corral or a worker failed.
+    error: Option<Box<Error>>,
+}
+
+impl Failure {
+    fn refused(status: u16, reason: &'static str) -> Failure {
+        Failure {
+            status,
+            refused: Some(reason),
+            retry_after: status == 503,
+            keep_alive: false,
+            error: None,
+        }
+    }
+
+    fn worker(status: u16, error: Box<Error>) -> Failure {
+        Failure {
+            status,
+            refused: None,
+            retry_after: false,
+            keep_alive: false,
+            error: Some(error),
+        }
+    }
+
+    /// The client went away or broke the protocol; nothing useful can be sent.
+    fn client(error: &Error) -> Failure {
+        let status = match error.etype() {
+            ErrorType::ReadTimedout => 408,
+            ErrorType::InvalidHTTPHeader => 400,
+            _ => 0,
+        };
+        Failure {
+            status,
+            refused: Some("client error"),
+            retry_after: false,
+            keep_alive: false,
+            error: None,
+        }
+    }
+}
+
+/// How a forwarded request ended.
+enum Done {
+    /// The answer was relayed; the client connection may be reused.
+    Answered,
+    /// The worker switched protocols: relay bytes both ways from now on.
+    Upgraded(Box<UpstreamSession>, Claim),
+}
+
+/// Why one attempt on one worker failed.
+struct AttemptError {
+    failure: Failure,
+    /// True when the worker gave no answer and the request may go to another worker.
+    retry: bool,
+}
+
+/// What the log and the counters need of a request, gathered as it goes.
+struct Record {
+    start: Instant,
+    table: Arc<RoutingTable>,
+    request_id: String,
+    backend: Option<Arc<Backend>>,
+    upstream_start: Instant,
+    upstream_ms: Option<f64>,
+}
+
+/// Counts a request in `corral_requests_in_flight` for as long as it lives.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn start(gauge: &prometheus::IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Forwarder {
+    /// Serves the request `client` has just read. Returns the session when the connection
+    /// may carry another request.
+    pub(super) async fn serve(
+        &self,
+        mut client: DownstreamSession,
+        conn: &ConnInfo,
+        stopping: bool,
+    ) -> Option<DownstreamSession> {
+        let _in_flight = InFlight::start(&self.metrics.in_flight);
+        let settings = self.settings.load_full();
+        let mut record = Record {
+            start: Instant::now(),
+            table: self.routes.load_full(),
+            request_id: String::new(),
+            backend: None,
+            upstream_start: Instant::now(),
+            upstream_ms: None,
+        };
+        // HTTP/1.0 without `keep-alive`, or `Connection: close`, already turned reuse off.
+        let keepalive = (!stopping && client.will_keepalive()).then(|| settings.keepalive_secs());
+        let result = self
+            .forward(&mut client, conn, &settings, keepalive, &mut record)
+            .await;
+        match result {
+            Ok(Done::Answered) => {
+                let status = client.response_written().map_or(0, |h| h.status.as_u16());
+                self.finish(&client, conn, &settings, &record, status, None, None);
+                Some(client)
+            }
+            Ok(Done::Upgraded(worker, claim)) => {
+                let head = client.req_header().clone();
+                let bytes = match tunnel::run(client, *worker).await {
+                    Ok(bytes) => bytes as usize,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "upgraded connection ended with an error");
+                        0
+                    }
+                };
+                drop(claim);
+                self.log_access(&head, conn, &settings, &record, 101, bytes, None);
+                self.count(&record, 101);
+                None
+            }
+            Err(failure) => {
+                let answered = client
+                    .response_written()
+                    .is_some_and(|h| h.status.as_u16() >= 200);
+                if failure.status > 0 && !answered {
+                    if let Err(e) = respond(&mut client, &failure, keepalive).await {
+                        tracing::debug!(error = %e, "cannot send the error response");
+                    }
+                }
+                if let Some(e) = &failure.error {
+                    tracing::warn!(request_id = %record.request_id, status = failure.status, error = %e, "request failed");
+                }
+                let status = match client.response_written() {
+                    Some(h) if h.status.as_u16() >= 200 => h.status.as_u16(),
+                    _ => failure.status,
+                };
+                self.finish(
+                    &client,
+                    conn,
+                    &settings,
+                    &record,
+                    status,
+                    failure.refused,
+                    None,
+                );
+                (failure.keep_alive && answered_fully(&client)).then_some(client)
+            }
+        }
+    }
+
+    /// Checks, claims and forwards; retries once on another worker when allowed.
+    async fn forward(
+        &self,
+        client: &mut DownstreamSession,
+        conn: &ConnInfo,
+        settings: &ProxySettings,
+        keepalive: Option<u64>,
+        record: &mut Record,
+    ) -> Result<Done, Failure> {
+        if let Some(refusal) =
+            limits::check(client.req_header(), &settings.limits).or_else(|| smuggled_length(client))
+        {
+            return Err(Failure::refused(refusal.status, refusal.reason));
+        }
+        if client.req_header().method == http::Method::CONNECT {
+            return Err(Failure::refused(405, "CONNECT is not proxied"));
+        }
+        record.request_id = request_id::next();
+        let upgrade = client.is_upgrade_req();
+        let replayable = client.req_header().method.is_idempotent() && client.is_body_empty();
+        let spread = upstream::spread_seed();
+        let mut tried = [0u32; MAX_TRIES];
+        for attempt in 0..MAX_TRIES {
+            let claim =
+                match upstream::claim(&self.routes, &mut record.table, &tried[..attempt], spread)
+                    .await
+                {
+                    Ok(claim) => claim,
+                    Err(NoWorker::Exhausted) if attempt == 0 => {
+                        self.metrics.no_ready_worker.inc();
+                        let mut failure = Failure::refused(503, "no ready worker");
+                        failure.keep_alive = true;
+                        return Err(failure);
+                    }
+                    Err(NoWorker::Exhausted) => {
+                        return Err(Failure::refused(502, "no worker left to retry on"))
+                    }
+                    Err(NoWorker::QueueFull) => return Err(Failure::refused(503, "queue full")),
+                    Err(NoWorker::QueueTimeout) => {
+                        return Err(Failure::refused(503, "queue timeout"))
+                    }
+                };
+            let backend = claim.backend().clone();
+            tried[attempt] = backend.pid;
+            record.backend = Some(backend.clone());
+            let last = attempt + 1 == MAX_TRIES;
+            let worker = match conns::of(&backend).get(&backend.addr).await {
+                Ok(worker) => worker,
+                Err(e) => {
+                    let e = Error::because(
+                        ErrorType::ConnectError,
+                        format!("worker {}", backend.addr),
+                        e,
+                    );
+                    if last {
+                        return Err(Failure::worker(502, e));
+                    }
+                    tracing::warn!(worker = %backend.addr, error = %e, "cannot connect to worker; trying another");
+                    continue;
+                }
+            };
+            let head = upstream_head(client, conn, &record.request_id, upgrade)
+                .map_err(|e| Failure::worker(500, e))?;
+            let timeout = (!upgrade).then_some(record.table.active.timeout);
+            record.upstream_start = Instant::now();
+            match self
+                .attempt(
+                    client, worker, head, timeout, claim, settings, keepalive, record,
+                )
+                .await
+            {
+                Ok(done) => return Ok(done),
+                Err(AttemptError { failure, retry }) if retry && replayable && !last => {
+                    if let Some(e) = &failure.error {
+                        tracing::warn!(worker = %backend.addr, error = %e, "worker failed before answering; trying another");
+                    }
+                }
+                Err(AttemptError { failure, .. }) => return Err(failure),
+            }
+        }
+        Err(Failure::refused(502, "no worker left to retry on"))
+    }
+
+    /// Sends the request to one worker and relays its answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        client: &mut DownstreamSession,
+        worker: pingora_core::protocols::Stream,
+        head: Box<RequestHeader>,
+        timeout: Option<Duration>,
+        claim: Claim,
+        settings: &ProxySettings,
+        keepalive: Option<u64>,
+        record: &mut Record,
+    ) -> Result<Done, AttemptError> {
+        let before_answer = |e: Box<Error>| AttemptError {
+            failure: Failure::worker(502, e),
+            retry: true,
+        };
+        let mut upstream = UpstreamSession::new(worker);
+        upstream.read_timeout = timeout;
+        upstream
+            .write_request_header(head)
+            .await
+            .map_err(before_answer)?;
+        if !client.is_body_empty() {
+            self.send_body(client, &mut upstream, settings).await?;
+        }
+        // The answer head; informational answers (103) are relayed as they come.
+        loop {
+            if let Err(e) = upstream.read_response().await {
+                return Err(self.worker_error(e, client, &claim, record, true));
+            }
+            let status = upstream.resp_header().map_or(0, |h| h.status.as_u16());
+            if !(100..200).contains(&status) || status == 101 {
+                break;
+            }
+            if let Some(head) = upstream.resp_header() {
+                let _ = client.write_response_header(Box::new(head.clone())).await;
+            }
+        }
+        record.upstream_ms = Some(record.upstream_start.elapsed().as_secs_f64() * 1000.0);
+        let Some(answer) = upstream.resp_header() else {
+            let e = Error::explain(ErrorType::InvalidHTTPHeader, "worker sent no response head");
+            return Err(before_answer(e));
+        };
+        let mut answer = Box::new(answer.clone());
+        let upgraded = upstream.was_upgraded();
+        if !upgraded {
+            answer.remove_header("keep-alive");
+        }
+        client.set_server_keepalive(keepalive);
+        client
+            .write_response_header(answer)
+            .await
+            .map_err(|e| AttemptError {
+                failure: Failure::client(&e),
+                retry: false,
+            })?;
+        if upgraded {
+            return Ok(Done::Upgraded(Box::new(upstream), claim));
+        }
+        loop {
+            match upstream.read_body_ref().await {
+                Ok(Some([])) => {}
+                Ok(Some(chunk)) => {
+                    if let Err(e) = client.write_body(chunk).await {
+                        return Err(AttemptError {
+                            failure: Failure::client(&e),
+                            retry: false,
+                        });
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.worker_error(e, client, &claim, record, false)),
+            }
+        }
+        // The worker is done: give its slot and connection back before the client's last write.
+        upstream.respect_keepalive();
+        if upstream.will_keepalive() {
+            if let Some(stream) = upstream.reuse().await {
+                conns::of(claim.backend()).put(stream);
+            }
+        }
+        drop(claim);
+        client.finish_body().await.map_err(|e| AttemptError {
+            failure: Failure::client(&e),
+            retry: false,
+        })?;
+        Ok(Done::Answered)
+    }
+
+    /// Streams the request body to the worker, refusing it past `body_size`.
+    async fn send_body(
+        &self,
+        client: &mut DownstreamSession,
+        upstream: &mut UpstreamSession,
+        settings: &ProxySettings,
+    ) -> Result<(), AttemptError> {
+        let client_error = |e: Box<Error>| AttemptError {
+            failure: Failure::client(&e),
+            retry: false,
+        };
+        if expects_continue(client.req_header()) {
+            client
+                .write_continue_response()
+                .await
+                .map_err(client_error)?;
+        }
+        let mut sent: u64 = 0;
+        while let Some(chunk) = client.read_body_bytes().await.map_err(client_error)? {
+            if chunk.is_empty() {
+                // An empty chunk would end a chunked body early.
+                continue;
+            }
+            sent += chunk.len() as u64;
+            if sent > settings.limits.body_size {
+                return Err(AttemptError {
+                    failure: Failure::refused(413, "body too large"),
+                    retry: false,
+                });
+            }
+            upstream
+                .write_body(&chunk)
+                .await
+                .map_err(|e| AttemptError {
+                    failure: Failure::worker(502, e),
+                    retry: false,
+                })?;
+        }
+        upstream.finish_body().await.map_err(|e| AttemptError {
+            failure: Failure::worker(502, e),
+            retry: false,
+        })?;
+        Ok(())
+    }
+
+    /// Turns a worker's read error into the answer: 504 when it said nothing within
+    /// `timeout` (and a stuck sync worker is reported), 502 otherwise.
+    fn worker_error(
+        &self,
+        e: Box<Error>,
+        client: &DownstreamSession,
+        claim: &Claim,
+        record: &Record,
+        before_answer: bool,
+    ) -> AttemptError {
+        if e.etype() == &ErrorType::ReadTimedout {
+            self.report_hung(client, claim, record);
+            return AttemptError {
+                failure: Failure::worker(504, e),
+                retry: false,
+            };
+        }
+        AttemptError {
+            failure: Failure::worker(if before_answer { 502 } else { 0 }, e),
+            retry: before_answer,
+        }
+    }
+
+    /// A sync worker (`concurrency = 1`) that let a request time out is stuck on it: ask the
+    /// supervisor to kill and replace it, naming the request. A worker that takes several
+    /// requests at once may just be slow on one; it is left alone.
+    fn report_hung(&self, client: &DownstreamSession, claim: &Claim, record: &Record) {
+        if record.table.active.concurrency != 1 {
+            return;
+        }
+        let head = client.req_header();
+        let request = format!(
+            "{} {} (request_id {})",
+            head.method,
+            head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            record.request_id
+        );
+        self.reporter.send(Report::Hung {
+            worker: claim.backend().id,
+            request,
+        });
+    }
+
+    /// Counts the request, retires a worker at `max_requests`, writes the access line.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        client: &DownstreamSession,
+        conn: &ConnInfo,
+        settings: &ProxySettings,
+        record: &Record,
+        status: u16,
+        refused: Option<&'static str>,
+        bytes: Option<usize>,
+    ) {
+        self.count(record, status);
+        let bytes = bytes.unwrap_or_else(|| client.body_bytes_sent());
+        self.log_access(
+            client.req_header(),
+            conn,
+            settings,
+            record,
+            status,
+            bytes,
+            refused,
+        );
+    }
+
+    fn count(&self, record: &Record, status: u16) {
+        let route = &record.table.active;
+        route
+            .metrics
+            .observe(status, record.start.elapsed().as_secs_f64());
+        if let Some(b) = &record.backend {
+            let served = b.served.fetch_add(1, Ordering::Relaxed) + 1;
+            // Exactly one request sees the count reach the limit, so one report is sent.
+            if served == b.max_requests {
+                b.retiring.store(true, Ordering::Relaxed);
+                self.reporter.send(Report::Retire {
+                    worker: b.id,
+                    reason: "max_requests",
+                });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_access(
+        &self,
+        head: &RequestHeader,
+        conn: &ConnInfo,
+        settings: &ProxySettings,
+        record: &Record,
+        status: u16,
+        bytes: usize,
+        refused: Option<&'static str>,
+    ) {
+        if !settings.access_log {
+            return;
+        }
+        let user_agent = head
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        access_log::write(&AccessEntry {
+            request_id: &record.request_id,
+            client_ip: &conn.ip_text,
+            method: head.method.as_str(),
+            path: head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            status,
+            bytes,
+            duration_ms: record.start.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms: record.upstream_ms,
+            pool: &record.table.active.name,
+            worker: record.backend.as_ref().map(|b| b.worker),
+            pid: record.backend.as_ref().map(|b| b.pid),
+            user_agent,
+            refused,
+            websocket: is_upgrade(head),
+        });
+    }
+}
+
+/// The request as the worker gets it: forwarded headers replaced, a request id added, and
+/// hop-by-hop fields of this connection left out (corral keeps its own connection to the
+/// worker open; it answers `Expect: 100-continue` itself).
+fn upstream_head(
+    client: &DownstreamSession,
+    conn: &ConnInfo,
+    request_id: &str,
+    upgrade: bool,
+) -> pingora_error::Result<Box<RequestHeader>> {
+    let mut head = Box::new(client.req_header().clone());
+    for name in FORWARDED_HEADERS {
+        head.remove_header(name);
+    }
+    if let Some(ip) = &conn.ip {
+        head.insert_header("x-forwarded-for", ip.clone())?;
+        head.insert_header("x-real-ip", ip.clone())?;
+    }
+    head.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+    if let Some(host) = client.get_header(HOST).cloned() {
+        head.insert_header("x-forwarded-host", host)?;
+    }
+    if let Some(port) = &conn.port {
+        head.insert_header("x-forwarded-port", port.clone())?;
+    }
+    head.insert_header("x-request-id", request_id)?;
+    if !upgrade && head.version == Version::HTTP_11 {
+        head.remove_header(&CONNECTION);
+        head.remove_header("keep-alive");
+    }
+    if expects_continue(&head) {
+        head.remove_header(&EXPECT);
+    }
+    Ok(head)
+}
+
+fn expects_continue(head: &RequestHeader) -> bool {
+    head.headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn is_upgrade(head: &RequestHeader) -> bool {
+    head.headers.contains_key(http::header::UPGRADE)
+}
+
+/// Whether the client has been sent a whole answer, so its connection can go on.
+fn answered_fully(client: &DownstreamSession) -> bool {
+    client.response_written().is_some()
+}
+
+/// Answers the client directly with an empty body.
+async fn respond(
+    client: &mut DownstreamSession,
+    failure: &Failure,
+    keepalive: Option<u64>,
+) -> pingora_error::Result<()> {
+    let mut head = ResponseHeader::build(failure.status, Some(3))?;
+    head.insert_header("content-length", "0")?;
+    if failure.retry_after {
+        head.insert_header("retry-after", "1")?;
+    }
+    // A refused head may have left unread bytes behind: reuse only where that cannot be.
+    client.set_server_keepalive(if failure.keep_alive { keepalive } else { None });
+    client.write_response_header(Box::new(head)).await?;
+    client.finish_body().await.map(|_| ())
+}
+
+/// A request whose raw head had both `Transfer-Encoding` and `Content-Length` (pingora
+/// drops the length and lets the coding win; corral refuses such requests).
+fn smuggled_length(client: &DownstreamSession) -> Option<limits::Refusal> {
+    if !client.req_header().headers.contains_key(TRANSFER_ENCODING) {
+        return None;
+    }
+    limits::raw_has_content_length(&client.get_headers_raw_bytes()).then_some(limits::Refusal {
+        status: 400,
+        reason: "both Content-Length and Transfer-Encoding",
+    })
+}

@@ -1,0 +1,157 @@
+//! corral's HTTP/1 forwarder, built on pingora-core's sessions and listeners rather than
+//! pingora-proxy: one task per client connection reads requests, claims a worker, and relays
+//! the exchange over a kept-open connection to that worker. Doing the loop here removes
+//! pingora-proxy's per-request machinery (session objects, channels, a task spawned per
+//! released connection) and lets upgraded connections run on small buffers.
+
+mod conns;
+mod exchange;
+mod tunnel;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use corral_supervisor::routes::Reporter;
+use corral_supervisor::SharedRoutes;
+use corral_telemetry::Metrics;
+use http::HeaderValue;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_error::ErrorType;
+
+use crate::settings::ProxySettings;
+
+/// How long a new connection may take to send its first request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The public proxy: a pingora `ServerApp` serving every client connection.
+pub struct Forwarder {
+    routes: SharedRoutes,
+    settings: Arc<ArcSwap<ProxySettings>>,
+    metrics: Arc<Metrics>,
+    reporter: Reporter,
+}
+
+impl Forwarder {
+    /// A forwarder routing by `routes`, reporting worker trouble to the supervisor.
+    pub fn new(
+        routes: SharedRoutes,
+        settings: Arc<ArcSwap<ProxySettings>>,
+        metrics: Arc<Metrics>,
+        reporter: Reporter,
+    ) -> Self {
+        Forwarder {
+            routes,
+            settings,
+            metrics,
+            reporter,
+        }
+    }
+}
+
+/// What every request on one client connection shares, worked out once per connection.
+pub(crate) struct ConnInfo {
+    /// The client's IP address for `X-Forwarded-For` and `X-Real-IP`.
+    ip: Option<HeaderValue>,
+    /// The same, as text for the access log.
+    ip_text: String,
+    /// The port the client connected to, for `X-Forwarded-Port`.
+    port: Option<HeaderValue>,
+}
+
+impl ConnInfo {
+    fn of(stream: &Stream) -> ConnInfo {
+        let digest = stream.get_socket_digest();
+        let peer = digest
+            .as_ref()
+            .and_then(|d| d.peer_addr())
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        let port = digest
+            .as_ref()
+            .and_then(|d| d.local_addr())
+            .and_then(|a| a.as_inet())
+            .map(|a| HeaderValue::from(a.port()));
+        ConnInfo {
+            ip: peer
+                .as_deref()
+                .and_then(|ip| HeaderValue::from_str(ip).ok()),
+            ip_text: peer.unwrap_or_default(),
+            port,
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Forwarder {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let conn = ConnInfo::of(&stream);
+        let mut shutdown = shutdown.clone();
+        let mut first = true;
+        let mut pipelined = None;
+        loop {
+            if *shutdown.borrow() && !first {
+                return None;
+            }
+            let mut client = DownstreamSession::new(stream);
+            // Requests sent back to back (pipelining) are answered in order: bytes read past
+            // one request start the next.
+            client.set_pipelining_enabled(true);
+            if let Some(prefix) = pipelined.take() {
+                client.set_pipelined_prefix(prefix);
+            }
+            if first {
+                client.set_read_timeout(Some(HEADER_TIMEOUT));
+            } else {
+                // Between requests the wait is the keep-alive timeout, then a quiet close.
+                client.set_server_keepalive(Some(self.settings.load().keepalive_secs()));
+            }
+            let read = tokio::select! {
+                biased;
+                read = client.read_request() => read,
+                // Stopping: idle connections close; a request being read goes on.
+                _ = shutdown.changed() => return None,
+            };
+            match read {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(e) => {
+                    if e.etype() == &ErrorType::InvalidHTTPHeader {
+                        tracing::debug!(error = %e, "malformed request head");
+                        self.refuse_malformed(client).await;
+                    }
+                    return None;
+                }
+            }
+            let stopping = *shutdown.borrow();
+            let client = self.serve(client, &conn, stopping).await?;
+            match client.reuse().await {
+                Ok(Some(reusable)) => (stream, pipelined) = reusable.into_parts(),
+                _ => return None,
+            }
+            first = false;
+        }
+    }
+}
+
+impl Forwarder {
+    /// Answers a head that cannot be parsed with 400 and closes the connection.
+    async fn refuse_malformed(&self, mut client: DownstreamSession) {
+        if let Ok(mut head) = pingora_http::ResponseHeader::build(400, Some(2)) {
+            let _ = head.insert_header("content-length", "0");
+            client.set_server_keepalive(None);
+            if client.write_response_header(Box::new(head)).await.is_ok() {
+                let _ = client.finish_body().await;
+            }
+        }
+        client.shutdown().await;
+    }
+}

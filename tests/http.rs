@@ -1,0 +1,282 @@
+//! HTTP/1.1 through the proxy as clients really speak it: request bodies (sized and chunked),
+//! HEAD, `Expect: 100-continue`, keep-alive and pipelined reuse of one connection, HTTP/1.0,
+//! large responses, malformed heads, and WebSocket upgrades.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{client, testapp_pool, Corral};
+
+/// A raw connection to corral, for requests a library client would tidy up.
+struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One response as read off the wire.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+impl Raw {
+    fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to corral");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to corral");
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Reads one response; `head_only` for answers to HEAD. Bodies are sized or chunked.
+    fn response(&mut self, head_only: bool) -> Response {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(
+                self.fill(),
+                "connection ended before a response head: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let mut response = Response {
+            status,
+            head,
+            body: Vec::new(),
+        };
+        if head_only || status < 200 || status == 204 || status == 304 {
+            return response;
+        }
+        if let Some(length) = response.header("content-length") {
+            let length: usize = length.parse().expect("content-length");
+            while self.buf.len() < length {
+                assert!(self.fill(), "connection ended inside a body");
+            }
+            response.body = self.buf.drain(..length).collect();
+        } else if response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let line = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    assert!(self.fill(), "connection ended inside a chunk");
+                };
+                let size = usize::from_str_radix(
+                    std::str::from_utf8(&self.buf[..line]).expect("chunk size"),
+                    16,
+                )
+                .expect("hex chunk size");
+                self.buf.drain(..line + 2);
+                while self.buf.len() < size + 2 {
+                    assert!(self.fill(), "connection ended inside a chunk");
+                }
+                response.body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            while self.fill() {}
+            response.body = std::mem::take(&mut self.buf);
+        }
+        response
+    }
+
+    /// Whether the server closed the connection (reads EOF within the read timeout).
+    fn closed(&mut self) -> bool {
+        !self.fill()
+    }
+}
+
+#[test]
+fn request_bodies_sized_and_chunked_reach_the_worker_whole() {
+    let corral = Corral::start(&testapp_pool(2, ""), "", 2);
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+
+    let mut raw = Raw::connect(corral.port);
+    raw.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    raw.send(&body);
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert!(answer.body == body, "sized body echoed whole");
+
+    // Chunked, on the same connection: the worker gets the same bytes.
+    raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for piece in body.chunks(70_000) {
+        raw.send(format!("{:x}\r\n", piece.len()).as_bytes());
+        raw.send(piece);
+        raw.send(b"\r\n");
+    }
+    raw.send(b"0\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert!(answer.body == body, "chunked body echoed whole");
+
+    // A client that waits for 100 Continue before sending its body gets one.
+    raw.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let interim = raw.response(false);
+    assert_eq!(interim.status, 100, "{}", interim.head);
+    raw.send(b"hello");
+    let answer = raw.response(false);
+    assert_eq!(
+        (answer.status, answer.body.as_slice()),
+        (200, &b"hello"[..])
+    );
+}
+
+#[test]
+fn keep_alive_pipelining_head_and_http_1_0_behave() {
+    let corral = Corral::start(&testapp_pool(1, ""), "", 1);
+
+    let mut raw = Raw::connect(corral.port);
+    for _ in 0..3 {
+        raw.send(b"GET /bytes?n=10 HTTP/1.1\r\nHost: t\r\n\r\n");
+        let answer = raw.response(false);
+        assert_eq!((answer.status, answer.body.len()), (200, 10));
+        assert_ne!(answer.header("connection"), Some("close"));
+    }
+    // HEAD: the worker's headers, no body, and the connection still usable.
+    raw.send(b"HEAD /bytes?n=1000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let answer = raw.response(true);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-length"), Some("1000"));
+    raw.send(b"GET /bytes?n=3 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(raw.response(false).body, b"xxx");
+
+    // Two requests in one write: both answered, in order.
+    raw.send(
+        b"GET /bytes?n=1 HTTP/1.1\r\nHost: t\r\n\r\nGET /bytes?n=2 HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(raw.response(false).body.len(), 1);
+    assert_eq!(raw.response(false).body.len(), 2);
+
+    // Connection: close is honoured after the answer.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"GET /bytes?n=4 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!(
+        (answer.status, answer.header("connection")),
+        (200, Some("close"))
+    );
+    assert!(raw.closed(), "connection closed after Connection: close");
+
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"GET /bytes?n=5 HTTP/1.0\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!((answer.status, answer.body.len()), (200, 5));
+    assert!(raw.closed(), "HTTP/1.0 connection closed");
+
+    // A large body arrives whole.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"GET /bytes?n=3000000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!((answer.status, answer.body.len()), (200, 3_000_000));
+
+    // Garbage is a 400 and a closed connection, not a hang.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"NOT HTTP AT ALL\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 400, "{}", answer.head);
+    assert!(raw.closed());
+
+    // Status codes and bodies from the worker pass through untouched.
+    let mut response = client()
+        .get(&corral.url("/status/404"))
+        .call()
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(
+        response.body_mut().read_to_string().expect("body"),
+        "status 404\n"
+    );
+}
+
+#[test]
+fn websockets_are_passed_through_both_ways() {
+    let corral = Corral::start(&testapp_pool(1, ""), "", 1);
+    let url = format!("ws://127.0.0.1:{}/ws", corral.port);
+    let (mut socket, response) = tungstenite::connect(&url).expect("WebSocket handshake");
+    assert_eq!(response.status().as_u16(), 101);
+    for i in 0..50 {
+        let text = format!("message {i}");
+        socket
+            .send(tungstenite::Message::text(text.clone()))
+            .expect("send");
+        let echoed = socket.read().expect("echo");
+        assert_eq!(echoed.into_text().expect("text").as_str(), text);
+    }
+    let big = vec![7u8; 200_000];
+    socket
+        .send(tungstenite::Message::binary(big.clone()))
+        .expect("send binary");
+    let echoed = socket.read().expect("binary echo");
+    assert!(echoed.into_data() == big, "binary frame echoed whole");
+    socket.close(None).expect("close");
+    // The close handshake completes through the proxy.
+    loop {
+        match socket.read() {
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("close ended with {e}"),
+        }
+    }
+
+    // A plain request to a WebSocket path that the worker refuses is an ordinary answer.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 400, "{}", answer.head);
+}
