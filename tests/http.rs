@@ -280,3 +280,66 @@ fn websockets_are_passed_through_both_ways() {
     let answer = raw.response(false);
     assert_eq!(answer.status, 400, "{}", answer.head);
 }
+
+#[test]
+fn hop_by_hop_fields_stop_at_corral() {
+    let corral = Corral::start(&testapp_pool(1, ""), "", 1);
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"GET /headers HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-connection",
+    ] {
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the worker: {seen}"
+        );
+    }
+    assert_eq!(seen["x-kept"], "yes");
+    assert_eq!(seen["host"], "t");
+}
+
+#[test]
+fn a_slow_request_head_is_cut_at_header_timeout() {
+    let corral = Corral::start(
+        &testapp_pool(1, ""),
+        "[server.limits]\nheader_timeout = \"1s\"",
+        1,
+    );
+    let start = std::time::Instant::now();
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"GET / HTTP/1.1\r\n");
+    // A byte now and then (slowloris): each read is quick, the head never completes.
+    let mut cut = false;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(200));
+        if raw.stream.write_all(b"X").is_err() {
+            cut = true;
+            break;
+        }
+        raw.stream.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let eof = matches!(raw.stream.read(&mut byte), Ok(0));
+        raw.stream.set_nonblocking(false).expect("blocking");
+        if eof {
+            cut = true;
+            break;
+        }
+    }
+    let took = start.elapsed();
+    assert!(cut, "connection still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "cut after {took:?}, header_timeout 1s"
+    );
+    // A normal request on a new connection is served.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"GET /bytes?n=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(raw.response(false).status, 200);
+}

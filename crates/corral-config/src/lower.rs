@@ -96,6 +96,9 @@ fn limits(r: &mut Reader, server: &mut Table) -> Limits {
             .integer(r, "header_size", 64, 1 << 20)
             .map_or(8190, |n| n as usize),
         body_size: t.size(r, "body_size").unwrap_or(10 << 20),
+        header_timeout: t
+            .duration(r, "header_timeout")
+            .unwrap_or(Duration::from_secs(10)),
         keepalive_timeout: t
             .duration(r, "keepalive_timeout")
             .unwrap_or(Duration::from_secs(5)),

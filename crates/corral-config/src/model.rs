@@ -53,6 +53,8 @@ pub struct Limits {
     pub header_size: usize,
     /// Largest request body in bytes (413 beyond).
     pub body_size: u64,
+    /// Time a new connection has to send its first request head (slowloris guard).
+    pub header_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub keepalive_timeout: Duration,
 }

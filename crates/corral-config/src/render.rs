@@ -53,6 +53,11 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(out, "body_size = {}", l.body_size);
     let _ = writeln!(
         out,
+        "header_timeout = {:?}",
+        format_duration(l.header_timeout)
+    );
+    let _ = writeln!(
+        out,
         "keepalive_timeout = {:?}",
         format_duration(l.keepalive_timeout)
     );

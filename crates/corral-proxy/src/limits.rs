@@ -98,6 +98,7 @@ mod tests {
             header_count: 3,
             header_size: 50,
             body_size: 1000,
+            header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
         }
     }

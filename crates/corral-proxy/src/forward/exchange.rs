@@ -305,7 +305,9 @@ impl Forwarder {
             retry: true,
         };
         let mut upstream = UpstreamSession::new(worker);
+        // A worker that neither answers nor takes the request for `timeout` is stuck.
         upstream.read_timeout = timeout;
+        upstream.write_timeout = timeout;
         upstream
             .write_request_header(head)
             .await
@@ -322,7 +324,8 @@ impl Forwarder {
             if !(100..200).contains(&status) || status == 101 {
                 break;
             }
-            if let Some(head) = upstream.resp_header() {
+            // 100 Continue was corral's to send (it took the `Expect`); others pass.
+            if let Some(head) = upstream.resp_header().filter(|_| status != 100) {
                 let _ = client.write_response_header(Box::new(head.clone())).await;
             }
         }
@@ -333,9 +336,7 @@ impl Forwarder {
         };
         let mut answer = Box::new(answer.clone());
         let upgraded = upstream.was_upgraded();
-        if !upgraded {
-            answer.remove_header("keep-alive");
-        }
+        strip_answer_hops(&mut answer);
         client.set_server_keepalive(keepalive);
         client
             .write_response_header(answer)
@@ -571,14 +572,56 @@ fn upstream_head(
         head.insert_header("x-forwarded-port", port.clone())?;
     }
     head.insert_header("x-request-id", request_id)?;
-    if !upgrade && head.version == Version::HTTP_11 {
-        head.remove_header(&CONNECTION);
-        head.remove_header("keep-alive");
+    // An HTTP/1.0 request keeps its `Connection: keep-alive`: without it the worker closes.
+    if upgrade || head.version == Version::HTTP_11 {
+        let connection = if upgrade {
+            head.headers.get(CONNECTION).cloned()
+        } else {
+            head.remove_header(&CONNECTION)
+        };
+        for name in named_in(connection.as_ref()) {
+            if !(upgrade && name.eq_ignore_ascii_case("upgrade")) {
+                head.remove_header(name);
+            }
+        }
+        for name in HOP_BY_HOP {
+            head.remove_header(name);
+        }
     }
     if expects_continue(&head) {
         head.remove_header(&EXPECT);
     }
     Ok(head)
+}
+
+/// Fields that describe one connection rather than the message (RFC 9110 7.6.1).
+/// `Transfer-Encoding` is one too, but pingora's sessions frame bodies by it and set it anew.
+const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "te", "trailer"];
+
+/// The field names a `Connection` field lists (its other tokens, like `close`, name no field
+/// that is present).
+fn named_in(connection: Option<&HeaderValue>) -> impl Iterator<Item = &str> {
+    connection
+        .and_then(|v| v.to_str().ok())
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+}
+
+/// Takes the worker's hop-by-hop fields off its answer; pingora writes the client's
+/// `Connection` field itself. A 101 keeps them: they are the handshake.
+fn strip_answer_hops(answer: &mut ResponseHeader) {
+    if answer.status == 101 {
+        return;
+    }
+    let connection = answer.remove_header(&CONNECTION);
+    for name in named_in(connection.as_ref()) {
+        answer.remove_header(name);
+    }
+    for name in HOP_BY_HOP {
+        answer.remove_header(name);
+    }
 }
 
 fn expects_continue(head: &RequestHeader) -> bool {

@@ -9,7 +9,6 @@ mod exchange;
 mod tunnel;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -24,9 +23,6 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 
 use crate::settings::ProxySettings;
-
-/// How long a new connection may take to send its first request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The public proxy: a pingora `ServerApp` serving every client connection.
 pub struct Forwarder {
@@ -108,17 +104,25 @@ impl ServerApp for Forwarder {
             if let Some(prefix) = pipelined.take() {
                 client.set_pipelined_prefix(prefix);
             }
-            if first {
-                client.set_read_timeout(Some(HEADER_TIMEOUT));
+            // A new connection has `header_timeout` for its whole first head; between
+            // requests the wait is the keep-alive timeout per read, then a quiet close.
+            let header_timeout = if first {
+                let limit = self.settings.load().limits.header_timeout;
+                client.set_read_timeout(Some(limit));
+                Some(limit)
             } else {
-                // Between requests the wait is the keep-alive timeout, then a quiet close.
                 client.set_server_keepalive(Some(self.settings.load().keepalive_secs()));
-            }
+                None
+            };
             let read = tokio::select! {
                 biased;
                 read = client.read_request() => read,
                 // Stopping: idle connections close; a request being read goes on.
                 _ = shutdown.changed() => return None,
+                _ = sleep_or_never(header_timeout) => {
+                    tracing::debug!("request head not complete within header_timeout");
+                    return None;
+                }
             };
             match read {
                 Ok(Some(_)) => {}
@@ -139,6 +143,14 @@ impl ServerApp for Forwarder {
             }
             first = false;
         }
+    }
+}
+
+/// Sleeps for `limit`, or forever when there is none.
+async fn sleep_or_never(limit: Option<std::time::Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
     }
 }
 
