@@ -43,7 +43,10 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 wait_ready() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "corral on admin $1 never ready" >&2; return 1; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# user and system clock ticks of a process: "utime stime"
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# per_req BEFORE AFTER RPS -> "user-µs sys-µs" per request over one cell
+per_req() { awk -v b="$1" -v a="$2" -v r="$3" -v d="$DURATION" -v t="$TICK" 'BEGIN { split(b, x, " "); split(a, y, " "); n=r*d; if (n>0) printf "%.1f %.1f", (y[1]-x[1])/t/n*1e6, (y[2]-x[2])/t/n*1e6; else print "- -" }'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2f", a/b; else print "-" }'; }
@@ -129,16 +132,18 @@ backend b
 HAP
   haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!)
   wait_port "$NGINX"; wait_port "$HAPROXY"
+  for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+  NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
   {
   echo
   echo "## 1. Proxy overhead"
   echo
   echo "Upstream: one corral-testapp process answering \`/bytes?n=SIZE\`; corral supervises its own"
-  echo "copy of the same program. Requests/s; latency p50 / p99 / p99.9; corral's CPU seconds per"
-  echo "10k requests (user+system)."
+  echo "copy of the same program. Requests/s; latency p50 / p99 / p99.9; CPU per request of"
+  echo "nginx's worker process and of corral (user / system µs, from /proc over the cell)."
   echo
-  echo "| body | conns | keep-alive | direct rps | nginx rps | haproxy rps | corral rps | corral/nginx | corral/haproxy | corral/direct | nginx p50/p99/p99.9 | corral p50/p99/p99.9 | corral CPU s/10k |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| body | conns | keep-alive | direct rps | nginx rps | haproxy rps | corral rps | corral/nginx | corral/haproxy | corral/direct | nginx p50/p99/p99.9 | corral p50/p99/p99.9 | nginx µs/req user/sys | corral µs/req user/sys |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   } >> "$OUT"
   for size in $SIZES; do
     for c in $CONNS; do
@@ -146,13 +151,14 @@ HAP
         extra=(); [ "$ka" = close ] && extra=(-H "Connection: close")
         path="/bytes?n=$size"
         read -r d_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$UP$path" "$c" latency.lua "${extra[@]}")
+        nb=$(cpu_split "$NGINX_WORKER")
         read -r n_rps n50 n99 n999 _ < <(wrk_run "http://127.0.0.1:$NGINX$path" "$c" latency.lua "${extra[@]}")
+        read -r n_user n_sys < <(per_req "$nb" "$(cpu_split "$NGINX_WORKER")" "$n_rps")
         read -r h_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$HAPROXY$path" "$c" latency.lua "${extra[@]}")
-        before=$(cpu_ticks "$CORRAL_PID")
+        cb=$(cpu_split "$CORRAL_PID")
         read -r c_rps c50 c99 c999 _ < <(wrk_run "http://127.0.0.1:$CORRAL_PORT$path" "$c" latency.lua "${extra[@]}")
-        after=$(cpu_ticks "$CORRAL_PID")
-        cpu=$(awk -v b="$before" -v a="$after" -v t="$TICK" -v r="$c_rps" -v d="$DURATION" 'BEGIN { n=r*d; if (n>0) printf "%.3f", (a-b)/t/n*10000; else print "-" }')
-        echo "| $size B | $c | $ka | $d_rps | $n_rps | $h_rps | $c_rps | $(ratio "$c_rps" "$n_rps") | $(ratio "$c_rps" "$h_rps") | $(ratio "$c_rps" "$d_rps") | $(us "$n50") / $(us "$n99") / $(us "$n999") | $(us "$c50") / $(us "$c99") / $(us "$c999") | $cpu |" >> "$OUT"
+        read -r c_user c_sys < <(per_req "$cb" "$(cpu_split "$CORRAL_PID")" "$c_rps")
+        echo "| $size B | $c | $ka | $d_rps | $n_rps | $h_rps | $c_rps | $(ratio "$c_rps" "$n_rps") | $(ratio "$c_rps" "$h_rps") | $(ratio "$c_rps" "$d_rps") | $(us "$n50") / $(us "$n99") / $(us "$n999") | $(us "$c50") / $(us "$c99") / $(us "$c999") | $n_user / $n_sys | $c_user / $c_sys |" >> "$OUT"
       done
     done
   done
