@@ -17,7 +17,8 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::conns;
-use super::{tunnel, ConnInfo, Forwarder};
+use super::tunnel::Tunnel;
+use super::{ConnInfo, Forwarder};
 use crate::access_log::{self, AccessEntry};
 use crate::limits;
 use crate::request_id;
@@ -134,12 +135,12 @@ impl Forwarder {
     /// Serves the request `client` has just read. Returns the session when the connection
     /// may carry another request.
     pub(super) async fn serve(
-        &self,
+        self: &Arc<Self>,
         mut client: DownstreamSession,
         conn: &ConnInfo,
         stopping: bool,
     ) -> Option<DownstreamSession> {
-        let _in_flight = InFlight::start(&self.metrics.in_flight);
+        let in_flight = InFlight::start(&self.metrics.in_flight);
         let settings = self.settings.load_full();
         let mut record = Record {
             start: Instant::now(),
@@ -161,17 +162,32 @@ impl Forwarder {
                 Some(client)
             }
             Ok(Done::Upgraded(worker, claim)) => {
-                let head = client.req_header().clone();
-                let bytes = match tunnel::run(client, *worker).await {
-                    Ok(bytes) => bytes as usize,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "upgraded connection ended with an error");
-                        0
-                    }
-                };
-                drop(claim);
-                self.log_access(&head, conn, &settings, &record, 101, bytes, None);
-                self.count(&record, 101);
+                // The tunnel runs as a task of its own holding only what it needs, so an
+                // idle WebSocket does not keep this request's state machine alive.
+                let request = RequestLine::of(client.req_header()).to_owned();
+                let tunnel = Tunnel::open(client, *worker);
+                let (forwarder, conn) = (self.clone(), conn.clone());
+                tokio::spawn(async move {
+                    let bytes = match tunnel.run().await {
+                        Ok(bytes) => bytes as usize,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "upgraded connection ended with an error");
+                            0
+                        }
+                    };
+                    drop(claim);
+                    forwarder.log_access(
+                        request.as_ref(),
+                        &conn,
+                        &settings,
+                        &record,
+                        101,
+                        bytes,
+                        None,
+                    );
+                    forwarder.count(&record, 101);
+                    drop(in_flight);
+                });
                 None
             }
             Err(failure) => {
@@ -481,7 +497,7 @@ impl Forwarder {
         self.count(record, status);
         let bytes = bytes.unwrap_or_else(|| client.body_bytes_sent());
         self.log_access(
-            client.req_header(),
+            RequestLine::of(client.req_header()),
             conn,
             settings,
             record,
@@ -512,7 +528,7 @@ impl Forwarder {
     #[allow(clippy::too_many_arguments)]
     fn log_access(
         &self,
-        head: &RequestHeader,
+        request: RequestLine<&str>,
         conn: &ConnInfo,
         settings: &ProxySettings,
         record: &Record,
@@ -523,16 +539,11 @@ impl Forwarder {
         if !settings.access_log {
             return;
         }
-        let user_agent = head
-            .headers
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
         access_log::write(&AccessEntry {
             request_id: &record.request_id,
             client_ip: &conn.ip_text,
-            method: head.method.as_str(),
-            path: head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            method: request.method,
+            path: request.path,
             status,
             bytes,
             duration_ms: record.start.elapsed().as_secs_f64() * 1000.0,
@@ -540,10 +551,54 @@ impl Forwarder {
             pool: &record.table.active.name,
             worker: record.backend.as_ref().map(|b| b.worker),
             pid: record.backend.as_ref().map(|b| b.pid),
-            user_agent,
+            user_agent: request.user_agent,
             refused,
-            websocket: is_upgrade(head),
+            websocket: request.websocket,
         });
+    }
+}
+
+/// What the access log shows of a request, borrowed from its head (or owned, for a tunnel
+/// that outlives the head).
+struct RequestLine<S> {
+    method: S,
+    path: S,
+    user_agent: S,
+    websocket: bool,
+}
+
+impl<'a> RequestLine<&'a str> {
+    fn of(head: &'a RequestHeader) -> Self {
+        RequestLine {
+            method: head.method.as_str(),
+            path: head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            user_agent: head
+                .headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            websocket: is_upgrade(head),
+        }
+    }
+
+    fn to_owned(&self) -> RequestLine<String> {
+        RequestLine {
+            method: self.method.to_owned(),
+            path: self.path.to_owned(),
+            user_agent: self.user_agent.to_owned(),
+            websocket: self.websocket,
+        }
+    }
+}
+
+impl RequestLine<String> {
+    fn as_ref(&self) -> RequestLine<&str> {
+        RequestLine {
+            method: &self.method,
+            path: &self.path,
+            user_agent: &self.user_agent,
+            websocket: self.websocket,
+        }
     }
 }
 

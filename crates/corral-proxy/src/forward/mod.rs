@@ -50,6 +50,7 @@ impl Forwarder {
 }
 
 /// What every request on one client connection shares, worked out once per connection.
+#[derive(Clone)]
 pub(crate) struct ConnInfo {
     /// The client's IP address for `X-Forwarded-For` and `X-Real-IP`.
     ip: Option<HeaderValue>,
