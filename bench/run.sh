@@ -169,10 +169,12 @@ fi
 # --- 2. a Python app with 4 sync workers ------------------------------------------------------
 GUNICORN="$PWD/$VENV/bin/gunicorn"
 python_pool() {
+  local bind="127.0.0.1:{port}"; [ "${PY_BIND:-tcp}" = unix ] && bind="unix:{socket}"
   echo "[pools.app]
-command = [\"$GUNICORN\", \"-w\", \"1\", \"-b\", \"127.0.0.1:{port}\", \"--chdir\", \"$PWD/bench\", \"wsgi:app\"]
+command = [\"$GUNICORN\", \"-w\", \"1\", \"-b\", \"$bind\", \"--chdir\", \"$PWD/bench\", \"wsgi:app\"]
+bind = \"${PY_BIND:-tcp}\"
 workers = 4
-concurrency = 1
+concurrency = ${PY_CONCURRENCY:-1}
 queue_size = 10000
 ready = \"http\"
 [pools.app.health]
@@ -182,49 +184,85 @@ start_gunicorn() { # PORT -> GUNICORN_PID
   "$GUNICORN" -w 4 -b "127.0.0.1:$1" --chdir bench wsgi:app >"$WORK/gunicorn.log" 2>&1 & GUNICORN_PID=$!; PIDS+=("$GUNICORN_PID")
   wait_port "$1"
 }
-start_nginx_for() { # UPSTREAM-PORT LISTEN-PORT
-  cat > "$WORK/nginx-py.conf" <<NGINX
+start_nginx_for() { # LISTEN-PORT NAME "server ...;" [BALANCING]
+  cat > "$WORK/nginx-$2.conf" <<NGINX
 worker_processes 1;
 daemon off;
-pid $WORK/nginx-py.pid;
-error_log $WORK/nginx-py.err warn;
+pid $WORK/nginx-$2.pid;
+error_log $WORK/nginx-$2.err warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream app { server 127.0.0.1:$1; keepalive 32; }
+  upstream app { $3 ${4:-} keepalive 32; }
   server {
-    listen 127.0.0.1:$2;
+    listen 127.0.0.1:$1;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 NGINX
-  nginx -c "$WORK/nginx-py.conf" & NGINX_PY_PID=$!; PIDS+=("$NGINX_PY_PID")
-  wait_port "$2"
+  nginx -c "$WORK/nginx-$2.conf" & NGINX_PY_PID=$!; PIDS+=("$NGINX_PY_PID"); SECTION_PIDS+=("$NGINX_PY_PID")
+  wait_port "$1"
 }
+# open_loop PORT RATE -> "fast-p50 fast-p99 fast-p99.9 all-p99 errors requests"
+open_loop() { python3 bench/openloop.py 127.0.0.1 "$1" "$2" "$OPEN_SECONDS" 10 | awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}'; }
+OPEN_SECONDS=${OPEN_SECONDS:-20}
 if want python; then
-  G=$(free_port); NG=$(free_port)
-  start_gunicorn "$G"; start_nginx_for "$G" "$NG"
+  SECTION_PIDS=()
+  G=$(free_port); NG=$(free_port); NRR=$(free_port); NLC=$(free_port)
+  start_gunicorn "$G"; start_nginx_for "$NG" shared "server 127.0.0.1:$G;"
+  # The same topology as corral's pool: four single-worker gunicorns, each on its own port.
+  singles=""
+  for _ in 1 2 3 4; do
+    p=$(free_port); "$GUNICORN" -w 1 -b "127.0.0.1:$p" --chdir bench wsgi:app >/dev/null 2>&1 & PIDS+=($!); SECTION_PIDS+=($!)
+    wait_port "$p"; singles="$singles server 127.0.0.1:$p;"
+  done
+  start_nginx_for "$NRR" rr "$singles"; start_nginx_for "$NLC" lc "$singles" "least_conn;"
   start_corral python "$(python_pool)"
+  C_TCP=$CORRAL_PORT; C_TCP_PID=$CORRAL_PID
+  PY_BIND=unix start_corral python-unix "$(PY_BIND=unix python_pool)"
+  C_UNIX=$CORRAL_PORT; C_UNIX_PID=$CORRAL_PID
   {
   echo
   echo "## 2. A Python app with 4 sync workers"
   echo
-  echo "bench/wsgi.py under gunicorn (sync workers). *direct*: \`gunicorn -w 4\` itself; *nginx*:"
-  echo "nginx in front of that; *corral*: 4 × \`gunicorn -w 1\` supervised by corral with"
-  echo "\`concurrency = 1\`. 32 connections."
+  echo "bench/wsgi.py under gunicorn's sync workers (\`/\` answers at once, \`/slow\` after 200 ms)."
+  echo "Stacks: *gunicorn -w 4* alone (one shared listening socket: a sync worker accepts only"
+  echo "when idle, so the kernel's accept queue is idle-worker routing); *nginx → gunicorn -w 4*;"
+  echo "*nginx round-robin* and *nginx least_conn* over four \`gunicorn -w 1\` on their own ports"
+  echo "(corral's topology); *corral*: four \`gunicorn -w 1\` supervised with \`concurrency = 1\`,"
+  echo "over TCP and over Unix sockets (\`bind = \"unix\"\`)."
   echo
-  echo "| workload | direct rps | nginx+gunicorn rps | corral rps | corral/direct | nginx p50/p99/p99.9 | corral p50/p99/p99.9 | corral p99 / nginx p99 |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "### Only fast requests, wrk, 32 connections"
+  echo
+  echo "| stack | rps | vs gunicorn -w 4 | p50 / p99 / p99.9 |"
+  echo "|---|---|---|---|"
   } >> "$OUT"
-  for workload in fast mixed; do
-    script=latency.lua; [ "$workload" = mixed ] && script=mixed.lua
-    read -r d_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$G/" 32 "$script")
-    read -r n_rps n50 n99 n999 _ < <(wrk_run "http://127.0.0.1:$NG/" 32 "$script")
-    read -r c_rps c50 c99 c999 _ < <(wrk_run "http://127.0.0.1:$CORRAL_PORT/" 32 "$script")
-    label="only fast requests"; [ "$workload" = mixed ] && label="90% fast, 10% slow (200 ms)"
-    echo "| $label | $d_rps | $n_rps | $c_rps | $(ratio "$c_rps" "$d_rps") | $(us "$n50") / $(us "$n99") / $(us "$n999") | $(us "$c50") / $(us "$c99") / $(us "$c999") | $(ratio "$c99" "$n99") |" >> "$OUT"
+  read -r d_rps d50 d99 d999 _ < <(wrk_run "http://127.0.0.1:$G/" 32 latency.lua)
+  for row in "gunicorn -w 4|$G" "nginx → gunicorn -w 4|$NG" "nginx round-robin → 4 × gunicorn -w 1|$NRR" "nginx least_conn → 4 × gunicorn -w 1|$NLC" "corral → 4 × gunicorn -w 1 (TCP)|$C_TCP" "corral → 4 × gunicorn -w 1 (Unix sockets)|$C_UNIX"; do
+    label=${row%%|*}; port=${row##*|}
+    if [ "$port" = "$G" ]; then rps=$d_rps; p50=$d50; p99=$d99; p999=$d999
+    else read -r rps p50 p99 p999 _ < <(wrk_run "http://127.0.0.1:$port/" 32 latency.lua); fi
+    echo "| $label | $rps | $(ratio "$rps" "$d_rps") | $(us "$p50") / $(us "$p99") / $(us "$p999") |" >> "$OUT"
   done
-  kill "$CORRAL_PID" "$GUNICORN_PID" "$NGINX_PY_PID"; sleep 1
+  {
+  echo
+  echo "### 90% fast, 10% slow, open loop"
+  echo
+  echo "bench/openloop.py: requests start on a fixed schedule (${OPEN_SECONDS} s per cell), each on its own"
+  echo "connection; latency counts from the scheduled start. At 50/s the slow requests keep the"
+  echo "four workers 25% busy, at 100/s 50%. Latency of the fast requests, and p99 of all."
+  echo
+  echo "| stack | rate | fast p50 | fast p99 | fast p99.9 | all p99 | errors |"
+  echo "|---|---|---|---|---|---|---|"
+  } >> "$OUT"
+  for rate in 50 100; do
+    for row in "gunicorn -w 4|$G" "nginx → gunicorn -w 4|$NG" "nginx round-robin → 4 × gunicorn -w 1|$NRR" "nginx least_conn → 4 × gunicorn -w 1|$NLC" "corral → 4 × gunicorn -w 1 (TCP)|$C_TCP"; do
+      label=${row%%|*}; port=${row##*|}
+      read -r f50 f99 f999 a99 errors n < <(open_loop "$port" "$rate")
+      echo "| $label | $rate/s | $(us "$f50") | $(us "$f99") | $(us "$f999") | $(us "$a99") | $errors of $n |" >> "$OUT"
+    done
+  done
+  kill "$C_TCP_PID" "$C_UNIX_PID" "$GUNICORN_PID" "${SECTION_PIDS[@]}"; sleep 1
 fi
 
 # --- 3. failed requests over 20 reloads -------------------------------------------------------
@@ -239,7 +277,7 @@ reload_run() { # URL PID-TO-HUP -> errors and requests
 }
 if want reload; then
   G=$(free_port); NG=$(free_port)
-  start_gunicorn "$G"; start_nginx_for "$G" "$NG"
+  start_gunicorn "$G"; start_nginx_for "$NG" reload "server 127.0.0.1:$G;"
   read -r g_err g_n < <(reload_run "http://127.0.0.1:$NG/" "$GUNICORN_PID")
   start_corral reload "$(python_pool)"
   read -r c_err c_n < <(reload_run "http://127.0.0.1:$CORRAL_PORT/" "$CORRAL_PID")
