@@ -343,3 +343,31 @@ fn a_slow_request_head_is_cut_at_header_timeout() {
     raw.send(b"GET /bytes?n=2 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(raw.response(false).status, 200);
 }
+
+#[test]
+fn connections_a_worker_closed_while_idle_are_not_failures() {
+    // The worker drops keep-alive connections idle for 200 ms (as gunicorn's gthread and
+    // uvicorn do after a few seconds); corral's kept-open connection goes stale meanwhile.
+    let corral = Corral::start(&testapp_pool(1, ", \"--idle-close-ms\", \"200\""), "", 1);
+    let mut raw = Raw::connect(corral.port);
+    for round in 0..4 {
+        raw.send(b"GET /bytes?n=7 HTTP/1.1\r\nHost: t\r\n\r\n");
+        let answer = raw.response(false);
+        assert_eq!((round, answer.status, answer.body.len()), (round, 200, 7));
+        std::thread::sleep(Duration::from_millis(400));
+        // A POST cannot be replayed: its connection is checked before use.
+        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+        let answer = raw.response(false);
+        assert_eq!(
+            (round, answer.status, answer.body.as_slice()),
+            (round, 200, &b"abc"[..])
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let failed: Vec<_> = corral
+        .log_events()
+        .into_iter()
+        .filter(|e| e["target"] == "corral::access" && e["status"] != 200)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}

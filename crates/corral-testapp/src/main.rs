@@ -7,7 +7,8 @@
 //! `/env?name=VAR` (an environment variable), `/echo` (the request body),
 //! `/ws` (WebSocket echo). `--startup-delay-ms N` delays listening; `--exit-at-start CODE`
 //! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker);
-//! `--notify-after-ms N` sends `READY=1` to `$NOTIFY_SOCKET` after N ms.
+//! `--notify-after-ms N` sends `READY=1` to `$NOTIFY_SOCKET` after N ms; `--idle-close-ms N`
+//! closes a TCP connection idle that long (as app servers' keep-alive timeouts do).
 
 mod http;
 
@@ -28,6 +29,7 @@ struct Options {
     exit_at_start: Option<i32>,
     ignore_term: bool,
     notify_after: Option<Duration>,
+    idle_close: Option<Duration>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -38,6 +40,7 @@ fn parse_args() -> Result<Options, String> {
         exit_at_start: None,
         ignore_term: false,
         notify_after: None,
+        idle_close: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -69,6 +72,13 @@ fn parse_args() -> Result<Options, String> {
             "--notify-after-ms" => {
                 o.notify_after = Some(Duration::from_millis(
                     value("--notify-after-ms")?
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                ))
+            }
+            "--idle-close-ms" => {
+                o.idle_close = Some(Duration::from_millis(
+                    value("--idle-close-ms")?
                         .parse()
                         .map_err(|e| format!("{e}"))?,
                 ))
@@ -159,6 +169,7 @@ fn serve(options: &Options) -> io::Result<()> {
         match conn {
             Ok(conn) => {
                 let _ = conn.set_nodelay(true);
+                let _ = conn.set_read_timeout(options.idle_close);
                 std::thread::spawn(move || http::handle(conn));
             }
             Err(e) => eprintln!("accept: {e}"),

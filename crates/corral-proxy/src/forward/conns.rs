@@ -18,6 +18,10 @@ use tokio::net::{TcpStream, UnixStream};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections older than this are closed rather than reused.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
+/// A connection idle longer than this is checked before reuse even for a request that could
+/// be replayed: app servers close idle connections after a few seconds (gunicorn's gthread
+/// after 2 s, uvicorn after 5 s), while one used a moment ago is almost surely open.
+const CHECK_AFTER: Duration = Duration::from_secs(1);
 /// Idle connections kept per worker; more are closed when released.
 const MAX_IDLE: usize = 128;
 
@@ -39,16 +43,21 @@ pub fn of(backend: &Backend) -> &WorkerConns {
 }
 
 impl WorkerConns {
-    /// A live idle connection, or a new one to `addr`.
-    pub async fn get(&self, addr: &Address) -> io::Result<Stream> {
+    /// An idle connection, or a new one to `addr`; true when it was idle. A connection idle
+    /// for a while, or any when `check` is set, is first checked to be open (one
+    /// non-blocking peek); skipping that on the hot path saves a system call per request,
+    /// and the caller retries a replayable request that a closed connection failed.
+    pub async fn get(&self, addr: &Address, check: bool) -> io::Result<(Stream, bool)> {
         while let Some((stream, since)) = self.idle.lock().pop() {
-            if since.elapsed() < MAX_IDLE_AGE && still_open(&stream) {
-                return Ok(stream);
+            let idle = since.elapsed();
+            if idle < MAX_IDLE_AGE && (!(check || idle > CHECK_AFTER) || still_open(&stream)) {
+                return Ok((stream, true));
             }
         }
-        tokio::time::timeout(CONNECT_TIMEOUT, connect(addr))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(addr))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        Ok((stream, false))
     }
 
     /// Keeps a connection whose last response was read in full for the next request.

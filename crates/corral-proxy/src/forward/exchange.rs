@@ -242,13 +242,17 @@ impl Forwarder {
         let replayable = client.req_header().method.is_idempotent() && client.is_body_empty();
         let spread = upstream::spread_seed();
         let mut tried = [0u32; MAX_TRIES];
-        for attempt in 0..MAX_TRIES {
+        let mut failed = 0;
+        // A kept-open connection the worker has closed meanwhile fails a request before any
+        // answer; a replayable request then gets one more try, on a checked connection.
+        let mut stale_retried = false;
+        loop {
             let claim =
-                match upstream::claim(&self.routes, &mut record.table, &tried[..attempt], spread)
+                match upstream::claim(&self.routes, &mut record.table, &tried[..failed], spread)
                     .await
                 {
                     Ok(claim) => claim,
-                    Err(NoWorker::Exhausted) if attempt == 0 => {
+                    Err(NoWorker::Exhausted) if failed == 0 => {
                         self.metrics.no_ready_worker.inc();
                         let mut failure = Failure::refused(503, "no ready worker");
                         failure.keep_alive = true;
@@ -263,10 +267,11 @@ impl Forwarder {
                     }
                 };
             let backend = claim.backend().clone();
-            tried[attempt] = backend.pid;
             record.backend = Some(backend.clone());
-            let last = attempt + 1 == MAX_TRIES;
-            let worker = match conns::of(&backend).get(&backend.addr).await {
+            let last = failed + 1 == MAX_TRIES;
+            // Only a replayable request may skip checking a recently used connection.
+            let checked = !replayable || stale_retried;
+            let (worker, reused) = match conns::of(&backend).get(&backend.addr, checked).await {
                 Ok(worker) => worker,
                 Err(e) => {
                     let e = Error::because(
@@ -278,6 +283,8 @@ impl Forwarder {
                         return Err(Failure::worker(502, e));
                     }
                     tracing::warn!(worker = %backend.addr, error = %e, "cannot connect to worker; trying another");
+                    tried[failed] = backend.pid;
+                    failed += 1;
                     continue;
                 }
             };
@@ -292,15 +299,20 @@ impl Forwarder {
                 .await
             {
                 Ok(done) => return Ok(done),
+                Err(AttemptError { retry: true, .. }) if replayable && reused && !stale_retried => {
+                    tracing::debug!(worker = %backend.addr, "kept-open connection was closed by the worker; trying again");
+                    stale_retried = true;
+                }
                 Err(AttemptError { failure, retry }) if retry && replayable && !last => {
                     if let Some(e) = &failure.error {
                         tracing::warn!(worker = %backend.addr, error = %e, "worker failed before answering; trying another");
                     }
+                    tried[failed] = backend.pid;
+                    failed += 1;
                 }
                 Err(AttemptError { failure, .. }) => return Err(failure),
             }
         }
-        Err(Failure::refused(502, "no worker left to retry on"))
     }
 
     /// Sends the request to one worker and relays its answer.
