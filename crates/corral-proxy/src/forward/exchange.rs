@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use corral_supervisor::routes::Report;
 use corral_supervisor::{Backend, RoutingTable};
-use http::header::{HeaderValue, CONNECTION, EXPECT, HOST, TRANSFER_ENCODING, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TRANSFER_ENCODING, USER_AGENT};
 use http::Version;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
@@ -28,13 +28,14 @@ use crate::upstream::{self, Claim, NoWorker};
 /// Attempts per request: the first, and one more on another worker.
 const MAX_TRIES: usize = 2;
 /// Headers a client could use to forge where a request came from; always replaced.
-const FORWARDED_HEADERS: [&str; 6] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "forwarded",
-    "x-real-ip",
+/// Parsed names, so removing them hashes without parsing.
+const FORWARDED_HEADERS: [HeaderName; 6] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
 ];
 
 /// Why a request ended without a normal answer: what to tell the client and the log.
@@ -142,12 +143,13 @@ impl Forwarder {
     ) -> Option<DownstreamSession> {
         let in_flight = InFlight::start(&self.metrics.in_flight);
         let settings = self.settings.load_full();
+        let start = Instant::now();
         let mut record = Record {
-            start: Instant::now(),
+            start,
             table: self.routes.load_full(),
             request_id: String::new(),
             backend: None,
-            upstream_start: Instant::now(),
+            upstream_start: start,
             upstream_ms: None,
         };
         // HTTP/1.0 without `keep-alive`, or `Connection: close`, already turned reuse off.
@@ -624,7 +626,7 @@ fn upstream_head(
     upgrade: bool,
 ) -> pingora_error::Result<Box<RequestHeader>> {
     let mut head = Box::new(client.req_header().clone());
-    for name in FORWARDED_HEADERS {
+    for name in &FORWARDED_HEADERS {
         head.remove_header(name);
     }
     if let Some(ip) = &conn.ip {
@@ -651,7 +653,7 @@ fn upstream_head(
                 head.remove_header(name);
             }
         }
-        for name in HOP_BY_HOP {
+        for name in &HOP_BY_HOP {
             head.remove_header(name);
         }
     }
@@ -663,7 +665,12 @@ fn upstream_head(
 
 /// Fields that describe one connection rather than the message (RFC 9110 7.6.1).
 /// `Transfer-Encoding` is one too, but pingora's sessions frame bodies by it and set it anew.
-const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "te", "trailer"];
+const HOP_BY_HOP: [HeaderName; 4] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+];
 
 /// The field names a `Connection` field lists (its other tokens, like `close`, name no field
 /// that is present).
@@ -686,7 +693,7 @@ fn strip_answer_hops(answer: &mut ResponseHeader) {
     for name in named_in(connection.as_ref()) {
         answer.remove_header(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         answer.remove_header(name);
     }
 }
