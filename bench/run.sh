@@ -46,7 +46,7 @@ wait_ready() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/readyz" >/d
 # user and system clock ticks of a process: "utime stime"
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 # per_req BEFORE AFTER RPS -> "user-µs sys-µs" per request over one cell
-per_req() { awk -v b="$1" -v a="$2" -v r="$3" -v d="$DURATION" -v t="$TICK" 'BEGIN { split(b, x, " "); split(a, y, " "); n=r*d; if (n>0) printf "%.1f %.1f", (y[1]-x[1])/t/n*1e6, (y[2]-x[2])/t/n*1e6; else print "- -" }'; }
+per_req() { awk -v b="$1" -v a="$2" -v r="$3" -v d="$DURATION" -v t="$TICK" 'BEGIN { split(b, x, " "); split(a, y, " "); n=r*d; if (n>0) printf "%.1f %.1f\n", (y[1]-x[1])/t/n*1e6, (y[2]-x[2])/t/n*1e6; else print "- -" }'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2f", a/b; else print "-" }'; }
