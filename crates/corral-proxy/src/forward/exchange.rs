@@ -3,23 +3,20 @@
 //! headers, stream the answer back, retry once elsewhere when a worker fails before
 //! answering, and count and log the outcome.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_supervisor::routes::Report;
-use corral_supervisor::{Backend, RoutingTable};
-use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TRANSFER_ENCODING, USER_AGENT};
-use http::Version;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::conns;
+use super::headers::{expects_continue, smuggled_length, strip_answer_hops, upstream_head};
+use super::record::{InFlight, Record, RequestLine};
 use super::tunnel::Tunnel;
 use super::{ConnInfo, Forwarder};
-use crate::access_log::{self, AccessEntry};
 use crate::limits;
 use crate::request_id;
 use crate::settings::ProxySettings;
@@ -27,17 +24,6 @@ use crate::upstream::{self, Claim, NoWorker};
 
 /// Attempts per request: the first, and one more on another worker.
 const MAX_TRIES: usize = 2;
-/// Headers a client could use to forge where a request came from; always replaced.
-/// Parsed names, so removing them hashes without parsing.
-const FORWARDED_HEADERS: [HeaderName; 6] = [
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("forwarded"),
-    HeaderName::from_static("x-real-ip"),
-];
-
 /// Why a request ended without a normal answer: what to tell the client and the log.
 #[derive(Debug)]
 struct Failure {
@@ -104,32 +90,6 @@ struct AttemptError {
     failure: Failure,
     /// True when the worker gave no answer and the request may go to another worker.
     retry: bool,
-}
-
-/// What the log and the counters need of a request, gathered as it goes.
-struct Record {
-    start: Instant,
-    table: Arc<RoutingTable>,
-    request_id: String,
-    backend: Option<Arc<Backend>>,
-    upstream_start: Instant,
-    upstream_ms: Option<f64>,
-}
-
-/// Counts a request in `corral_requests_in_flight` for as long as it lives.
-struct InFlight(prometheus::IntGauge);
-
-impl InFlight {
-    fn start(gauge: &prometheus::IntGauge) -> InFlight {
-        gauge.inc();
-        InFlight(gauge.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 impl Forwarder {
@@ -495,217 +455,6 @@ impl Forwarder {
             request,
         });
     }
-
-    /// Counts the request, retires a worker at `max_requests`, writes the access line.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        client: &DownstreamSession,
-        conn: &ConnInfo,
-        settings: &ProxySettings,
-        record: &Record,
-        status: u16,
-        refused: Option<&'static str>,
-        bytes: Option<usize>,
-    ) {
-        self.count(record, status);
-        let bytes = bytes.unwrap_or_else(|| client.body_bytes_sent());
-        self.log_access(
-            RequestLine::of(client.req_header()),
-            conn,
-            settings,
-            record,
-            status,
-            bytes,
-            refused,
-        );
-    }
-
-    fn count(&self, record: &Record, status: u16) {
-        let route = &record.table.active;
-        route
-            .metrics
-            .observe(status, record.start.elapsed().as_secs_f64());
-        if let Some(b) = &record.backend {
-            let served = b.served.fetch_add(1, Ordering::Relaxed) + 1;
-            // Exactly one request sees the count reach the limit, so one report is sent.
-            if served == b.max_requests {
-                b.retiring.store(true, Ordering::Relaxed);
-                self.reporter.send(Report::Retire {
-                    worker: b.id,
-                    reason: "max_requests",
-                });
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn log_access(
-        &self,
-        request: RequestLine<&str>,
-        conn: &ConnInfo,
-        settings: &ProxySettings,
-        record: &Record,
-        status: u16,
-        bytes: usize,
-        refused: Option<&'static str>,
-    ) {
-        if !settings.access_log {
-            return;
-        }
-        access_log::write(&AccessEntry {
-            request_id: &record.request_id,
-            client_ip: &conn.ip_text,
-            method: request.method,
-            path: request.path,
-            status,
-            bytes,
-            duration_ms: record.start.elapsed().as_secs_f64() * 1000.0,
-            upstream_ms: record.upstream_ms,
-            pool: &record.table.active.name,
-            worker: record.backend.as_ref().map(|b| b.worker),
-            pid: record.backend.as_ref().map(|b| b.pid),
-            user_agent: request.user_agent,
-            refused,
-            websocket: request.websocket,
-        });
-    }
-}
-
-/// What the access log shows of a request, borrowed from its head (or owned, for a tunnel
-/// that outlives the head).
-struct RequestLine<S> {
-    method: S,
-    path: S,
-    user_agent: S,
-    websocket: bool,
-}
-
-impl<'a> RequestLine<&'a str> {
-    fn of(head: &'a RequestHeader) -> Self {
-        RequestLine {
-            method: head.method.as_str(),
-            path: head.uri.path_and_query().map_or("/", |p| p.as_str()),
-            user_agent: head
-                .headers
-                .get(USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-            websocket: is_upgrade(head),
-        }
-    }
-
-    fn to_owned(&self) -> RequestLine<String> {
-        RequestLine {
-            method: self.method.to_owned(),
-            path: self.path.to_owned(),
-            user_agent: self.user_agent.to_owned(),
-            websocket: self.websocket,
-        }
-    }
-}
-
-impl RequestLine<String> {
-    fn as_ref(&self) -> RequestLine<&str> {
-        RequestLine {
-            method: &self.method,
-            path: &self.path,
-            user_agent: &self.user_agent,
-            websocket: self.websocket,
-        }
-    }
-}
-
-/// The request as the worker gets it: forwarded headers replaced, a request id added, and
-/// hop-by-hop fields of this connection left out (corral keeps its own connection to the
-/// worker open; it answers `Expect: 100-continue` itself).
-fn upstream_head(
-    client: &DownstreamSession,
-    conn: &ConnInfo,
-    request_id: &str,
-    upgrade: bool,
-) -> pingora_error::Result<Box<RequestHeader>> {
-    let mut head = Box::new(client.req_header().clone());
-    for name in &FORWARDED_HEADERS {
-        head.remove_header(name);
-    }
-    if let Some(ip) = &conn.ip {
-        head.insert_header("x-forwarded-for", ip.clone())?;
-        head.insert_header("x-real-ip", ip.clone())?;
-    }
-    head.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
-    if let Some(host) = client.get_header(HOST).cloned() {
-        head.insert_header("x-forwarded-host", host)?;
-    }
-    if let Some(port) = &conn.port {
-        head.insert_header("x-forwarded-port", port.clone())?;
-    }
-    head.insert_header("x-request-id", request_id)?;
-    // An HTTP/1.0 request keeps its `Connection: keep-alive`: without it the worker closes.
-    if upgrade || head.version == Version::HTTP_11 {
-        let connection = if upgrade {
-            head.headers.get(CONNECTION).cloned()
-        } else {
-            head.remove_header(&CONNECTION)
-        };
-        for name in named_in(connection.as_ref()) {
-            if !(upgrade && name.eq_ignore_ascii_case("upgrade")) {
-                head.remove_header(name);
-            }
-        }
-        for name in &HOP_BY_HOP {
-            head.remove_header(name);
-        }
-    }
-    if expects_continue(&head) {
-        head.remove_header(&EXPECT);
-    }
-    Ok(head)
-}
-
-/// Fields that describe one connection rather than the message (RFC 9110 7.6.1).
-/// `Transfer-Encoding` is one too, but pingora's sessions frame bodies by it and set it anew.
-const HOP_BY_HOP: [HeaderName; 4] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("te"),
-    HeaderName::from_static("trailer"),
-];
-
-/// The field names a `Connection` field lists (its other tokens, like `close`, name no field
-/// that is present).
-fn named_in(connection: Option<&HeaderValue>) -> impl Iterator<Item = &str> {
-    connection
-        .and_then(|v| v.to_str().ok())
-        .into_iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-}
-
-/// Takes the worker's hop-by-hop fields off its answer; pingora writes the client's
-/// `Connection` field itself. A 101 keeps them: they are the handshake.
-fn strip_answer_hops(answer: &mut ResponseHeader) {
-    if answer.status == 101 {
-        return;
-    }
-    let connection = answer.remove_header(&CONNECTION);
-    for name in named_in(connection.as_ref()) {
-        answer.remove_header(name);
-    }
-    for name in &HOP_BY_HOP {
-        answer.remove_header(name);
-    }
-}
-
-fn expects_continue(head: &RequestHeader) -> bool {
-    head.headers
-        .get(EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
-fn is_upgrade(head: &RequestHeader) -> bool {
-    head.headers.contains_key(http::header::UPGRADE)
 }
 
 /// Whether the client has been sent a whole answer, so its connection can go on.
@@ -728,16 +477,4 @@ async fn respond(
     client.set_server_keepalive(if failure.keep_alive { keepalive } else { None });
     client.write_response_header(Box::new(head)).await?;
     client.finish_body().await.map(|_| ())
-}
-
-/// A request whose raw head had both `Transfer-Encoding` and `Content-Length` (pingora
-/// drops the length and lets the coding win; corral refuses such requests).
-fn smuggled_length(client: &DownstreamSession) -> Option<limits::Refusal> {
-    if !client.req_header().headers.contains_key(TRANSFER_ENCODING) {
-        return None;
-    }
-    limits::raw_has_content_length(&client.get_headers_raw_bytes()).then_some(limits::Refusal {
-        status: 400,
-        reason: "both Content-Length and Transfer-Encoding",
-    })
 }

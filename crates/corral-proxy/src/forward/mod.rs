@@ -6,6 +6,8 @@
 
 mod conns;
 mod exchange;
+mod headers;
+mod record;
 mod tunnel;
 
 use std::sync::Arc;
