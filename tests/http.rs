@@ -285,7 +285,7 @@ fn websockets_are_passed_through_both_ways() {
 fn hop_by_hop_fields_stop_at_corral() {
     let corral = Corral::start(&testapp_pool(1, ""), "", 1);
     let mut raw = Raw::connect(corral.port);
-    raw.send(b"GET /headers HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n");
+    raw.send(b"GET /headers HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\nx-FORWARDED-for: 6.6.6.6\r\nX-Real-Ip: 6.6.6.6\r\nFORWARDED: for=6.6.6.6\r\nX-Request-Id: forged\r\n\r\n");
     let answer = raw.response(false);
     assert_eq!(answer.status, 200);
     let seen: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
@@ -303,6 +303,20 @@ fn hop_by_hop_fields_stop_at_corral() {
     }
     assert_eq!(seen["x-kept"], "yes");
     assert_eq!(seen["host"], "t");
+    // Forged forwarding fields, in any letter case, are replaced, not added to.
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["x-real-ip"], "127.0.0.1", "{seen}");
+    assert!(seen.get("forwarded").is_none(), "{seen}");
+    assert_eq!(seen["x-forwarded-host"], "t");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+
+    // The same through the general path (a request with a body).
+    raw.send(b"POST /headers HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: X-Secret\r\nX-Secret: 1\r\nx-FORWARDED-for: 6.6.6.6\r\n\r\nhi");
+    let answer = raw.response(false);
+    let seen: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert!(seen.get("x-secret").is_none(), "{seen}");
+    assert!(seen.get("connection").is_none(), "{seen}");
 }
 
 #[test]

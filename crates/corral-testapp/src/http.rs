@@ -210,11 +210,15 @@ fn respond<S: Write>(conn: &mut S, request: &Request, body: &[u8]) -> io::Result
             std::thread::sleep(Duration::from_secs(3600));
         },
         "/headers" => {
-            let map: serde_json::Map<String, serde_json::Value> = request
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v.clone())))
-                .collect();
+            // Repeated fields are joined with ", ", so a duplicate shows.
+            let mut map = serde_json::Map::new();
+            for (k, v) in &request.headers {
+                let joined = match map.get(&k.to_ascii_lowercase()) {
+                    Some(serde_json::Value::String(before)) => format!("{before}, {v}"),
+                    _ => v.clone(),
+                };
+                map.insert(k.to_ascii_lowercase(), serde_json::Value::String(joined));
+            }
             (
                 200,
                 "application/json",

@@ -13,7 +13,9 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::conns;
-use super::headers::{expects_continue, smuggled_length, strip_answer_hops, upstream_head};
+use super::headers::{
+    expects_continue, plain_request_bytes, smuggled_length, strip_answer_hops, upstream_head,
+};
 use super::record::{InFlight, Record, RequestLine};
 use super::tunnel::Tunnel;
 use super::{ConnInfo, Forwarder};
@@ -21,6 +23,7 @@ use crate::limits;
 use crate::request_id;
 use crate::settings::ProxySettings;
 use crate::upstream::{self, Claim, NoWorker};
+use tokio::io::AsyncWriteExt;
 
 /// Attempts per request: the first, and one more on another worker.
 const MAX_TRIES: usize = 2;
@@ -83,6 +86,13 @@ enum Done {
     Answered,
     /// The worker switched protocols: relay bytes both ways from now on.
     Upgraded(Box<UpstreamSession>, Claim),
+}
+
+/// The request head for the worker: ready bytes (the common case), or a header for
+/// pingora's session to write when the body, `HEAD` or an upgrade needs it to know the request.
+enum Outgoing {
+    Bytes(bytes::BytesMut),
+    Head(Box<RequestHeader>),
 }
 
 /// Why one attempt on one worker failed.
@@ -250,8 +260,13 @@ impl Forwarder {
                     continue;
                 }
             };
-            let head = upstream_head(client, conn, &record.request_id, upgrade)
-                .map_err(|e| Failure::worker(500, e))?;
+            let head = match plain_request_bytes(client, conn, &record.request_id) {
+                Some(bytes) => Outgoing::Bytes(bytes),
+                None => Outgoing::Head(
+                    upstream_head(client, conn, &record.request_id, upgrade)
+                        .map_err(|e| Failure::worker(500, e))?,
+                ),
+            };
             let timeout = (!upgrade).then_some(record.table.active.timeout);
             record.upstream_start = Instant::now();
             match self
@@ -283,7 +298,7 @@ impl Forwarder {
         &self,
         client: &mut DownstreamSession,
         worker: pingora_core::protocols::Stream,
-        head: Box<RequestHeader>,
+        head: Outgoing,
         timeout: Option<Duration>,
         claim: Claim,
         settings: &ProxySettings,
@@ -294,14 +309,31 @@ impl Forwarder {
             failure: Failure::worker(502, e),
             retry: true,
         };
+        let mut worker = worker;
+        if let Outgoing::Bytes(bytes) = &head {
+            // A request head fits an idle connection's send buffer: no write waits here.
+            let written = async {
+                worker.write_all(bytes).await?;
+                worker.flush().await
+            };
+            written.await.map_err(|e| {
+                before_answer(Error::because(
+                    ErrorType::WriteError,
+                    "while writing the request head",
+                    e,
+                ))
+            })?;
+        }
         let mut upstream = UpstreamSession::new(worker);
         // A worker that neither answers nor takes the request for `timeout` is stuck.
         upstream.read_timeout = timeout;
         upstream.write_timeout = timeout;
-        upstream
-            .write_request_header(head)
-            .await
-            .map_err(before_answer)?;
+        if let Outgoing::Head(head) = head {
+            upstream
+                .write_request_header(head)
+                .await
+                .map_err(before_answer)?;
+        }
         if !client.is_body_empty() {
             self.send_body(client, &mut upstream, settings).await?;
         }

@@ -2,8 +2,9 @@
 //! hop-by-hop fields dropped) and the answer as the client gets it, and what a head says
 //! about framing and upgrades.
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TRANSFER_ENCODING};
-use http::Version;
+use bytes::BytesMut;
+use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::{Method, Version};
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -24,6 +25,77 @@ const FORWARDED_HEADERS: [HeaderName; 6] = [
 /// The request as the worker gets it: forwarded headers replaced, a request id added, and
 /// hop-by-hop fields of this connection left out (corral keeps its own connection to the
 /// worker open; it answers `Expect: 100-continue` itself).
+/// The request for the worker as bytes, for the common case of an HTTP/1.1 request without
+/// body, upgrade or `HEAD`: the client's own header lines are copied (minus the forwarded and
+/// hop-by-hop ones) and the forwarded fields appended, with no header map cloned or edited.
+/// `None` when the head needs the general path.
+pub(super) fn plain_request_bytes(
+    client: &mut DownstreamSession,
+    conn: &ConnInfo,
+    request_id: &str,
+) -> Option<BytesMut> {
+    if !client.is_body_empty() {
+        return None;
+    }
+    let head = client.req_header();
+    if head.version != Version::HTTP_11
+        || head.method == Method::HEAD
+        || head.headers.contains_key(UPGRADE)
+    {
+        return None;
+    }
+    let raw = client.get_headers_raw_bytes();
+    let connection = head.headers.get(CONNECTION);
+    let mut out = BytesMut::with_capacity(raw.len() + 200);
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(head.raw_path());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut lines = raw.split(|&b| b == b'\n').skip(1);
+    for line in &mut lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        // A line without a name (a folded continuation) takes the general path.
+        let name = &line[..line.iter().position(|&b| b == b':')?];
+        if !is_dropped(name, connection) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    let mut field = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    if let Some(ip) = &conn.ip {
+        field(b"X-Forwarded-For", ip.as_bytes());
+        field(b"X-Real-IP", ip.as_bytes());
+    }
+    field(b"X-Forwarded-Proto", b"http");
+    if let Some(host) = head.headers.get(HOST) {
+        field(b"X-Forwarded-Host", host.as_bytes());
+    }
+    if let Some(port) = &conn.port {
+        field(b"X-Forwarded-Port", port.as_bytes());
+    }
+    field(b"X-Request-Id", request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Some(out)
+}
+
+/// Whether a client header line named `name` stays out of the worker's request.
+fn is_dropped(name: &[u8], connection: Option<&HeaderValue>) -> bool {
+    name.eq_ignore_ascii_case(b"connection")
+        || FORWARDED_HEADERS
+            .iter()
+            .chain(HOP_BY_HOP.iter())
+            .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+        || named_in(connection).any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+}
+
 pub(super) fn upstream_head(
     client: &DownstreamSession,
     conn: &ConnInfo,
