@@ -385,3 +385,39 @@ fn connections_a_worker_closed_while_idle_are_not_failures() {
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+#[test]
+fn a_body_over_body_size_is_refused_sized_or_streamed() {
+    let corral = Corral::start(
+        &testapp_pool(1, ""),
+        "[server.limits]\nbody_size = \"1KiB\"",
+        1,
+    );
+    // Announced by Content-Length: refused before anything reaches the worker.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4096\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 413, "{}", answer.head);
+    assert!(raw.closed(), "connection closed after 413");
+
+    // Chunked: counted while streaming, refused when it passes the limit.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..4 {
+        raw.send(b"400\r\n");
+        raw.send(&[b'z'; 0x400]);
+        raw.send(b"\r\n");
+    }
+    raw.send(b"0\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 413, "{}", answer.head);
+    assert!(raw.closed(), "connection closed after 413");
+
+    // Within the limit, both ways work.
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n");
+    raw.send(&[b'y'; 0x200]);
+    raw.send(b"\r\n0\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!((answer.status, answer.body.len()), (200, 0x200));
+}
