@@ -26,6 +26,9 @@ use pingora_error::ErrorType;
 
 use crate::settings::ProxySettings;
 
+/// How long one read of a request body may wait for the client.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The public proxy: a pingora `ServerApp` serving every client connection.
 pub struct Forwarder {
     routes: SharedRoutes,
@@ -128,7 +131,9 @@ impl ServerApp for Forwarder {
                 }
             };
             match read {
-                Ok(Some(_)) => {}
+                // Reading the body may pause longer than a head may take (nginx's
+                // client_body_timeout); pingora's default applies to each read.
+                Ok(Some(_)) => client.set_read_timeout(Some(BODY_READ_TIMEOUT)),
                 Ok(None) => return None,
                 Err(e) => {
                     if e.etype() == &ErrorType::InvalidHTTPHeader {
