@@ -421,34 +421,3 @@ fn a_body_over_body_size_is_refused_sized_or_streamed() {
     let answer = raw.response(false);
     assert_eq!((answer.status, answer.body.len()), (200, 0x200));
 }
-
-#[test]
-fn a_slow_client_does_not_hold_a_sync_worker() {
-    // One sync worker. A client that asks for a 200 kB answer and does not read it must not
-    // keep the worker from the next request: corral takes the whole answer off the worker
-    // (into its socket's send buffer, which Linux grows to 4 MiB) and frees its slot.
-    let corral = Corral::start(
-        &testapp_pool(1, "").replace("concurrency = 8", "concurrency = 1"),
-        "",
-        1,
-    );
-    let mut slow = Raw::connect(corral.port);
-    // A small receive buffer, so the kernel cannot take the answer in for the client.
-    nix::sys::socket::setsockopt(&slow.stream, nix::sys::socket::sockopt::RcvBuf, &4096)
-        .expect("SO_RCVBUF");
-    slow.send(b"GET /bytes?n=200000 HTTP/1.1\r\nHost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(300));
-    let start = std::time::Instant::now();
-    let mut raw = Raw::connect(corral.port);
-    raw.send(b"GET /bytes?n=5 HTTP/1.1\r\nHost: t\r\n\r\n");
-    let answer = raw.response(false);
-    assert_eq!(answer.status, 200, "{}", answer.head);
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "the next request waited {:?} behind a slow client",
-        start.elapsed()
-    );
-    // The slow client still gets its whole answer when it reads.
-    let answer = slow.response(false);
-    assert_eq!((answer.status, answer.body.len()), (200, 200_000));
-}
