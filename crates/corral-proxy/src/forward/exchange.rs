@@ -11,6 +11,7 @@ use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
+use tokio::io::AsyncWriteExt;
 
 use super::conns;
 use super::headers::{
@@ -23,10 +24,10 @@ use crate::limits;
 use crate::request_id;
 use crate::settings::ProxySettings;
 use crate::upstream::{self, Claim, NoWorker};
-use tokio::io::AsyncWriteExt;
 
 /// Attempts per request: the first, and one more on another worker.
 const MAX_TRIES: usize = 2;
+
 /// Why a request ended without a normal answer: what to tell the client and the log.
 #[derive(Debug)]
 struct Failure {
@@ -130,7 +131,7 @@ impl Forwarder {
         match result {
             Ok(Done::Answered) => {
                 let status = client.response_written().map_or(0, |h| h.status.as_u16());
-                self.finish(&client, conn, &settings, &record, status, None, None);
+                self.finish(&client, conn, &settings, &record, status, None);
                 Some(client)
             }
             Ok(Done::Upgraded(worker, claim)) => {
@@ -178,16 +179,9 @@ impl Forwarder {
                     Some(h) if h.status.as_u16() >= 200 => h.status.as_u16(),
                     _ => failure.status,
                 };
-                self.finish(
-                    &client,
-                    conn,
-                    &settings,
-                    &record,
-                    status,
-                    failure.refused,
-                    None,
-                );
-                (failure.keep_alive && answered_fully(&client)).then_some(client)
+                self.finish(&client, conn, &settings, &record, status, failure.refused);
+                // The refusal was answered whole; the connection may go on.
+                (failure.keep_alive && client.response_written().is_some()).then_some(client)
             }
         }
     }
@@ -487,11 +481,6 @@ impl Forwarder {
             request,
         });
     }
-}
-
-/// Whether the client has been sent a whole answer, so its connection can go on.
-fn answered_fully(client: &DownstreamSession) -> bool {
-    client.response_written().is_some()
 }
 
 /// Answers the client directly with an empty body.

@@ -52,17 +52,15 @@ impl Forwarder {
         record: &Record,
         status: u16,
         refused: Option<&'static str>,
-        bytes: Option<usize>,
     ) {
         self.count(record, status);
-        let bytes = bytes.unwrap_or_else(|| client.body_bytes_sent());
         self.log_access(
             RequestLine::of(client.req_header()),
             conn,
             settings,
             record,
             status,
-            bytes,
+            client.body_bytes_sent(),
             refused,
         );
     }
