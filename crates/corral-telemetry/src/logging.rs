@@ -55,6 +55,6 @@ pub fn init_logging(config: &Log) -> LogGuard {
 fn default_directive(level: &str) -> String {
     match level {
         "trace" | "debug" => level.to_string(),
-        _ => format!("{level},pingora_core=warn,pingora_proxy=warn"),
+        _ => format!("{level},pingora_core=warn"),
     }
 }
