@@ -107,8 +107,8 @@ fn http_readiness_waits_for_the_health_path() {
         testapp_bin().display().to_string()
     );
     let mut corral = Corral::start(&text, "", 0);
-    wait_for("admin", Duration::from_secs(10), || corral.status());
-    assert_eq!(corral.workers()[0]["state"], "starting");
+    let workers = corral.wait_spawned(Duration::from_secs(10));
+    assert_eq!(workers[0]["state"], "starting");
     assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 503);
     corral.wait_ready(1, Duration::from_secs(10));
     assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
@@ -199,7 +199,7 @@ fn notify_readiness_waits_for_ready_1() {
         testapp_bin().display().to_string()
     );
     let mut corral = Corral::start(&text, "runtime_dir = \"{dir}/run\"", 0);
-    wait_for("admin", Duration::from_secs(10), || corral.status());
+    corral.wait_spawned(Duration::from_secs(10));
     // Listening already, but not ready until it says so.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(corral.workers()[0]["state"], "starting");

@@ -227,6 +227,14 @@ impl Corral {
             .unwrap_or_default()
     }
 
+    /// The active pool's workers once at least one is spawned: the admin listener
+    /// can answer before the first spawn.
+    pub fn wait_spawned(&self, timeout: Duration) -> Vec<Value> {
+        wait_for("a spawned worker", timeout, || {
+            Some(self.workers()).filter(|w| !w.is_empty())
+        })
+    }
+
     /// Pids of ready workers.
     pub fn ready_pids(&mut self) -> Vec<u32> {
         let pids: Vec<u32> = self
