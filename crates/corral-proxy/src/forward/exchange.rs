@@ -13,13 +13,15 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
 
+use super::answer::{self, Answer, PlainAnswer};
 use super::conns;
 use super::headers::{
     expects_continue, plain_request_bytes, smuggled_length, strip_answer_hops, upstream_head,
 };
 use super::record::{InFlight, Record, RequestLine};
+use super::replay::Replay;
 use super::tunnel::Tunnel;
-use super::{ConnInfo, Forwarder};
+use super::{ConnInfo, Forwarder, Reusable};
 use crate::limits;
 use crate::request_id;
 use crate::settings::ProxySettings;
@@ -87,6 +89,16 @@ enum Done {
     Answered,
     /// The worker switched protocols: relay bytes both ways from now on.
     Upgraded(Box<UpstreamSession>, Claim),
+    /// The worker's answer is plain: relay it as bytes (see `answer`).
+    Plain(Box<PlainRelay>),
+}
+
+/// A plain answer's head, with what relaying its body takes.
+struct PlainRelay {
+    answer: PlainAnswer,
+    worker: pingora_core::protocols::Stream,
+    claim: Claim,
+    timeout: Option<Duration>,
 }
 
 /// The request head for the worker: ready bytes (the common case), or a header for
@@ -104,14 +116,14 @@ struct AttemptError {
 }
 
 impl Forwarder {
-    /// Serves the request `client` has just read. Returns the session when the connection
-    /// may carry another request.
+    /// Serves the request `client` has just read. Returns the connection when it may carry
+    /// another request.
     pub(super) async fn serve(
         self: &Arc<Self>,
         mut client: DownstreamSession,
         conn: &ConnInfo,
         stopping: bool,
-    ) -> Option<DownstreamSession> {
+    ) -> Option<Reusable> {
         let in_flight = InFlight::start(&self.metrics.in_flight);
         let settings = self.settings.load_full();
         let start = Instant::now();
@@ -132,7 +144,11 @@ impl Forwarder {
             Ok(Done::Answered) => {
                 let status = client.response_written().map_or(0, |h| h.status.as_u16());
                 self.finish(&client, conn, &settings, &record, status, None);
-                Some(client)
+                reuse(client).await
+            }
+            Ok(Done::Plain(relay)) => {
+                self.relay_plain(client, conn, &settings, keepalive, &record, *relay)
+                    .await
             }
             Ok(Done::Upgraded(worker, claim)) => {
                 // The tunnel runs as a task of its own holding only what it needs, so an
@@ -181,9 +197,79 @@ impl Forwarder {
                 };
                 self.finish(&client, conn, &settings, &record, status, failure.refused);
                 // The refusal was answered whole; the connection may go on.
-                (failure.keep_alive && client.response_written().is_some()).then_some(client)
+                if failure.keep_alive && client.response_written().is_some() {
+                    reuse(client).await
+                } else {
+                    None
+                }
             }
         }
+    }
+
+    /// Relays a plain answer straight to the client's connection, which it takes out of
+    /// pingora's session first, and counts and logs the request.
+    async fn relay_plain(
+        &self,
+        mut client: DownstreamSession,
+        conn: &ConnInfo,
+        settings: &ProxySettings,
+        keepalive: Option<u64>,
+        record: &Record,
+        relay: PlainRelay,
+    ) -> Option<Reusable> {
+        let PlainRelay {
+            answer,
+            worker,
+            claim,
+            timeout,
+        } = relay;
+        let status = answer.status;
+        let worker_id = claim.backend().id;
+        // The request head outlives the session, for the access line and a hung-worker report.
+        let request = std::mem::replace(
+            client.req_header_mut(),
+            RequestHeader::from(http::Request::new(()).into_parts().0),
+        );
+        let (mut stream, pipelined) = match keepalive {
+            Some(_) => {
+                client.set_server_keepalive(keepalive);
+                match client.reuse().await {
+                    Ok(Some(reusable)) => reusable.into_parts(),
+                    _ => return None,
+                }
+            }
+            None => (client.into_inner(), None),
+        };
+        let release = move |kept: Option<pingora_core::protocols::Stream>| {
+            if let Some(kept) = kept {
+                conns::of(claim.backend()).put(kept);
+            }
+            drop(claim);
+        };
+        let relayed = answer
+            .relay(worker, &mut stream, keepalive.is_some(), timeout, release)
+            .await;
+        if let Some((e, timed_out)) = &relayed.worker_error {
+            if *timed_out {
+                self.report_hung(&request, worker_id, record);
+            }
+            tracing::warn!(request_id = %record.request_id, status, error = %e, "request failed");
+        }
+        self.count(record, status);
+        self.log_access(
+            RequestLine::of(&request),
+            conn,
+            settings,
+            record,
+            status,
+            relayed.bytes,
+            None,
+        );
+        if relayed.complete && keepalive.is_some() {
+            return Some((stream, pipelined));
+        }
+        pingora_core::protocols::Shutdown::shutdown(&mut *stream).await;
+        None
     }
 
     /// Checks, claims and forwards; retries once on another worker when allowed.
@@ -317,6 +403,21 @@ impl Forwarder {
                     e,
                 ))
             })?;
+            // Such a request has no body: the answer comes next.
+            match answer::read_head(&mut worker, timeout).await {
+                Ok(Answer::Plain(answer)) => {
+                    record.upstream_ms =
+                        Some(record.upstream_start.elapsed().as_secs_f64() * 1000.0);
+                    return Ok(Done::Plain(Box::new(PlainRelay {
+                        answer,
+                        worker,
+                        claim,
+                        timeout,
+                    })));
+                }
+                Ok(Answer::Other(read)) => worker = Replay::stream(read, worker),
+                Err(e) => return Err(self.worker_error(e, client, &claim, record, true)),
+            }
         }
         let mut upstream = UpstreamSession::new(worker);
         // A worker that neither answers nor takes the request for `timeout` is stuck.
@@ -382,7 +483,7 @@ impl Forwarder {
         // The worker is done: give its slot and connection back before the client's last write.
         upstream.respect_keepalive();
         if upstream.will_keepalive() {
-            if let Some(stream) = upstream.reuse().await {
+            if let Some(stream) = upstream.reuse().await.and_then(Replay::unwrap) {
                 conns::of(claim.backend()).put(stream);
             }
         }
@@ -450,7 +551,7 @@ impl Forwarder {
         before_answer: bool,
     ) -> AttemptError {
         if e.etype() == &ErrorType::ReadTimedout {
-            self.report_hung(client, claim, record);
+            self.report_hung(client.req_header(), claim.backend().id, record);
             return AttemptError {
                 failure: Failure::worker(504, e),
                 retry: false,
@@ -465,21 +566,25 @@ impl Forwarder {
     /// A sync worker (`concurrency = 1`) that let a request time out is stuck on it: ask the
     /// supervisor to kill and replace it, naming the request. A worker that takes several
     /// requests at once may just be slow on one; it is left alone.
-    fn report_hung(&self, client: &DownstreamSession, claim: &Claim, record: &Record) {
+    fn report_hung(&self, head: &RequestHeader, worker: u64, record: &Record) {
         if record.table.active.concurrency != 1 {
             return;
         }
-        let head = client.req_header();
         let request = format!(
             "{} {} (request_id {})",
             head.method,
             head.uri.path_and_query().map_or("/", |p| p.as_str()),
             record.request_id
         );
-        self.reporter.send(Report::Hung {
-            worker: claim.backend().id,
-            request,
-        });
+        self.reporter.send(Report::Hung { worker, request });
+    }
+}
+
+/// The connection and any pipelined bytes, when the session may carry another request.
+async fn reuse(client: DownstreamSession) -> Option<Reusable> {
+    match client.reuse().await {
+        Ok(Some(reusable)) => Some(reusable.into_parts()),
+        _ => None,
     }
 }
 

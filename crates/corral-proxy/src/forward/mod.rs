@@ -4,10 +4,12 @@
 //! pingora-proxy's per-request machinery (session objects, channels, a task spawned per
 //! released connection) and lets upgraded connections run on small buffers.
 
+mod answer;
 mod conns;
 mod exchange;
 mod headers;
 mod record;
+mod replay;
 mod tunnel;
 
 use std::sync::Arc;
@@ -53,6 +55,10 @@ impl Forwarder {
         }
     }
 }
+
+/// A client connection that may carry another request, with the bytes of the next one
+/// already read (pipelining).
+type Reusable = (Stream, Option<bytes::BytesMut>);
 
 /// What every request on one client connection shares, worked out once per connection.
 #[derive(Clone)]
@@ -144,11 +150,7 @@ impl ServerApp for Forwarder {
                 }
             }
             let stopping = *shutdown.borrow();
-            let client = self.serve(client, &conn, stopping).await?;
-            match client.reuse().await {
-                Ok(Some(reusable)) => (stream, pipelined) = reusable.into_parts(),
-                _ => return None,
-            }
+            (stream, pipelined) = self.serve(client, &conn, stopping).await?;
             first = false;
         }
     }

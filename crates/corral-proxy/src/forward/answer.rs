@@ -1,0 +1,315 @@
+//! The worker's answer read as bytes, for the common case: HTTP/1.1, a final status that has
+//! a body (not 1xx, 204 or 304), sized by one `Content-Length`, and no hop-by-hop field but
+//! `Connection: keep-alive|close` and `Keep-Alive`. Such a *plain* answer reaches the client
+//! as the worker's own status line and fields plus corral's `Date` and `Connection`, with no
+//! header map built, cloned or serialised on either side. Any other answer goes to pingora's
+//! session, which reads the bytes taken so far once more (`replay`).
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pingora_core::protocols::http::date::get_cached_date;
+use pingora_core::protocols::Stream;
+use pingora_error::{Error, ErrorType, RetryType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Room for a usual answer head and a small body in the first read.
+const FIRST_READ: usize = 16 * 1024;
+/// Room for each further read of a large body.
+const BODY_READ: usize = 64 * 1024;
+/// A head not complete within this many bytes goes to pingora's session and its limits.
+const MAX_PLAIN_HEAD: usize = 16 * 1024;
+/// More fields than this and the answer goes to pingora's session.
+const MAX_FIELDS: usize = 64;
+
+/// The worker's answer head, as far as corral read it.
+pub(super) enum Answer {
+    Plain(PlainAnswer),
+    /// Not plain: the bytes read so far, for pingora's session to read again.
+    Other(BytesMut),
+}
+
+/// A plain answer, ready to relay.
+pub(super) struct PlainAnswer {
+    pub(super) status: u16,
+    /// The status line and the worker's fields, less `Date`, `Connection` and `Keep-Alive`.
+    head: BytesMut,
+    /// Body bytes that came with the head.
+    body: BytesMut,
+    /// Body bytes still to read from the worker.
+    remaining: usize,
+    /// Whether the worker's connection can carry another request afterwards.
+    reusable: bool,
+}
+
+/// Reads the answer head from `worker`, each read within `timeout`. Fails only where no
+/// answer came (closed, broken or silent), as pingora's session would.
+pub(super) async fn read_head(
+    worker: &mut Stream,
+    timeout: Option<Duration>,
+) -> Result<Answer, Box<Error>> {
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(FIRST_READ);
+        }
+        if read(worker, &mut buf, timeout, "while reading response headers").await? == 0 {
+            if buf.is_empty() {
+                // A kept-open connection the worker closed meanwhile: the caller may retry.
+                let mut e = Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "while reading response headers, bytes already read: 0",
+                );
+                e.retry = RetryType::ReusedOnly;
+                return Err(e);
+            }
+            return Ok(Answer::Other(buf));
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let Some(head) = plain_head(&parsed) else {
+                    return Ok(Answer::Other(buf));
+                };
+                buf.advance(head_len);
+                let mut body = buf;
+                let reusable = head.reusable && body.len() <= head.length;
+                body.truncate(head.length);
+                return Ok(Answer::Plain(PlainAnswer {
+                    status: head.status,
+                    head: head.bytes,
+                    remaining: head.length - body.len(),
+                    body,
+                    reusable,
+                }));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_PLAIN_HEAD => {}
+            _ => return Ok(Answer::Other(buf)),
+        }
+    }
+}
+
+/// What a plain head says, and the bytes that go on to the client.
+struct PlainHead {
+    status: u16,
+    bytes: BytesMut,
+    length: usize,
+    reusable: bool,
+}
+
+/// The head for the client when the answer is plain; `None` otherwise.
+fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
+    let status = parsed.code?;
+    if parsed.version != Some(1) || !(200..600).contains(&status) || matches!(status, 204 | 304)
+    {
+        return None;
+    }
+    let mut bytes = BytesMut::with_capacity(512);
+    bytes.extend_from_slice(b"HTTP/1.1 ");
+    bytes.extend_from_slice(&three_digits(status));
+    bytes.extend_from_slice(b" ");
+    bytes.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
+    bytes.extend_from_slice(b"\r\n");
+    let mut length = None;
+    let mut reusable = true;
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if length.is_some() {
+                return None;
+            }
+            length = Some(content_length(field.value)?);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            // Only `close` and `keep-alive`; a field named here is hop-by-hop too.
+            for token in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    return None;
+                }
+            }
+            continue;
+        } else if name.eq_ignore_ascii_case(b"keep-alive") || name.eq_ignore_ascii_case(b"date") {
+            continue;
+        } else if NOT_PLAIN.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            return None;
+        }
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(b": ");
+        bytes.extend_from_slice(field.value);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    Some(PlainHead {
+        status,
+        bytes,
+        length: length?,
+        reusable,
+    })
+}
+
+/// Fields that make an answer not plain: other framing, or hop-by-hop fields that pingora's
+/// session handles.
+const NOT_PLAIN: [&[u8]; 5] = [
+    b"transfer-encoding",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"proxy-connection",
+];
+
+/// A `Content-Length` value: digits only, as RFC 9112 requires of a single value.
+fn content_length(value: &[u8]) -> Option<usize> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')),
+    )
+}
+
+fn three_digits(status: u16) -> [u8; 3] {
+    // `status` is within 200..600 here.
+    [
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]
+}
+
+/// How relaying a plain answer ended.
+pub(super) struct Relayed {
+    /// Body bytes the client was sent.
+    pub(super) bytes: usize,
+    /// Why the answer did not reach the client whole: the worker's failure (and whether it
+    /// fell silent past `timeout`), or `None` with `complete` false when the client left.
+    pub(super) worker_error: Option<(Box<Error>, bool)>,
+    /// Whether the client got the whole answer.
+    pub(super) complete: bool,
+}
+
+impl PlainAnswer {
+    /// Sends the answer to `client`, reading the rest of the body from `worker`. `release`
+    /// gets the worker's connection back (when it can carry another request) as soon as the
+    /// body is read, before the client's last write, and is called exactly once.
+    pub(super) async fn relay(
+        self,
+        mut worker: Stream,
+        client: &mut Stream,
+        keep_alive: bool,
+        timeout: Option<Duration>,
+        release: impl FnOnce(Option<Stream>),
+    ) -> Relayed {
+        let PlainAnswer {
+            mut head,
+            body,
+            mut remaining,
+            reusable,
+            ..
+        } = self;
+        head.extend_from_slice(b"Date: ");
+        head.extend_from_slice(get_cached_date().as_bytes());
+        head.extend_from_slice(if keep_alive {
+            b"\r\nConnection: keep-alive\r\n\r\n"
+        } else {
+            b"\r\nConnection: close\r\n\r\n"
+        });
+        head.extend_from_slice(&body);
+        if remaining == 0 {
+            release(reusable.then_some(worker));
+            let complete = write(client, &head, true).await;
+            return Relayed::ended(body.len(), None, complete);
+        }
+        if !write(client, &head, false).await {
+            release(None);
+            return Relayed::ended(0, None, false);
+        }
+        let mut sent = body.len();
+        let mut buf = BytesMut::with_capacity(remaining.min(BODY_READ));
+        let worker_error = loop {
+            buf.clear();
+            buf.reserve(remaining.min(BODY_READ));
+            let n = match read(&mut worker, &mut buf, timeout, "while reading the body").await {
+                Ok(0) => {
+                    let e = Error::explain(
+                        ErrorType::ConnectionClosed,
+                        format!("worker closed with {remaining} body bytes unsent"),
+                    );
+                    break Some((e, false));
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    let timed_out = e.etype() == &ErrorType::ReadTimedout;
+                    break Some((e, timed_out));
+                }
+            };
+            let take = n.min(remaining);
+            remaining -= take;
+            if remaining > 0 {
+                if !write(client, &buf[..take], false).await {
+                    break None;
+                }
+                sent += take;
+                continue;
+            }
+            // The whole body is read: the worker's connection goes back before the last write.
+            release((reusable && n == take).then_some(worker));
+            let complete = write(client, &buf[..take], true).await;
+            return Relayed::ended(sent + take, None, complete);
+        };
+        release(None);
+        Relayed::ended(sent, worker_error, false)
+    }
+}
+
+impl Relayed {
+    fn ended(bytes: usize, worker_error: Option<(Box<Error>, bool)>, complete: bool) -> Self {
+        Relayed {
+            bytes,
+            worker_error,
+            complete,
+        }
+    }
+}
+
+/// Writes `bytes` to the client, flushing when `last`; false when the client is gone.
+async fn write(client: &mut Stream, bytes: &[u8], last: bool) -> bool {
+    let written = async {
+        client.write_all(bytes).await?;
+        if last {
+            client.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    match written.await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "client went away during the answer");
+            false
+        }
+    }
+}
+
+/// One read from the worker into `buf`, within `timeout` when there is one.
+async fn read(
+    worker: &mut Stream,
+    buf: &mut BytesMut,
+    timeout: Option<Duration>,
+    context: &'static str,
+) -> Result<usize, Box<Error>> {
+    let result = match timeout {
+        Some(limit) => match pingora_timeout::timeout(limit, worker.read_buf(buf)).await {
+            Ok(result) => result,
+            Err(_) => return Err(Error::explain(ErrorType::ReadTimedout, context)),
+        },
+        None => worker.read_buf(buf).await,
+    };
+    result.map_err(|e| {
+        let mut e = Error::because(ErrorType::ReadError, context, e);
+        e.retry = RetryType::ReusedOnly;
+        e
+    })
+}
