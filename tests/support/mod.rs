@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

@@ -49,6 +49,13 @@ pub fn handle<S: Conn + 'static>(mut conn: S) {
             websocket(conn, &request);
             return;
         }
+        let n = number(&request, "n") as usize;
+        if let Some(result) = crate::shapes::answer(&mut conn, &request.path, n) {
+            match result {
+                Ok(true) if !request.close => continue,
+                _ => return,
+            }
+        }
         if respond(&mut conn, &request, &body).is_err() || request.close {
             return;
         }

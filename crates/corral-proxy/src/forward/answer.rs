@@ -101,8 +101,7 @@ struct PlainHead {
 /// The head for the client when the answer is plain; `None` otherwise.
 fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
     let status = parsed.code?;
-    if parsed.version != Some(1) || !(200..600).contains(&status) || matches!(status, 204 | 304)
-    {
+    if parsed.version != Some(1) || !(200..600).contains(&status) || matches!(status, 204 | 304) {
         return None;
     }
     let mut bytes = BytesMut::with_capacity(512);
@@ -312,4 +311,46 @@ async fn read(
         e.retry = RetryType::ReusedOnly;
         e
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Option<PlainHead> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        assert!(parsed.parse(text.as_bytes()).expect("parses").is_complete());
+        plain_head(&parsed)
+    }
+
+    #[test]
+    fn only_sized_http_1_1_answers_without_hop_fields_are_plain() {
+        let plain = head("HTTP/1.1 404 Not Found\r\nContent-Length: 12\r\nX-A: b\r\nDate: x\r\nKeep-Alive: timeout=5\r\n\r\n")
+            .expect("plain");
+        assert_eq!(
+            (plain.status, plain.length, plain.reusable),
+            (404, 12, true)
+        );
+        assert_eq!(
+            &plain.bytes[..],
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 12\r\nX-A: b\r\n"
+        );
+        let closing = head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!closing.expect("plain").reusable);
+        for other in [
+            "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\nContent-Length: 1\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 1\r\n\r\n",
+            "HTTP/1.1 103 Early Hints\r\nContent-Length: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: X-Secret\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTrailer: X\r\n\r\n",
+        ] {
+            assert!(head(other).is_none(), "{other:?} is not plain");
+        }
+    }
 }

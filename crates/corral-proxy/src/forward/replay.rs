@@ -109,3 +109,29 @@ impl GetSocketDigest for Replay {
 
 #[async_trait]
 impl Peek for Replay {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn reads_the_prefix_first_and_unwraps_only_when_it_is_read() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut stream = Replay::stream(BytesMut::from(&b"head "[..]), Box::new(near));
+        far.write_all(b"rest").await.expect("write");
+        let mut got = vec![0u8; 9];
+        stream.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, b"head rest");
+        // Fully read: the inner connection comes back, so wrappers never pile up.
+        let inner = Replay::unwrap(stream).expect("unwrapped");
+        assert!(!inner.as_any().is::<Replay>());
+
+        let (near, _far) = tokio::io::duplex(64);
+        let unread = Replay::stream(BytesMut::from(&b"left"[..]), Box::new(near));
+        assert!(
+            Replay::unwrap(unread).is_none(),
+            "unread bytes: not reusable"
+        );
+    }
+}
