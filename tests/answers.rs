@@ -58,6 +58,11 @@ fn answers_of_every_shape_reach_the_client_whole_on_one_connection() {
 
     assert_eq!(request(&mut raw, "/http10").body, b"old\n");
 
+    // A body the worker ends by closing reaches the client chunked, on a connection that stays.
+    let until_close = request(&mut raw, "/until-close");
+    assert_eq!(until_close.body, b"until close\n");
+    assert_eq!(until_close.header("transfer-encoding"), Some("chunked"));
+
     // The worker closes its connection; the client's stays open.
     let closing = request(&mut raw, "/worker-close");
     assert_eq!(closing.body, b"bye\n");

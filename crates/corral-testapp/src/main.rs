@@ -6,7 +6,7 @@
 //! `/headers` (request headers as JSON), `/status/NNN`, `/bytes?n=N`, `/alloc?mb=N`,
 //! `/env?name=VAR` (an environment variable), `/echo` (the request body),
 //! `/ws` (WebSocket echo), and answers shaped like other servers' (see `shapes`: `/chunked`,
-//! `/hop-fields`, `/dated`, `/split-head`, `/many-fields`, `/http10`, `/worker-close`, `/truncate`,
+//! `/hop-fields`, `/dated`, `/split-head`, `/many-fields`, `/until-close`, `/http10`, `/worker-close`, `/truncate`,
 //! `/stall`). `--startup-delay-ms N` delays listening; `--exit-at-start CODE`
 //! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker);
 //! `--notify-after-ms N` sends `READY=1` to `$NOTIFY_SOCKET` after N ms; `--idle-close-ms N`

@@ -31,6 +31,8 @@ pub fn answer<S: Write>(conn: &mut S, path: &str, n: usize) -> Option<io::Result
             head.push_str("\r\nok\n");
             send(conn, head.as_bytes(), true)
         }
+        // No length, no chunks: the body ends when the worker closes.
+        "/until-close" => send(conn, b"HTTP/1.1 200 OK\r\n\r\nuntil close\n", false),
         "/http10" => send(conn, b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold\n", false),
         "/worker-close" => send(
             conn,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_supervisor::routes::Report;
+use http::header::{HeaderValue, TRANSFER_ENCODING};
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_error::{Error, ErrorType};
@@ -16,7 +17,8 @@ use tokio::io::AsyncWriteExt;
 use super::answer::{self, Answer, PlainAnswer};
 use super::conns;
 use super::headers::{
-    expects_continue, plain_request_bytes, smuggled_length, strip_answer_hops, upstream_head,
+    ends_by_closing, expects_continue, plain_request_bytes, smuggled_length, strip_answer_hops,
+    upstream_head,
 };
 use super::record::{InFlight, Record, RequestLine};
 use super::replay::Replay;
@@ -454,6 +456,16 @@ impl Forwarder {
         let mut answer = Box::new(answer.clone());
         let upgraded = upstream.was_upgraded();
         strip_answer_hops(&mut answer);
+        if !upgraded && ends_by_closing(&answer, client.req_header()) {
+            // A body the worker ends by closing goes to an HTTP/1.1 client chunked (as nginx
+            // does), so the client's connection outlives the worker's.
+            answer
+                .insert_header(TRANSFER_ENCODING, HeaderValue::from_static("chunked"))
+                .map_err(|e| AttemptError {
+                    failure: Failure::worker(502, e),
+                    retry: false,
+                })?;
+        }
         client.set_server_keepalive(keepalive);
         client
             .write_response_header(answer)

@@ -3,7 +3,9 @@
 //! about framing and upgrades.
 
 use bytes::BytesMut;
-use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{Method, Version};
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -173,6 +175,18 @@ pub(super) fn strip_answer_hops(answer: &mut ResponseHeader) {
     for name in &HOP_BY_HOP {
         answer.remove_header(name);
     }
+}
+
+/// Whether `answer` has a body that only the worker closing its connection ends, for a client
+/// that could take it chunked instead (HTTP/1.1, not `HEAD`).
+pub(super) fn ends_by_closing(answer: &ResponseHeader, request: &RequestHeader) -> bool {
+    let status = answer.status.as_u16();
+    request.version == Version::HTTP_11
+        && request.method != Method::HEAD
+        && (200..600).contains(&status)
+        && !matches!(status, 204 | 304)
+        && !answer.headers.contains_key(TRANSFER_ENCODING)
+        && !answer.headers.contains_key(CONTENT_LENGTH)
 }
 
 pub(super) fn expects_continue(head: &RequestHeader) -> bool {
