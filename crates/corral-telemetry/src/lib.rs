@@ -2,8 +2,10 @@
 //! on stdout, with pingora's `log` records bridged in) and the Prometheus metrics, whose
 //! names all live in [`metrics`] so `docs/metrics.md` has one place to follow.
 
+pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod writer;
 
 pub use logging::{init_logging, LogGuard};
 pub use metrics::{Metrics, PoolMetrics};

@@ -1,18 +1,24 @@
 //! The process-wide tracing subscriber.
 
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::os::fd::AsFd;
 
 use corral_config::{Log, LogFormat};
 use tracing_subscriber::fmt;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
+
+use crate::json::JsonLines;
+use crate::writer::{self, WriterGuard};
 
 /// Target of the access log lines, so they can be filtered or routed apart from the rest.
 pub const ACCESS_TARGET: &str = "corral::access";
 /// Target of lines a worker wrote to its stdout or stderr.
 pub const WORKER_OUTPUT_TARGET: &str = "corral::worker";
 
-/// Keeps the log writer thread alive; dropping it flushes every line still queued.
-pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+/// Keeps the log writer thread alive; dropping it writes every line still queued.
+pub type LogGuard = Option<WriterGuard>;
 
 /// Lines that may wait for the writer thread before a request's log call waits for room.
 const LOG_QUEUE: usize = 64 * 1024;
@@ -27,19 +33,14 @@ pub fn init_logging(config: &Log) -> LogGuard {
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(default_directive(&config.level)));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE)
-        .thread_name("corral-log")
-        .finish(std::io::stdout());
+    // Without a writer thread (none could be started), lines go to stdout directly.
+    let (writer, guard) = match writer::spawn(stdout_writer(), LOG_QUEUE) {
+        Ok((queued, guard)) => (BoxMakeWriter::new(queued), Some(guard)),
+        Err(_) => (BoxMakeWriter::new(std::io::stdout), None),
+    };
     let builder = fmt().with_env_filter(filter).with_writer(writer);
     let result = match config.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(JsonLines).try_init(),
         LogFormat::Text => builder
             .with_target(true)
             .with_ansi(std::io::stdout().is_terminal())
@@ -48,6 +49,15 @@ pub fn init_logging(config: &Log) -> LogGuard {
     // A second init (tests, or a reload) keeps the first subscriber; that is harmless.
     drop(result);
     guard
+}
+
+/// Standard output without its line buffering (a write per line costs a system call per
+/// request with the access log on): the writer thread flushes after each batch of lines.
+fn stdout_writer() -> Box<dyn Write + Send> {
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(BufWriter::with_capacity(64 * 1024, File::from(fd))),
+        Err(_) => Box::new(std::io::stdout()),
+    }
 }
 
 /// pingora is chatty at info about per-connection errors a proxy sees all day (clients
