@@ -67,8 +67,8 @@ control_socket = "$WORK/$1.sock"
 runtime_dir = "$WORK/$1-run"
 threads = 1
 [log]
-access = false
-level = "warn"
+access = ${ACCESS_LOG:-false}
+level = "${LOG_LEVEL:-warn}"
 $2
 TOML
   "$BIN/corral" run -c "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
@@ -163,7 +163,32 @@ HAP
     done
   done
   echo >> "$OUT"; echo "corral RSS after this section: $(rss_kb "$CORRAL_PID") kB." >> "$OUT"
-  kill "$CORRAL_PID"
+  # The same corral with its access log on (JSON lines to a file), cell by cell beside it.
+  QUIET_PID=$CORRAL_PID; QUIET_PORT=$CORRAL_PORT
+  ACCESS_LOG=true LOG_LEVEL=info start_corral proxy-log "[pools.bench]
+command = [\"$BIN/corral-testapp\", \"--port\", \"{port}\"]
+workers = 1
+concurrency = 4096
+ready = \"tcp\""
+  {
+  echo
+  echo "### Access log cost"
+  echo
+  echo "The same corral with \`log.access = true\` (a JSON line per request, to a file), 0 B, keep-alive."
+  echo
+  echo "| conns | access log off rps | access log on rps | on/off | µs/req user/sys off | µs/req user/sys on |"
+  echo "|---|---|---|---|---|---|"
+  } >> "$OUT"
+  for c in 16 64; do
+    qb=$(cpu_split "$QUIET_PID")
+    read -r q_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$QUIET_PORT/bytes?n=0" "$c" latency.lua)
+    read -r q_user q_sys < <(per_req "$qb" "$(cpu_split "$QUIET_PID")" "$q_rps")
+    lb=$(cpu_split "$CORRAL_PID")
+    read -r l_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$CORRAL_PORT/bytes?n=0" "$c" latency.lua)
+    read -r l_user l_sys < <(per_req "$lb" "$(cpu_split "$CORRAL_PID")" "$l_rps")
+    echo "| $c | $q_rps | $l_rps | $(ratio "$l_rps" "$q_rps") | $q_user / $q_sys | $l_user / $l_sys |" >> "$OUT"
+  done
+  kill "$CORRAL_PID" "$QUIET_PID"
 fi
 
 # --- 2. a Python app with 4 sync workers ------------------------------------------------------
