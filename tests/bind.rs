@@ -49,14 +49,14 @@ fn fd_bind_hands_the_socket_over_as_fd_3_with_systemd_variables() {
     );
 
     // The socket belongs to the slot, not the worker: a replacement listens on the same one.
-    let addr_of = |corral: &Corral, pid: u32| {
-        corral
-            .log_events()
-            .into_iter()
-            .find(|e| e["event"] == "worker_spawned" && e["pid"] == pid)
-            .map(|e| e["addr"].clone())
+    let spawned = |corral: &Corral, pid: u32| {
+        corral.wait_log("a spawn event", Duration::from_secs(10), |e| {
+            e["event"] == "worker_spawned" && e["pid"] == pid
+        })["addr"]
+            .clone()
     };
-    let first = addr_of(&corral, pids[0]).expect("spawn event");
+    let first = spawned(&corral, pids[0]);
+    assert!(first.is_string(), "{first}");
     kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill");
     let replacement = wait_for("replacement", Duration::from_secs(10), || {
         let now = corral.ready_pids();
@@ -64,7 +64,7 @@ fn fd_bind_hands_the_socket_over_as_fd_3_with_systemd_variables() {
             .then(|| now.into_iter().find(|p| !pids.contains(p)))
             .flatten()
     });
-    assert_eq!(addr_of(&corral, replacement), Some(first));
+    assert_eq!(spawned(&corral, replacement), first);
 }
 
 #[test]

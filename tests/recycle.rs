@@ -82,11 +82,9 @@ fn max_memory_retires_the_worker_that_grew() {
         corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"max_memory\"}"),
         1.0
     );
-    let exit = corral
-        .log_events()
-        .into_iter()
-        .find(|e| e["event"] == "worker_exited" && e["pid"] == fat)
-        .expect("exit logged");
+    let exit = corral.wait_log("the exit", Duration::from_secs(10), |e| {
+        e["event"] == "worker_exited" && e["pid"] == fat
+    });
     assert_eq!(exit["reason"], "max_memory");
 }
 

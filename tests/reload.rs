@@ -85,10 +85,7 @@ fn broken_config_on_sighup_keeps_the_old_one_serving() {
     let message = rejected["message"].as_str().unwrap_or_default();
     let expected = format!("corral.toml:{line}:11: pools.web.timeout: \"soon\" is not a duration");
     assert!(message.contains(&expected), "{expected} not in {rejected}");
-    assert!(corral
-        .log_events()
-        .iter()
-        .any(|e| e["event"] == "config_rejected"));
+    corral.wait_event("config_rejected", Duration::from_secs(10));
     assert_eq!(
         corral.metric("corral_config_reloads_total{result=\"error\"}"),
         1.0
@@ -167,13 +164,8 @@ fn a_reload_during_a_reload_is_applied_not_lost() {
     );
     assert_eq!(last.len(), 3);
     // The half-started generation-2 workers were stopped, not left behind.
-    let events = corral.log_events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["event"] == "worker_exited" && e["reason"] == "reload"),
-        "{}",
-        corral.logs()
-    );
+    corral.wait_log("a reload exit", Duration::from_secs(10), |e| {
+        e["event"] == "worker_exited" && e["reason"] == "reload"
+    });
     assert!(corral.workers().iter().all(|w| w["generation"] == 3));
 }

@@ -85,11 +85,9 @@ fn kill_9_of_a_worker_under_load_fails_no_request() {
         3,
         "only the victim was replaced"
     );
-    let exit = corral
-        .log_events()
-        .into_iter()
-        .find(|e| e["event"] == "worker_exited" && e["pid"] == victim)
-        .unwrap_or_else(|| panic!("no exit event for {victim}\n{}", corral.logs()));
+    let exit = corral.wait_log("the victim's exit", Duration::from_secs(10), |e| {
+        e["event"] == "worker_exited" && e["pid"] == victim
+    });
     assert_eq!(exit["signal"], "SIGKILL", "{exit}");
     assert_eq!(exit["reason"], "crash", "{exit}");
     let metrics = corral.metrics();
@@ -135,15 +133,10 @@ fn a_crash_is_logged_with_exit_code_and_last_stderr_lines() {
         1,
         "exactly one worker crashed"
     );
-    let stderr_lines = corral
-        .log_events()
-        .into_iter()
-        .filter(|e| e["target"] == "corral::worker" && e["stream"] == "stderr")
-        .count();
-    assert!(
-        stderr_lines >= 1,
-        "worker stderr is re-emitted as log events"
-    );
+    // Worker stderr is re-emitted as log events.
+    corral.wait_log("a worker stderr line", Duration::from_secs(10), |e| {
+        e["target"] == "corral::worker" && e["stream"] == "stderr"
+    });
 }
 
 #[test]
@@ -265,11 +258,7 @@ fn a_command_that_does_not_exist_fails_the_pool_cleanly() {
             .contains("failed starts"),
         "{failed}"
     );
-    let spawn_error = corral
-        .log_events()
-        .into_iter()
-        .find(|e| e["event"] == "worker_spawn_failed")
-        .expect("spawn error logged");
+    let spawn_error = corral.wait_event("worker_spawn_failed", Duration::from_secs(10));
     assert!(
         spawn_error["error"]
             .as_str()

@@ -310,14 +310,26 @@ impl Corral {
 
     /// Waits for the first log event whose `event` field is `name`, and returns it.
     pub fn wait_event(&self, name: &str, timeout: Duration) -> Value {
+        self.wait_log(name, timeout, |e| e["event"] == name)
+    }
+
+    /// Waits for the first log line that `matches`, and returns it. Log lines reach stdout a
+    /// few milliseconds after the state they describe: a test that has seen the state (a
+    /// replacement ready, a load finished) still waits for the line.
+    pub fn wait_log(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(e) = self.log_events().into_iter().find(|e| e["event"] == name) {
+            if let Some(e) = self.log_events().into_iter().find(|e| matches(e)) {
                 return e;
             }
             assert!(
                 Instant::now() < deadline,
-                "no {name:?} event within {timeout:?}\n{}",
+                "no log line for {what} within {timeout:?}\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
