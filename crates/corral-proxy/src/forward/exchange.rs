@@ -237,7 +237,14 @@ impl Forwarder {
                 client.set_server_keepalive(keepalive);
                 match client.reuse().await {
                     Ok(Some(reusable)) => reusable.into_parts(),
-                    _ => return None,
+                    // The client's side broke before the answer could go out.
+                    _ => {
+                        self.count(record, 0);
+                        let line = RequestLine::of(&request);
+                        let refused = Some("client error");
+                        self.log_access(line, conn, settings, record, 0, 0, refused);
+                        return None;
+                    }
                 }
             }
             None => (client.into_inner(), None),
