@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use corral_supervisor::routes::Report;
 use http::header::{HeaderValue, TRANSFER_ENCODING};
+use http::Method;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_error::{Error, ErrorType};
@@ -399,20 +400,50 @@ impl Forwarder {
             retry: true,
         };
         let mut worker = worker;
-        if let Outgoing::Bytes(bytes) = &head {
-            // A request head fits an idle connection's send buffer: no write waits here.
-            let written = async {
-                worker.write_all(bytes).await?;
-                worker.flush().await
-            };
-            written.await.map_err(|e| {
-                before_answer(Error::because(
-                    ErrorType::WriteError,
-                    "while writing the request head",
-                    e,
-                ))
-            })?;
-            // Such a request has no body: the answer comes next.
+        // The request goes out here, unless the answer to it must be framed by pingora's
+        // session knowing the request (`HEAD`, upgrades): then it goes out further down.
+        let mut pending_head = None;
+        match head {
+            Outgoing::Bytes(bytes) => {
+                // A request head fits an idle connection's send buffer: no write waits here.
+                let written = async {
+                    worker.write_all(&bytes).await?;
+                    worker.flush().await
+                };
+                written.await.map_err(|e| {
+                    before_answer(Error::because(
+                        ErrorType::WriteError,
+                        "while writing the request head",
+                        e,
+                    ))
+                })?;
+            }
+            Outgoing::Head(head)
+                if !client.is_upgrade_req() && client.req_header().method != Method::HEAD =>
+            {
+                let mut upstream = UpstreamSession::new(worker);
+                // A worker that does not take the request for `timeout` is stuck.
+                upstream.write_timeout = timeout;
+                upstream
+                    .write_request_header(head)
+                    .await
+                    .map_err(before_answer)?;
+                if !client.is_body_empty() {
+                    self.send_body(client, &mut upstream, settings).await?;
+                }
+                worker = upstream.into_inner();
+                worker.flush().await.map_err(|e| AttemptError {
+                    failure: Failure::worker(
+                        502,
+                        Error::because(ErrorType::WriteError, "while sending the request", e),
+                    ),
+                    retry: false,
+                })?;
+            }
+            Outgoing::Head(head) => pending_head = Some(head),
+        }
+        if pending_head.is_none() {
+            // The whole request is sent: the answer comes next.
             match answer::read_head(&mut worker, timeout).await {
                 Ok(Answer::Plain(answer)) => {
                     record.upstream_ms =
@@ -432,14 +463,14 @@ impl Forwarder {
         // A worker that neither answers nor takes the request for `timeout` is stuck.
         upstream.read_timeout = timeout;
         upstream.write_timeout = timeout;
-        if let Outgoing::Head(head) = head {
+        if let Some(head) = pending_head {
             upstream
                 .write_request_header(head)
                 .await
                 .map_err(before_answer)?;
-        }
-        if !client.is_body_empty() {
-            self.send_body(client, &mut upstream, settings).await?;
+            if !client.is_body_empty() {
+                self.send_body(client, &mut upstream, settings).await?;
+            }
         }
         // The answer head; informational answers (103) are relayed as they come.
         loop {
