@@ -219,10 +219,10 @@ impl PlainAnswer {
         head.extend_from_slice(&body);
         if remaining == 0 {
             release(reusable.then_some(worker));
-            let complete = write(client, &head, true).await;
+            let complete = write(client, &head).await;
             return Relayed::ended(body.len(), None, complete);
         }
-        if !write(client, &head, false).await {
+        if !write(client, &head).await {
             release(None);
             return Relayed::ended(0, None, false);
         }
@@ -248,7 +248,7 @@ impl PlainAnswer {
             let take = n.min(remaining);
             remaining -= take;
             if remaining > 0 {
-                if !write(client, &buf[..take], false).await {
+                if !write(client, &buf[..take]).await {
                     break None;
                 }
                 sent += take;
@@ -256,7 +256,7 @@ impl PlainAnswer {
             }
             // The whole body is read: the worker's connection goes back before the last write.
             release((reusable && n == take).then_some(worker));
-            let complete = write(client, &buf[..take], true).await;
+            let complete = write(client, &buf[..take]).await;
             return Relayed::ended(sent + take, None, complete);
         };
         release(None);
@@ -274,14 +274,12 @@ impl Relayed {
     }
 }
 
-/// Writes `bytes` to the client, flushing when `last`; false when the client is gone.
-async fn write(client: &mut Stream, bytes: &[u8], last: bool) -> bool {
+/// Writes `bytes` to the client and flushes them, so a body the worker sends slowly reaches
+/// the client as it comes; false when the client is gone.
+async fn write(client: &mut Stream, bytes: &[u8]) -> bool {
     let written = async {
         client.write_all(bytes).await?;
-        if last {
-            client.flush().await?;
-        }
-        Ok::<_, std::io::Error>(())
+        client.flush().await
     };
     match written.await {
         Ok(()) => true,
