@@ -424,13 +424,8 @@ impl Forwarder {
                 let mut upstream = UpstreamSession::new(worker);
                 // A worker that does not take the request for `timeout` is stuck.
                 upstream.write_timeout = timeout;
-                upstream
-                    .write_request_header(head)
-                    .await
-                    .map_err(before_answer)?;
-                if !client.is_body_empty() {
-                    self.send_body(client, &mut upstream, settings).await?;
-                }
+                self.send_request(client, &mut upstream, head, settings)
+                    .await?;
                 worker = upstream.into_inner();
                 worker.flush().await.map_err(|e| AttemptError {
                     failure: Failure::worker(
@@ -464,13 +459,8 @@ impl Forwarder {
         upstream.read_timeout = timeout;
         upstream.write_timeout = timeout;
         if let Some(head) = pending_head {
-            upstream
-                .write_request_header(head)
-                .await
-                .map_err(before_answer)?;
-            if !client.is_body_empty() {
-                self.send_body(client, &mut upstream, settings).await?;
-            }
+            self.send_request(client, &mut upstream, head, settings)
+                .await?;
         }
         // The answer head; informational answers (103) are relayed as they come.
         loop {
@@ -543,6 +533,27 @@ impl Forwarder {
             retry: false,
         })?;
         Ok(Done::Answered)
+    }
+
+    /// Writes the request head and streams its body, if any, through pingora's session.
+    async fn send_request(
+        &self,
+        client: &mut DownstreamSession,
+        upstream: &mut UpstreamSession,
+        head: Box<RequestHeader>,
+        settings: &ProxySettings,
+    ) -> Result<(), AttemptError> {
+        upstream
+            .write_request_header(head)
+            .await
+            .map_err(|e| AttemptError {
+                failure: Failure::worker(502, e),
+                retry: true,
+            })?;
+        if !client.is_body_empty() {
+            self.send_body(client, upstream, settings).await?;
+        }
+        Ok(())
     }
 
     /// Streams the request body to the worker, refusing it past `body_size`.
