@@ -277,3 +277,69 @@ fn a_command_that_does_not_exist_fails_the_pool_cleanly() {
         corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"spawn_failed\"}") >= 3.0
     );
 }
+
+/// Regression: a restart timer named its pool by position. A reload that removed an earlier
+/// pool shifted the positions, and the timer then restarted the wrong pool or indexed past
+/// the end (a panic, which with `panic = "abort"` takes the master and every worker down).
+#[test]
+fn a_restart_timer_outlives_a_reload_that_removes_another_pool() {
+    let app = support::testapp_bin().display().to_string();
+    // Pools are kept in name order: legacy (removed) comes first, unstable (in backoff) last.
+    let pools = |with_old: bool| {
+        let old = if with_old {
+            format!("[pools.legacy]\ncommand = [{app:?}, \"--port\", \"{{port}}\"]\nworkers = 1\nready = \"tcp\"\n\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "[routing]\nactive = \"main\"\n\n{old}[pools.main]\ncommand = [{app:?}, \"--port\", \"{{port}}\"]\nworkers = 1\nready = \"tcp\"\n\n\
+             [pools.unstable]\ncommand = [{app:?}, \"--port\", \"{{port}}\", \"--exit-at-start\", \"1\"]\nworkers = 1\n\
+             start_limit_burst = 1000\nstart_limit_interval = \"10s\"\n"
+        )
+    };
+    let mut corral = Corral::start(&pools(true), "", 1);
+    // Pool unstable's slot waits 800 ms or more before its next start.
+    corral.wait_log(
+        "a long backoff of pool unstable",
+        Duration::from_secs(20),
+        |e| {
+            e["event"] == "worker_backoff"
+                && e["pool"] == "unstable"
+                && e["delay_ms"].as_u64() >= Some(800)
+        },
+    );
+    let spawns = |c: &Corral| {
+        c.log_events()
+            .iter()
+            .filter(|e| e["event"] == "worker_spawned" && e["pool"] == "unstable")
+            .count()
+    };
+    corral.rewrite_config(&pools(false));
+    corral.signal(Signal::SIGHUP);
+    corral.wait_log("pool legacy's worker gone", Duration::from_secs(10), |e| {
+        e["event"] == "worker_exited" && e["pool"] == "legacy"
+    });
+    // Every timer set before the reload has fired by now.
+    std::thread::sleep(Duration::from_secs(3));
+    let after_timers = spawns(&corral);
+    wait_for(
+        "pool unstable to be restarted again",
+        Duration::from_secs(10),
+        || (spawns(&corral) > after_timers).then_some(()),
+    );
+    // The supervisor still answers: one worker more for main.
+    corral.signal(Signal::SIGTTIN);
+    corral.wait_ready(2, Duration::from_secs(10));
+    let stderr = std::fs::read_to_string(&corral.stderr).unwrap_or_default();
+    assert!(!stderr.contains("panicked"), "{}", corral.logs());
+    let status = corral.status().expect("status");
+    let names: Vec<&str> = status["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["main", "unstable"], "{status}");
+    corral.signal(Signal::SIGTERM);
+    assert!(corral.wait_exit(Duration::from_secs(20)).success());
+}

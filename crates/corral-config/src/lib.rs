@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
-pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN};
+pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{Bind, Config, Limits, Log, LogFormat, Pool, Ready, Routing, RunAs, Server};
 pub use render::render;
 pub use units::{format_duration, parse_duration, parse_size};

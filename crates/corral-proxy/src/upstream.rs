@@ -189,7 +189,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 Arc::new(Backend {
-                    id: u64::from(i),
+                    id: corral_supervisor::WorkerId(u64::from(i)),
                     pool: Arc::from("web"),
                     worker: i + 1,
                     pid: 100 + i,

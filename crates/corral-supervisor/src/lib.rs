@@ -1,25 +1,29 @@
 //! The supervisor: starts a pool's workers, watches them, restarts them, and stops them.
 //!
-//! How it works as a whole: [`start`] runs a [`runner`] on a thread of its own with a
-//! single-threaded tokio runtime. The thread lives as long as the master, which matters:
-//! `PR_SET_PDEATHSIG` fires when the *thread* that forked a worker ends, so forking from a
-//! short-lived thread would kill workers at random. Each worker has a task that waits for its
-//! exit and pumps its stdout/stderr into log events, and, while it starts, a task that probes
-//! readiness. Those tasks report to the runner as events; the runner alone changes state,
-//! decides restarts (with [`backoff`]), and republishes two immutable snapshots: the
-//! [`routes::RoutingTable`] the proxy reads per request, and the [`status::StatusSnapshot`]
-//! the admin API reads. Nothing here knows pingora.
+//! How it works as a whole: every decision is made by the `policy`, a pure state machine
+//! that takes one event and the time and returns actions (spawn, signal, set a timer, watch a
+//! drain, publish); it is tested without processes. [`start`] runs the `runner` on a thread
+//! of its own with a single-threaded tokio runtime; the runner is the only code that touches
+//! processes: it performs the actions and turns exits, readiness probes, timers, the proxy's
+//! reports and operators' requests into events. The thread lives as long as the master,
+//! which matters: `PR_SET_PDEATHSIG` fires when the *thread* that forked a worker ends, so
+//! forking from a short-lived thread would kill workers at random. After each event the
+//! runner republishes two immutable snapshots the policy builds: the
+//! [`routes::RoutingTable`] of every pool, which the proxy reads per request, and the
+//! [`status::StatusSnapshot`] the admin API reads. Nothing here knows pingora.
 
 pub mod backoff;
 mod output;
+mod policy;
 pub mod ready;
 pub mod routes;
 mod runner;
 mod sockets;
 mod spawn;
 pub mod status;
-mod worker;
+pub mod worker;
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -30,6 +34,7 @@ use tokio::sync::mpsc;
 
 pub use routes::{Backend, PoolRoute, RoutingTable, SharedRoutes};
 pub use status::{PoolView, SharedStatus, StatusSnapshot, WorkerView};
+pub use worker::{ExitReason, StateKind, WorkerId};
 
 /// Why the supervisor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,9 @@ enum Control {
     Stop(StopMode, std::sync::mpsc::Sender<()>),
     Reload(Box<Config>),
     Scale { pool: Option<String>, to: Scale },
+    StartPool(String),
+    StopPool(String),
+    Switch(String),
 }
 
 /// How a pool's worker count changes.
@@ -81,30 +89,19 @@ pub struct Supervisor {
 /// Starts every pool's workers on the supervisor thread and returns at once; workers become
 /// routable as they turn ready.
 pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Supervisor, StartError> {
-    let active = config
-        .active_pool()
-        .ok_or_else(|| StartError::NoActivePool(config.routing.active.clone()))?;
-    let name: Arc<str> = Arc::from(active.name.as_str());
-    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(RoutingTable {
-        active: PoolRoute {
-            metrics: metrics.pool(&name),
-            name,
-            backends: Vec::new(),
-            concurrency: active.concurrency,
-            queue_size: active.queue_size,
-            queue_timeout: active.queue_timeout,
-            timeout: active.timeout,
-            queue: Arc::default(),
-        },
-        generation: 1,
-    }));
-    let status: SharedStatus = Arc::new(ArcSwap::from_pointee(StatusSnapshot::default()));
+    if config.active_pool().is_none() {
+        return Err(StartError::NoActivePool(config.routing.active.clone()));
+    }
+    let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    let policy = policy::Policy::new(config, metrics, seed);
+    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(policy.routing_table()));
+    let status: SharedStatus = Arc::new(ArcSwap::from_pointee(policy.status()));
     let (control, control_rx) = mpsc::unbounded_channel();
     let (reports, reports_rx) = mpsc::unbounded_channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let runner = runner::Runner::new(config, metrics, routes.clone(), status.clone());
+    let runner = runner::Runner::new(policy, routes.clone(), status.clone());
     let thread = std::thread::Builder::new()
         .name("corral-supervisor".into())
         .spawn(move || runtime.block_on(runner.run(control_rx, reports_rx)))?;
@@ -129,9 +126,25 @@ impl Supervisor {
     }
 
     /// Changes the worker count of `pool` (the active pool when `None`); the result stays
-    /// within 1..=1024.
+    /// within `1..=corral_config::MAX_WORKERS`.
     pub fn scale(&self, pool: Option<String>, to: Scale) {
         let _ = self.control.send(Control::Scale { pool, to });
+    }
+
+    /// Starts the workers of a stopped pool, leaving every other pool as it is.
+    pub fn start_pool(&self, pool: String) {
+        let _ = self.control.send(Control::StartPool(pool));
+    }
+
+    /// Drains and stops the workers of a pool that is not active.
+    pub fn stop_pool(&self, pool: String) {
+        let _ = self.control.send(Control::StopPool(pool));
+    }
+
+    /// Sends new requests to `pool` (started first if stopped) with one store of the routing
+    /// table; the pool that was active keeps running as `previous` until stopped.
+    pub fn switch(&self, pool: String) {
+        let _ = self.control.send(Control::Switch(pool));
     }
 
     /// Stops every worker and waits until each has exited and been reaped.

@@ -1,6 +1,7 @@
-//! What the proxy may send requests to: the ready workers of the active pool, published by
-//! the supervisor as one immutable table behind an `ArcSwap` (a request reads one `load`),
-//! plus the pool's wait queue and the channel the proxy reports worker trouble on.
+//! What the proxy may send requests to: the ready workers of every running pool and which
+//! pool takes new requests, published by the supervisor as one immutable table behind an
+//! `ArcSwap` (a request reads one `load`), plus each pool's wait queue and the channel the
+//! proxy reports worker trouble on. This table is all the proxy knows of workers.
 
 use std::any::Any;
 use std::fmt;
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use corral_telemetry::PoolMetrics;
 use tokio::sync::{mpsc, Notify};
+
+use crate::worker::{ExitReason, WorkerId};
 
 /// Where a worker listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +40,7 @@ impl fmt::Display for Address {
 #[derive(Debug)]
 pub struct Backend {
     /// Unique id of this worker process within the master's life.
-    pub id: u64,
+    pub id: WorkerId,
     /// Name of the pool the worker belongs to.
     pub pool: Arc<str>,
     /// The worker's slot number in its pool (the `{worker}` placeholder).
@@ -108,10 +111,22 @@ pub struct PoolRoute {
 /// Everything the proxy needs to route one request.
 #[derive(Clone)]
 pub struct RoutingTable {
-    /// The pool that receives traffic.
-    pub active: PoolRoute,
+    /// Every running pool, in config order: a switch or a canary needs the routes of pools
+    /// that are not active yet, and draining needs those of the pool that was.
+    pub pools: Vec<Arc<PoolRoute>>,
+    /// The pool new requests go to; one of `pools`.
+    pub active: Arc<PoolRoute>,
+    /// The pool that was active before the last switch, while it still runs.
+    pub previous: Option<Arc<PoolRoute>>,
     /// The config generation this table belongs to.
     pub generation: u64,
+}
+
+impl RoutingTable {
+    /// The route of the pool called `name`, if it runs.
+    pub fn pool(&self, name: &str) -> Option<&Arc<PoolRoute>> {
+        self.pools.iter().find(|p| &*p.name == name)
+    }
 }
 
 /// The table shared between the supervisor (writer) and the proxy (reader).
@@ -123,14 +138,14 @@ pub enum Report {
     /// The worker reached a limit the proxy counts (`max_requests`): replace it.
     Retire {
         /// The worker's [`Backend::id`].
-        worker: u64,
+        worker: WorkerId,
         /// Why, for logs and metrics.
-        reason: &'static str,
+        reason: ExitReason,
     },
     /// A sync worker did not answer within `timeout`: it is stuck; kill and replace it.
     Hung {
         /// The worker's [`Backend::id`].
-        worker: u64,
+        worker: WorkerId,
         /// The request that hung it, for the log line.
         request: String,
     },

@@ -97,7 +97,8 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
     let listen_fd = spec.listen_fd;
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed. It calls prctl, getppid, fcntl and dup2, all
-    // async-signal-safe, touches only values copied in before fork, and allocates nothing.
+    // async-signal-safe, touches only values copied in before fork, and allocates nothing:
+    // its errors are raw OS codes, which `io::Error` stores without a box.
     unsafe {
         cmd.pre_exec(move || {
             // Die with the master, whatever way it ends.
@@ -105,8 +106,10 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
                 return Err(std::io::Error::last_os_error());
             }
             // The master may have died between fork and prctl: then nobody would kill us.
+            // ESRCH ("no such process": the master), as a raw code: a custom error would
+            // allocate, which is not allowed here.
             if libc::getppid() != master {
-                return Err(std::io::Error::other("master exited during spawn"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             if let Some(fd) = listen_fd {
                 if fd == LISTEN_FD {

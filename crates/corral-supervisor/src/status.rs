@@ -7,6 +7,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::routes::Backend;
+use crate::worker::StateKind;
 
 /// A worker as `/status` shows it.
 #[derive(Clone)]
@@ -15,9 +16,8 @@ pub struct WorkerView {
     pub worker: u32,
     /// Process id; `None` while waiting to restart.
     pub pid: Option<u32>,
-    /// `starting`, `ready`, `retiring` (ready, its replacement starting), `draining` or
-    /// `stopping`.
-    pub state: &'static str,
+    /// Where it is in its life.
+    pub state: StateKind,
     /// When the worker entered this state.
     pub since: Instant,
     /// When the process started, for its age.
@@ -52,7 +52,7 @@ impl PoolView {
     pub fn ready(&self) -> usize {
         self.workers
             .iter()
-            .filter(|w| w.state == "ready" || w.state == "retiring")
+            .filter(|w| matches!(w.state, StateKind::Ready | StateKind::Retiring))
             .count()
     }
 }

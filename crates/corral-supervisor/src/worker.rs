@@ -1,23 +1,80 @@
-//! One worker process as the runner tracks it, and the small OS helpers it needs.
+//! One worker process as the policy tracks it: where it is in its life, and why it ends.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-
 use crate::routes::{Address, Backend};
 
-/// Where a worker is in its life.
+/// Names a worker process for the life of the master; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(pub u64);
+
+/// Names a pool for the life of the master, whatever reloads add or remove; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(pub u32);
+
+/// Why a worker ended, or is being replaced: the `reason` of log lines and of
+/// `corral_worker_restarts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitReason {
+    /// It exited without being asked to.
+    Crash,
+    /// It was not ready within `start_timeout`.
+    StartTimeout,
+    /// Its process could not be started at all.
+    SpawnFailed,
+    /// It hung on a request past `timeout` (a sync worker).
+    Timeout,
+    /// It served `max_requests` (plus its jitter).
+    MaxRequests,
+    /// Its resident memory passed `max_memory`.
+    MaxMemory,
+    /// A reload replaced it with a worker of the new config.
+    Reload,
+    /// Its slot went away (scale down, pool removed or stopped).
+    Scale,
+    /// The master is stopping.
+    Shutdown,
+}
+
+impl ExitReason {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Crash => "crash",
+            ExitReason::StartTimeout => "start_timeout",
+            ExitReason::SpawnFailed => "spawn_failed",
+            ExitReason::Timeout => "timeout",
+            ExitReason::MaxRequests => "max_requests",
+            ExitReason::MaxMemory => "max_memory",
+            ExitReason::Reload => "reload",
+            ExitReason::Scale => "scale",
+            ExitReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Whether the exit counts against the pool's backoff and start limit: the worker
+    /// failed, rather than being ended on purpose.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            ExitReason::Crash | ExitReason::StartTimeout | ExitReason::SpawnFailed
+        )
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a worker is in its life, with when it got there.
+#[derive(Debug)]
 pub(crate) enum State {
-    /// Spawned, not yet ready; `alive` tells the readiness probe to give up when it exits.
-    Starting {
-        since: Instant,
-        alive: Arc<AtomicBool>,
-    },
+    /// Spawned, not yet ready.
+    Starting { since: Instant },
     /// Taking traffic.
     Ready {
         since: Instant,
@@ -32,43 +89,79 @@ pub(crate) enum State {
     Stopping { since: Instant },
 }
 
+impl State {
+    /// The state's name in `/status` and the `corral_workers` gauge.
+    pub(crate) fn kind(&self) -> StateKind {
+        match self {
+            State::Starting { .. } => StateKind::Starting,
+            State::Ready { .. } => StateKind::Ready,
+            State::Draining { .. } => StateKind::Draining,
+            State::Stopping { .. } => StateKind::Stopping,
+        }
+    }
+}
+
+/// A worker state without its data, for views and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// Spawned, not ready yet.
+    Starting,
+    /// Taking traffic.
+    Ready,
+    /// Taking traffic while its replacement starts.
+    Retiring,
+    /// Finishing its requests in flight, out of the routing table.
+    Draining,
+    /// Signalled to exit.
+    Stopping,
+}
+
+impl StateKind {
+    /// The name `/status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Starting => "starting",
+            StateKind::Ready => "ready",
+            StateKind::Retiring => "retiring",
+            StateKind::Draining => "draining",
+            StateKind::Stopping => "stopping",
+        }
+    }
+}
+
 /// A worker process of a pool.
+#[derive(Debug)]
 pub(crate) struct Worker {
-    /// Unique for the life of the master; events name workers by it.
-    pub(crate) id: u64,
+    pub(crate) id: WorkerId,
     /// The slot it fills (the `{worker}` number).
     pub(crate) slot: u32,
     /// The pool config generation it was started with.
     pub(crate) generation: u64,
+    /// 0 until the runner reports the process started.
     pub(crate) pid: u32,
-    pub(crate) addr: Address,
-    /// `$NOTIFY_SOCKET` of a `ready = "notify"` worker, removed when it exits.
-    pub(crate) notify_path: Option<std::path::PathBuf>,
+    /// Where it listens, once started.
+    pub(crate) addr: Option<Address>,
     pub(crate) started: Instant,
     pub(crate) state: State,
-    /// Set when the worker is to be replaced (`max_requests`, `max_memory`, `reload`); it keeps
-    /// serving until its replacement is ready.
-    pub(crate) retiring: Option<&'static str>,
+    /// Set when the worker is to be replaced; it keeps serving until its replacement is ready.
+    pub(crate) retiring: Option<ExitReason>,
     /// Why we are ending it, once we are; its exit is then no crash.
-    pub(crate) ending: Option<&'static str>,
+    pub(crate) ending: Option<ExitReason>,
 }
 
 impl Worker {
-    /// Name of the state for `/status` and metrics.
-    pub(crate) fn state_name(&self) -> &'static str {
-        match (&self.state, self.retiring) {
-            (State::Starting { .. }, _) => "starting",
-            (State::Ready { .. }, None) => "ready",
-            (State::Ready { .. }, Some(_)) => "retiring",
-            (State::Draining { .. }, _) => "draining",
-            (State::Stopping { .. }, _) => "stopping",
+    /// The state as `/status` shows it (a ready worker being replaced is `retiring`).
+    pub(crate) fn state_kind(&self) -> StateKind {
+        match (self.state.kind(), self.retiring) {
+            (StateKind::Ready, Some(_)) => StateKind::Retiring,
+            (kind, _) => kind,
         }
     }
 
     /// When it entered its state.
     pub(crate) fn since(&self) -> Instant {
         match &self.state {
-            State::Starting { since, .. }
+            State::Starting { since }
             | State::Ready { since, .. }
             | State::Draining { since, .. }
             | State::Stopping { since } => *since,
@@ -95,66 +188,5 @@ impl Worker {
             State::Ready { .. } => self.retiring.is_none(),
             _ => false,
         }
-    }
-
-    /// Stops the readiness probe of a starting worker.
-    pub(crate) fn stop_probe(&self) {
-        if let State::Starting { alive, .. } = &self.state {
-            alive.store(false, Ordering::Release);
-        }
-    }
-}
-
-/// Signals a worker's whole process group; a group that is already gone is not an error.
-pub(crate) fn signal_group(pid: u32, signal: Signal) {
-    if pid > 1 {
-        let _ = killpg(Pid::from_raw(pid as i32), signal);
-    }
-}
-
-/// Name of a signal number, for logs.
-pub(crate) fn signal_name(signal: i32) -> &'static str {
-    Signal::try_from(signal)
-        .map(|s| s.as_str())
-        .unwrap_or("unknown")
-}
-
-/// Resident set size of a process in bytes, from /proc; `None` if it is gone.
-pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
-/// A random number in `0..=max`, for `max_requests_jitter`.
-pub(crate) fn jitter(max: u64) -> u64 {
-    if max == 0 {
-        return 0;
-    }
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(max);
-    h.finish() % (max + 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_in_range() {
-        assert_eq!(jitter(0), 0);
-        assert!((0..100).map(|_| jitter(10)).all(|j| j <= 10));
-    }
-
-    #[test]
-    fn own_rss_is_readable() {
-        assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
     }
 }

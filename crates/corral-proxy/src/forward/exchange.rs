@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_supervisor::routes::Report;
+use corral_supervisor::WorkerId;
 use http::header::{HeaderValue, TRANSFER_ENCODING};
 use http::Method;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
@@ -627,7 +628,7 @@ impl Forwarder {
     /// A sync worker (`concurrency = 1`) that let a request time out is stuck on it: ask the
     /// supervisor to kill and replace it, naming the request. A worker that takes several
     /// requests at once may just be slow on one; it is left alone.
-    fn report_hung(&self, head: &RequestHeader, worker: u64, record: &Record) {
+    fn report_hung(&self, head: &RequestHeader, worker: WorkerId, record: &Record) {
         if record.table.active.concurrency != 1 {
             return;
         }

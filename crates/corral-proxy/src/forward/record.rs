@@ -77,7 +77,7 @@ impl Forwarder {
                 b.retiring.store(true, Ordering::Relaxed);
                 self.reporter.send(Report::Retire {
                     worker: b.id,
-                    reason: "max_requests",
+                    reason: corral_supervisor::ExitReason::MaxRequests,
                 });
             }
         }

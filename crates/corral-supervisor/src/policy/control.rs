@@ -1,0 +1,216 @@
+//! What operators ask for: reload, scale, start, stop or switch one pool, stop everything.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use corral_config::{Config, MAX_WORKERS};
+use nix::sys::signal::Signal;
+
+use super::{Policy, Timer};
+use crate::worker::{ExitReason, PoolId, State};
+use crate::{Scale, StopMode};
+
+impl Policy {
+    /// Applies a new, valid config: new settings for each pool and a rolling replacement of
+    /// every worker, which keeps serving until its replacement is ready. Pools no longer in
+    /// the config drain away; new ones start.
+    pub(super) fn reload(&mut self, config: &Config, now: Instant) {
+        self.generation += 1;
+        self.graceful_timeout = config.server.graceful_timeout;
+        self.runtime_dir = config.server.runtime_dir.clone();
+        for new in &config.pools {
+            match self.pool_named(&new.name).and_then(|id| self.pool_mut(id)) {
+                Some(pool) => {
+                    pool.config = std::sync::Arc::new(new.clone());
+                    // A pool stopped at run time stays stopped.
+                    if pool.desired > 0 {
+                        pool.desired = new.workers;
+                    }
+                }
+                None => {
+                    self.add_pool(new, 0);
+                }
+            }
+        }
+        for pool in &mut self.pools {
+            if !config.pools.iter().any(|c| c.name == *pool.name) {
+                pool.removed = true;
+                pool.desired = 0;
+            }
+        }
+        // A reload that leaves `routing.active` as it was keeps a switch made at run time.
+        if config.routing.active != self.config_active {
+            self.config_active = config.routing.active.clone();
+            if let Some(id) = self.pool_named(&config.routing.active) {
+                self.set_active(id);
+            }
+        }
+        if self.pools.iter().all(|p| p.id != self.active || p.removed) {
+            if let Some(id) = self.pool_named(&config.routing.active) {
+                self.set_active(id);
+            }
+        }
+        for id in self.pool_ids() {
+            self.renew_pool(id);
+            self.ensure_slots(id, now);
+        }
+        tracing::info!(
+            event = "config_applied",
+            generation = self.generation,
+            "replacing every worker"
+        );
+    }
+
+    /// Starts a pool's next generation: failures forgotten, every worker replaced rolling.
+    fn renew_pool(&mut self, id: PoolId) {
+        let mut starting = Vec::new();
+        let Some(pool) = self.pool_mut(id) else {
+            return;
+        };
+        pool.generation += 1;
+        pool.clear_failures();
+        for w in &mut pool.workers {
+            match &w.state {
+                // Started with the old config: start over with the new one.
+                State::Starting { .. } if w.ending.is_none() => {
+                    w.ending = Some(ExitReason::Reload);
+                    starting.push(w.pid);
+                }
+                State::Ready { backend, .. } => {
+                    backend.retiring.store(true, Ordering::Relaxed);
+                    w.retiring = Some(ExitReason::Reload);
+                }
+                _ => {}
+            }
+        }
+        for pid in starting {
+            self.signal(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// Changes a pool's worker count, within `1..=MAX_WORKERS`.
+    pub(super) fn scale(&mut self, pool: Option<&str>, to: Scale, now: Instant) {
+        let id = match pool {
+            Some(name) => self.pool_named(name),
+            None => Some(self.active),
+        };
+        let Some(state) = id.and_then(|id| self.pool_mut(id)) else {
+            tracing::warn!(pool, "scale: no such pool");
+            return;
+        };
+        let desired = match to {
+            Scale::By(delta) => i64::from(state.desired) + i64::from(delta),
+            Scale::To(n) => i64::from(n),
+        }
+        .clamp(1, MAX_WORKERS) as u32;
+        tracing::info!(
+            event = "pool_scaled",
+            pool = &*state.name,
+            from = state.desired,
+            to = desired,
+            "scaling"
+        );
+        state.desired = desired;
+        let id = state.id;
+        self.ensure_slots(id, now);
+    }
+
+    /// Starts the workers of a stopped pool (its configured count).
+    pub(super) fn start_pool(&mut self, name: &str, now: Instant) {
+        let Some(pool) = self.pool_named(name).and_then(|id| self.pool_mut(id)) else {
+            tracing::warn!(pool = name, "start: no such pool");
+            return;
+        };
+        if pool.desired > 0 {
+            return;
+        }
+        pool.desired = pool.config.workers;
+        pool.clear_failures();
+        tracing::info!(event = "pool_starting", pool = name, "starting pool");
+        let id = pool.id;
+        self.ensure_slots(id, now);
+    }
+
+    /// Drains and stops every worker of a pool; the active pool cannot be stopped.
+    pub(super) fn stop_pool(&mut self, name: &str, now: Instant) {
+        let Some(id) = self.pool_named(name) else {
+            tracing::warn!(pool = name, "stop: no such pool");
+            return;
+        };
+        if id == self.active {
+            tracing::warn!(
+                pool = name,
+                "stop: the active pool cannot be stopped; switch first"
+            );
+            return;
+        }
+        if let Some(pool) = self.pool_mut(id) {
+            pool.desired = 0;
+            tracing::info!(event = "pool_stopping", pool = name, "stopping pool");
+        }
+        self.ensure_slots(id, now);
+    }
+
+    /// Sends new requests to `name`, starting it if it is stopped. The pool that was active
+    /// keeps its workers (it is `previous` in the routing table) until stopped.
+    pub(super) fn switch(&mut self, name: &str, now: Instant) {
+        let Some(id) = self.pool_named(name) else {
+            tracing::warn!(pool = name, "switch: no such pool");
+            return;
+        };
+        if id == self.active {
+            return;
+        }
+        self.start_pool(name, now);
+        let from = self.pool_name(self.active);
+        self.set_active(id);
+        tracing::info!(
+            event = "switched",
+            from = from.as_deref(),
+            to = name,
+            "active pool switched"
+        );
+    }
+
+    fn set_active(&mut self, id: PoolId) {
+        if id != self.active {
+            self.previous = Some(self.active);
+            self.active = id;
+        }
+    }
+
+    fn pool_name(&self, id: PoolId) -> Option<String> {
+        self.pools
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.name.to_string())
+    }
+
+    /// Signals every worker to stop and sets the deadline after which they are killed.
+    pub(super) fn begin_stop(&mut self, mode: StopMode, now: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        tracing::info!(event = "workers_stopping", mode = ?mode, "stopping all workers");
+        let signal = match mode {
+            StopMode::Graceful => Signal::SIGTERM,
+            StopMode::Quick => Signal::SIGINT,
+        };
+        let mut longest = Duration::ZERO;
+        let mut pids = Vec::new();
+        for pool in &mut self.pools {
+            longest = longest.max(pool.config.kill_timeout);
+            for w in &mut pool.workers {
+                if !matches!(w.state, State::Stopping { .. }) {
+                    pids.push(w.pid);
+                    w.state = State::Stopping { since: now };
+                }
+            }
+        }
+        for pid in pids {
+            self.signal(pid, signal);
+        }
+        self.stopping = Some(mode);
+        self.after(longest, Timer::StopDeadline);
+    }
+}

@@ -1,0 +1,414 @@
+//! A worker's life: filling slots, readiness, retirement, draining, exits and restarts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::{Action, Exit, Policy, SpawnOrder, Timer};
+use crate::backoff::{Backoff, HEALTHY_RUN};
+use crate::routes::{Address, Backend};
+use crate::worker::{ExitReason, PoolId, State, Worker, WorkerId};
+
+impl Policy {
+    /// Spawns a worker for every slot of `pool` that lacks one, and ends workers beyond
+    /// `desired`.
+    pub(super) fn ensure_slots(&mut self, pool: PoolId, now: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let Some(state) = self.pools.iter().find(|p| p.id == pool) else {
+            return;
+        };
+        // Beyond the desired count (scale down, a pool stopped or removed): drain away.
+        let extra: Vec<(WorkerId, u32, bool)> = state
+            .workers
+            .iter()
+            .filter(|w| w.slot > state.desired && w.ending.is_none())
+            .map(|w| (w.id, w.pid, matches!(w.state, State::Starting { .. })))
+            .collect();
+        for (id, pid, starting) in extra {
+            if starting {
+                self.end_starting(id, ExitReason::Scale);
+                self.signal(pid, Signal::SIGTERM);
+            } else {
+                self.begin_drain(id, Some(ExitReason::Scale), now);
+            }
+        }
+        let Some(state) = self.pools.iter().find(|p| p.id == pool) else {
+            return;
+        };
+        if state.failed.is_some() {
+            return;
+        }
+        let missing: Vec<u32> = (1..=state.desired)
+            .filter(|slot| {
+                !state
+                    .workers
+                    .iter()
+                    .any(|w| w.slot == *slot && w.covers_slot())
+            })
+            .filter(|slot| !state.slots.get(slot).is_some_and(|s| s.restart_pending))
+            .collect();
+        for slot in missing {
+            self.spawn(pool, slot, now);
+        }
+    }
+
+    /// Records a new worker in `slot` and asks the runner to start it.
+    fn spawn(&mut self, pool: PoolId, slot: u32, now: Instant) {
+        let worker = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        let runtime_dir = self.runtime_dir.clone();
+        let Some(state) = self.pool_mut(pool) else {
+            return;
+        };
+        state.slots.entry(slot).or_default();
+        state.workers.push(Worker {
+            id: worker,
+            slot,
+            generation: state.generation,
+            pid: 0,
+            addr: None,
+            started: now,
+            state: State::Starting { since: now },
+            retiring: None,
+            ending: None,
+        });
+        let order = SpawnOrder {
+            worker,
+            pool,
+            slot,
+            config: state.config.clone(),
+            runtime_dir,
+        };
+        self.actions.push(Action::Spawn(Box::new(order)));
+    }
+
+    pub(super) fn on_spawned(&mut self, id: WorkerId, pid: u32, addr: Address) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let w = &mut pool.workers[i];
+        w.pid = pid;
+        tracing::info!(event = "worker_spawned", pool = &*pool.name, worker = w.slot, pid, %addr, generation = w.generation, "worker spawned");
+        w.addr = Some(addr);
+    }
+
+    /// A start that failed before a process existed takes the same path as a crash.
+    pub(super) fn on_spawn_failed(&mut self, id: WorkerId, error: String, now: Instant) {
+        if let Some((p, i)) = self.find(id) {
+            let pool = &mut self.pools[p];
+            let w = &mut pool.workers[i];
+            tracing::error!(event = "worker_spawn_failed", pool = &*pool.name, worker = w.slot, command = ?pool.config.command, error = %error, "cannot start the worker");
+            w.ending = Some(ExitReason::SpawnFailed);
+        }
+        self.on_exit(id, &Exit::Error(error), Duration::ZERO, &[], now);
+    }
+
+    pub(super) fn on_ready(&mut self, id: WorkerId, now: Instant) {
+        let Some((p, i)) = self.find(id) else { return };
+        let (max_requests, jitter) = {
+            let config = &self.pools[p].config;
+            (config.max_requests, config.max_requests_jitter)
+        };
+        let max_requests = match max_requests {
+            0 => 0,
+            n => n + self.jitter(jitter),
+        };
+        let pool = &mut self.pools[p];
+        let w = &mut pool.workers[i];
+        let (State::Starting { since }, Some(addr)) = (&w.state, &w.addr) else {
+            return;
+        };
+        if w.ending.is_some() {
+            return;
+        }
+        let since = *since;
+        let backend = Arc::new(Backend {
+            id,
+            pool: pool.name.clone(),
+            worker: w.slot,
+            pid: w.pid,
+            addr: addr.clone(),
+            proxy_data: Default::default(),
+            in_flight: Default::default(),
+            served: Default::default(),
+            max_requests,
+            retiring: Default::default(),
+            started: since,
+        });
+        w.state = State::Ready {
+            since: now,
+            backend,
+        };
+        let (slot, generation) = (w.slot, w.generation);
+        tracing::info!(
+            event = "worker_ready",
+            pool = &*pool.name,
+            worker = slot,
+            pid = w.pid,
+            startup_ms = now.saturating_duration_since(since).as_millis() as u64,
+            "worker ready"
+        );
+        if let Some(s) = pool.slots.get_mut(&slot) {
+            s.backoff = Backoff::default();
+        }
+        // A current worker is ready: whatever else serves this slot hands over to it.
+        if generation == pool.generation {
+            let others: Vec<WorkerId> = pool
+                .workers
+                .iter()
+                .filter(|o| o.slot == slot && o.id != id && o.routable())
+                .map(|o| o.id)
+                .collect();
+            for other in others {
+                self.begin_drain(other, None, now);
+            }
+        }
+    }
+
+    pub(super) fn on_start_timeout(&mut self, id: WorkerId, why: &str) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let w = &mut pool.workers[i];
+        if !matches!(w.state, State::Starting { .. }) || w.ending.is_some() {
+            return;
+        }
+        tracing::warn!(event = "worker_start_timeout", pool = &*pool.name, worker = w.slot, pid = w.pid, last_probe = %why, "worker not ready within start_timeout ({:?}); killing it", pool.config.start_timeout);
+        w.ending = Some(ExitReason::StartTimeout);
+        let pid = w.pid;
+        self.signal(pid, Signal::SIGKILL);
+    }
+
+    pub(super) fn on_hung(&mut self, id: WorkerId, request: &str, now: Instant) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let (kill_timeout, timeout, pool_id) =
+            (pool.config.kill_timeout, pool.config.timeout, pool.id);
+        let w = &mut pool.workers[i];
+        if !w.routable() || w.ending.is_some() {
+            return;
+        }
+        tracing::error!(
+            event = "worker_timeout",
+            pool = &*pool.name,
+            worker = w.slot,
+            pid = w.pid,
+            request,
+            timeout_ms = timeout.as_millis() as u64,
+            "worker hung on a request; sending SIGABRT"
+        );
+        w.ending = Some(ExitReason::Timeout);
+        w.state = State::Stopping { since: now };
+        let pid = w.pid;
+        self.signal(pid, Signal::SIGABRT);
+        self.after(kill_timeout, Timer::KillDeadline(id));
+        self.ensure_slots(pool_id, now);
+    }
+
+    /// Marks a ready worker for replacement: it serves on until its replacement is ready.
+    pub(super) fn retire(&mut self, id: WorkerId, reason: ExitReason, now: Instant) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let pool_id = pool.id;
+        let w = &mut pool.workers[i];
+        if !w.routable() || w.retiring.is_some() {
+            return;
+        }
+        let served = w.backend().map_or(0, |b| b.served.load(Ordering::Relaxed));
+        tracing::info!(
+            event = "worker_retiring",
+            reason = reason.as_str(),
+            pool = &*pool.name,
+            worker = w.slot,
+            pid = w.pid,
+            served,
+            "replacing worker"
+        );
+        w.retiring = Some(reason);
+        if let Some(b) = w.backend() {
+            b.retiring.store(true, Ordering::Relaxed);
+        }
+        self.ensure_slots(pool_id, now);
+    }
+
+    pub(super) fn on_memory(&mut self, samples: &[(WorkerId, u64)], now: Instant) {
+        for &(id, rss) in samples {
+            let Some((p, i)) = self.find(id) else {
+                continue;
+            };
+            let pool = &self.pools[p];
+            let w = &pool.workers[i];
+            let Some(limit) = pool.config.max_memory.filter(|limit| rss > *limit) else {
+                continue;
+            };
+            if !w.routable() || w.retiring.is_some() {
+                continue;
+            }
+            tracing::warn!(
+                event = "worker_over_memory",
+                pool = &*pool.name,
+                worker = w.slot,
+                pid = w.pid,
+                rss,
+                limit,
+                "worker over max_memory"
+            );
+            self.retire(id, ExitReason::MaxMemory, now);
+        }
+    }
+
+    /// Takes a ready worker out of the routing table and stops it once its requests finish.
+    pub(super) fn begin_drain(&mut self, id: WorkerId, reason: Option<ExitReason>, now: Instant) {
+        let within = self.graceful_timeout;
+        let Some((p, i)) = self.find(id) else { return };
+        let w = &mut self.pools[p].workers[i];
+        let State::Ready { backend, .. } = &w.state else {
+            return;
+        };
+        let backend = backend.clone();
+        w.ending = reason.or(w.retiring).or(Some(ExitReason::Reload));
+        w.state = State::Draining {
+            since: now,
+            backend: backend.clone(),
+        };
+        self.actions.push(Action::WatchDrain {
+            worker: id,
+            backend,
+            within,
+        });
+    }
+
+    pub(super) fn on_drained(&mut self, id: WorkerId, now: Instant) {
+        let Some((p, i)) = self.find(id) else { return };
+        let kill_timeout = self.pools[p].config.kill_timeout;
+        let w = &mut self.pools[p].workers[i];
+        if !matches!(w.state, State::Draining { .. }) {
+            return;
+        }
+        w.state = State::Stopping { since: now };
+        let pid = w.pid;
+        self.signal(pid, Signal::SIGTERM);
+        self.after(kill_timeout, Timer::KillDeadline(id));
+    }
+
+    /// Marks a worker that has not turned ready as ended on purpose.
+    pub(super) fn end_starting(&mut self, id: WorkerId, reason: ExitReason) {
+        if let Some((p, i)) = self.find(id) {
+            self.pools[p].workers[i].ending = Some(reason);
+        }
+    }
+
+    pub(super) fn on_timer(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::RestartDue { pool, slot } => {
+                let Some(state) = self.pool_mut(pool) else {
+                    return;
+                };
+                if let Some(s) = state.slots.get_mut(&slot) {
+                    s.restart_pending = false;
+                }
+                self.ensure_slots(pool, now);
+            }
+            Timer::KillDeadline(id) => self.kill(id),
+            Timer::StopDeadline => {
+                let ids: Vec<WorkerId> = self
+                    .pools
+                    .iter()
+                    .flat_map(|p| p.workers.iter().map(|w| w.id))
+                    .collect();
+                for id in ids {
+                    self.kill(id);
+                }
+            }
+        }
+    }
+
+    /// SIGKILL for a worker that outlived its `kill_timeout`.
+    fn kill(&mut self, id: WorkerId) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &self.pools[p];
+        let w = &pool.workers[i];
+        tracing::warn!(
+            event = "worker_kill",
+            pool = &*pool.name,
+            worker = w.slot,
+            pid = w.pid,
+            "worker still running after kill_timeout; sending SIGKILL"
+        );
+        let pid = w.pid;
+        self.signal(pid, Signal::SIGKILL);
+    }
+
+    pub(super) fn on_exit(
+        &mut self,
+        id: WorkerId,
+        exit: &Exit,
+        ran: Duration,
+        stderr: &[String],
+        now: Instant,
+    ) {
+        let stopping = self.stopping.is_some();
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let pool_id = pool.id;
+        let w = pool.workers.remove(i);
+        let reason = w.ending.unwrap_or(if stopping {
+            ExitReason::Shutdown
+        } else {
+            ExitReason::Crash
+        });
+        let (code, signal, error) = match exit {
+            Exit::Code(c) => (Some(*c), None, None),
+            Exit::Signal(s) => (None, Some(*s), None),
+            Exit::Error(e) => (None, None, Some(e.as_str())),
+        };
+        let ran_ms = ran.as_millis() as u64;
+        if reason.is_failure() {
+            tracing::error!(event = "worker_exited", reason = reason.as_str(), pool = &*pool.name, worker = w.slot, pid = w.pid, exit_code = code, signal, ran_ms, error, stderr_tail = %stderr.join("\n"), "worker exited unexpectedly");
+        } else {
+            tracing::info!(
+                event = "worker_exited",
+                reason = reason.as_str(),
+                pool = &*pool.name,
+                worker = w.slot,
+                pid = w.pid,
+                exit_code = code,
+                signal,
+                ran_ms,
+                "worker exited"
+            );
+        }
+        if stopping {
+            return;
+        }
+        self.metrics.restart(&pool.name, reason.as_str());
+        let slot = pool.slots.entry(w.slot).or_default();
+        slot.restarts += 1;
+        if reason.is_failure() {
+            let delay = slot.backoff.on_exit(ran);
+            if !delay.is_zero() {
+                slot.restart_pending = true;
+            }
+            if ran < HEALTHY_RUN && pool.count_failure(now) {
+                return;
+            }
+            if !delay.is_zero() {
+                tracing::info!(
+                    event = "worker_backoff",
+                    pool = &*pool.name,
+                    worker = w.slot,
+                    delay_ms = delay.as_millis() as u64,
+                    "restarting after a delay"
+                );
+                let timer = Timer::RestartDue {
+                    pool: pool_id,
+                    slot: w.slot,
+                };
+                self.after(delay, timer);
+            }
+        }
+        self.ensure_slots(pool_id, now);
+    }
+}

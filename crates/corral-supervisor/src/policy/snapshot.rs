@@ -1,0 +1,106 @@
+//! What the policy shows the rest of corral: the routing table the proxy reads per request,
+//! the status snapshot the admin API reads, and the worker gauges. Built fresh from the
+//! state; the runner stores them.
+
+use std::sync::Arc;
+
+use super::Policy;
+use crate::routes::{PoolRoute, RoutingTable};
+use crate::status::{PoolView, StatusSnapshot, WorkerView};
+use crate::worker::StateKind;
+
+impl Policy {
+    /// The routing table of every pool that is not being removed.
+    pub(crate) fn routing_table(&self) -> RoutingTable {
+        let mut pools = Vec::with_capacity(self.pools.len());
+        let (mut active, mut previous) = (None, None);
+        for pool in self.pools.iter().filter(|p| !p.removed) {
+            let route = Arc::new(PoolRoute {
+                name: pool.name.clone(),
+                backends: pool
+                    .workers
+                    .iter()
+                    .filter(|w| w.routable())
+                    .filter_map(|w| w.backend().cloned())
+                    .collect(),
+                metrics: pool.metrics.clone(),
+                concurrency: pool.config.concurrency,
+                queue_size: pool.config.queue_size,
+                queue_timeout: pool.config.queue_timeout,
+                timeout: pool.config.timeout,
+                queue: pool.queue.clone(),
+            });
+            if pool.id == self.active {
+                active = Some(route.clone());
+            }
+            if Some(pool.id) == self.previous {
+                previous = Some(route.clone());
+            }
+            pools.push(route);
+        }
+        // The config always names an active pool; an empty route (503 at once) stands in
+        // should that ever not hold.
+        let active = active.unwrap_or_else(|| {
+            Arc::new(PoolRoute {
+                name: Arc::from(""),
+                backends: Vec::new(),
+                metrics: self.metrics.pool(""),
+                concurrency: 1,
+                queue_size: 0,
+                queue_timeout: Default::default(),
+                timeout: Default::default(),
+                queue: Arc::default(),
+            })
+        });
+        RoutingTable {
+            pools,
+            active,
+            previous,
+            generation: self.generation,
+        }
+    }
+
+    /// The status snapshot, and the `corral_workers` gauges set to match it.
+    pub(crate) fn status(&self) -> StatusSnapshot {
+        let mut views = Vec::with_capacity(self.pools.len());
+        for pool in &self.pools {
+            let mut counts = [0i64; 3];
+            for w in &pool.workers {
+                match w.state_kind() {
+                    StateKind::Starting => counts[0] += 1,
+                    StateKind::Ready | StateKind::Retiring => counts[1] += 1,
+                    StateKind::Draining | StateKind::Stopping => counts[2] += 1,
+                }
+            }
+            self.metrics.set_workers(&pool.name, counts);
+            let mut workers: Vec<WorkerView> = pool
+                .workers
+                .iter()
+                .map(|w| WorkerView {
+                    worker: w.slot,
+                    pid: Some(w.pid).filter(|pid| *pid > 0),
+                    state: w.state_kind(),
+                    since: w.since(),
+                    started: Some(w.started),
+                    backend: w.backend().cloned(),
+                    restarts: pool.slots.get(&w.slot).map_or(0, |s| s.restarts),
+                    generation: w.generation,
+                })
+                .collect();
+            workers.sort_by_key(|w| w.worker);
+            views.push(PoolView {
+                name: pool.name.clone(),
+                active: pool.id == self.active,
+                desired: pool.desired,
+                generation: pool.generation,
+                failed: pool.failed.clone(),
+                workers,
+            });
+        }
+        StatusSnapshot {
+            pools: views,
+            stopping: self.stopping.is_some(),
+            generation: self.generation,
+        }
+    }
+}

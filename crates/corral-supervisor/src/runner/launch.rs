@@ -1,0 +1,128 @@
+//! Starting one worker for [`Action::Spawn`](crate::policy::Action::Spawn): its sockets, its
+//! process, and the tasks that watch it (exit, output, readiness).
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use corral_config::Bind;
+
+use super::{Internal, Runner, WorkerIo, OUTPUT_DRAIN};
+use crate::output::{pump, Stream, Tail};
+use crate::policy::{Event, SpawnOrder};
+use crate::ready::{wait_ready, Outcome};
+use crate::sockets;
+use crate::spawn::{spawn, SpawnSpec};
+
+impl Runner {
+    /// Starts the worker of `order`; the returned event says whether a process exists.
+    pub(super) fn spawn(&mut self, order: &SpawnOrder) -> Event {
+        let worker = order.worker;
+        let failed = |error: std::io::Error| Event::SpawnFailed {
+            worker,
+            error: error.to_string(),
+        };
+        let pool = &order.config;
+        let listener = self.listeners.remove(&(order.pool, order.slot));
+        let mut listener = listener;
+        let prepared = sockets::prepare(pool, worker.0, &mut listener, &order.runtime_dir);
+        if let Some(l) = listener {
+            self.listeners.insert((order.pool, order.slot), l);
+        }
+        let sockets = match prepared {
+            Ok(sockets) => sockets,
+            Err(e) => return failed(e),
+        };
+        let (addr, notify) = (sockets.addr, sockets.notify);
+        let notify_path = notify.as_ref().map(|(path, _)| path.clone());
+        let listen_fd = self
+            .listeners
+            .get(&(order.pool, order.slot))
+            .filter(|_| pool.bind == Bind::Fd)
+            .map(|l| l.as_raw_fd());
+        let spec = SpawnSpec {
+            pool,
+            worker: order.slot,
+            addr: &addr,
+            listen_fd,
+            notify_socket: notify_path.as_deref(),
+        };
+        let started = Instant::now();
+        let mut child = match spawn(&spec) {
+            Ok(child) => child,
+            Err(e) => {
+                sockets::cleanup(&addr, notify_path.as_deref());
+                return failed(e);
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let alive = Arc::new(AtomicBool::new(true));
+        self.workers.insert(
+            worker,
+            WorkerIo {
+                addr: addr.clone(),
+                notify_path,
+                pid,
+                alive: alive.clone(),
+            },
+        );
+
+        let name: Arc<str> = Arc::from(pool.name.as_str());
+        let tail = Tail::default();
+        let pumps = [
+            child.stdout.take().map(|out| {
+                tokio::spawn(pump(
+                    out,
+                    Stream::Stdout,
+                    name.clone(),
+                    order.slot,
+                    pid,
+                    tail.clone(),
+                ))
+            }),
+            child.stderr.take().map(|err| {
+                tokio::spawn(pump(
+                    err,
+                    Stream::Stderr,
+                    name.clone(),
+                    order.slot,
+                    pid,
+                    tail.clone(),
+                ))
+            }),
+        ];
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let ran = started.elapsed();
+            for pump in pumps.into_iter().flatten() {
+                let _ = tokio::time::timeout(OUTPUT_DRAIN, pump).await;
+            }
+            let _ = events.send(Internal::Exited {
+                worker,
+                status,
+                ran,
+                stderr: tail.lines(),
+            });
+        });
+
+        let events = self.events_tx.clone();
+        let (kind, path, deadline) = (
+            pool.ready,
+            pool.health_path.clone(),
+            started + pool.start_timeout,
+        );
+        let probe_addr = addr.clone();
+        tokio::spawn(async move {
+            let notify = notify.map(|(_, socket)| socket);
+            let event = match wait_ready(kind, &probe_addr, &path, notify, deadline, &alive).await {
+                Outcome::Ready => Event::Ready(worker),
+                Outcome::TimedOut(why) => Event::StartTimeout { worker, why },
+                Outcome::Gone => return,
+            };
+            let _ = events.send(Internal::Event(event));
+        });
+        Event::Spawned { worker, pid, addr }
+    }
+}
