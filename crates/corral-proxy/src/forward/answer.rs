@@ -1,7 +1,8 @@
 //! The worker's answer read as bytes, for the common case: HTTP/1.1, a final status that has
-//! a body (not 1xx, 204 or 304), sized by one `Content-Length`, and no hop-by-hop field but
-//! `Connection: keep-alive|close` and `Keep-Alive`. Such a *plain* answer reaches the client
-//! as the worker's own status line and fields plus corral's `Date` and `Connection`, with no
+//! a body (not 1xx, 204 or 304), sized by one `Content-Length`, no field that frames the
+//! body or connection (`Transfer-Encoding`, `Upgrade`) and a `Connection` that names no field.
+//! Such a *plain* answer reaches the client as the worker's own status line and the fields
+//! `fields` keeps, plus corral's `Date` and `Connection`, with no
 //! header map built, cloned or serialised on either side. Any other answer goes to pingora's
 //! session, which reads the bytes taken so far once more (`replay`).
 
@@ -12,6 +13,8 @@ use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, RetryType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::fields::{answer_field, AnswerField};
 
 /// Room for a usual answer head and a small body in the first read.
 const FIRST_READ: usize = 16 * 1024;
@@ -120,7 +123,8 @@ fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
             }
             length = Some(content_length(field.value)?);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            // Only `close` and `keep-alive`; a field named here is hop-by-hop too.
+            // Only `close` and `keep-alive`; a field named here is hop-by-hop too, which
+            // the header-map path removes.
             for token in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     reusable = false;
@@ -129,10 +133,11 @@ fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
                 }
             }
             continue;
-        } else if name.eq_ignore_ascii_case(b"keep-alive") || name.eq_ignore_ascii_case(b"date") {
-            continue;
-        } else if NOT_PLAIN.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-            return None;
+        }
+        match answer_field(name) {
+            AnswerField::Keep => {}
+            AnswerField::Drop => continue,
+            AnswerField::Framing => return None,
         }
         bytes.extend_from_slice(name);
         bytes.extend_from_slice(b": ");
@@ -146,16 +151,6 @@ fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
         reusable,
     })
 }
-
-/// Fields that make an answer not plain: other framing, or hop-by-hop fields that pingora's
-/// session handles.
-const NOT_PLAIN: [&[u8]; 5] = [
-    b"transfer-encoding",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"proxy-connection",
-];
 
 /// A `Content-Length` value: digits only, as RFC 9112 requires of a single value.
 fn content_length(value: &[u8]) -> Option<usize> {
@@ -346,7 +341,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: X-Secret\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTrailer: X\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nUpgrade: h2c\r\n\r\n",
         ] {
             assert!(head(other).is_none(), "{other:?} is not plain");
         }

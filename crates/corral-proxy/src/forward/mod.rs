@@ -4,12 +4,19 @@
 //! pingora-proxy's per-request machinery (session objects, channels, a task spawned per
 //! released connection) and lets upgraded connections run on small buffers.
 
+mod admit;
 mod answer;
 mod conns;
+mod context;
 mod exchange;
+mod fields;
 mod headers;
-mod record;
+mod identity;
+mod outcome;
+mod relay;
 mod replay;
+mod retry;
+mod send;
 mod tunnel;
 
 use std::sync::Arc;
@@ -19,7 +26,6 @@ use async_trait::async_trait;
 use corral_supervisor::routes::Reporter;
 use corral_supervisor::SharedRoutes;
 use corral_telemetry::Metrics;
-use http::HeaderValue;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
@@ -27,6 +33,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 
 use crate::settings::ProxySettings;
+use identity::ClientIdentity;
 
 /// How long one read of a request body may wait for the client.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -60,40 +67,6 @@ impl Forwarder {
 /// already read (pipelining).
 type Reusable = (Stream, Option<bytes::BytesMut>);
 
-/// What every request on one client connection shares, worked out once per connection.
-#[derive(Clone)]
-pub(crate) struct ConnInfo {
-    /// The client's IP address for `X-Forwarded-For` and `X-Real-IP`.
-    ip: Option<HeaderValue>,
-    /// The same, as text for the access log.
-    ip_text: String,
-    /// The port the client connected to, for `X-Forwarded-Port`.
-    port: Option<HeaderValue>,
-}
-
-impl ConnInfo {
-    fn of(stream: &Stream) -> ConnInfo {
-        let digest = stream.get_socket_digest();
-        let peer = digest
-            .as_ref()
-            .and_then(|d| d.peer_addr())
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        let port = digest
-            .as_ref()
-            .and_then(|d| d.local_addr())
-            .and_then(|a| a.as_inet())
-            .map(|a| HeaderValue::from(a.port()));
-        ConnInfo {
-            ip: peer
-                .as_deref()
-                .and_then(|ip| HeaderValue::from_str(ip).ok()),
-            ip_text: peer.unwrap_or_default(),
-            port,
-        }
-    }
-}
-
 #[async_trait]
 impl ServerApp for Forwarder {
     async fn process_new(
@@ -101,7 +74,7 @@ impl ServerApp for Forwarder {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let conn = ConnInfo::of(&stream);
+        let identity = Arc::new(ClientIdentity::of(&stream));
         let mut shutdown = shutdown.clone();
         let mut first = true;
         let mut pipelined = None;
@@ -150,7 +123,7 @@ impl ServerApp for Forwarder {
                 }
             }
             let stopping = *shutdown.borrow();
-            (stream, pipelined) = self.serve(client, &conn, stopping).await?;
+            (stream, pipelined) = self.serve(client, &identity, stopping).await?;
             first = false;
         }
     }

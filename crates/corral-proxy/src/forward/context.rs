@@ -1,0 +1,127 @@
+//! The per-request context: what every phase of one request reads and what it leaves for
+//! the outcome (counters and the access line), gathered as the request goes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use corral_supervisor::{Backend, PoolRoute, RoutingTable};
+use http::header::USER_AGENT;
+use pingora_http::RequestHeader;
+
+use super::headers::is_upgrade;
+use super::identity::ClientIdentity;
+use crate::settings::ProxySettings;
+
+/// One request through the proxy.
+pub(super) struct Exchange {
+    /// The client, as resolved for its connection.
+    pub(super) client: Arc<ClientIdentity>,
+    /// The proxy settings, loaded once for the whole request.
+    pub(super) settings: Arc<ProxySettings>,
+    /// The keep-alive timeout to offer the client, or `None` to close after this request.
+    pub(super) keepalive: Option<u64>,
+    pub(super) start: Instant,
+    /// The routing table the request was routed by (refreshed while it waits in a queue).
+    pub(super) table: Arc<RoutingTable>,
+    pub(super) request_id: String,
+    /// The worker that took the request, once one did.
+    pub(super) backend: Option<Arc<Backend>>,
+    pub(super) upstream_start: Instant,
+    /// Time from sending the request to the worker's answer head.
+    pub(super) upstream_ms: Option<f64>,
+    _in_flight: InFlight,
+}
+
+impl Exchange {
+    pub(super) fn new(
+        client: Arc<ClientIdentity>,
+        settings: Arc<ProxySettings>,
+        keepalive: Option<u64>,
+        table: Arc<RoutingTable>,
+        in_flight: &prometheus::IntGauge,
+    ) -> Exchange {
+        let start = Instant::now();
+        Exchange {
+            client,
+            settings,
+            keepalive,
+            start,
+            table,
+            request_id: String::new(),
+            backend: None,
+            upstream_start: start,
+            upstream_ms: None,
+            _in_flight: InFlight::start(in_flight),
+        }
+    }
+
+    /// The pool the request is routed to: the one place that picks it from the table.
+    pub(super) fn route(&self) -> &PoolRoute {
+        &self.table.active
+    }
+
+    /// Marks the moment the answer head arrived.
+    pub(super) fn answer_began(&mut self) {
+        self.upstream_ms = Some(self.upstream_start.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+/// Counts a request in `corral_requests_in_flight` for as long as it lives.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn start(gauge: &prometheus::IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What the access log shows of a request, borrowed from its head (or owned, for a tunnel
+/// that outlives the head).
+pub(super) struct RequestLine<S> {
+    pub(super) method: S,
+    pub(super) path: S,
+    pub(super) user_agent: S,
+    pub(super) websocket: bool,
+}
+
+impl<'a> RequestLine<&'a str> {
+    pub(super) fn of(head: &'a RequestHeader) -> Self {
+        RequestLine {
+            method: head.method.as_str(),
+            path: head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            user_agent: head
+                .headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            websocket: is_upgrade(head),
+        }
+    }
+
+    pub(super) fn to_owned(&self) -> RequestLine<String> {
+        RequestLine {
+            method: self.method.to_owned(),
+            path: self.path.to_owned(),
+            user_agent: self.user_agent.to_owned(),
+            websocket: self.websocket,
+        }
+    }
+}
+
+impl RequestLine<String> {
+    pub(super) fn as_ref(&self) -> RequestLine<&str> {
+        RequestLine {
+            method: &self.method,
+            path: &self.path,
+            user_agent: &self.user_agent,
+            websocket: self.websocket,
+        }
+    }
+}

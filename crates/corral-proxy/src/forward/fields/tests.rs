@@ -1,0 +1,184 @@
+//! The byte path and the header-map path give the worker the same fields, and the rules
+//! hold on both: forged forwarded fields and hop-by-hop fields never reach a worker.
+
+use http::header::HeaderValue;
+use http::Version;
+use pingora_http::{RequestHeader, ResponseHeader};
+use proptest::prelude::*;
+
+use super::*;
+
+const NAMES: [&str; 20] = [
+    "Host",
+    "Accept",
+    "User-Agent",
+    "Cookie",
+    "X-Forwarded-For",
+    "x-forwarded-proto",
+    "X-Forwarded-Host",
+    "X-Forwarded-Port",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Request-Id",
+    "Connection",
+    "Keep-Alive",
+    "TE",
+    "Trailer",
+    "Proxy-Connection",
+    "X-Secret",
+    "Expect",
+    "X_Forwarded_For",
+    "x-custom",
+];
+const VALUES: [&str; 9] = [
+    "a",
+    "10.0.0.1",
+    "close",
+    "keep-alive",
+    "X-Secret, close",
+    "te, x-custom",
+    "x, y",
+    "100-continue",
+    "trailers",
+];
+
+fn client() -> ClientIdentity {
+    ClientIdentity {
+        ip: Some(HeaderValue::from_static("127.0.0.9")),
+        ip_text: "127.0.0.9".into(),
+        port: Some(HeaderValue::from_static("8080")),
+        proto: "http",
+    }
+}
+
+/// The raw head as a client would send it, and the header pingora would parse from it.
+fn request(method: &str, fields: &[(usize, usize)]) -> (Vec<u8>, RequestHeader) {
+    let mut raw = format!("{method} /p?q=1 HTTP/1.1\r\n");
+    let mut head = RequestHeader::build(method, b"/p?q=1", None).expect("head");
+    head.set_version(Version::HTTP_11);
+    for &(n, v) in fields {
+        raw.push_str(&format!("{}: {}\r\n", NAMES[n], VALUES[v]));
+        head.append_header(NAMES[n].to_string(), VALUES[v])
+            .expect("field");
+    }
+    raw.push_str("\r\n");
+    (raw.into_bytes(), head)
+}
+
+/// Fields of a request head as (lower-case name, value), sorted.
+fn fields_of_bytes(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut storage = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut storage);
+    assert!(parsed.parse(bytes).expect("parses").is_complete());
+    let mut out: Vec<(String, Vec<u8>)> = parsed
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn fields_of_head(head: &RequestHeader) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = head
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    out.sort();
+    out
+}
+
+proptest! {
+    #[test]
+    fn both_paths_give_the_worker_the_same_fields(
+        method in prop::sample::select(vec!["GET", "DELETE", "OPTIONS", "POST"]),
+        fields in prop::collection::vec((0..NAMES.len(), 0..VALUES.len()), 0..14),
+    ) {
+        let (raw, head) = request(method, &fields);
+        let bytes = request_bytes(&head, &raw, &client(), "rid").expect("a plain request");
+        let by_bytes = fields_of_bytes(&bytes);
+        let by_map = fields_of_head(&request_head(&head, &client(), "rid", false).expect("head"));
+        prop_assert_eq!(&by_bytes, &by_map);
+        // Whatever the client sent, each forwarded field is corral's, once.
+        for (name, value) in [
+            ("x-forwarded-for", &b"127.0.0.9"[..]),
+            ("x-real-ip", b"127.0.0.9"),
+            ("x-forwarded-proto", b"http"),
+            ("x-forwarded-port", b"8080"),
+            ("x-request-id", b"rid"),
+        ] {
+            let values: Vec<&[u8]> = by_bytes.iter().filter(|f| f.0 == name).map(|f| &f.1[..]).collect();
+            prop_assert_eq!(values, vec![value]);
+        }
+        for gone in ["forwarded", "connection", "keep-alive", "te", "trailer", "proxy-connection", "expect"] {
+            prop_assert!(by_bytes.iter().all(|f| f.0 != gone), "{} reached the worker", gone);
+        }
+        // A field the client's Connection names is hop-by-hop.
+        let named: Vec<String> = head.headers.get_all("connection").iter()
+            .flat_map(|v| named_in(Some(v)).map(str::to_ascii_lowercase).collect::<Vec<_>>())
+            .collect();
+        prop_assert!(by_bytes.iter().all(|f| !named.contains(&f.0)));
+    }
+}
+
+#[test]
+fn requests_that_need_the_session_take_the_header_map_path() {
+    let (raw, mut head) = request("GET", &[(0, 0)]);
+    head.set_version(Version::HTTP_10);
+    assert!(request_bytes(&head, &raw, &client(), "r").is_none());
+    let (raw, head) = request("HEAD", &[(0, 0)]);
+    assert!(request_bytes(&head, &raw, &client(), "r").is_none());
+    let folded = b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n";
+    let (_, head) = request("GET", &[(0, 0)]);
+    assert!(request_bytes(&head, folded, &client(), "r").is_none());
+}
+
+#[test]
+fn http_1_0_keeps_its_connection_fields_and_an_upgrade_its_handshake() {
+    let (_, mut head) = request("GET", &[(11, 3), (12, 0)]);
+    head.set_version(Version::HTTP_10);
+    let out = request_head(&head, &client(), "r", false).expect("head");
+    assert_eq!(
+        out.headers.get("connection").map(|v| v.as_bytes()),
+        Some(&b"keep-alive"[..])
+    );
+    assert!(out.headers.contains_key("keep-alive"));
+
+    let mut head = RequestHeader::build("GET", b"/ws", None).expect("head");
+    head.append_header("Connection", "Upgrade, X-Secret")
+        .expect("field");
+    head.append_header("Upgrade", "websocket").expect("field");
+    head.append_header("X-Secret", "s").expect("field");
+    let out = request_head(&head, &client(), "r", true).expect("head");
+    assert!(out.headers.contains_key("upgrade"));
+    assert!(out.headers.contains_key("connection"));
+    assert!(!out.headers.contains_key("x-secret"));
+}
+
+#[test]
+fn answers_lose_connection_fields_but_a_101_keeps_them() {
+    let mut answer = ResponseHeader::build(200, None).expect("answer");
+    for (n, v) in [
+        ("Connection", "X-Trace, keep-alive"),
+        ("X-Trace", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("Date", "old"),
+        ("X-App", "a"),
+        ("Transfer-Encoding", "chunked"),
+    ] {
+        answer.append_header(n.to_string(), v).expect("field");
+    }
+    strip_answer(&mut answer);
+    let left: Vec<&str> = answer.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(left, ["x-app", "transfer-encoding"]);
+    let mut switching = ResponseHeader::build(101, None).expect("answer");
+    switching
+        .append_header("Connection", "upgrade")
+        .expect("field");
+    strip_answer(&mut switching);
+    assert!(switching.headers.contains_key("connection"));
+    assert_eq!(answer_field(b"Transfer-Encoding"), AnswerField::Framing);
+    assert_eq!(answer_field(b"DATE"), AnswerField::Drop);
+    assert_eq!(answer_field(b"content-type"), AnswerField::Keep);
+}

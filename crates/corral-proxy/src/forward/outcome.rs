@@ -1,0 +1,194 @@
+//! The last phase of a request: what a failure means for the client (the status corral
+//! answers itself), and counting and logging the request however it ended.
+
+use std::sync::atomic::Ordering;
+
+use corral_supervisor::routes::Report;
+use corral_supervisor::{ExitReason, WorkerId};
+use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
+use pingora_error::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::context::{Exchange, RequestLine};
+use super::Forwarder;
+use crate::access_log::{self, AccessEntry};
+
+/// Why a request ended without a normal answer: what to tell the client and the log.
+#[derive(Debug)]
+pub(super) struct Failure {
+    /// The status to answer; 0 when the client is gone or the answer had begun.
+    pub(super) status: u16,
+    /// Why corral answered itself (limits, queue, no worker), for the access log.
+    pub(super) refused: Option<&'static str>,
+    /// Whether to add `Retry-After: 1` (the client may try again soon).
+    pub(super) retry_after: bool,
+    /// Whether the client connection may carry another request afterwards.
+    pub(super) keep_alive: bool,
+    /// The underlying error, logged at warn when corral or a worker failed.
+    pub(super) error: Option<Box<Error>>,
+}
+
+impl Failure {
+    /// corral refuses the request itself.
+    pub(super) fn refused(status: u16, reason: &'static str) -> Failure {
+        Failure {
+            status,
+            refused: Some(reason),
+            retry_after: status == 503,
+            keep_alive: false,
+            error: None,
+        }
+    }
+
+    /// The worker failed the request.
+    pub(super) fn worker(status: u16, error: Box<Error>) -> Failure {
+        Failure {
+            status,
+            refused: None,
+            retry_after: false,
+            keep_alive: false,
+            error: Some(error),
+        }
+    }
+
+    /// The client went away or broke the protocol; nothing useful can be sent.
+    pub(super) fn client(error: &Error) -> Failure {
+        let status = match error.etype() {
+            ErrorType::ReadTimedout => 408,
+            ErrorType::InvalidHTTPHeader => 400,
+            _ => 0,
+        };
+        Failure {
+            status,
+            refused: Some("client error"),
+            retry_after: false,
+            keep_alive: false,
+            error: None,
+        }
+    }
+}
+
+/// Why one attempt on one worker failed.
+pub(super) struct AttemptError {
+    pub(super) failure: Failure,
+    /// True when the worker gave no answer, so the request may go to another worker.
+    pub(super) no_answer: bool,
+}
+
+impl AttemptError {
+    /// The worker gave no answer: the request may go to another worker.
+    pub(super) fn no_answer(error: Box<Error>) -> AttemptError {
+        AttemptError {
+            failure: Failure::worker(502, error),
+            no_answer: true,
+        }
+    }
+
+    /// A failure that ends the request.
+    pub(super) fn ends(failure: Failure) -> AttemptError {
+        AttemptError {
+            failure,
+            no_answer: false,
+        }
+    }
+}
+
+/// Answers the client directly with an empty body.
+pub(super) async fn respond(
+    client: &mut DownstreamSession,
+    failure: &Failure,
+    keepalive: Option<u64>,
+) -> pingora_error::Result<()> {
+    let mut head = ResponseHeader::build(failure.status, Some(3))?;
+    head.insert_header("content-length", "0")?;
+    if failure.retry_after {
+        head.insert_header("retry-after", "1")?;
+    }
+    // A refused head may have left unread bytes behind: reuse only where that cannot be.
+    client.set_server_keepalive(if failure.keep_alive { keepalive } else { None });
+    client.write_response_header(Box::new(head)).await?;
+    client.finish_body().await.map(|_| ())
+}
+
+impl Forwarder {
+    /// Counts the request, retires a worker at `max_requests`, writes the access line.
+    pub(super) fn finish(
+        &self,
+        client: &DownstreamSession,
+        exchange: &Exchange,
+        status: u16,
+        refused: Option<&'static str>,
+    ) {
+        self.count(exchange, status);
+        self.log_access(
+            RequestLine::of(client.req_header()),
+            exchange,
+            status,
+            client.body_bytes_sent(),
+            refused,
+        );
+    }
+
+    pub(super) fn count(&self, exchange: &Exchange, status: u16) {
+        let route = exchange.route();
+        route
+            .metrics
+            .observe(status, exchange.start.elapsed().as_secs_f64());
+        if let Some(b) = &exchange.backend {
+            let served = b.served.fetch_add(1, Ordering::Relaxed) + 1;
+            // Exactly one request sees the count reach the limit, so one report is sent.
+            if served == b.max_requests {
+                b.retiring.store(true, Ordering::Relaxed);
+                self.reporter.send(Report::Retire {
+                    worker: b.id,
+                    reason: ExitReason::MaxRequests,
+                });
+            }
+        }
+    }
+
+    pub(super) fn log_access(
+        &self,
+        request: RequestLine<&str>,
+        exchange: &Exchange,
+        status: u16,
+        bytes: usize,
+        refused: Option<&'static str>,
+    ) {
+        if !exchange.settings.access_log {
+            return;
+        }
+        access_log::write(&AccessEntry {
+            request_id: &exchange.request_id,
+            client_ip: &exchange.client.ip_text,
+            method: request.method,
+            path: request.path,
+            status,
+            bytes,
+            duration_ms: exchange.start.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms: exchange.upstream_ms,
+            pool: &exchange.route().name,
+            worker: exchange.backend.as_ref().map(|b| b.worker),
+            pid: exchange.backend.as_ref().map(|b| b.pid),
+            user_agent: request.user_agent,
+            refused,
+            websocket: request.websocket,
+        });
+    }
+
+    /// A sync worker (`concurrency = 1`) that let a request time out is stuck on it: ask the
+    /// supervisor to kill and replace it, naming the request. A worker that takes several
+    /// requests at once may just be slow on one; it is left alone.
+    pub(super) fn report_hung(&self, head: &RequestHeader, worker: WorkerId, exchange: &Exchange) {
+        if exchange.route().concurrency != 1 {
+            return;
+        }
+        let request = format!(
+            "{} {} (request_id {})",
+            head.method,
+            head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            exchange.request_id
+        );
+        self.reporter.send(Report::Hung { worker, request });
+    }
+}

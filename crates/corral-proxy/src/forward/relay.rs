@@ -1,0 +1,225 @@
+//! Relaying the worker's answer to the client: a plain answer as the worker's own bytes
+//! (`answer`), anything else through pingora's sessions: informational answers as they
+//! come, the answer rules of [`fields`], a close-delimited body turned chunked, and the
+//! worker's connection handed back to its pool as soon as the body is read.
+
+use std::time::Duration;
+
+use http::header::{HeaderValue, TRANSFER_ENCODING};
+use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
+use pingora_core::protocols::Stream;
+use pingora_error::{Error, ErrorType};
+use pingora_http::RequestHeader;
+
+use super::answer::{self, Answer, PlainAnswer};
+use super::conns;
+use super::context::{Exchange, RequestLine};
+use super::fields;
+use super::headers::ends_by_closing;
+use super::outcome::{AttemptError, Failure};
+use super::replay::Replay;
+use super::{send, Forwarder, Reusable};
+use crate::upstream::Claim;
+
+/// How a relayed answer ended.
+pub(super) enum Done {
+    /// The answer was relayed; the client connection may be reused.
+    Answered,
+    /// The worker switched protocols: relay bytes both ways from now on.
+    Upgraded(Box<UpstreamSession>, Claim),
+    /// The worker's answer is plain: relay it as bytes (see `answer`).
+    Plain(Box<PlainRelay>),
+}
+
+/// A plain answer's head, with what relaying its body takes.
+pub(super) struct PlainRelay {
+    answer: PlainAnswer,
+    worker: Stream,
+    claim: Claim,
+    timeout: Option<Duration>,
+}
+
+impl Forwarder {
+    /// Reads the answer to a request already sent on `worker` (or, with `pending`, still to
+    /// be sent through pingora's session) and relays it.
+    pub(super) async fn relay(
+        &self,
+        client: &mut DownstreamSession,
+        mut worker: Stream,
+        pending: Option<Box<RequestHeader>>,
+        claim: Claim,
+        exchange: &mut Exchange,
+        timeout: Option<Duration>,
+    ) -> Result<Done, AttemptError> {
+        if pending.is_none() {
+            // The whole request is sent: the answer comes next.
+            match answer::read_head(&mut worker, timeout).await {
+                Ok(Answer::Plain(answer)) => {
+                    exchange.answer_began();
+                    return Ok(Done::Plain(Box::new(PlainRelay {
+                        answer,
+                        worker,
+                        claim,
+                        timeout,
+                    })));
+                }
+                Ok(Answer::Other(read)) => worker = Replay::stream(read, worker),
+                Err(e) => return Err(self.worker_error(e, client, &claim, exchange, true)),
+            }
+        }
+        let mut upstream = UpstreamSession::new(worker);
+        // A worker that neither answers nor takes the request for `timeout` is stuck.
+        upstream.read_timeout = timeout;
+        upstream.write_timeout = timeout;
+        if let Some(head) = pending {
+            send::send_request(client, &mut upstream, head, &exchange.settings).await?;
+        }
+        // The answer head; informational answers (103) are relayed as they come.
+        loop {
+            if let Err(e) = upstream.read_response().await {
+                return Err(self.worker_error(e, client, &claim, exchange, true));
+            }
+            let status = upstream.resp_header().map_or(0, |h| h.status.as_u16());
+            if !(100..200).contains(&status) || status == 101 {
+                break;
+            }
+            // 100 Continue was corral's to send (it took the `Expect`); others pass.
+            if let Some(head) = upstream.resp_header().filter(|_| status != 100) {
+                let _ = client.write_response_header(Box::new(head.clone())).await;
+            }
+        }
+        exchange.answer_began();
+        let Some(answer) = upstream.resp_header() else {
+            let e = Error::explain(ErrorType::InvalidHTTPHeader, "worker sent no response head");
+            return Err(AttemptError::no_answer(e));
+        };
+        let mut answer = Box::new(answer.clone());
+        let upgraded = upstream.was_upgraded();
+        fields::strip_answer(&mut answer);
+        if !upgraded && ends_by_closing(&answer, client.req_header()) {
+            // A body the worker ends by closing goes to an HTTP/1.1 client chunked (as nginx
+            // does), so the client's connection outlives the worker's.
+            answer
+                .insert_header(TRANSFER_ENCODING, HeaderValue::from_static("chunked"))
+                .map_err(|e| AttemptError::ends(Failure::worker(502, e)))?;
+        }
+        let client_error = |e: Box<Error>| AttemptError::ends(Failure::client(&e));
+        client.set_server_keepalive(exchange.keepalive);
+        client
+            .write_response_header(answer)
+            .await
+            .map_err(client_error)?;
+        if upgraded {
+            return Ok(Done::Upgraded(Box::new(upstream), claim));
+        }
+        loop {
+            match upstream.read_body_ref().await {
+                Ok(Some([])) => {}
+                Ok(Some(chunk)) => {
+                    client.write_body(chunk).await.map_err(client_error)?;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.worker_error(e, client, &claim, exchange, false)),
+            }
+        }
+        // The worker is done: give its slot and connection back before the client's last write.
+        upstream.respect_keepalive();
+        if upstream.will_keepalive() {
+            if let Some(stream) = upstream.reuse().await.and_then(Replay::unwrap) {
+                conns::of(claim.backend()).put(stream);
+            }
+        }
+        drop(claim);
+        client.finish_body().await.map_err(client_error)?;
+        Ok(Done::Answered)
+    }
+
+    /// Relays a plain answer straight to the client's connection, which it takes out of
+    /// pingora's session first, and counts and logs the request.
+    pub(super) async fn relay_plain(
+        &self,
+        mut client: DownstreamSession,
+        exchange: &Exchange,
+        relay: PlainRelay,
+    ) -> Option<Reusable> {
+        let PlainRelay {
+            answer,
+            worker,
+            claim,
+            timeout,
+        } = relay;
+        let status = answer.status;
+        let worker_id = claim.backend().id;
+        let keepalive = exchange.keepalive;
+        // The request head outlives the session, for the access line and a hung-worker report.
+        let request = std::mem::replace(
+            client.req_header_mut(),
+            RequestHeader::from(http::Request::new(()).into_parts().0),
+        );
+        let (mut stream, pipelined) = match keepalive {
+            Some(_) => {
+                client.set_server_keepalive(keepalive);
+                match client.reuse().await {
+                    Ok(Some(reusable)) => reusable.into_parts(),
+                    // The client's side broke before the answer could go out.
+                    _ => {
+                        self.count(exchange, 0);
+                        let line = RequestLine::of(&request);
+                        self.log_access(line, exchange, 0, 0, Some("client error"));
+                        return None;
+                    }
+                }
+            }
+            None => (client.into_inner(), None),
+        };
+        let release = move |kept: Option<Stream>| {
+            if let Some(kept) = kept {
+                conns::of(claim.backend()).put(kept);
+            }
+            drop(claim);
+        };
+        let relayed = answer
+            .relay(worker, &mut stream, keepalive.is_some(), timeout, release)
+            .await;
+        if let Some((e, timed_out)) = &relayed.worker_error {
+            if *timed_out {
+                self.report_hung(&request, worker_id, exchange);
+            }
+            tracing::warn!(request_id = %exchange.request_id, status, error = %e, "request failed");
+        }
+        self.count(exchange, status);
+        self.log_access(
+            RequestLine::of(&request),
+            exchange,
+            status,
+            relayed.bytes,
+            None,
+        );
+        if relayed.complete && keepalive.is_some() {
+            return Some((stream, pipelined));
+        }
+        pingora_core::protocols::Shutdown::shutdown(&mut *stream).await;
+        None
+    }
+
+    /// Turns a worker's read error into the answer: 504 when it said nothing within
+    /// `timeout` (and a stuck sync worker is reported), 502 otherwise.
+    fn worker_error(
+        &self,
+        e: Box<Error>,
+        client: &DownstreamSession,
+        claim: &Claim,
+        exchange: &Exchange,
+        before_answer: bool,
+    ) -> AttemptError {
+        if e.etype() == &ErrorType::ReadTimedout {
+            self.report_hung(client.req_header(), claim.backend().id, exchange);
+            return AttemptError::ends(Failure::worker(504, e));
+        }
+        AttemptError {
+            failure: Failure::worker(if before_answer { 502 } else { 0 }, e),
+            no_answer: before_answer,
+        }
+    }
+}
