@@ -187,12 +187,20 @@ fn hop_by_hop_fields_stop_at_corral() {
     assert!(seen.get("forwarded").is_none(), "{seen}");
     assert_eq!(seen["x-forwarded-host"], "t");
     assert_eq!(seen["x-forwarded-proto"], "http");
+    // Regression: the client's X-Request-Id reached the worker beside corral's own.
+    let generated = |seen: &serde_json::Value| {
+        seen["x-request-id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    assert!(generated(&seen), "{seen}");
 
     // The same through the general path (a request with a body).
-    raw.send(b"POST /headers HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: X-Secret\r\nX-Secret: 1\r\nx-FORWARDED-for: 6.6.6.6\r\n\r\nhi");
+    raw.send(b"POST /headers HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: X-Secret\r\nX-Secret: 1\r\nx-FORWARDED-for: 6.6.6.6\r\nX-Request-Id: forged\r\n\r\nhi");
     let answer = raw.response(false);
     let seen: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert!(generated(&seen), "{seen}");
     assert!(seen.get("x-secret").is_none(), "{seen}");
     assert!(seen.get("connection").is_none(), "{seen}");
 }

@@ -1,6 +1,8 @@
 //! The harness every integration test uses: the real `corral` binary, started on a generated
 //! config with free ports, the real test app as its workers, a real HTTP client, bounded
 //! polling instead of sleeps, and a guard that kills everything it started.
+//! Over 400 lines: it is the one toolbox of every end-to-end test (process guard, config,
+//! client, log and metric readers, load generator), kept in one place on purpose.
 
 #![allow(dead_code)]
 

@@ -43,7 +43,8 @@ pub enum Command {
         args: ControlArgs,
         /// The pool.
         pool: String,
-        /// How many workers it should have (1..1024).
+        /// How many workers it should have, from 1 to the pool limit (`MAX_WORKERS`).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=corral_config::MAX_WORKERS))]
         workers: u32,
     },
 }

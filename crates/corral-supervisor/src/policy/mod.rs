@@ -18,6 +18,7 @@
 //!   outlives its pool or worker finds nothing and does nothing.
 
 mod control;
+mod exit;
 mod lifecycle;
 mod pool;
 mod snapshot;

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Two corral binaries against nginx in one run: the before/after check of a change to the
+# request path. Cells are interleaved in rounds (nginx, A, B in a rotating order), so noise
+# on this shared machine falls on all three alike; medians and spreads are reported, with
+# CPU per request, which is steadier than requests per second.
+#
+#   bench/ab.sh BEFORE_BIN AFTER_BIN          # e.g. a release build of main's parent
+#   ROUNDS=5 DURATION=4 CONNS="16 64" bench/ab.sh A B
+#
+# Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=${1:?usage: bench/ab.sh BEFORE_CORRAL AFTER_CORRAL}
+B=${2:?usage: bench/ab.sh BEFORE_CORRAL AFTER_CORRAL}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-4}
+CONNS=${CONNS:-"16 64"}
+PATH_Q=${PATH_Q:-/bytes?n=0}
+WORK=$(mktemp -d /tmp/corral-ab.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+cargo build --release -q -p corral-testapp
+APP=$PWD/target/release/corral-testapp
+TICK=$(getconf CLK_TCK)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+wait_ready() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "corral on admin $1 never ready" >&2; return 1; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# start_corral NAME BIN -> sets PORT_<NAME>, PID_<NAME>
+start_corral() {
+  local port admin
+  port=$(free_port); admin=$(free_port)
+  cat > "$WORK/$1.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$port"]
+admin = "127.0.0.1:$admin"
+control_socket = "$WORK/$1.sock"
+runtime_dir = "$WORK/$1-run"
+threads = 1
+[log]
+access = false
+level = "warn"
+[pools.bench]
+command = ["$APP", "--port", "{port}"]
+workers = 1
+concurrency = 4096
+ready = "tcp"
+TOML
+  "$2" run -c "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  local pid=$!; PIDS+=("$pid")
+  wait_port "$port"; wait_ready "$admin"
+  printf -v "PORT_$1" %s "$port"; printf -v "PID_$1" %s "$pid"
+}
+
+UP=$(free_port); NGINX_PORT=$(free_port)
+"$APP" --port "$UP" >/dev/null 2>&1 & PIDS+=($!)
+wait_port "$UP"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" & PIDS+=($!)
+wait_port "$NGINX_PORT"
+for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+PID_nginx=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+PORT_nginx=$NGINX_PORT
+start_corral before "$A"
+start_corral after "$B"
+
+# cell NAME CONNS -> appends "rps us_per_req" to $WORK/NAME-CONNS
+cell() {
+  local port_var="PORT_$1" pid_var="PID_$1" before after rps
+  before=$(cpu_ticks "${!pid_var}")
+  rps=$(wrk -t1 -c"$2" -d"${DURATION}s" -s bench/latency.lua "http://127.0.0.1:${!port_var}$PATH_Q" 2>/dev/null | awk '/^RESULT/ {print $2}')
+  after=$(cpu_ticks "${!pid_var}")
+  awk -v r="$rps" -v b="$before" -v a="$after" -v t="$TICK" -v d="$DURATION" \
+    'BEGIN { printf "%s %.2f\n", r, (a-b)/t/(r*d)*1e6 }' >> "$WORK/$1-$2"
+}
+
+order=(nginx before after)
+for round in $(seq "$ROUNDS"); do
+  for c in $CONNS; do
+    for name in "${order[@]}"; do cell "$name" "$c"; done
+  done
+  order=("${order[@]:1}" "${order[0]}")
+  echo "round $round of $ROUNDS done" >&2
+done
+
+# median and spread of column COL of a file
+stat() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END { m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%s (%s-%s)", m, v[1], v[NR] }'; }
+echo
+echo "$ROUNDS rounds of ${DURATION} s cells, wrk -t1, $PATH_Q, keep-alive; corral 1 proxy thread, nginx 1 worker."
+echo "Requests/s and CPU µs per request (user+system) of the proxy process: median (min-max)."
+echo
+echo "| conns | nginx rps | before rps | after rps | before/nginx | after/nginx | nginx µs/req | before µs/req | after µs/req |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for c in $CONNS; do
+  # Ratios are taken per round (the cells of one round ran side by side), then the median.
+  paste "$WORK/before-$c" "$WORK/nginx-$c" | awk '{printf "%.3f\n", $1/$3}' > "$WORK/rb-$c"
+  paste "$WORK/after-$c" "$WORK/nginx-$c" | awk '{printf "%.3f\n", $1/$3}' > "$WORK/ra-$c"
+  echo "| $c | $(stat "$WORK/nginx-$c" 1) | $(stat "$WORK/before-$c" 1) | $(stat "$WORK/after-$c" 1) | $(stat "$WORK/rb-$c" 1) | $(stat "$WORK/ra-$c" 1) | $(stat "$WORK/nginx-$c" 2) | $(stat "$WORK/before-$c" 2) | $(stat "$WORK/after-$c" 2) |"
+done
