@@ -191,7 +191,7 @@ fn hop_by_hop_fields_stop_at_corral() {
     let generated = |seen: &serde_json::Value| {
         seen["x-request-id"]
             .as_str()
-            .is_some_and(|id| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
     };
     assert!(generated(&seen), "{seen}");
 

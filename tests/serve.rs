@@ -40,7 +40,7 @@ fn bundled_example_serves_through_the_proxy() {
         "answer from a worker /status lists"
     );
     assert_eq!(answer["client"], "127.0.0.1");
-    assert_eq!(answer["request_id"].as_str().map(str::len), Some(24));
+    assert_eq!(answer["request_id"].as_str().map(str::len), Some(32));
 
     let workers = corral.workers();
     assert_eq!(workers.len(), 4);
@@ -152,7 +152,7 @@ fn forwarded_headers_from_clients_are_replaced() {
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-port"], corral.port.to_string());
     assert!(headers.get("forwarded").is_none(), "{headers}");
-    assert_eq!(headers["x-request-id"].as_str().map(str::len), Some(24));
+    assert_eq!(headers["x-request-id"].as_str().map(str::len), Some(32));
 }
 
 #[test]

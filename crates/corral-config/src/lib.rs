@@ -6,6 +6,8 @@
 //! table by table and keeps going after an error, so one run reports them all. Only this
 //! crate knows TOML: everything downstream sees plain types (`Duration`, `SocketAddr`).
 
+mod cidr;
+mod edge;
 mod env;
 mod error;
 mod lower;
@@ -16,10 +18,15 @@ mod units;
 
 use std::path::{Path, PathBuf};
 
+pub use cidr::Cidr;
+pub use edge::DEFAULT_REMOVED;
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
 pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
-pub use model::{Bind, Config, Limits, Log, LogFormat, Pool, Ready, Routing, RunAs, Server};
+pub use model::{
+    Bind, Config, HeaderPreset, Headers, Limits, Log, LogFormat, Pool, Ready, Routing, RunAs,
+    Server,
+};
 pub use render::render;
 pub use units::{format_duration, parse_duration, parse_size};
 

@@ -24,6 +24,7 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
     let mut top = Table::new("", Some(root));
     let server = server(r, &mut top);
     let log = log(r, &mut top);
+    let headers = crate::edge::headers(r, &mut top);
     let pools = pools(r, &mut top);
     let routing = routing(r, &mut top, &pools);
     top.finish(r);
@@ -35,6 +36,7 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
         server,
         log,
         routing: routing?,
+        headers,
         pools,
     })
 }
@@ -72,8 +74,16 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
         .integer(r, "threads", 1, 256)
         .map_or(cores, |n| n as usize);
     let limits = limits(r, &mut t);
+    let trusted_proxies = crate::edge::trusted_proxies(r, &mut t);
+    let proxy_protocol = t.boolean(r, "proxy_protocol").unwrap_or(false);
+    let max_connections = t
+        .integer(r, "max_connections", 1, 1_000_000)
+        .map_or(10_000, |n| n as usize);
     t.finish(r);
     Server {
+        trusted_proxies,
+        proxy_protocol,
+        max_connections,
         listen,
         admin,
         graceful_timeout,

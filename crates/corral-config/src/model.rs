@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cidr::Cidr;
+
 /// Everything corral needs to run, after defaults, validation and environment overrides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -15,6 +17,8 @@ pub struct Config {
     pub log: Log,
     /// Which pool serves traffic.
     pub routing: Routing,
+    /// Fields corral adds to and removes from every answer.
+    pub headers: Headers,
     /// The supervised pools, in file order.
     pub pools: Vec<Pool>,
 }
@@ -40,6 +44,12 @@ pub struct Server {
     pub threads: usize,
     /// Limits on what clients may send.
     pub limits: Limits,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` fields are believed; empty = nobody.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Every client connection starts with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
+    /// Client connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 /// `[server.limits]`: protection against oversized or slow clients (Gunicorn's defaults).
@@ -77,6 +87,29 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Text,
+}
+
+/// `[headers]`: response fields for every answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Headers {
+    /// A ready set of security fields, added where the worker did not send them.
+    pub preset: HeaderPreset,
+    /// Fields set on every answer, replacing the worker's (name, value).
+    pub set: Vec<(String, String)>,
+    /// Fields removed from every answer (names); by default `Server` and `X-Powered-By`,
+    /// which tell the world versions.
+    pub remove: Vec<String>,
+}
+
+/// The security fields `preset` adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderPreset {
+    /// None.
+    #[default]
+    None,
+    /// HSTS (when the client's scheme is https), `X-Content-Type-Options: nosniff`,
+    /// `X-Frame-Options: DENY`, `Referrer-Policy: strict-origin-when-cross-origin`.
+    Strict,
 }
 
 /// `[routing]`.

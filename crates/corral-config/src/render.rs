@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::model::{Bind, Config, LogFormat, Ready};
+use crate::model::{Bind, Config, HeaderPreset, LogFormat, Ready};
 use crate::units::format_duration;
 
 /// The config after defaults and overrides, in the file's own syntax.
@@ -44,6 +44,10 @@ pub fn render(c: &Config) -> String {
             .unwrap_or_default()
     );
     let _ = writeln!(out, "threads = {}", s.threads);
+    let trusted: Vec<String> = s.trusted_proxies.iter().map(|c| c.to_string()).collect();
+    let _ = writeln!(out, "trusted_proxies = [{}]", list(&trusted));
+    let _ = writeln!(out, "proxy_protocol = {}", s.proxy_protocol);
+    let _ = writeln!(out, "max_connections = {}", s.max_connections);
     let _ = writeln!(out, "\n[server.limits]");
     let _ = writeln!(
         out,
@@ -70,6 +74,19 @@ pub fn render(c: &Config) -> String {
         "\n[log]\nformat = {format:?}\nlevel = {:?}\naccess = {}",
         c.log.level, c.log.access
     );
+    let preset = match c.headers.preset {
+        HeaderPreset::None => "none",
+        HeaderPreset::Strict => "strict",
+    };
+    let _ = writeln!(out, "\n[headers]\npreset = {preset:?}");
+    let set: Vec<String> = c
+        .headers
+        .set
+        .iter()
+        .map(|(k, v)| format!("{k:?} = {v:?}"))
+        .collect();
+    let _ = writeln!(out, "set = {{ {} }}", set.join(", "));
+    let _ = writeln!(out, "remove = [{}]", list(&c.headers.remove));
     let _ = writeln!(out, "\n[routing]\nactive = {:?}", c.routing.active);
     for p in &c.pools {
         let _ = writeln!(

@@ -189,3 +189,55 @@ fn users_and_groups_are_resolved_or_refused_with_a_place() {
     let e = errs("[pools.web]\ncommand = [\"app\"]\ngroup = \"nogroup\"\n");
     assert!(e[0].contains("pools.web.group: needs `user` too"), "{e:#?}");
 }
+
+#[test]
+fn edge_settings_default_to_trusting_nobody_and_hiding_versions() {
+    let c = ok(MINIMAL);
+    assert!(c.server.trusted_proxies.is_empty());
+    assert!(!c.server.proxy_protocol);
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.headers.preset, HeaderPreset::None);
+    assert_eq!(c.headers.remove, ["Server", "X-Powered-By"]);
+}
+
+#[test]
+fn edge_settings_are_read_and_checked() {
+    let c = ok(&format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nproxy_protocol = true\nmax_connections = 50\n\
+         [headers]\npreset = \"strict\"\nset = {{ \"Content-Security-Policy\" = \"default-src 'self'\" }}\nremove = []\n{MINIMAL}"
+    ));
+    let trusted: Vec<String> = c
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "::1/128"]);
+    assert!(c.server.proxy_protocol);
+    assert_eq!(c.headers.preset, HeaderPreset::Strict);
+    assert_eq!(c.headers.set.len(), 1);
+    assert!(c.headers.remove.is_empty());
+    // The effective config reads back the same.
+    assert_eq!(ok(&render(&c)).headers, c.headers);
+
+    let bad = errs(&format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/33\", \"proxy.local\"]\n[headers]\npreset = \"paranoid\"\nset = {{ \"Bad Name\" = \"x\" }}\n{MINIMAL}"
+    ));
+    assert!(
+        bad.iter().any(
+            |e| e.contains("corral.toml:2:20: server.trusted_proxies[0]")
+                && e.contains("prefix length")
+        ),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("server.trusted_proxies[1]") && e.contains("not an IP address")),
+        "{bad:?}"
+    );
+    assert!(bad.iter().any(|e| e.contains("headers.preset")), "{bad:?}");
+    assert!(
+        bad.iter().any(|e| e.contains("headers.set.Bad Name")),
+        "{bad:?}"
+    );
+}

@@ -28,6 +28,13 @@ pub struct Metrics {
     reloads: IntCounterVec,
     /// Requests answered by corral itself because no worker of the pool was ready.
     pub no_ready_worker: IntCounter,
+    /// Forwarding fields (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Request-Id`, their
+    /// underscore spellings, `SCRIPT_NAME`) removed from requests of untrusted peers.
+    pub untrusted_forwarded_fields: IntCounter,
+    /// Client connections refused at `server.max_connections`.
+    pub connections_refused: IntCounter,
+    /// Client connections open now.
+    pub connections: IntGauge,
     /// Requests in flight through the proxy right now.
     pub in_flight: IntGauge,
 }
@@ -99,6 +106,15 @@ impl Metrics {
             "Requests answered 503 because the pool had no ready worker",
         )?;
         let in_flight = IntGauge::new("corral_requests_in_flight", "Requests being proxied now")?;
+        let untrusted_forwarded_fields = IntCounter::new(
+            "corral_untrusted_forwarded_fields_total",
+            "Forwarding fields removed from requests of peers not in server.trusted_proxies",
+        )?;
+        let connections_refused = IntCounter::new(
+            "corral_connections_refused_total",
+            "Client connections answered 503 and closed at server.max_connections",
+        )?;
+        let connections = IntGauge::new("corral_connections", "Client connections open now")?;
         let build_info = IntGaugeVec::new(
             Opts::new("corral_build_info", "Always 1; labels carry the version"),
             &["version"],
@@ -117,6 +133,9 @@ impl Metrics {
             reloads.with_label_values(&[result]);
         }
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(untrusted_forwarded_fields.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -131,6 +150,9 @@ impl Metrics {
             queue_depth,
             reloads,
             no_ready_worker,
+            untrusted_forwarded_fields,
+            connections_refused,
+            connections,
             in_flight,
         })
     }

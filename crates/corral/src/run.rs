@@ -79,7 +79,7 @@ async fn serve(
 ) -> anyhow::Result<StopMode> {
     let draining = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let settings = Arc::new(ArcSwap::from_pointee(proxy_settings(config)));
+    let settings = Arc::new(ArcSwap::from_pointee(ProxySettings::new(config)));
     let mut proxy = corral_proxy::proxy_service(
         &config.server.listen,
         supervisor.routes.clone(),
@@ -119,7 +119,7 @@ async fn serve(
     // snapshot follows it asynchronously): 1 at start, +1 per applied reload.
     let mut generation: u64 = 1;
     let mut apply = |new: Config, current: &mut Config| {
-        settings.store(Arc::new(proxy_settings(&new)));
+        settings.store(Arc::new(ProxySettings::new(&new)));
         supervisor.reload(new.clone());
         *current = new;
         generation += 1;
@@ -190,14 +190,6 @@ fn proxy_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         b
     };
     builder.thread_name("corral-proxy").enable_all().build()
-}
-
-/// The proxy's reloadable settings from a config.
-fn proxy_settings(config: &Config) -> ProxySettings {
-    ProxySettings {
-        limits: config.server.limits.clone(),
-        access_log: config.log.access,
-    }
 }
 
 /// Waits until no request is in flight, `timeout` passes, or the operator insists.

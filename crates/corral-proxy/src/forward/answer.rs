@@ -14,7 +14,7 @@ use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, RetryType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::fields::{answer_field, AnswerField};
+use super::fields::{AnswerField, AnswerRules};
 
 /// Room for a usual answer head and a small body in the first read.
 const FIRST_READ: usize = 16 * 1024;
@@ -43,6 +43,8 @@ pub(super) struct PlainAnswer {
     remaining: usize,
     /// Whether the worker's connection can carry another request afterwards.
     reusable: bool,
+    /// The preset fields the worker sent itself (bit i for preset field i).
+    preset_sent: u32,
 }
 
 /// Reads the answer head from `worker`, each read within `timeout`. Fails only where no
@@ -50,6 +52,7 @@ pub(super) struct PlainAnswer {
 pub(super) async fn read_head(
     worker: &mut Stream,
     timeout: Option<Duration>,
+    rules: &AnswerRules,
 ) -> Result<Answer, Box<Error>> {
     let mut buf = BytesMut::with_capacity(FIRST_READ);
     loop {
@@ -72,7 +75,7 @@ pub(super) async fn read_head(
         let mut parsed = httparse::Response::new(&mut fields);
         match parsed.parse(&buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                let Some(head) = plain_head(&parsed) else {
+                let Some(head) = plain_head(&parsed, rules) else {
                     return Ok(Answer::Other(buf));
                 };
                 buf.advance(head_len);
@@ -85,6 +88,7 @@ pub(super) async fn read_head(
                     remaining: head.length - body.len(),
                     body,
                     reusable,
+                    preset_sent: head.preset_sent,
                 }));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_PLAIN_HEAD => {}
@@ -99,10 +103,11 @@ struct PlainHead {
     bytes: BytesMut,
     length: usize,
     reusable: bool,
+    preset_sent: u32,
 }
 
 /// The head for the client when the answer is plain; `None` otherwise.
-fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
+fn plain_head(parsed: &httparse::Response<'_, '_>, rules: &AnswerRules) -> Option<PlainHead> {
     let status = parsed.code?;
     if parsed.version != Some(1) || !(200..600).contains(&status) || matches!(status, 204 | 304) {
         return None;
@@ -115,6 +120,7 @@ fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
     bytes.extend_from_slice(b"\r\n");
     let mut length = None;
     let mut reusable = true;
+    let mut preset_sent = 0;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -134,10 +140,13 @@ fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
             }
             continue;
         }
-        match answer_field(name) {
+        match rules.field(name) {
             AnswerField::Keep => {}
             AnswerField::Drop => continue,
             AnswerField::Framing => return None,
+        }
+        if let Some(i) = rules.preset_index(name) {
+            preset_sent |= 1 << i;
         }
         bytes.extend_from_slice(name);
         bytes.extend_from_slice(b": ");
@@ -149,6 +158,7 @@ fn plain_head(parsed: &httparse::Response<'_, '_>) -> Option<PlainHead> {
         bytes,
         length: length?,
         reusable,
+        preset_sent,
     })
 }
 
@@ -186,6 +196,16 @@ pub(super) struct Relayed {
 }
 
 impl PlainAnswer {
+    /// Adds the fields corral sets on every answer (`[headers]`, the request id).
+    pub(super) fn add_fields(&mut self, rules: &AnswerRules, https: bool, request_id: &str) {
+        for (name, value) in rules.added(self.preset_sent, https, request_id) {
+            self.head.extend_from_slice(name.as_bytes());
+            self.head.extend_from_slice(b": ");
+            self.head.extend_from_slice(value);
+            self.head.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// Sends the answer to `client`, reading the rest of the body from `worker`. `release`
     /// gets the worker's connection back (when it can carry another request) as soon as the
     /// body is read, before the client's last write, and is called exactly once.
@@ -314,7 +334,10 @@ mod tests {
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut parsed = httparse::Response::new(&mut fields);
         assert!(parsed.parse(text.as_bytes()).expect("parses").is_complete());
-        plain_head(&parsed)
+        plain_head(
+            &parsed,
+            &AnswerRules::new(&corral_config::Headers::default()),
+        )
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub(super) struct Exchange {
     pub(super) upstream_start: Instant,
     /// Time from sending the request to the worker's answer head.
     pub(super) upstream_ms: Option<f64>,
+    /// Forwarding fields an untrusted peer sent, left out of the worker's request.
+    pub(super) forged: u32,
     _in_flight: InFlight,
 }
 
@@ -51,6 +53,7 @@ impl Exchange {
             backend: None,
             upstream_start: start,
             upstream_ms: None,
+            forged: 0,
             _in_flight: InFlight::start(in_flight),
         }
     }

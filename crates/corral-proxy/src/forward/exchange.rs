@@ -15,10 +15,10 @@ use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
+use super::accept::Connection;
 use super::admit::admit;
 use super::conns;
 use super::context::{Exchange, RequestLine};
-use super::identity::ClientIdentity;
 use super::outcome::{respond, AttemptError, Failure};
 use super::relay::Done;
 use super::retry::{self, Failed, Next, Tries, MAX_TRIES};
@@ -34,14 +34,25 @@ impl Forwarder {
     pub(super) async fn serve(
         self: &Arc<Self>,
         mut client: DownstreamSession,
-        identity: &Arc<ClientIdentity>,
+        connection: &Connection,
         stopping: bool,
     ) -> Option<Reusable> {
         let settings = self.settings.load_full();
+        // From a trusted proxy, each request says who its client is; else the peer is.
+        let identity = if connection.identity.trusted_peer {
+            let head = client.req_header();
+            Arc::new(
+                connection
+                    .identity
+                    .for_request(head, &settings.trusted_proxies),
+            )
+        } else {
+            connection.identity.clone()
+        };
         // HTTP/1.0 without `keep-alive`, or `Connection: close`, already turned reuse off.
         let keepalive = (!stopping && client.will_keepalive()).then(|| settings.keepalive_secs());
         let mut exchange = Exchange::new(
-            identity.clone(),
+            identity,
             settings,
             keepalive,
             self.routes.load_full(),
@@ -64,7 +75,9 @@ impl Forwarder {
                 let request = RequestLine::of(client.req_header()).to_owned();
                 let tunnel = Tunnel::open(client, *worker);
                 let forwarder = self.clone();
+                let slot = connection.slot.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let bytes = match tunnel.run().await {
                         Ok(bytes) => bytes as usize,
                         Err(e) => {
@@ -93,7 +106,7 @@ impl Forwarder {
             .response_written()
             .is_some_and(|h| h.status.as_u16() >= 200);
         if failure.status > 0 && !answered {
-            if let Err(e) = respond(&mut client, &failure, exchange.keepalive).await {
+            if let Err(e) = respond(&mut client, &failure, exchange).await {
                 tracing::debug!(error = %e, "cannot send the error response");
             }
         }
@@ -119,7 +132,10 @@ impl Forwarder {
         client: &mut DownstreamSession,
         exchange: &mut Exchange,
     ) -> Result<Done, Failure> {
-        exchange.request_id = request_id::next();
+        exchange.request_id = match &exchange.client.request_id {
+            Some(kept) => kept.clone(),
+            None => request_id::next(),
+        };
         let upgrade = client.is_upgrade_req();
         let replayable = client.req_header().method.is_idempotent() && client.is_body_empty();
         let spread = upstream::spread_seed();
@@ -206,8 +222,9 @@ impl Forwarder {
         exchange: &mut Exchange,
         upgrade: bool,
     ) -> Result<Done, AttemptError> {
-        let head = Outgoing::of(client, &exchange.client, &exchange.request_id, upgrade)
+        let (head, forged) = Outgoing::of(client, &exchange.client, &exchange.request_id, upgrade)
             .map_err(|e| AttemptError::ends(Failure::worker(500, e)))?;
+        exchange.forged = forged;
         let timeout = (!upgrade).then_some(exchange.route().timeout);
         exchange.upstream_start = Instant::now();
         // The request goes out here, unless the answer to it must be framed by pingora's

@@ -5,6 +5,7 @@
 //! so the two cannot drift apart; a property test holds them to the same result.
 
 use bytes::BytesMut;
+use corral_config::{HeaderPreset, Headers};
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Method, Version};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -12,7 +13,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::identity::ClientIdentity;
 
 /// Fields a client could use to forge where a request came from, and the request id corral
-/// sets: always replaced by corral's own.
+/// sets: always replaced by corral's own (from a trusted proxy, corral's own values are
+/// worked out from them first, see `identity`).
 const REPLACED: [&str; 7] = [
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -28,6 +30,32 @@ const REPLACED: [&str; 7] = [
 /// sessions frame bodies by it and set it anew.
 const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "te", "trailer"];
 
+/// Whether field `name` is `known`, where WSGI and CGI servers would read it as such: they
+/// fold `-` and `_` into one, so `X_Forwarded_For` is `X-Forwarded-For` to them.
+fn is_spelling_of(name: &[u8], known: &str) -> bool {
+    name.len() == known.len()
+        && name.iter().zip(known.bytes()).all(|(&a, b)| {
+            let a = if a == b'_' {
+                b'-'
+            } else {
+                a.to_ascii_lowercase()
+            };
+            a == b
+        })
+}
+
+/// What becomes of one field of the client's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// It reaches the worker.
+    Keep,
+    /// It is left out (corral's own replaces it, or it is hop-by-hop).
+    Drop,
+    /// It is left out, and it was a forwarding field from a peer that is not trusted: a
+    /// forgery or a misconfiguration, counted and logged.
+    Forged,
+}
+
 /// What the request's own head says about how its fields are treated.
 #[derive(Clone, Copy)]
 pub(super) struct RequestRules<'a> {
@@ -38,41 +66,64 @@ pub(super) struct RequestRules<'a> {
     /// HTTP/1.0 keeps its connection fields: without `Connection: keep-alive` the worker
     /// would close after every request.
     keep_hops: bool,
+    /// The peer is a trusted proxy: its `SCRIPT_NAME` may pass.
+    trusted_peer: bool,
 }
 
 impl<'a> RequestRules<'a> {
-    pub(super) fn of(head: &'a RequestHeader, upgrade: bool) -> Self {
+    pub(super) fn of(head: &'a RequestHeader, upgrade: bool, trusted_peer: bool) -> Self {
         let old = matches!(head.version, Version::HTTP_10 | Version::HTTP_09);
         RequestRules {
             head,
             upgrade,
             keep_hops: !upgrade && old,
+            trusted_peer,
         }
     }
 
-    /// Whether the client's field `name` reaches the worker.
-    pub(super) fn keeps(&self, name: &[u8]) -> bool {
+    /// What becomes of the client's field `name`.
+    pub(super) fn fate(&self, name: &[u8]) -> Fate {
+        let forged = if self.trusted_peer {
+            Fate::Drop
+        } else {
+            Fate::Forged
+        };
+        if REPLACED.iter().any(|n| is_spelling_of(name, n)) {
+            // Underscore spellings are forgeries even from a trusted proxy: no proxy writes them.
+            let exact = REPLACED
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name));
+            return if exact { forged } else { Fate::Forged };
+        }
+        if is_spelling_of(name, "script-name") && !self.trusted_peer {
+            return Fate::Forged;
+        }
         let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
         // corral answers `Expect: 100-continue` itself.
-        if REPLACED.iter().any(|n| is(n)) || is("expect") {
-            return false;
+        if is("expect") {
+            return Fate::Drop;
         }
         if self.keep_hops {
-            return true;
+            return Fate::Keep;
         }
         if is("connection") {
-            return self.upgrade;
+            return if self.upgrade { Fate::Keep } else { Fate::Drop };
         }
         if HOP_BY_HOP.iter().any(|n| is(n)) {
-            return false;
+            return Fate::Drop;
         }
-        !self
+        let named = self
             .head
             .headers
             .get_all(CONNECTION)
             .iter()
             .flat_map(|value| named_in(Some(value)))
-            .any(|n| is(n) && !(self.upgrade && is("upgrade")))
+            .any(|n| is(n) && !(self.upgrade && is("upgrade")));
+        if named {
+            Fate::Drop
+        } else {
+            Fate::Keep
+        }
     }
 }
 
@@ -80,13 +131,16 @@ impl<'a> RequestRules<'a> {
 /// value is unknown (no peer address, no `Host`).
 pub(super) fn forwarded<'a>(
     client: &'a ClientIdentity,
-    host: Option<&'a HeaderValue>,
+    head: &'a RequestHeader,
     request_id: &'a str,
 ) -> [(&'static str, Option<&'a [u8]>); 6] {
-    let ip = client.ip.as_ref().map(HeaderValue::as_bytes);
+    let host = client.host.as_ref().or_else(|| head.headers.get(HOST));
     [
-        ("X-Forwarded-For", ip),
-        ("X-Real-IP", ip),
+        (
+            "X-Forwarded-For",
+            client.forwarded_for.as_ref().map(HeaderValue::as_bytes),
+        ),
+        ("X-Real-IP", client.ip.as_ref().map(HeaderValue::as_bytes)),
         ("X-Forwarded-Proto", Some(client.proto.as_bytes())),
         ("X-Forwarded-Host", host.map(HeaderValue::as_bytes)),
         (
@@ -95,6 +149,12 @@ pub(super) fn forwarded<'a>(
         ),
         ("X-Request-Id", Some(request_id.as_bytes())),
     ]
+}
+
+/// A request as the worker gets it, with the number of forged fields left out.
+pub(super) struct Outbound<T> {
+    pub(super) head: T,
+    pub(super) forged: u32,
 }
 
 /// The request for the worker as bytes, for the common case of an HTTP/1.1 request without
@@ -106,14 +166,15 @@ pub(super) fn request_bytes(
     raw: &[u8],
     client: &ClientIdentity,
     request_id: &str,
-) -> Option<BytesMut> {
+) -> Option<Outbound<BytesMut>> {
     if head.version != Version::HTTP_11
         || head.method == Method::HEAD
         || head.headers.contains_key(UPGRADE)
     {
         return None;
     }
-    let rules = RequestRules::of(head, false);
+    let rules = RequestRules::of(head, false, client.trusted_peer);
+    let mut forged = 0;
     let mut out = BytesMut::with_capacity(raw.len() + 200);
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -126,12 +187,16 @@ pub(super) fn request_bytes(
         }
         // A line without a name (a folded continuation) takes the header-map path.
         let name = &line[..line.iter().position(|&b| b == b':')?];
-        if rules.keeps(name) {
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\r\n");
+        match rules.fate(name) {
+            Fate::Keep => {
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+            Fate::Drop => {}
+            Fate::Forged => forged += 1,
         }
     }
-    for (name, value) in forwarded(client, head.headers.get(HOST), request_id) {
+    for (name, value) in forwarded(client, head, request_id) {
         if let Some(value) = value {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
@@ -140,7 +205,7 @@ pub(super) fn request_bytes(
         }
     }
     out.extend_from_slice(b"\r\n");
-    Some(out)
+    Some(Outbound { head: out, forged })
 }
 
 /// The request for the worker as a header for pingora's session: the client's head with
@@ -150,24 +215,30 @@ pub(super) fn request_head(
     client: &ClientIdentity,
     request_id: &str,
     upgrade: bool,
-) -> pingora_error::Result<Box<RequestHeader>> {
+) -> pingora_error::Result<Outbound<Box<RequestHeader>>> {
     let mut out = Box::new(head.clone());
-    let rules = RequestRules::of(head, upgrade);
-    let dropped: Vec<HeaderName> = head
-        .headers
-        .keys()
-        .filter(|name| !rules.keeps(name.as_str().as_bytes()))
-        .cloned()
-        .collect();
-    for name in &dropped {
+    let rules = RequestRules::of(head, upgrade, client.trusted_peer);
+    let mut forged = 0;
+    let mut dropped: Vec<&HeaderName> = Vec::new();
+    for (name, _) in head.headers.iter() {
+        match rules.fate(name.as_str().as_bytes()) {
+            Fate::Keep => {}
+            Fate::Drop => dropped.push(name),
+            Fate::Forged => {
+                forged += 1;
+                dropped.push(name);
+            }
+        }
+    }
+    for name in dropped {
         out.remove_header(name);
     }
-    for (name, value) in forwarded(client, head.headers.get(HOST), request_id) {
+    for (name, value) in forwarded(client, head, request_id) {
         if let Some(value) = value {
             out.append_header(name, value)?;
         }
     }
-    Ok(out)
+    Ok(Outbound { head: out, forged })
 }
 
 /// What becomes of one field of a worker's answer on its way to the client.
@@ -175,48 +246,160 @@ pub(super) fn request_head(
 pub(super) enum AnswerField {
     /// Passed on as the worker wrote it.
     Keep,
-    /// Left out: it describes the worker's connection, or corral writes its own
-    /// (`Connection`, `Date`).
+    /// Left out: it describes the worker's connection, corral writes its own (`Connection`,
+    /// `Date`, `X-Request-Id`, the `[headers] set` ones), or `[headers] remove` names it.
     Drop,
     /// It frames the body or the connection (`Transfer-Encoding`, `Upgrade`): pingora's
     /// session must handle the answer.
     Framing,
 }
 
-/// Fields of an answer that corral leaves out.
-const ANSWER_DROPPED: [&str; 6] = [
+/// Fields of an answer that corral always leaves out.
+const ANSWER_DROPPED: [&str; 7] = [
     "connection",
     "keep-alive",
     "date",
     "te",
     "trailer",
     "proxy-connection",
+    "x-request-id",
 ];
 
-/// The rule for the answer field `name` (the names `Connection` lists come on top).
-pub(super) fn answer_field(name: &[u8]) -> AnswerField {
-    let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
-    if ANSWER_DROPPED.iter().any(|n| is(n)) {
-        AnswerField::Drop
-    } else if is("transfer-encoding") || is("upgrade") {
-        AnswerField::Framing
-    } else {
-        AnswerField::Keep
-    }
+/// A field the `[headers]` preset adds where the worker sent none.
+#[derive(Debug, Clone)]
+struct PresetField {
+    name: HeaderName,
+    value: HeaderValue,
+    /// HSTS means nothing over plain HTTP (RFC 6797 7.2): only for https clients.
+    https_only: bool,
 }
 
-/// Applies the answer rules to a header for pingora's session (which writes its own `Date`
-/// and `Connection`). A 101 keeps every field: they are the handshake.
-pub(super) fn strip_answer(answer: &mut ResponseHeader) {
-    if answer.status == 101 {
-        return;
+/// The `[headers]` rules, made once per config: what every answer loses and gains.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AnswerRules {
+    /// Lower-case names the answer loses: `remove`, and the `set` names (replaced).
+    removed: Vec<String>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    preset: Vec<PresetField>,
+}
+
+impl AnswerRules {
+    /// The rules of a config's `[headers]` table (validated there).
+    pub(crate) fn new(headers: &Headers) -> AnswerRules {
+        let set: Vec<(HeaderName, HeaderValue)> = headers
+            .set
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
+        let mut removed: Vec<String> = headers
+            .remove
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        removed.extend(set.iter().map(|(n, _)| n.as_str().to_string()));
+        let preset = match headers.preset {
+            HeaderPreset::None => Vec::new(),
+            HeaderPreset::Strict => [
+                (
+                    "strict-transport-security",
+                    "max-age=31536000; includeSubDomains",
+                    true,
+                ),
+                ("x-content-type-options", "nosniff", false),
+                ("x-frame-options", "DENY", false),
+                ("referrer-policy", "strict-origin-when-cross-origin", false),
+            ]
+            .into_iter()
+            .map(|(name, value, https_only)| PresetField {
+                name: HeaderName::from_static(name),
+                value: HeaderValue::from_static(value),
+                https_only,
+            })
+            .filter(|p| !removed.iter().any(|r| r == p.name.as_str()))
+            .collect(),
+        };
+        AnswerRules {
+            removed,
+            set,
+            preset,
+        }
     }
-    let connection: Vec<HeaderValue> = answer.headers.get_all(CONNECTION).iter().cloned().collect();
-    for name in connection.iter().flat_map(|value| named_in(Some(value))) {
-        answer.remove_header(name);
+
+    /// The rule for the answer field `name` (the names `Connection` lists come on top).
+    pub(super) fn field(&self, name: &[u8]) -> AnswerField {
+        let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
+        if ANSWER_DROPPED.iter().any(|n| is(n)) || self.removed.iter().any(|n| is(n)) {
+            AnswerField::Drop
+        } else if is("transfer-encoding") || is("upgrade") {
+            AnswerField::Framing
+        } else {
+            AnswerField::Keep
+        }
     }
-    for name in ANSWER_DROPPED {
-        answer.remove_header(name);
+
+    /// Which preset field `name` is, if any: the worker's own then stands.
+    pub(super) fn preset_index(&self, name: &[u8]) -> Option<usize> {
+        self.preset
+            .iter()
+            .position(|p| p.name.as_str().as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// The fields corral adds to an answer, in order: the `set` ones, the preset ones the
+    /// worker did not send (`sent` has bit i for preset field i), and the request id.
+    pub(super) fn added<'a>(
+        &'a self,
+        sent: u32,
+        https: bool,
+        request_id: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        let set = self.set.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        let preset = self
+            .preset
+            .iter()
+            .enumerate()
+            .filter(move |(i, p)| sent & (1 << i) == 0 && (https || !p.https_only))
+            .map(|(_, p)| (p.name.as_str(), p.value.as_bytes()));
+        let id = (!request_id.is_empty()).then_some(("x-request-id", request_id.as_bytes()));
+        set.chain(preset).chain(id)
+    }
+
+    /// Applies the rules to a header for pingora's session (which writes its own `Date`
+    /// and `Connection`). A 101 keeps its handshake fields; it still loses what `remove`
+    /// names and gets the request id.
+    pub(super) fn apply(
+        &self,
+        answer: &mut ResponseHeader,
+        https: bool,
+        request_id: &str,
+    ) -> pingora_error::Result<()> {
+        if answer.status != 101 {
+            let connection: Vec<HeaderValue> =
+                answer.headers.get_all(CONNECTION).iter().cloned().collect();
+            for name in connection.iter().flat_map(|value| named_in(Some(value))) {
+                answer.remove_header(name);
+            }
+            for name in ANSWER_DROPPED {
+                answer.remove_header(name);
+            }
+        }
+        for name in &self.removed {
+            answer.remove_header(name.as_str());
+        }
+        let mut sent = 0;
+        for (i, p) in self.preset.iter().enumerate() {
+            if answer.headers.contains_key(&p.name) {
+                sent |= 1 << i;
+            }
+        }
+        for (name, value) in self.added(sent, https, request_id) {
+            answer.insert_header(name.to_string(), value)?;
+        }
+        Ok(())
     }
 }
 

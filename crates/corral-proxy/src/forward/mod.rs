@@ -4,6 +4,7 @@
 //! pingora-proxy's per-request machinery (session objects, channels, a task spawned per
 //! released connection) and lets upgraded connections run on small buffers.
 
+mod accept;
 mod admit;
 mod answer;
 mod conns;
@@ -13,6 +14,7 @@ mod fields;
 mod headers;
 mod identity;
 mod outcome;
+mod proxy_protocol;
 mod relay;
 mod replay;
 mod retry;
@@ -33,7 +35,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 
 use crate::settings::ProxySettings;
-use identity::ClientIdentity;
+pub(crate) use fields::AnswerRules;
 
 /// How long one read of a request body may wait for the client.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -44,6 +46,8 @@ pub struct Forwarder {
     settings: Arc<ArcSwap<ProxySettings>>,
     metrics: Arc<Metrics>,
     reporter: Reporter,
+    /// Client connections open now, for `max_connections`.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Forwarder {
@@ -59,6 +63,7 @@ impl Forwarder {
             settings,
             metrics,
             reporter,
+            connections: Arc::default(),
         }
     }
 }
@@ -74,10 +79,9 @@ impl ServerApp for Forwarder {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let identity = Arc::new(ClientIdentity::of(&stream));
+        let (connection, mut pipelined) = self.accept(&mut stream, &self.settings.load()).await?;
         let mut shutdown = shutdown.clone();
         let mut first = true;
-        let mut pipelined = None;
         loop {
             if *shutdown.borrow() && !first {
                 return None;
@@ -123,7 +127,7 @@ impl ServerApp for Forwarder {
                 }
             }
             let stopping = *shutdown.borrow();
-            (stream, pipelined) = self.serve(client, &identity, stopping).await?;
+            (stream, pipelined) = self.serve(client, &connection, stopping).await?;
             first = false;
         }
     }

@@ -97,13 +97,19 @@ impl AttemptError {
 pub(super) async fn respond(
     client: &mut DownstreamSession,
     failure: &Failure,
-    keepalive: Option<u64>,
+    exchange: &Exchange,
 ) -> pingora_error::Result<()> {
+    let keepalive = exchange.keepalive;
     let mut head = ResponseHeader::build(failure.status, Some(3))?;
     head.insert_header("content-length", "0")?;
     if failure.retry_after {
         head.insert_header("retry-after", "1")?;
     }
+    let https = exchange.client.proto == "https";
+    exchange
+        .settings
+        .answer
+        .apply(&mut head, https, &exchange.request_id)?;
     // A refused head may have left unread bytes behind: reuse only where that cannot be.
     client.set_server_keepalive(if failure.keep_alive { keepalive } else { None });
     client.write_response_header(Box::new(head)).await?;
@@ -130,6 +136,18 @@ impl Forwarder {
     }
 
     pub(super) fn count(&self, exchange: &Exchange, status: u16) {
+        if exchange.forged > 0 {
+            self.metrics
+                .untrusted_forwarded_fields
+                .inc_by(u64::from(exchange.forged));
+            tracing::debug!(
+                event = "untrusted_forwarded_fields",
+                client_ip = %exchange.client.ip_text,
+                request_id = %exchange.request_id,
+                fields = exchange.forged,
+                "forwarding fields from a peer that is not a trusted proxy were removed"
+            );
+        }
         let route = exchange.route();
         route
             .metrics

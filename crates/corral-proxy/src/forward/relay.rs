@@ -15,7 +15,6 @@ use pingora_http::RequestHeader;
 use super::answer::{self, Answer, PlainAnswer};
 use super::conns;
 use super::context::{Exchange, RequestLine};
-use super::fields;
 use super::headers::ends_by_closing;
 use super::outcome::{AttemptError, Failure};
 use super::replay::Replay;
@@ -54,7 +53,7 @@ impl Forwarder {
     ) -> Result<Done, AttemptError> {
         if pending.is_none() {
             // The whole request is sent: the answer comes next.
-            match answer::read_head(&mut worker, timeout).await {
+            match answer::read_head(&mut worker, timeout, &exchange.settings.answer).await {
                 Ok(Answer::Plain(answer)) => {
                     exchange.answer_began();
                     return Ok(Done::Plain(Box::new(PlainRelay {
@@ -96,7 +95,15 @@ impl Forwarder {
         };
         let mut answer = Box::new(answer.clone());
         let upgraded = upstream.was_upgraded();
-        fields::strip_answer(&mut answer);
+        exchange
+            .settings
+            .answer
+            .apply(
+                &mut answer,
+                exchange.client.proto == "https",
+                &exchange.request_id,
+            )
+            .map_err(|e| AttemptError::ends(Failure::worker(502, e)))?;
         if !upgraded && ends_by_closing(&answer, client.req_header()) {
             // A body the worker ends by closing goes to an HTTP/1.1 client chunked (as nginx
             // does), so the client's connection outlives the worker's.
@@ -144,11 +151,13 @@ impl Forwarder {
         relay: PlainRelay,
     ) -> Option<Reusable> {
         let PlainRelay {
-            answer,
+            mut answer,
             worker,
             claim,
             timeout,
         } = relay;
+        let https = exchange.client.proto == "https";
+        answer.add_fields(&exchange.settings.answer, https, &exchange.request_id);
         let status = answer.status;
         let worker_id = claim.backend().id;
         let keepalive = exchange.keepalive;

@@ -23,22 +23,24 @@ pub(super) enum Outgoing {
 }
 
 impl Outgoing {
-    /// The head for the request `client` has read, by the rules of [`fields`].
+    /// The head for the request `client` has read, by the rules of [`fields`], with the
+    /// number of forged forwarding fields it left out.
     pub(super) fn of(
         client: &mut DownstreamSession,
         identity: &ClientIdentity,
         request_id: &str,
         upgrade: bool,
-    ) -> pingora_error::Result<Outgoing> {
+    ) -> pingora_error::Result<(Outgoing, u32)> {
         if client.is_body_empty() {
             let raw = client.get_headers_raw_bytes();
-            if let Some(bytes) =
+            if let Some(out) =
                 fields::request_bytes(client.req_header(), &raw, identity, request_id)
             {
-                return Ok(Outgoing::Bytes(bytes));
+                return Ok((Outgoing::Bytes(out.head), out.forged));
             }
         }
-        fields::request_head(client.req_header(), identity, request_id, upgrade).map(Outgoing::Head)
+        fields::request_head(client.req_header(), identity, request_id, upgrade)
+            .map(|out| (Outgoing::Head(out.head), out.forged))
     }
 }
 

@@ -1,14 +1,15 @@
 //! The byte path and the header-map path give the worker the same fields, and the rules
 //! hold on both: forged forwarded fields and hop-by-hop fields never reach a worker.
 
-use http::header::HeaderValue;
 use http::Version;
 use pingora_http::{RequestHeader, ResponseHeader};
 use proptest::prelude::*;
 
 use super::*;
+use crate::forward::identity::Peer;
+use corral_config::{HeaderPreset, Headers};
 
-const NAMES: [&str; 20] = [
+const NAMES: [&str; 23] = [
     "Host",
     "Accept",
     "User-Agent",
@@ -29,6 +30,9 @@ const NAMES: [&str; 20] = [
     "Expect",
     "X_Forwarded_For",
     "x-custom",
+    "X_Request_Id",
+    "SCRIPT_NAME",
+    "x_real-ip",
 ];
 const VALUES: [&str; 9] = [
     "a",
@@ -43,12 +47,12 @@ const VALUES: [&str; 9] = [
 ];
 
 fn client() -> ClientIdentity {
-    ClientIdentity {
-        ip: Some(HeaderValue::from_static("127.0.0.9")),
-        ip_text: "127.0.0.9".into(),
-        port: Some(HeaderValue::from_static("8080")),
-        proto: "http",
-    }
+    let peer = Peer {
+        addr: Some([127, 0, 0, 9].into()),
+        local_port: Some(8080),
+        tls: false,
+    };
+    ClientIdentity::of_peer(peer, &[])
 }
 
 /// The raw head as a client would send it, and the header pingora would parse from it.
@@ -97,9 +101,17 @@ proptest! {
     ) {
         let (raw, head) = request(method, &fields);
         let bytes = request_bytes(&head, &raw, &client(), "rid").expect("a plain request");
-        let by_bytes = fields_of_bytes(&bytes);
-        let by_map = fields_of_head(&request_head(&head, &client(), "rid", false).expect("head"));
+        let by_bytes = fields_of_bytes(&bytes.head);
+        let map = request_head(&head, &client(), "rid", false).expect("head");
+        let by_map = fields_of_head(&map.head);
         prop_assert_eq!(&by_bytes, &by_map);
+        prop_assert_eq!(bytes.forged, map.forged);
+        // Every forwarding field the untrusted client sent, in any spelling, is counted.
+        let forging = fields.iter().filter(|(n, _)| {
+            let n = NAMES[*n].to_ascii_lowercase().replace('_', "-");
+            n.starts_with("x-forwarded") || ["forwarded", "x-real-ip", "x-request-id", "script-name"].contains(&n.as_str())
+        }).count();
+        prop_assert_eq!(bytes.forged as usize, forging);
         // Whatever the client sent, each forwarded field is corral's, once.
         for (name, value) in [
             ("x-forwarded-for", &b"127.0.0.9"[..]),
@@ -111,7 +123,7 @@ proptest! {
             let values: Vec<&[u8]> = by_bytes.iter().filter(|f| f.0 == name).map(|f| &f.1[..]).collect();
             prop_assert_eq!(values, vec![value]);
         }
-        for gone in ["forwarded", "connection", "keep-alive", "te", "trailer", "proxy-connection", "expect"] {
+        for gone in ["forwarded", "connection", "keep-alive", "te", "trailer", "proxy-connection", "expect", "x_forwarded_for", "x_request_id", "script_name", "x_real-ip"] {
             prop_assert!(by_bytes.iter().all(|f| f.0 != gone), "{} reached the worker", gone);
         }
         // A field the client's Connection names is hop-by-hop.
@@ -140,10 +152,10 @@ fn http_1_0_keeps_its_connection_fields_and_an_upgrade_its_handshake() {
     head.set_version(Version::HTTP_10);
     let out = request_head(&head, &client(), "r", false).expect("head");
     assert_eq!(
-        out.headers.get("connection").map(|v| v.as_bytes()),
+        out.head.headers.get("connection").map(|v| v.as_bytes()),
         Some(&b"keep-alive"[..])
     );
-    assert!(out.headers.contains_key("keep-alive"));
+    assert!(out.head.headers.contains_key("keep-alive"));
 
     let mut head = RequestHeader::build("GET", b"/ws", None).expect("head");
     head.append_header("Connection", "Upgrade, X-Secret")
@@ -151,13 +163,17 @@ fn http_1_0_keeps_its_connection_fields_and_an_upgrade_its_handshake() {
     head.append_header("Upgrade", "websocket").expect("field");
     head.append_header("X-Secret", "s").expect("field");
     let out = request_head(&head, &client(), "r", true).expect("head");
-    assert!(out.headers.contains_key("upgrade"));
-    assert!(out.headers.contains_key("connection"));
-    assert!(!out.headers.contains_key("x-secret"));
+    assert!(out.head.headers.contains_key("upgrade"));
+    assert!(out.head.headers.contains_key("connection"));
+    assert!(!out.head.headers.contains_key("x-secret"));
 }
 
 #[test]
-fn answers_lose_connection_fields_but_a_101_keeps_them() {
+fn answers_lose_connection_fields_and_versions_but_a_101_keeps_its_handshake() {
+    let rules = AnswerRules::new(&Headers {
+        remove: vec!["Server".into()],
+        ..Headers::default()
+    });
     let mut answer = ResponseHeader::build(200, None).expect("answer");
     for (n, v) in [
         ("Connection", "X-Trace, keep-alive"),
@@ -165,20 +181,96 @@ fn answers_lose_connection_fields_but_a_101_keeps_them() {
         ("Keep-Alive", "timeout=5"),
         ("Date", "old"),
         ("X-App", "a"),
+        ("Server", "gunicorn/23"),
+        ("X-Request-Id", "echoed"),
         ("Transfer-Encoding", "chunked"),
     ] {
         answer.append_header(n.to_string(), v).expect("field");
     }
-    strip_answer(&mut answer);
-    let left: Vec<&str> = answer.headers.keys().map(|n| n.as_str()).collect();
-    assert_eq!(left, ["x-app", "transfer-encoding"]);
+    rules.apply(&mut answer, false, "rid").expect("apply");
+    let left: Vec<(&str, &[u8])> = answer
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            ("x-app", &b"a"[..]),
+            ("transfer-encoding", b"chunked"),
+            ("x-request-id", b"rid")
+        ]
+    );
     let mut switching = ResponseHeader::build(101, None).expect("answer");
     switching
         .append_header("Connection", "upgrade")
         .expect("field");
-    strip_answer(&mut switching);
+    switching.append_header("Server", "x/1").expect("field");
+    rules.apply(&mut switching, false, "rid").expect("apply");
     assert!(switching.headers.contains_key("connection"));
-    assert_eq!(answer_field(b"Transfer-Encoding"), AnswerField::Framing);
-    assert_eq!(answer_field(b"DATE"), AnswerField::Drop);
-    assert_eq!(answer_field(b"content-type"), AnswerField::Keep);
+    assert!(!switching.headers.contains_key("server"));
+    assert_eq!(rules.field(b"Transfer-Encoding"), AnswerField::Framing);
+    assert_eq!(rules.field(b"DATE"), AnswerField::Drop);
+    assert_eq!(rules.field(b"server"), AnswerField::Drop);
+    assert_eq!(rules.field(b"content-type"), AnswerField::Keep);
+}
+
+#[test]
+fn the_strict_preset_fills_in_what_the_worker_did_not_send() {
+    let rules = AnswerRules::new(&Headers {
+        preset: HeaderPreset::Strict,
+        set: vec![(
+            "Content-Security-Policy".into(),
+            "default-src 'self'".into(),
+        )],
+        remove: Vec::new(),
+    });
+    let mut answer = ResponseHeader::build(200, None).expect("answer");
+    answer
+        .append_header("X-Frame-Options", "SAMEORIGIN")
+        .expect("field");
+    answer
+        .append_header("Content-Security-Policy", "worker's")
+        .expect("field");
+    rules.apply(&mut answer, false, "").expect("apply");
+    let get = |n: &str| {
+        answer
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        get("x-frame-options").as_deref(),
+        Some("SAMEORIGIN"),
+        "the worker's own stands"
+    );
+    assert_eq!(
+        get("content-security-policy").as_deref(),
+        Some("default-src 'self'"),
+        "set replaces"
+    );
+    assert_eq!(get("x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(
+        get("referrer-policy").as_deref(),
+        Some("strict-origin-when-cross-origin")
+    );
+    assert!(
+        get("strict-transport-security").is_none(),
+        "no HSTS over plain HTTP"
+    );
+    let mut secure = ResponseHeader::build(200, None).expect("answer");
+    rules.apply(&mut secure, true, "").expect("apply");
+    assert!(secure.headers.contains_key("strict-transport-security"));
+    // The byte path adds the same fields.
+    let added: Vec<&str> = rules.added(0b0100, false, "rid").map(|(n, _)| n).collect();
+    assert_eq!(
+        added,
+        [
+            "content-security-policy",
+            "x-content-type-options",
+            "referrer-policy",
+            "x-request-id"
+        ]
+    );
 }

@@ -1,0 +1,100 @@
+//! Lowering the edge settings: `server.trusted_proxies` and the `[headers]` table.
+
+use toml::de::DeValue;
+
+use crate::cidr::Cidr;
+use crate::model::{HeaderPreset, Headers};
+use crate::reader::{as_string, kind, Reader, Table};
+
+/// Response fields removed when `[headers] remove` is not given: they tell versions.
+pub const DEFAULT_REMOVED: [&str; 2] = ["Server", "X-Powered-By"];
+
+/// `trusted_proxies = ["10.0.0.0/8", "::1"]`: each entry checked, errors at the entry.
+pub(crate) fn trusted_proxies(r: &mut Reader, t: &mut Table) -> Vec<Cidr> {
+    let path = t.key_path("trusted_proxies");
+    let Some(node) = t.get("trusted_proxies") else {
+        return Vec::new();
+    };
+    let DeValue::Array(items) = node.get_ref() else {
+        r.error(
+            node.span(),
+            &path,
+            format!(
+                "expected an array of address ranges like [\"10.0.0.0/8\", \"::1\"], found {}",
+                kind(node.get_ref())
+            ),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        if let Some(text) = as_string(r, item, &item_path) {
+            match text.parse::<Cidr>() {
+                Ok(cidr) => out.push(cidr),
+                Err(why) => r.error(
+                    item.span(),
+                    &item_path,
+                    format!(
+                        "{why}; write a range like \"10.0.0.0/8\" or an address like \"127.0.0.1\""
+                    ),
+                ),
+            }
+        }
+    }
+    out
+}
+
+/// `[headers]`: `preset`, `set` and `remove`, with names and values checked as HTTP allows.
+pub(crate) fn headers(r: &mut Reader, top: &mut Table) -> Headers {
+    let mut t = top.table(r, "headers");
+    let preset = match t.choice(r, "preset", &["none", "strict"]) {
+        Some("strict") => HeaderPreset::Strict,
+        _ => HeaderPreset::None,
+    };
+    let set_path = t.key_path("set");
+    let set = t.string_map(r, "set").unwrap_or_default();
+    for (name, value) in &set {
+        if !is_token(name) {
+            r.error_nowhere(
+                &format!("{set_path}.{name}"),
+                "is not a valid header field name (letters, digits and !#$%&'*+-.^_`|~ only)",
+            );
+        }
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            r.error_nowhere(
+                &format!("{set_path}.{name}"),
+                "the value has control characters, which a header field may not carry",
+            );
+        }
+    }
+    let remove_path = t.key_path("remove");
+    let remove = match t.string_array(r, "remove") {
+        Some(names) => {
+            for (i, name) in names.iter().enumerate() {
+                if !is_token(name) {
+                    r.error_nowhere(
+                        &format!("{remove_path}[{i}]"),
+                        format!("{name:?} is not a valid header field name"),
+                    );
+                }
+            }
+            names
+        }
+        None => DEFAULT_REMOVED.iter().map(|n| n.to_string()).collect(),
+    };
+    t.finish(r);
+    Headers {
+        preset,
+        set,
+        remove,
+    }
+}
+
+/// An HTTP token (RFC 9110 5.6.2), what a field name must be.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
