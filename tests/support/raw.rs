@@ -126,3 +126,24 @@ impl Raw {
         !self.fill()
     }
 }
+
+impl Raw {
+    /// Connects to `to` from the local address `from` (a loopback address such as
+    /// 127.0.0.2 or ::1), so a test can play a trusted or an untrusted peer.
+    pub fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> Raw {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(to), Type::STREAM, None).expect("socket");
+        socket
+            .bind(&std::net::SocketAddr::new(from, 0).into())
+            .expect("bind the source address");
+        socket.connect(&to.into()).expect("connect to corral");
+        let stream = TcpStream::from(socket);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+}

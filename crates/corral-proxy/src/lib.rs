@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod admin;
 pub mod control;
 pub mod forward;
+pub mod framing;
 pub mod limits;
 mod request_id;
 pub mod settings;

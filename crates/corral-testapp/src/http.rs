@@ -9,6 +9,10 @@ use tungstenite::{Message, WebSocket};
 
 use crate::Conn;
 
+/// Requests this process has read (but `/count` itself), for tests that prove a request
+/// never reached a worker.
+static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Memory held by `/alloc`, never freed, so RSS stays up.
 static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
@@ -28,6 +32,9 @@ pub fn handle<S: Conn + 'static>(mut conn: S) {
             _ => return,
         };
         buf.drain(..consumed);
+        if request.path != "/count" {
+            SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let chunked = header(&request, "transfer-encoding")
             .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         let body = if chunked {
@@ -202,6 +209,11 @@ fn identity() -> String {
 fn respond<S: Write>(conn: &mut S, request: &Request, body: &[u8]) -> io::Result<()> {
     let (status, content_type, payload): (u16, &str, Vec<u8>) = match request.path.as_str() {
         "/health" => (200, "text/plain", b"ok\n".to_vec()),
+        "/count" => (
+            200,
+            "text/plain",
+            format!("{}\n", SEEN.load(std::sync::atomic::Ordering::SeqCst)).into_bytes(),
+        ),
         "/sleep" => {
             std::thread::sleep(Duration::from_millis(number(request, "ms")));
             (200, "application/json", identity().into_bytes())
@@ -262,7 +274,7 @@ fn respond<S: Write>(conn: &mut S, request: &Request, body: &[u8]) -> io::Result
     };
     let connection = if request.close { "close" } else { "keep-alive" };
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\nX-Worker-Pid: {}\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\nX-Worker-Pid: {}\r\nServer: corral-testapp/0.1 (Linux)\r\nX-Powered-By: rust/1.95\r\n\r\n",
         reason(status),
         payload.len(),
         std::process::id()

@@ -4,7 +4,8 @@
 //! Listens on `--port N` (127.0.0.1), `--unix PATH`, or fd 3 when `LISTEN_FDS=1`.
 //! Endpoints: `/` (worker id and pid), `/health`, `/sleep?ms=N`, `/crash`, `/hang`,
 //! `/headers` (request headers as JSON), `/status/NNN`, `/bytes?n=N`, `/alloc?mb=N`,
-//! `/env?name=VAR` (an environment variable), `/echo` (the request body),
+//! `/env?name=VAR` (an environment variable), `/echo` (the request body), `/count`
+//! (requests this process has read: proof that a refused request never reached it),
 //! `/ws` (WebSocket echo), and answers shaped like other servers' (see `shapes`: `/chunked`,
 //! `/hop-fields`, `/dated`, `/split-head`, `/many-fields`, `/until-close`, `/http10`, `/worker-close`, `/truncate`,
 //! `/stall`). `--startup-delay-ms N` delays listening; `--exit-at-start CODE`

@@ -8,6 +8,7 @@ use corral_supervisor::{Backend, PoolRoute, RoutingTable};
 use http::header::USER_AGENT;
 use pingora_http::RequestHeader;
 
+use super::body::BodyStart;
 use super::headers::is_upgrade;
 use super::identity::ClientIdentity;
 use crate::settings::ProxySettings;
@@ -31,6 +32,8 @@ pub(super) struct Exchange {
     pub(super) upstream_ms: Option<f64>,
     /// Forwarding fields an untrusted peer sent, left out of the worker's request.
     pub(super) forged: u32,
+    /// The body read before a worker was chosen.
+    pub(super) body: BodyStart,
     _in_flight: InFlight,
 }
 
@@ -54,6 +57,7 @@ impl Exchange {
             upstream_start: start,
             upstream_ms: None,
             forged: 0,
+            body: BodyStart::default(),
             _in_flight: InFlight::start(in_flight),
         }
     }

@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::accept::Connection;
 use super::admit::admit;
+use super::body;
 use super::conns;
 use super::context::{Exchange, RequestLine};
 use super::outcome::{respond, AttemptError, Failure};
@@ -58,7 +59,11 @@ impl Forwarder {
             self.routes.load_full(),
             &self.metrics.in_flight,
         );
-        let result = match admit(&client, &exchange.settings) {
+        exchange.request_id = match &exchange.client.request_id {
+            Some(kept) => kept.clone(),
+            None => request_id::next(),
+        };
+        let result = match self.admit_and_read(&mut client, &mut exchange).await {
             Ok(()) => self.forward(&mut client, &mut exchange).await,
             Err(refused) => Err(refused),
         };
@@ -93,6 +98,19 @@ impl Forwarder {
             }
             Err(failure) => self.fail(client, &exchange, failure).await,
         }
+    }
+
+    /// The phases before a worker is chosen: the checks, then the start of any body.
+    async fn admit_and_read(
+        &self,
+        client: &mut DownstreamSession,
+        exchange: &mut Exchange,
+    ) -> Result<(), Failure> {
+        admit(client, &exchange.settings)?;
+        if !client.is_body_empty() {
+            exchange.body = body::read_start(client, exchange.settings.limits.body_size).await?;
+        }
+        Ok(())
     }
 
     /// Answers a failed request (unless an answer has begun), counts and logs it.
@@ -132,10 +150,6 @@ impl Forwarder {
         client: &mut DownstreamSession,
         exchange: &mut Exchange,
     ) -> Result<Done, Failure> {
-        exchange.request_id = match &exchange.client.request_id {
-            Some(kept) => kept.clone(),
-            None => request_id::next(),
-        };
         let upgrade = client.is_upgrade_req();
         let replayable = client.req_header().method.is_idempotent() && client.is_body_empty();
         let spread = upstream::spread_seed();
@@ -238,7 +252,9 @@ impl Forwarder {
                 let mut upstream = UpstreamSession::new(worker);
                 // A worker that does not take the request for `timeout` is stuck.
                 upstream.write_timeout = timeout;
-                send::send_request(client, &mut upstream, head, &exchange.settings).await?;
+                let settings = &exchange.settings;
+                send::send_request(client, &mut upstream, head, &mut exchange.body, settings)
+                    .await?;
                 worker = upstream.into_inner();
                 worker.flush().await.map_err(|e| {
                     let e = Error::because(ErrorType::WriteError, "while sending the request", e);

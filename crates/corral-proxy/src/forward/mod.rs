@@ -7,6 +7,7 @@
 mod accept;
 mod admit;
 mod answer;
+mod body;
 mod conns;
 mod context;
 mod exchange;

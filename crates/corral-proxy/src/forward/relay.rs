@@ -72,7 +72,8 @@ impl Forwarder {
         upstream.read_timeout = timeout;
         upstream.write_timeout = timeout;
         if let Some(head) = pending {
-            send::send_request(client, &mut upstream, head, &exchange.settings).await?;
+            let settings = &exchange.settings;
+            send::send_request(client, &mut upstream, head, &mut exchange.body, settings).await?;
         }
         // The answer head; informational answers (103) are relayed as they come.
         loop {

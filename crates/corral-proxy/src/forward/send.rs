@@ -8,8 +8,8 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use tokio::io::AsyncWriteExt;
 
+use super::body::BodyStart;
 use super::fields;
-use super::headers::expects_continue;
 use super::identity::ClientIdentity;
 use super::outcome::{AttemptError, Failure};
 use crate::settings::ProxySettings;
@@ -60,48 +60,34 @@ pub(super) async fn write_bytes(worker: &mut Stream, bytes: &[u8]) -> Result<(),
     })
 }
 
-/// Writes the request head and streams its body, if any, through pingora's session.
+/// Writes the request head and its body, if any, through pingora's session: the part read
+/// ahead first, then the rest as it comes, refused past `body_size`.
 pub(super) async fn send_request(
     client: &mut DownstreamSession,
     upstream: &mut UpstreamSession,
     head: Box<RequestHeader>,
+    body: &mut BodyStart,
     settings: &ProxySettings,
 ) -> Result<(), AttemptError> {
     upstream
         .write_request_header(head)
         .await
         .map_err(AttemptError::no_answer)?;
-    if !client.is_body_empty() {
-        send_body(client, upstream, settings).await?;
+    if client.is_body_empty() {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// Streams the request body to the worker, refusing it past `body_size`.
-async fn send_body(
-    client: &mut DownstreamSession,
-    upstream: &mut UpstreamSession,
-    settings: &ProxySettings,
-) -> Result<(), AttemptError> {
     let client_error = |e: Box<Error>| AttemptError::ends(Failure::client(&e));
     let worker_error = |e: Box<Error>| AttemptError::ends(Failure::worker(502, e));
-    if expects_continue(client.req_header()) {
-        client
-            .write_continue_response()
-            .await
-            .map_err(client_error)?;
+    for chunk in &body.chunks {
+        upstream.write_body(chunk).await.map_err(worker_error)?;
     }
-    let mut sent: u64 = 0;
-    while let Some(chunk) = client.read_body_bytes().await.map_err(client_error)? {
-        if chunk.is_empty() {
-            // An empty chunk would end a chunked body early.
-            continue;
+    if !body.complete {
+        while let Some(chunk) = client.read_body_bytes().await.map_err(client_error)? {
+            let limit = settings.limits.body_size;
+            if body.count(&chunk, limit).map_err(AttemptError::ends)? {
+                upstream.write_body(&chunk).await.map_err(worker_error)?;
+            }
         }
-        sent += chunk.len() as u64;
-        if sent > settings.limits.body_size {
-            return Err(AttemptError::ends(Failure::refused(413, "body too large")));
-        }
-        upstream.write_body(&chunk).await.map_err(worker_error)?;
     }
     upstream.finish_body().await.map_err(worker_error)?;
     Ok(())

@@ -1,0 +1,141 @@
+//! RFC 9112 framing and syntax checks that pingora's parser leaves to us, on the request's
+//! raw head and parsed fields: the request line's exact shape, one valid `Host` (required
+//! in HTTP/1.1), one `Content-Length` only, and a `Transfer-Encoding` whose codings end in
+//! one `chunked`. What pingora already refuses (field syntax, bad chunk sizes) it refuses;
+//! a target with spaces or control bytes it percent-encodes before corral sees the head,
+//! so such a request reaches the worker as one well-formed request line.
+//! `tests/smuggling.rs` holds the whole set case by case.
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::Version;
+use pingora_http::RequestHeader;
+
+use crate::limits::Refusal;
+
+const fn bad(reason: &'static str) -> Option<Refusal> {
+    Some(Refusal {
+        status: 400,
+        reason,
+    })
+}
+
+/// Checks the request whose raw head is `raw`; `None` when it may pass.
+pub fn check(raw: &[u8], head: &RequestHeader) -> Option<Refusal> {
+    let line = raw.split(|&b| b == b'\n').next().unwrap_or(raw);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !request_line_ok(line) {
+        return bad("malformed request line");
+    }
+    let mut hosts = head.headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return bad("more than one Host"),
+        (Some(host), None) if !authority_ok(host.as_bytes()) => return bad("malformed Host"),
+        (None, _) if head.version == Version::HTTP_11 => {
+            return bad("HTTP/1.1 request without Host")
+        }
+        _ => {}
+    }
+    if head.headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
+        return bad("more than one Content-Length");
+    }
+    let mut codings = head
+        .headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .peekable();
+    if codings.peek().is_some() {
+        if head.version != Version::HTTP_11 {
+            return bad("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        let codings: Vec<&[u8]> = codings.collect();
+        let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+        let times = codings.iter().filter(|c| chunked(c)).count();
+        if !codings.last().is_some_and(|c| chunked(c)) || times > 1 {
+            return Some(Refusal {
+                status: 501,
+                reason: "Transfer-Encoding does not end in one chunked",
+            });
+        }
+    }
+    None
+}
+
+/// `method SP request-target SP HTTP/1.x`, single spaces, a target of visible bytes.
+fn request_line_ok(line: &[u8]) -> bool {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && !target.is_empty()
+        && target.iter().all(|&b| b > 0x20 && b != 0x7f)
+        && (version == b"HTTP/1.1" || version == b"HTTP/1.0")
+}
+
+/// A `Host` value: `host[:port]` of the characters a URI authority may hold (RFC 3986);
+/// empty is allowed (RFC 9110 7.2).
+fn authority_ok(host: &[u8]) -> bool {
+    host.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(raw: &str) -> Option<u16> {
+        let mut storage = [httparse::EMPTY_HEADER; 16];
+        let mut parsed = httparse::Request::new(&mut storage);
+        let _ = parsed.parse(raw.as_bytes());
+        let mut head = RequestHeader::build(
+            parsed.method.unwrap_or("GET"),
+            parsed.path.unwrap_or("/").as_bytes(),
+            None,
+        )
+        .expect("head");
+        if parsed.version == Some(0) {
+            head.set_version(Version::HTTP_10);
+        }
+        for h in parsed.headers.iter().filter(|h| !h.name.is_empty()) {
+            head.append_header(h.name.to_string(), h.value)
+                .expect("field");
+        }
+        check(raw.as_bytes(), &head).map(|r| r.status)
+    }
+
+    #[test]
+    fn well_formed_requests_pass() {
+        assert_eq!(
+            status("GET /a?b=c HTTP/1.1\r\nHost: example.org:8080\r\n\r\n"),
+            None
+        );
+        assert_eq!(status("GET / HTTP/1.0\r\n\r\n"), None);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), None);
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn each_kind_of_bad_framing_is_refused() {
+        for (raw, expected) in [
+            ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.2\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        ] {
+            assert_eq!(status(raw), Some(expected), "{raw:?}");
+        }
+    }
+}
