@@ -254,6 +254,14 @@ pub(super) enum AnswerField {
     Framing,
 }
 
+/// The fields of `preset = "strict"`: name, value, and whether only for https clients.
+const STRICT: [(&str, &str, bool); 4] = [
+    ("Strict-Transport-Security", "max-age=31536000; includeSubDomains", true),
+    ("X-Content-Type-Options", "nosniff", false),
+    ("X-Frame-Options", "DENY", false),
+    ("Referrer-Policy", "strict-origin-when-cross-origin", false),
+];
+
 /// Fields of an answer that corral always leaves out.
 const ANSWER_DROPPED: [&str; 7] = [
     "connection",
@@ -269,6 +277,8 @@ const ANSWER_DROPPED: [&str; 7] = [
 #[derive(Debug, Clone)]
 struct PresetField {
     name: HeaderName,
+    /// The name as written on the wire.
+    display: &'static str,
     value: HeaderValue,
     /// HSTS means nothing over plain HTTP (RFC 6797 7.2): only for https clients.
     https_only: bool,
@@ -279,49 +289,41 @@ struct PresetField {
 pub(crate) struct AnswerRules {
     /// Lower-case names the answer loses: `remove`, and the `set` names (replaced).
     removed: Vec<String>,
-    set: Vec<(HeaderName, HeaderValue)>,
+    /// Name as the config wrote it, and value.
+    set: Vec<(String, HeaderValue)>,
     preset: Vec<PresetField>,
 }
 
 impl AnswerRules {
     /// The rules of a config's `[headers]` table (validated there).
     pub(crate) fn new(headers: &Headers) -> AnswerRules {
-        let set: Vec<(HeaderName, HeaderValue)> = headers
+        let set: Vec<(String, HeaderValue)> = headers
             .set
             .iter()
-            .filter_map(|(n, v)| {
-                Some((
-                    HeaderName::from_bytes(n.as_bytes()).ok()?,
-                    HeaderValue::from_str(v).ok()?,
-                ))
-            })
+            .filter(|(n, _)| HeaderName::from_bytes(n.as_bytes()).is_ok())
+            .filter_map(|(n, v)| Some((n.clone(), HeaderValue::from_str(v).ok()?)))
             .collect();
         let mut removed: Vec<String> = headers
             .remove
             .iter()
+            .chain(set.iter().map(|(n, _)| n))
             .map(|n| n.to_ascii_lowercase())
             .collect();
-        removed.extend(set.iter().map(|(n, _)| n.as_str().to_string()));
+        removed.sort_unstable();
+        removed.dedup();
         let preset = match headers.preset {
             HeaderPreset::None => Vec::new(),
-            HeaderPreset::Strict => [
-                (
-                    "strict-transport-security",
-                    "max-age=31536000; includeSubDomains",
-                    true,
-                ),
-                ("x-content-type-options", "nosniff", false),
-                ("x-frame-options", "DENY", false),
-                ("referrer-policy", "strict-origin-when-cross-origin", false),
-            ]
-            .into_iter()
-            .map(|(name, value, https_only)| PresetField {
-                name: HeaderName::from_static(name),
-                value: HeaderValue::from_static(value),
-                https_only,
-            })
-            .filter(|p| !removed.iter().any(|r| r == p.name.as_str()))
-            .collect(),
+            HeaderPreset::Strict => STRICT
+                .iter()
+                .map(|&(display, value, https_only)| PresetField {
+                    name: HeaderName::from_bytes(display.as_bytes())
+                        .unwrap_or(HeaderName::from_static("x-preset")),
+                    display,
+                    value: HeaderValue::from_static(value),
+                    https_only,
+                })
+                .filter(|p| !removed.iter().any(|r| r == p.name.as_str()))
+                .collect(),
         };
         AnswerRules {
             removed,
@@ -363,8 +365,8 @@ impl AnswerRules {
             .iter()
             .enumerate()
             .filter(move |(i, p)| sent & (1 << i) == 0 && (https || !p.https_only))
-            .map(|(_, p)| (p.name.as_str(), p.value.as_bytes()));
-        let id = (!request_id.is_empty()).then_some(("x-request-id", request_id.as_bytes()));
+            .map(|(_, p)| (p.display, p.value.as_bytes()));
+        let id = (!request_id.is_empty()).then_some(("X-Request-Id", request_id.as_bytes()));
         set.chain(preset).chain(id)
     }
 

@@ -267,10 +267,10 @@ fn the_strict_preset_fills_in_what_the_worker_did_not_send() {
     assert_eq!(
         added,
         [
-            "content-security-policy",
-            "x-content-type-options",
-            "referrer-policy",
-            "x-request-id"
+            "Content-Security-Policy",
+            "X-Content-Type-Options",
+            "Referrer-Policy",
+            "X-Request-Id"
         ]
     );
 }
