@@ -6,6 +6,9 @@
 #
 #   bench/ab.sh BEFORE_BIN AFTER_BIN          # e.g. a release build of main's parent
 #   ROUNDS=5 DURATION=4 CONNS="16 64" bench/ab.sh A B
+#   B_SERVER='trusted_proxies = ["127.0.0.1"]' B_TABLES='[headers]
+#   preset = "strict"' bench/ab.sh BIN BIN     # one build, a setting off (A) and on (B)
+#   WRK_HEADER='X-Forwarded-For: 203.0.113.9'  # a field every request carries
 #
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
 set -euo pipefail
@@ -39,7 +42,7 @@ wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 wait_ready() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "corral on admin $1 never ready" >&2; return 1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# start_corral NAME BIN -> sets PORT_<NAME>, PID_<NAME>
+# start_corral NAME BIN SERVER_LINES TABLES -> sets PORT_<NAME>, PID_<NAME>
 start_corral() {
   local port admin
   port=$(free_port); admin=$(free_port)
@@ -50,9 +53,11 @@ admin = "127.0.0.1:$admin"
 control_socket = "$WORK/$1.sock"
 runtime_dir = "$WORK/$1-run"
 threads = 1
+$3
 [log]
 access = false
 level = "warn"
+$4
 [pools.bench]
 command = ["$APP", "--port", "{port}"]
 workers = 1
@@ -88,14 +93,15 @@ wait_port "$NGINX_PORT"
 for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
 PID_nginx=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
 PORT_nginx=$NGINX_PORT
-start_corral before "$A"
-start_corral after "$B"
+start_corral before "$A" "${A_SERVER:-}" "${A_TABLES:-}"
+start_corral after "$B" "${B_SERVER:-}" "${B_TABLES:-}"
 
 # cell NAME CONNS -> appends "rps us_per_req" to $WORK/NAME-CONNS
 cell() {
   local port_var="PORT_$1" pid_var="PID_$1" before after rps
   before=$(cpu_ticks "${!pid_var}")
-  rps=$(wrk -t1 -c"$2" -d"${DURATION}s" -s bench/latency.lua "http://127.0.0.1:${!port_var}$PATH_Q" 2>/dev/null | awk '/^RESULT/ {print $2}')
+  local extra=(); [ -n "${WRK_HEADER:-}" ] && extra=(-H "$WRK_HEADER")
+  rps=$(wrk -t1 -c"$2" -d"${DURATION}s" -s bench/latency.lua "${extra[@]}" "http://127.0.0.1:${!port_var}$PATH_Q" 2>/dev/null | awk '/^RESULT/ {print $2}')
   after=$(cpu_ticks "${!pid_var}")
   awk -v r="$rps" -v b="$before" -v a="$after" -v t="$TICK" -v d="$DURATION" \
     'BEGIN { printf "%s %.2f\n", r, (a-b)/t/(r*d)*1e6 }' >> "$WORK/$1-$2"

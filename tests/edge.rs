@@ -238,3 +238,26 @@ fn slowloris_clients_are_closed_at_header_timeout_while_others_are_served() {
         );
     }
 }
+
+#[test]
+fn a_connection_over_max_connections_gets_503_and_is_closed() {
+    let corral = Corral::start(&testapp_pool(1, ""), "max_connections = 2", 1);
+    let mut open: Vec<Raw> = (0..2).map(|_| Raw::connect(corral.port)).collect();
+    for raw in &mut open {
+        raw.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(raw.response(false).status, 200);
+    }
+    let mut third = Raw::connect(corral.port);
+    let refused = third.response(false);
+    assert_eq!(refused.status, 503, "{}", refused.head);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(third.closed());
+    assert_eq!(corral.metric("corral_connections_refused_total"), 1.0);
+    // A freed place is taken again.
+    drop(open.pop());
+    support::wait_for("a freed connection slot", Duration::from_secs(5), || {
+        let mut next = Raw::connect(corral.port);
+        next.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        (next.response(false).status == 200).then_some(())
+    });
+}

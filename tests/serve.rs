@@ -41,6 +41,18 @@ fn bundled_example_serves_through_the_proxy() {
     );
     assert_eq!(answer["client"], "127.0.0.1");
     assert_eq!(answer["request_id"].as_str().map(str::len), Some(32));
+    // The example app's `Server: ... Python/3.x` never reaches the client; the preset does.
+    let raw = client()
+        .get(&corral.url("/"))
+        .call()
+        .expect("request through corral");
+    assert!(raw.headers().get("server").is_none(), "{:?}", raw.headers());
+    assert_eq!(
+        raw.headers()
+            .get("x-content-type-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
 
     let workers = corral.workers();
     assert_eq!(workers.len(), 4);

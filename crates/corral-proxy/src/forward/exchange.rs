@@ -20,6 +20,7 @@ use super::admit::admit;
 use super::body;
 use super::conns;
 use super::context::{Exchange, RequestLine};
+use super::identity::ClientIdentity;
 use super::outcome::{respond, AttemptError, Failure};
 use super::relay::Done;
 use super::retry::{self, Failed, Next, Tries, MAX_TRIES};
@@ -40,8 +41,8 @@ impl Forwarder {
     ) -> Option<Reusable> {
         let settings = self.settings.load_full();
         // From a trusted proxy, each request says who its client is; else the peer is.
-        let identity = if connection.identity.trusted_peer {
-            let head = client.req_header();
+        let head = client.req_header();
+        let identity = if connection.identity.trusted_peer && ClientIdentity::refined_by(head) {
             Arc::new(
                 connection
                     .identity

@@ -256,7 +256,11 @@ pub(super) enum AnswerField {
 
 /// The fields of `preset = "strict"`: name, value, and whether only for https clients.
 const STRICT: [(&str, &str, bool); 4] = [
-    ("Strict-Transport-Security", "max-age=31536000; includeSubDomains", true),
+    (
+        "Strict-Transport-Security",
+        "max-age=31536000; includeSubDomains",
+        true,
+    ),
     ("X-Content-Type-Options", "nosniff", false),
     ("X-Frame-Options", "DENY", false),
     ("Referrer-Policy", "strict-origin-when-cross-origin", false),

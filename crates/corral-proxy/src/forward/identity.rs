@@ -68,6 +68,14 @@ impl ClientIdentity {
         }
     }
 
+    /// Whether a request from a trusted peer carries any field that could change who its
+    /// client is; without one the connection's identity stands (no allocation).
+    pub(crate) fn refined_by(head: &RequestHeader) -> bool {
+        FORWARDING
+            .iter()
+            .any(|name| head.headers.contains_key(HeaderName::from_static(name)))
+    }
+
     /// The identity of one request from a trusted peer (`self`, the connection's identity),
     /// read from the request's forwarding fields.
     pub(crate) fn for_request(&self, head: &RequestHeader, trusted: &[Cidr]) -> ClientIdentity {
@@ -89,6 +97,16 @@ impl ClientIdentity {
         resolve(self, &fields, trusted)
     }
 }
+
+/// The fields a trusted proxy may tell the client by.
+const FORWARDING: [&str; 6] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-request-id",
+];
 
 /// The forwarding fields of one request, every value in order.
 #[derive(Debug, Default)]
