@@ -12,6 +12,7 @@ mod env;
 mod error;
 mod lower;
 mod model;
+mod ratelimit;
 mod reader;
 mod render;
 mod units;
@@ -24,9 +25,10 @@ pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
 pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{
-    Bind, Config, HeaderPreset, Headers, Limits, Log, LogFormat, Pool, Ready, Routing, RunAs,
-    Server,
+    Bind, Config, HeaderPreset, Headers, Limits, Log, LogFormat, OnStoreError, Pool, RateKey,
+    RateLimit, RateMatch, RateStore, Ready, Routing, RunAs, Server, StoreKind,
 };
+pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;
 pub use units::{format_duration, parse_duration, parse_size};
 

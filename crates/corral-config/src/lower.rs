@@ -25,6 +25,8 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
     let server = server(r, &mut top);
     let log = log(r, &mut top);
     let headers = crate::edge::headers(r, &mut top);
+    let rate_limits = crate::ratelimit::rules(r, &mut top);
+    let rate_limit_store = crate::ratelimit::store(r, &mut top);
     let pools = pools(r, &mut top);
     let routing = routing(r, &mut top, &pools);
     top.finish(r);
@@ -37,6 +39,8 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
         log,
         routing: routing?,
         headers,
+        rate_limits,
+        rate_limit_store,
         pools,
     })
 }

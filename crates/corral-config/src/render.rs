@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::model::{Bind, Config, HeaderPreset, LogFormat, Ready};
+use crate::model::{
+    Bind, Config, HeaderPreset, LogFormat, OnStoreError, RateKey, Ready, StoreKind,
+};
 use crate::units::format_duration;
 
 /// The config after defaults and overrides, in the file's own syntax.
@@ -87,6 +89,61 @@ pub fn render(c: &Config) -> String {
         .collect();
     let _ = writeln!(out, "set = {{ {} }}", set.join(", "));
     let _ = writeln!(out, "remove = [{}]", list(&c.headers.remove));
+    for rule in &c.rate_limits {
+        let m = &rule.matcher;
+        let mut conditions = Vec::new();
+        if let Some(p) = &m.path_prefix {
+            conditions.push(format!("path_prefix = {p:?}"));
+        }
+        if let Some(v) = &m.method {
+            conditions.push(format!("method = {v:?}"));
+        }
+        if let Some(h) = &m.host {
+            conditions.push(format!("host = {h:?}"));
+        }
+        if m.websocket {
+            conditions.push("websocket = true".into());
+        }
+        let key = match &rule.key {
+            RateKey::ClientIp => "client_ip".to_string(),
+            RateKey::Global => "global".to_string(),
+            RateKey::Header(h) => format!("header:{h}"),
+        };
+        let _ = writeln!(
+            out,
+            "\n[[rate_limits]]\nname = {:?}\nmatch = {{ {} }}\nkey = {key:?}\nrate = \"{}/{}\"\nburst = {}\nin_flight = {}\nheaders = {}",
+            rule.name,
+            conditions.join(", "),
+            rule.count,
+            format_duration(rule.per),
+            rule.burst,
+            rule.in_flight,
+            rule.headers
+        );
+    }
+    let store = &c.rate_limit_store;
+    let _ = writeln!(out, "\n[rate_limit_store]");
+    match &store.kind {
+        StoreKind::Memory => {
+            let _ = writeln!(out, "kind = \"memory\"");
+        }
+        StoreKind::Redis {
+            url,
+            timeout,
+            on_error,
+        } => {
+            let on_error = match on_error {
+                OnStoreError::Allow => "allow",
+                OnStoreError::Deny => "deny",
+            };
+            let _ = writeln!(
+                out,
+                "kind = \"redis\"\nurl = {url:?}\ntimeout = {:?}\non_error = {on_error:?}",
+                format_duration(*timeout)
+            );
+        }
+    }
+    let _ = writeln!(out, "max_keys = {}", store.max_keys);
     let _ = writeln!(out, "\n[routing]\nactive = {:?}", c.routing.active);
     for p in &c.pools {
         let _ = writeln!(

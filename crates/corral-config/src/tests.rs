@@ -241,3 +241,51 @@ fn edge_settings_are_read_and_checked() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn rate_limits_are_read_checked_and_rendered_back() {
+    let c = ok(&format!(
+        "[[rate_limits]]\nname = \"api\"\nmatch = {{ path_prefix = \"/api\", method = \"get\" }}\nkey = \"header:X-Api-Key\"\nrate = \"10/s\"\nburst = 20\nin_flight = 2\n\
+         [[rate_limits]]\nname = \"ws\"\nmatch = {{ websocket = true }}\nrate = \"5/s\"\n\
+         [rate_limit_store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\non_error = \"deny\"\n{MINIMAL}"
+    ));
+    assert_eq!(c.rate_limits.len(), 2);
+    let api = &c.rate_limits[0];
+    assert_eq!(
+        (api.count, api.per, api.burst, api.in_flight),
+        (10, Duration::from_secs(1), 20, 2)
+    );
+    assert_eq!(api.key, RateKey::Header("x-api-key".into()));
+    assert_eq!(api.matcher.method.as_deref(), Some("GET"));
+    assert_eq!(
+        c.rate_limits[1].burst, 5,
+        "burst defaults to the rate's count"
+    );
+    assert!(matches!(
+        c.rate_limit_store.kind,
+        StoreKind::Redis {
+            on_error: OnStoreError::Deny,
+            ..
+        }
+    ));
+    let again = ok(&render(&c));
+    assert_eq!(again.rate_limits, c.rate_limits);
+    assert_eq!(again.rate_limit_store, c.rate_limit_store);
+
+    let bad = errs(&format!(
+        "[[rate_limits]]\nname = \"a\"\nrate = \"10 per second\"\nkey = \"cookie\"\nmatch = {{ paht = \"/\" }}\n\
+         [[rate_limits]]\nname = \"a\"\nrate = \"1/s\"\n[rate_limit_store]\nkind = \"redis\"\n{MINIMAL}"
+    ));
+    for expected in [
+        "rate_limits[0].rate",
+        "rate_limits[0].key",
+        "rate_limits[0].match.paht",
+        "rate_limits[1].name",
+        "rate_limit_store.url",
+    ] {
+        assert!(
+            bad.iter().any(|e| e.contains(expected)),
+            "{expected} in {bad:?}"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! The proxy's reloadable settings.
 
 use corral_config::{Cidr, Config, Limits};
+use corral_ratelimit::Limiter;
+use corral_telemetry::Metrics;
 
 use crate::forward::AnswerRules;
 
@@ -18,11 +20,18 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// What every answer loses and gains (`[headers]`), made once here.
     pub(crate) answer: AnswerRules,
+    /// `[[rate_limits]]` and their store.
+    pub limiter: Limiter,
 }
 
 impl ProxySettings {
-    /// The settings of `config`.
-    pub fn new(config: &Config) -> ProxySettings {
+    /// The settings of `config`; `previous` (on reload) lends its rate limit counters and
+    /// store connection, so unchanged rules keep counting.
+    pub fn new(
+        config: &Config,
+        previous: Option<&ProxySettings>,
+        metrics: &Metrics,
+    ) -> ProxySettings {
         ProxySettings {
             limits: config.server.limits.clone(),
             access_log: config.log.access,
@@ -30,6 +39,11 @@ impl ProxySettings {
             proxy_protocol: config.server.proxy_protocol,
             max_connections: config.server.max_connections,
             answer: AnswerRules::new(&config.headers),
+            limiter: Limiter::new(
+                config,
+                previous.map(|p| &p.limiter),
+                metrics.rate_limit_store_errors.clone(),
+            ),
         }
     }
 

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// Client connections open now.
     pub connections: IntGauge,
+    /// Requests answered 429, by rule.
+    pub rate_limited: IntCounterVec,
+    /// Rate limit decisions the store (Redis) failed to make in time.
+    pub rate_limit_store_errors: IntCounter,
     /// Requests in flight through the proxy right now.
     pub in_flight: IntGauge,
 }
@@ -115,6 +119,17 @@ impl Metrics {
             "Client connections answered 503 and closed at server.max_connections",
         )?;
         let connections = IntGauge::new("corral_connections", "Client connections open now")?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "corral_rate_limited_total",
+                "Requests answered 429, by rate limit rule",
+            ),
+            &["rule"],
+        )?;
+        let rate_limit_store_errors = IntCounter::new(
+            "corral_rate_limit_store_errors_total",
+            "Rate limit decisions the store failed to make within its timeout",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("corral_build_info", "Always 1; labels carry the version"),
             &["version"],
@@ -136,6 +151,8 @@ impl Metrics {
         registry.register(Box::new(untrusted_forwarded_fields.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(rate_limit_store_errors.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -153,6 +170,8 @@ impl Metrics {
             untrusted_forwarded_fields,
             connections_refused,
             connections,
+            rate_limited,
+            rate_limit_store_errors,
             in_flight,
         })
     }

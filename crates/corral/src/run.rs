@@ -79,7 +79,9 @@ async fn serve(
 ) -> anyhow::Result<StopMode> {
     let draining = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let settings = Arc::new(ArcSwap::from_pointee(ProxySettings::new(config)));
+    let settings = Arc::new(ArcSwap::from_pointee(ProxySettings::new(
+        config, None, &metrics,
+    )));
     let mut proxy = corral_proxy::proxy_service(
         &config.server.listen,
         supervisor.routes.clone(),
@@ -119,7 +121,11 @@ async fn serve(
     // snapshot follows it asynchronously): 1 at start, +1 per applied reload.
     let mut generation: u64 = 1;
     let mut apply = |new: Config, current: &mut Config| {
-        settings.store(Arc::new(ProxySettings::new(&new)));
+        settings.store(Arc::new(ProxySettings::new(
+            &new,
+            Some(&settings.load()),
+            &metrics,
+        )));
         supervisor.reload(new.clone());
         *current = new;
         generation += 1;

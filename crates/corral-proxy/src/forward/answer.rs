@@ -14,7 +14,7 @@ use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, RetryType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::fields::{AnswerField, AnswerRules};
+use super::fields::{AnswerContext, AnswerField, AnswerRules};
 
 /// Room for a usual answer head and a small body in the first read.
 const FIRST_READ: usize = 16 * 1024;
@@ -197,8 +197,8 @@ pub(super) struct Relayed {
 
 impl PlainAnswer {
     /// Adds the fields corral sets on every answer (`[headers]`, the request id).
-    pub(super) fn add_fields(&mut self, rules: &AnswerRules, https: bool, request_id: &str) {
-        for (name, value) in rules.added(self.preset_sent, https, request_id) {
+    pub(super) fn add_fields(&mut self, rules: &AnswerRules, ctx: &AnswerContext) {
+        for (name, value) in rules.added(self.preset_sent, ctx) {
             self.head.extend_from_slice(name.as_bytes());
             self.head.extend_from_slice(b": ");
             self.head.extend_from_slice(value);

@@ -9,6 +9,7 @@ use http::header::USER_AGENT;
 use pingora_http::RequestHeader;
 
 use super::body::BodyStart;
+use super::fields::AnswerContext;
 use super::headers::is_upgrade;
 use super::identity::ClientIdentity;
 use crate::settings::ProxySettings;
@@ -34,6 +35,10 @@ pub(super) struct Exchange {
     pub(super) forged: u32,
     /// The body read before a worker was chosen.
     pub(super) body: BodyStart,
+    /// The rate limit state for the answer (`RateLimit`, `RateLimit-Policy`).
+    pub(super) rate_fields: Vec<(&'static str, String)>,
+    /// Places under rate limit in-flight caps, held until the request (or tunnel) ends.
+    pub(super) rate_guards: Vec<corral_ratelimit::inflight::InFlightGuard>,
     _in_flight: InFlight,
 }
 
@@ -58,6 +63,8 @@ impl Exchange {
             upstream_ms: None,
             forged: 0,
             body: BodyStart::default(),
+            rate_fields: Vec::new(),
+            rate_guards: Vec::new(),
             _in_flight: InFlight::start(in_flight),
         }
     }
@@ -65,6 +72,15 @@ impl Exchange {
     /// The pool the request is routed to: the one place that picks it from the table.
     pub(super) fn route(&self) -> &PoolRoute {
         &self.table.active
+    }
+
+    /// What this request adds to its answer.
+    pub(super) fn answer_context(&self) -> AnswerContext<'_> {
+        AnswerContext {
+            https: self.client.proto == "https",
+            request_id: &self.request_id,
+            extra: &self.rate_fields,
+        }
     }
 
     /// Marks the moment the answer head arrived.

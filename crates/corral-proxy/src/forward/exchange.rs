@@ -108,6 +108,7 @@ impl Forwarder {
         exchange: &mut Exchange,
     ) -> Result<(), Failure> {
         admit(client, &exchange.settings)?;
+        self.rate_limit(client, exchange).await?;
         if !client.is_body_empty() {
             exchange.body = body::read_start(client, exchange.settings.limits.body_size).await?;
         }
@@ -137,6 +138,9 @@ impl Forwarder {
             _ => failure.status,
         };
         self.finish(&client, exchange, status, failure.refused);
+        if let Some(rule) = &failure.rate_limit {
+            tracing::debug!(request_id = %exchange.request_id, rule = &**rule, client_ip = %exchange.client.ip_text, "rate limited");
+        }
         // The refusal was answered whole; the connection may go on.
         if failure.keep_alive && client.response_written().is_some() {
             reuse(client).await

@@ -356,22 +356,25 @@ impl AnswerRules {
     }
 
     /// The fields corral adds to an answer, in order: the `set` ones, the preset ones the
-    /// worker did not send (`sent` has bit i for preset field i), and the request id.
+    /// worker did not send (`sent` has bit i for preset field i), the request's own (the
+    /// rate limit state) and the request id.
     pub(super) fn added<'a>(
         &'a self,
         sent: u32,
-        https: bool,
-        request_id: &'a str,
+        ctx: &'a AnswerContext<'a>,
     ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
         let set = self.set.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        let https = ctx.https;
         let preset = self
             .preset
             .iter()
             .enumerate()
             .filter(move |(i, p)| sent & (1 << i) == 0 && (https || !p.https_only))
             .map(|(_, p)| (p.display, p.value.as_bytes()));
-        let id = (!request_id.is_empty()).then_some(("X-Request-Id", request_id.as_bytes()));
-        set.chain(preset).chain(id)
+        let extra = ctx.extra.iter().map(|(n, v)| (*n, v.as_bytes()));
+        let id =
+            (!ctx.request_id.is_empty()).then_some(("X-Request-Id", ctx.request_id.as_bytes()));
+        set.chain(preset).chain(extra).chain(id)
     }
 
     /// Applies the rules to a header for pingora's session (which writes its own `Date`
@@ -380,8 +383,7 @@ impl AnswerRules {
     pub(super) fn apply(
         &self,
         answer: &mut ResponseHeader,
-        https: bool,
-        request_id: &str,
+        ctx: &AnswerContext,
     ) -> pingora_error::Result<()> {
         if answer.status != 101 {
             let connection: Vec<HeaderValue> =
@@ -402,11 +404,20 @@ impl AnswerRules {
                 sent |= 1 << i;
             }
         }
-        for (name, value) in self.added(sent, https, request_id) {
+        for (name, value) in self.added(sent, ctx) {
             answer.insert_header(name.to_string(), value)?;
         }
         Ok(())
     }
+}
+
+/// What one request adds to its answer besides the config's fields.
+pub(super) struct AnswerContext<'a> {
+    /// The client's scheme is https (HSTS applies).
+    pub(super) https: bool,
+    pub(super) request_id: &'a str,
+    /// Fields of this request (the rate limit state).
+    pub(super) extra: &'a [(&'static str, String)],
 }
 
 /// The field names a `Connection` field lists (its other tokens, like `close`, name no field

@@ -16,6 +16,7 @@ mod headers;
 mod identity;
 mod outcome;
 mod proxy_protocol;
+mod rate_limit;
 mod relay;
 mod replay;
 mod retry;

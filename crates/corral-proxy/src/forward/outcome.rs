@@ -20,8 +20,12 @@ pub(super) struct Failure {
     pub(super) status: u16,
     /// Why corral answered itself (limits, queue, no worker), for the access log.
     pub(super) refused: Option<&'static str>,
-    /// Whether to add `Retry-After: 1` (the client may try again soon).
-    pub(super) retry_after: bool,
+    /// Seconds for `Retry-After`, when the client may try again.
+    pub(super) retry_after: Option<u64>,
+    /// Fields the refusal carries (the rate limit state of a 429).
+    pub(super) fields: Vec<(&'static str, String)>,
+    /// The rate limit rule that refused the request.
+    pub(super) rate_limit: Option<std::sync::Arc<str>>,
     /// Whether the client connection may carry another request afterwards.
     pub(super) keep_alive: bool,
     /// The underlying error, logged at warn when corral or a worker failed.
@@ -34,7 +38,9 @@ impl Failure {
         Failure {
             status,
             refused: Some(reason),
-            retry_after: status == 503,
+            retry_after: (status == 503).then_some(1),
+            fields: Vec::new(),
+            rate_limit: None,
             keep_alive: false,
             error: None,
         }
@@ -45,7 +51,9 @@ impl Failure {
         Failure {
             status,
             refused: None,
-            retry_after: false,
+            retry_after: None,
+            fields: Vec::new(),
+            rate_limit: None,
             keep_alive: false,
             error: Some(error),
         }
@@ -61,7 +69,9 @@ impl Failure {
         Failure {
             status,
             refused: Some("client error"),
-            retry_after: false,
+            retry_after: None,
+            fields: Vec::new(),
+            rate_limit: None,
             keep_alive: false,
             error: None,
         }
@@ -102,14 +112,16 @@ pub(super) async fn respond(
     let keepalive = exchange.keepalive;
     let mut head = ResponseHeader::build(failure.status, Some(3))?;
     head.insert_header("content-length", "0")?;
-    if failure.retry_after {
-        head.insert_header("retry-after", "1")?;
+    if let Some(secs) = failure.retry_after {
+        head.insert_header("retry-after", secs.to_string())?;
     }
-    let https = exchange.client.proto == "https";
+    for (name, value) in &failure.fields {
+        head.insert_header(*name, value.as_str())?;
+    }
     exchange
         .settings
         .answer
-        .apply(&mut head, https, &exchange.request_id)?;
+        .apply(&mut head, &exchange.answer_context())?;
     // A refused head may have left unread bytes behind: reuse only where that cannot be.
     client.set_server_keepalive(if failure.keep_alive { keepalive } else { None });
     client.write_response_header(Box::new(head)).await?;

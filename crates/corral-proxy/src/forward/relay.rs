@@ -99,11 +99,7 @@ impl Forwarder {
         exchange
             .settings
             .answer
-            .apply(
-                &mut answer,
-                exchange.client.proto == "https",
-                &exchange.request_id,
-            )
+            .apply(&mut answer, &exchange.answer_context())
             .map_err(|e| AttemptError::ends(Failure::worker(502, e)))?;
         if !upgraded && ends_by_closing(&answer, client.req_header()) {
             // A body the worker ends by closing goes to an HTTP/1.1 client chunked (as nginx
@@ -157,8 +153,7 @@ impl Forwarder {
             claim,
             timeout,
         } = relay;
-        let https = exchange.client.proto == "https";
-        answer.add_fields(&exchange.settings.answer, https, &exchange.request_id);
+        answer.add_fields(&exchange.settings.answer, &exchange.answer_context());
         let status = answer.status;
         let worker_id = claim.backend().id;
         let keepalive = exchange.keepalive;

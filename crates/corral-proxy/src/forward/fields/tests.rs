@@ -46,6 +46,14 @@ const VALUES: [&str; 9] = [
     "trailers",
 ];
 
+fn ctx(https: bool, request_id: &'static str) -> AnswerContext<'static> {
+    AnswerContext {
+        https,
+        request_id,
+        extra: &[],
+    }
+}
+
 fn client() -> ClientIdentity {
     let peer = Peer {
         addr: Some([127, 0, 0, 9].into()),
@@ -187,7 +195,7 @@ fn answers_lose_connection_fields_and_versions_but_a_101_keeps_its_handshake() {
     ] {
         answer.append_header(n.to_string(), v).expect("field");
     }
-    rules.apply(&mut answer, false, "rid").expect("apply");
+    rules.apply(&mut answer, &ctx(false, "rid")).expect("apply");
     let left: Vec<(&str, &[u8])> = answer
         .headers
         .iter()
@@ -206,7 +214,9 @@ fn answers_lose_connection_fields_and_versions_but_a_101_keeps_its_handshake() {
         .append_header("Connection", "upgrade")
         .expect("field");
     switching.append_header("Server", "x/1").expect("field");
-    rules.apply(&mut switching, false, "rid").expect("apply");
+    rules
+        .apply(&mut switching, &ctx(false, "rid"))
+        .expect("apply");
     assert!(switching.headers.contains_key("connection"));
     assert!(!switching.headers.contains_key("server"));
     assert_eq!(rules.field(b"Transfer-Encoding"), AnswerField::Framing);
@@ -232,7 +242,7 @@ fn the_strict_preset_fills_in_what_the_worker_did_not_send() {
     answer
         .append_header("Content-Security-Policy", "worker's")
         .expect("field");
-    rules.apply(&mut answer, false, "").expect("apply");
+    rules.apply(&mut answer, &ctx(false, "")).expect("apply");
     let get = |n: &str| {
         answer
             .headers
@@ -260,10 +270,11 @@ fn the_strict_preset_fills_in_what_the_worker_did_not_send() {
         "no HSTS over plain HTTP"
     );
     let mut secure = ResponseHeader::build(200, None).expect("answer");
-    rules.apply(&mut secure, true, "").expect("apply");
+    rules.apply(&mut secure, &ctx(true, "")).expect("apply");
     assert!(secure.headers.contains_key("strict-transport-security"));
     // The byte path adds the same fields.
-    let added: Vec<&str> = rules.added(0b0100, false, "rid").map(|(n, _)| n).collect();
+    let context = ctx(false, "rid");
+    let added: Vec<&str> = rules.added(0b0100, &context).map(|(n, _)| n).collect();
     assert_eq!(
         added,
         [
