@@ -30,7 +30,11 @@ impl Response {
 
 impl Raw {
     pub fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to corral");
+        Raw::of(TcpStream::connect(("127.0.0.1", port)).expect("connect to corral"))
+    }
+
+    /// A raw connection over `stream`, whose reads give up after 15 s.
+    fn of(stream: TcpStream) -> Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");
@@ -137,13 +141,6 @@ impl Raw {
             .bind(&std::net::SocketAddr::new(from, 0).into())
             .expect("bind the source address");
         socket.connect(&to.into()).expect("connect to corral");
-        let stream = TcpStream::from(socket);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .expect("timeout");
-        Raw {
-            stream,
-            buf: Vec::new(),
-        }
+        Raw::of(TcpStream::from(socket))
     }
 }

@@ -1,29 +1,16 @@
 //! Lowering the edge settings: `server.trusted_proxies` and the `[headers]` table.
 
-use toml::de::DeValue;
-
 use crate::cidr::Cidr;
 use crate::model::{HeaderPreset, Headers};
-use crate::reader::{as_string, kind, Reader, Table};
+use crate::reader::{as_string, Reader, Table};
 
 /// Response fields removed when `[headers] remove` is not given: they tell versions.
 pub const DEFAULT_REMOVED: [&str; 2] = ["Server", "X-Powered-By"];
 
 /// `trusted_proxies = ["10.0.0.0/8", "::1"]`: each entry checked, errors at the entry.
 pub(crate) fn trusted_proxies(r: &mut Reader, t: &mut Table) -> Vec<Cidr> {
-    let path = t.key_path("trusted_proxies");
-    let Some(node) = t.get("trusted_proxies") else {
-        return Vec::new();
-    };
-    let DeValue::Array(items) = node.get_ref() else {
-        r.error(
-            node.span(),
-            &path,
-            format!(
-                "expected an array of address ranges like [\"10.0.0.0/8\", \"::1\"], found {}",
-                kind(node.get_ref())
-            ),
-        );
+    let expected = "an array of address ranges like [\"10.0.0.0/8\", \"::1\"]";
+    let Some((path, items)) = t.array(r, "trusted_proxies", expected) else {
         return Vec::new();
     };
     let mut out = Vec::new();

@@ -5,26 +5,14 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use crate::model::{OnStoreError, RateKey, RateLimit, RateMatch, RateStore, StoreKind};
-use crate::reader::{kind, Reader, Table};
+use crate::reader::{Reader, Table};
 
 /// Keys the memory store tracks at most, by default (about 100 bytes each).
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// `[[rate_limits]]`: every rule, each checked in full.
 pub(crate) fn rules(r: &mut Reader, top: &mut Table) -> Vec<RateLimit> {
-    let path = top.key_path("rate_limits");
-    let Some(node) = top.get("rate_limits") else {
-        return Vec::new();
-    };
-    let DeValue::Array(items) = node.get_ref() else {
-        r.error(
-            node.span(),
-            &path,
-            format!(
-                "expected [[rate_limits]] tables, found {}",
-                kind(node.get_ref())
-            ),
-        );
+    let Some((path, items)) = top.array(r, "rate_limits", "[[rate_limits]] tables") else {
         return Vec::new();
     };
     let mut out: Vec<RateLimit> = Vec::new();

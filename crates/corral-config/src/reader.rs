@@ -308,6 +308,29 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    /// The items of the array at `key` (`None` when absent, or when it is no array: then an
+    /// error says `expected`).
+    pub(crate) fn array(
+        &mut self,
+        r: &mut Reader,
+        key: &'static str,
+        expected: &str,
+    ) -> Option<(String, &'t toml::de::DeArray<'i>)> {
+        let path = self.key_path(key);
+        let node = self.get(key)?;
+        match node.get_ref() {
+            DeValue::Array(items) => Some((path, items)),
+            other => {
+                r.error(
+                    node.span(),
+                    &path,
+                    format!("expected {expected}, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
     /// A non-empty array of strings (a command line).
     pub(crate) fn string_array(
         &mut self,
