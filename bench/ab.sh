@@ -13,6 +13,8 @@
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. bench/common.sh
 A=${1:?usage: bench/ab.sh BEFORE_CORRAL AFTER_CORRAL}
 B=${2:?usage: bench/ab.sh BEFORE_CORRAL AFTER_CORRAL}
 ROUNDS=${ROUNDS:-5}
@@ -37,9 +39,6 @@ cargo build --release -q -p corral-testapp
 APP=$PWD/target/release/corral-testapp
 TICK=$(getconf CLK_TCK)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-wait_ready() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "corral on admin $1 never ready" >&2; return 1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # start_corral NAME BIN SERVER_LINES TABLES -> sets PORT_<NAME>, PID_<NAME>
@@ -73,21 +72,7 @@ TOML
 UP=$(free_port); NGINX_PORT=$(free_port)
 "$APP" --port "$UP" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$UP"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGINX
+nginx_conf "$WORK" "$NGINX_PORT" "$UP"
 nginx -c "$WORK/nginx.conf" & PIDS+=($!)
 wait_port "$NGINX_PORT"
 for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done

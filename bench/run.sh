@@ -10,6 +10,8 @@
 # stopped on exit. Needs root for apt and for raising the fd limit (WebSocket section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. bench/common.sh
 SECTIONS=${1:-all}
 DURATION=${DURATION:-4}
 CONNS=${CONNS:-"1 16 64"}
@@ -40,9 +42,6 @@ cargo build --release --workspace -q
 BIN=$PWD/target/release
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-wait_ready() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "corral on admin $1 never ready" >&2; return 1; }
 # user and system clock ticks of a process: "utime stime"
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 # per_req BEFORE AFTER RPS -> "user-µs sys-µs" per request over one cell
@@ -96,22 +95,7 @@ command = [\"$BIN/corral-testapp\", \"--port\", \"{port}\"]
 workers = 1
 concurrency = 4096   # the test app is threaded; nginx and HAProxy do not cap either
 ready = \"tcp\""
-  cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGINX
+  nginx_conf "$WORK" "$NGINX" "$UP"
   nginx -c "$WORK/nginx.conf" & PIDS+=($!)
   cat > "$WORK/haproxy.cfg" <<HAP
 global
