@@ -18,10 +18,10 @@ impl Forwarder {
         client: &DownstreamSession,
         exchange: &mut Exchange,
     ) -> Result<(), Failure> {
-        let settings = exchange.settings.clone();
-        if settings.limiter.is_empty() {
+        if exchange.settings.limiter.is_empty() {
             return Ok(());
         }
+        let settings = exchange.settings.clone();
         let head = client.req_header();
         let host = exchange
             .client
