@@ -6,31 +6,7 @@ mod support;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
 use support::{client, get, testapp_pool, wait_for, Corral, Load};
-
-/// Waits until the active pool has `n` ready workers, all started with config generation
-/// `generation` and none of them in `old`; returns their pids.
-fn wait_replaced(corral: &mut Corral, n: usize, generation: u64, old: &[u32]) -> Vec<u32> {
-    wait_for(
-        &format!(
-            "{n} ready workers of generation {generation}\n{}",
-            corral.logs()
-        ),
-        Duration::from_secs(20),
-        || {
-            let workers = corral.workers();
-            let ready: Vec<&Value> = workers.iter().filter(|w| w["state"] == "ready").collect();
-            let fresh = ready.len() == n
-                && workers.len() == n
-                && ready.iter().all(|w| {
-                    w["generation"] == generation
-                        && !old.contains(&(w["pid"].as_u64().unwrap_or(0) as u32))
-                });
-            fresh.then(|| corral.ready_pids())
-        },
-    )
-}
 
 #[test]
 fn twenty_sighups_under_load_fail_no_request_and_replace_every_worker() {
@@ -40,7 +16,7 @@ fn twenty_sighups_under_load_fail_no_request_and_replace_every_worker() {
     load.wait_more(100, Duration::from_secs(10));
     for round in 0..20u64 {
         corral.signal(Signal::SIGHUP);
-        let new = wait_replaced(&mut corral, 4, round + 2, &pids);
+        let new = corral.wait_replaced(4, round + 2, &pids, Duration::from_secs(20));
         assert!(
             new.iter().all(|p| !pids.contains(p)),
             "round {round}: {new:?} vs {pids:?}"
@@ -122,7 +98,7 @@ fn reload_serves_the_new_code_and_settings() {
     write_app("version two");
     corral.rewrite_config(&pool(3));
     corral.signal(Signal::SIGHUP);
-    wait_replaced(&mut corral, 3, 2, &old);
+    corral.wait_replaced(3, 2, &old, Duration::from_secs(20));
     for _ in 0..10 {
         assert_eq!(
             get(&client(), &corral.url("/")).expect("request").1,
@@ -153,7 +129,7 @@ fn a_reload_during_a_reload_is_applied_not_lost() {
     let (code, out, err) = corral.cli(&["reload"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("generation 3"), "{out}");
-    let last = wait_replaced(&mut corral, 3, 3, &first);
+    let last = corral.wait_replaced(3, 3, &first, Duration::from_secs(20));
     load.wait_more(50, Duration::from_secs(10));
     let result = load.stop();
     assert!(

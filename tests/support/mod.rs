@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod raw;
 
 use std::io::Write;
@@ -266,6 +267,37 @@ impl Corral {
             assert!(
                 Instant::now() < deadline,
                 "timed out after {timeout:?} waiting for {n} ready workers\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the active pool has `n` ready workers and no others, all started with
+    /// config generation `generation` and none of them in `old`; returns their pids.
+    pub fn wait_replaced(
+        &mut self,
+        n: usize,
+        generation: u64,
+        old: &[u32],
+        timeout: Duration,
+    ) -> Vec<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let workers = self.workers();
+            let ready: Vec<&Value> = workers.iter().filter(|w| w["state"] == "ready").collect();
+            let fresh = ready.len() == n
+                && workers.len() == n
+                && ready.iter().all(|w| {
+                    w["generation"] == generation
+                        && !old.contains(&(w["pid"].as_u64().unwrap_or(0) as u32))
+                });
+            if fresh {
+                return self.ready_pids();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {n} ready workers of generation {generation}\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));

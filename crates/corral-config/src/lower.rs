@@ -246,6 +246,20 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
             );
         }
     }
+    let names_fd = command
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|a| a.contains("fd://")));
+    let listen_fds_env = match t.boolean(r, "listen_fds_env") {
+        Some(set) if bind != Bind::Fd => {
+            r.error_nowhere(
+                &t.key_path("listen_fds_env"),
+                format!("= {set} only applies with bind = \"fd\""),
+            );
+            set
+        }
+        Some(set) => set,
+        None => !names_fd,
+    };
     let ready = match t.choice(r, "ready", &["http", "tcp", "notify"]) {
         Some("tcp") => Ready::Tcp,
         Some("notify") => Ready::Notify,
@@ -299,6 +313,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         command: command.filter(|c| !c.is_empty())?,
         workers: workers?,
         bind,
+        listen_fds_env,
         ready,
         health_path,
         cwd,

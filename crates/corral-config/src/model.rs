@@ -222,6 +222,10 @@ pub struct Pool {
     pub workers: u32,
     /// How a worker gets its listening socket.
     pub bind: Bind,
+    /// With `bind = "fd"`, whether the worker also gets systemd's `LISTEN_FDS`, `LISTEN_PID`
+    /// and `LISTEN_FDNAMES`. Off when the command names the fd itself (`fd://3`): gunicorn
+    /// would adopt fd 3 twice, once per way, and fail with EBADF.
+    pub listen_fds_env: bool,
     /// How corral learns that a worker can take traffic.
     pub ready: Ready,
     /// Path requested by `ready = "http"`.

@@ -164,6 +164,9 @@ pub fn render(c: &Config) -> String {
             Ready::Notify => "notify",
         };
         let _ = writeln!(out, "bind = {bind:?}\nready = {ready:?}");
+        if p.bind == Bind::Fd {
+            let _ = writeln!(out, "listen_fds_env = {}", p.listen_fds_env);
+        }
         if let Some(run_as) = &p.run_as {
             let _ = writeln!(out, "user = {:?}\ngroup = {:?}", run_as.user, run_as.group);
         }

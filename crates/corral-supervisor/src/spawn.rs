@@ -54,21 +54,22 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
         .map(|a| substitute(a, spec.addr, spec.worker))
         .collect();
     let mut cmd = match (pool.bind, argv.split_first()) {
-        (Bind::Fd, _) => {
+        (Bind::Fd, Some(_)) if pool.listen_fds_env => {
             let mut c = Command::new("/bin/sh");
             c.arg("-c").arg(LISTEN_PID_SHIM).args(&argv);
             c.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "corral");
             c
         }
-        (Bind::Tcp | Bind::Unix, Some((program, args))) => {
+        (_, Some((program, args))) => {
             let mut c = Command::new(program);
             c.args(args);
-            if let Address::Tcp(a) = spec.addr {
+            // `$PORT` is where a bind = "tcp" worker listens; a bind = "fd" one has its socket.
+            if let (Address::Tcp(a), Bind::Tcp) = (spec.addr, pool.bind) {
                 c.env("PORT", a.port().to_string());
             }
             c
         }
-        (Bind::Tcp | Bind::Unix, None) => {
+        (_, None) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "empty command",

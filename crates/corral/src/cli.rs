@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Start the workers and the proxy, and run until stopped.
     Run(ConfigArgs),
+    /// Run CMD as the workers without a config file, like `gunicorn -w 4 app:app`:
+    /// `corral serve --workers 4 -- python3 app.py --port {port}`.
+    Serve(crate::serve::ServeArgs),
     /// Validate the config without running anything; print the effective config.
     Check(ConfigArgs),
     /// Ask the running corral to re-read its config and replace its workers (like SIGHUP).

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod reload;
 mod run;
+mod serve;
 mod signals;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Check(args) => cli::check(&args),
         cli::Command::Run(args) => cli::run(&args),
+        cli::Command::Serve(args) => serve::serve(&args),
         cli::Command::Reload(args) => cli::reload(&args),
         cli::Command::Status { args, json } => cli::status(&args, json),
         cli::Command::Scale {

@@ -1,0 +1,116 @@
+//! `cargo xtask deb [--install]`: the Debian package, built by cargo-deb from the metadata in
+//! the top `Cargo.toml`, then checked: the files an operator expects, the conffile, and the
+//! maintainer scripts. `--install` (CI only: it creates a system user) also installs it with
+//! `dpkg -i` and runs `corral check` on the installed config.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::needs::{self, Env};
+
+/// Paths the package must hold (as `dpkg-deb -c` prints them, without the leading `.`).
+const FILES: &[&str] = &[
+    "/usr/bin/corral",
+    "/lib/systemd/system/corral.service",
+    "/etc/corral/corral.toml",
+    "/usr/share/corral/example-app.py",
+    "/usr/share/doc/corral/README.md",
+    "/usr/share/doc/corral/configuration.md",
+    "/usr/share/doc/corral/operations.md",
+    "/usr/share/doc/corral/quickstart.md",
+];
+
+/// Control members `dpkg-deb -I` must list.
+const CONTROL: &[&str] = &["conffiles", "postinst", "postrm", "control"];
+
+/// Builds and checks the package; with `install`, installs it and checks the result too.
+pub fn build(root: &Path, env: &Env, install: bool) -> Result<(), String> {
+    if !cargo_deb_installed() {
+        eprintln!("xtask: cargo install cargo-deb");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        crate::run(Command::new(cargo).args(["install", "--locked", "cargo-deb"]))?;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["deb", "--package", "corral"]).current_dir(root);
+    env.apply(&mut cmd);
+    crate::run(&mut cmd)?;
+    let deb = newest_deb(&root.join("target").join("debian"))?;
+    check_contents(&deb)?;
+    if install {
+        install_and_check(&deb)?;
+    }
+    eprintln!("xtask: {} is complete", deb.display());
+    Ok(())
+}
+
+fn cargo_deb_installed() -> bool {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+        .args(["deb", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn newest_deb(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .ok_or_else(|| format!("no .deb in {}", dir.display()))
+}
+
+fn output(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `dpkg-deb -c` and `-I`: every expected file and control member is there.
+fn check_contents(deb: &Path) -> Result<(), String> {
+    let listing = output(Command::new("dpkg-deb").arg("-c").arg(deb))?;
+    let info = output(Command::new("dpkg-deb").arg("-I").arg(deb))?;
+    print!("{listing}{info}");
+    let missing: Vec<&str> = FILES
+        .iter()
+        .copied()
+        .filter(|f| !listing.lines().any(|l| l.ends_with(&format!(".{f}"))))
+        .chain(
+            CONTROL
+                .iter()
+                .copied()
+                .filter(|c| !info.lines().any(|l| l.split_whitespace().any(|w| w == *c))),
+        )
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("{} lacks: {}", deb.display(), missing.join(", ")));
+    }
+    let conf = output(Command::new("dpkg-deb").args(["-I"]).arg(deb).arg("conffiles"))?;
+    if !conf.lines().any(|l| l.trim() == "/etc/corral/corral.toml") {
+        return Err(format!("/etc/corral/corral.toml is not a conffile: {conf}"));
+    }
+    Ok(())
+}
+
+/// `dpkg -i`, then: the user exists, the config is there, `corral check` accepts it.
+fn install_and_check(deb: &Path) -> Result<(), String> {
+    if !needs::can_apt() {
+        return Err("--install needs root on a Debian machine".to_string());
+    }
+    crate::run(Command::new("dpkg").arg("-i").arg(deb))?;
+    let user = output(Command::new("getent").args(["passwd", "corral"]))?;
+    eprintln!("xtask: installed; user {}", user.trim());
+    let check = output(Command::new("/usr/bin/corral").args(["check", "-c", "/etc/corral/corral.toml"]))?;
+    eprintln!("xtask: corral check passed on /etc/corral/corral.toml ({} lines of effective config)", check.lines().count());
+    Ok(())
+}
