@@ -84,7 +84,10 @@ fn flask_under_waitress() {
     let Some(venv) = venv_with("waitress-serve") else {
         return;
     };
-    exercise(start_example("flask/waitress.toml", Some(&venv), WORKERS), "flask");
+    exercise(
+        start_example("flask/waitress.toml", Some(&venv), WORKERS),
+        "flask",
+    );
 }
 
 #[test]
@@ -92,7 +95,10 @@ fn flask_under_gunicorn_bound_to_fd_3() {
     let Some(venv) = venv_with("gunicorn") else {
         return;
     };
-    exercise(start_example("flask/gunicorn-fd.toml", Some(&venv), WORKERS), "flask");
+    exercise(
+        start_example("flask/gunicorn-fd.toml", Some(&venv), WORKERS),
+        "flask",
+    );
 }
 
 #[test]
@@ -111,7 +117,10 @@ fn flask_under_granian() {
     let Some(venv) = venv_with("granian") else {
         return;
     };
-    exercise(start_example("flask/granian.toml", Some(&venv), WORKERS), "flask");
+    exercise(
+        start_example("flask/granian.toml", Some(&venv), WORKERS),
+        "flask",
+    );
 }
 
 #[test]
@@ -119,7 +128,10 @@ fn django_under_gunicorn() {
     let Some(venv) = venv_with("gunicorn") else {
         return;
     };
-    exercise(start_example("django/gunicorn.toml", Some(&venv), WORKERS), "django");
+    exercise(
+        start_example("django/gunicorn.toml", Some(&venv), WORKERS),
+        "django",
+    );
 }
 
 #[test]

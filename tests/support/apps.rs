@@ -48,8 +48,8 @@ pub fn on_path(program: &str) -> bool {
 /// programs first on `PATH`; waits for `ready` workers.
 pub fn start_example(example: &str, venv: Option<&PathBuf>, ready: usize) -> Corral {
     let path = repo_root().join("examples").join(example);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let (port, admin) = (free_port(), free_port());
     let text = text
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))

@@ -152,12 +152,23 @@ impl Corral {
         std::fs::File::create(&config)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .expect("write config");
+        let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        argv.extend(["-c".to_string(), config.display().to_string()]);
+        Corral::spawn_args(dir, &argv, port, admin, env)
+    }
+
+    /// Starts `corral ARGV` as given, its output kept in `dir` (which the guard owns).
+    pub fn spawn_args(
+        dir: tempfile::TempDir,
+        argv: &[String],
+        port: u16,
+        admin: u16,
+        env: &[(&str, &str)],
+    ) -> Corral {
         let stdout = dir.path().join("stdout.log");
         let stderr = dir.path().join("stderr.log");
         let child = Command::new(corral_bin())
-            .args(args)
-            .arg("-c")
-            .arg(&config)
+            .args(argv)
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .current_dir(repo_root())

@@ -95,7 +95,12 @@ fn check_contents(deb: &Path) -> Result<(), String> {
     if !missing.is_empty() {
         return Err(format!("{} lacks: {}", deb.display(), missing.join(", ")));
     }
-    let conf = output(Command::new("dpkg-deb").args(["-I"]).arg(deb).arg("conffiles"))?;
+    let conf = output(
+        Command::new("dpkg-deb")
+            .args(["-I"])
+            .arg(deb)
+            .arg("conffiles"),
+    )?;
     if !conf.lines().any(|l| l.trim() == "/etc/corral/corral.toml") {
         return Err(format!("/etc/corral/corral.toml is not a conffile: {conf}"));
     }
@@ -110,7 +115,11 @@ fn install_and_check(deb: &Path) -> Result<(), String> {
     crate::run(Command::new("dpkg").arg("-i").arg(deb))?;
     let user = output(Command::new("getent").args(["passwd", "corral"]))?;
     eprintln!("xtask: installed; user {}", user.trim());
-    let check = output(Command::new("/usr/bin/corral").args(["check", "-c", "/etc/corral/corral.toml"]))?;
-    eprintln!("xtask: corral check passed on /etc/corral/corral.toml ({} lines of effective config)", check.lines().count());
+    let check =
+        output(Command::new("/usr/bin/corral").args(["check", "-c", "/etc/corral/corral.toml"]))?;
+    eprintln!(
+        "xtask: corral check passed on /etc/corral/corral.toml ({} lines of effective config)",
+        check.lines().count()
+    );
     Ok(())
 }

@@ -51,9 +51,8 @@ fn main() -> ExitCode {
                 env.describe();
             })
         }
-        "deb" => needs::prepare(&root, Purpose::Build).and_then(|env| {
-            deb::build(&root, &env, rest.iter().any(|a| a == "--install"))
-        }),
+        "deb" => needs::prepare(&root, Purpose::Build)
+            .and_then(|env| deb::build(&root, &env, rest.iter().any(|a| a == "--install"))),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

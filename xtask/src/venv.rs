@@ -14,7 +14,12 @@ const CMAKE: &str = "cmake>=3.25,<5";
 
 /// Creates the venv if needed and installs what `purpose` needs into it, once: a stamp file
 /// holds the requirements last installed, so an unchanged list costs nothing.
-pub fn ensure(root: &Path, purpose: Purpose, with_cmake: bool, apt: bool) -> Result<PathBuf, String> {
+pub fn ensure(
+    root: &Path,
+    purpose: Purpose,
+    with_cmake: bool,
+    apt: bool,
+) -> Result<PathBuf, String> {
     let venv = root.join("target").join("venv");
     let mut wanted = String::new();
     if with_cmake {
@@ -34,14 +39,16 @@ pub fn ensure(root: &Path, purpose: Purpose, with_cmake: bool, apt: bool) -> Res
         create(&venv, apt)?;
     }
     let listed = venv.join("corral-requirements.new");
-    std::fs::write(&listed, &wanted).map_err(|e| format!("cannot write {}: {e}", listed.display()))?;
+    std::fs::write(&listed, &wanted)
+        .map_err(|e| format!("cannot write {}: {e}", listed.display()))?;
     eprintln!("xtask: pip install into {}", venv.display());
     crate::run(
         Command::new(venv.join("bin").join("pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(&listed),
     )?;
-    std::fs::rename(&listed, &stamp).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
+    std::fs::rename(&listed, &stamp)
+        .map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
     Ok(venv)
 }
 

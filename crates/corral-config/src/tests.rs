@@ -289,3 +289,28 @@ fn rate_limits_are_read_checked_and_rendered_back() {
         );
     }
 }
+
+#[test]
+fn systemd_variables_are_set_unless_the_command_names_the_fd() {
+    let fd = |command: &str, extra: &str| {
+        ok(&format!(
+            "[pools.web]\ncommand = {command}\nbind = \"fd\"\n{extra}"
+        ))
+        .pools[0]
+            .listen_fds_env
+    };
+    assert!(fd("[\"gunicorn\", \"app:app\"]", ""));
+    assert!(!fd(
+        "[\"gunicorn\", \"--bind\", \"fd://3\", \"app:app\"]",
+        ""
+    ));
+    assert!(fd(
+        "[\"gunicorn\", \"--bind\", \"fd://3\", \"app:app\"]",
+        "listen_fds_env = true\n"
+    ));
+    let e = errs(&format!("{MINIMAL}listen_fds_env = false\n"));
+    assert!(
+        e[0].contains("pools.web.listen_fds_env") && e[0].contains("bind = \"fd\""),
+        "{e:?}"
+    );
+}

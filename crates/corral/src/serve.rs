@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// The admin listener (/healthz, /readyz, /status, /metrics).
     #[arg(long, value_name = "ADDR:PORT", default_value = corral_config::DEFAULT_ADMIN)]
     pub admin: String,
+    /// Where the control socket (and this generated config) live (else /run/corral for
+    /// root, $XDG_RUNTIME_DIR/corral, /tmp/corral-UID).
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
     /// The worker's command; `{port}`, `{socket}` and `{worker}` are filled in per worker.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -92,13 +96,18 @@ pub fn config_text(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> St
     let mut text = String::from("# Written by `corral serve` from its command line.\n[server]\n");
     let _ = writeln!(text, "listen = [{}]", quoted(&listen));
     let _ = writeln!(text, "admin = {}", quoted(&args.admin));
+    if let Some(dir) = &args.runtime_dir {
+        let _ = writeln!(text, "runtime_dir = {}", quoted(&dir.display().to_string()));
+    }
     let command: Vec<String> = args.command.iter().map(|a| quoted(a)).collect();
     let _ = writeln!(text, "\n[pools.web]\ncommand = [{}]", command.join(", "));
     match args.workers.as_deref() {
         Some("auto") => text += "workers = \"auto\"\n",
         Some(n) => {
             // Written as given: the config reader reports a bad number with its range.
-            let n = n.parse::<i64>().map_or_else(|_| quoted(n), |n| n.to_string());
+            let n = n
+                .parse::<i64>()
+                .map_or_else(|_| quoted(n), |n| n.to_string());
             let _ = writeln!(text, "workers = {n}");
         }
         None => {}
@@ -129,7 +138,10 @@ pub fn config_text(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> St
 /// `$WEB_CONCURRENCY`, which the config loader would otherwise apply on top.
 pub fn serve(args: &ServeArgs) -> ExitCode {
     let text = config_text(args, &|name| std::env::var(name).ok());
-    let dir = corral_config::default_runtime_dir();
+    let dir = args
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(corral_config::default_runtime_dir);
     let path: PathBuf = dir.join(format!("serve-{}.toml", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &text)) {
         eprintln!("corral: cannot write {}: {e}", path.display());
@@ -140,7 +152,9 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
     for name in ["PORT", "HOST", "WEB_CONCURRENCY"] {
         std::env::remove_var(name);
     }
-    let code = cli::run(&ConfigArgs { config: Some(path.clone()) });
+    let code = cli::run(&ConfigArgs {
+        config: Some(path.clone()),
+    });
     let _ = std::fs::remove_file(&path);
     code
 }
@@ -161,7 +175,9 @@ mod tests {
             .expect("valid arguments")
             .serve;
         config_text(&args, &|name| {
-            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
         })
     }
 
@@ -173,18 +189,34 @@ mod tests {
     #[test]
     fn the_options_make_a_valid_minimal_config() {
         let t = text(
-            &["--workers", "4", "--port", "9000", "--", "python3", "app.py", "--port", "{port}"],
+            &[
+                "--workers",
+                "4",
+                "--port",
+                "9000",
+                "--",
+                "python3",
+                "app.py",
+                "--port",
+                "{port}",
+            ],
             &[("PORT", "7000")],
         );
         let c = parses(&t);
         assert_eq!(c.server.listen[0].to_string(), "127.0.0.1:9000");
         assert_eq!(c.pools[0].workers, 4);
-        assert_eq!(c.pools[0].command, ["python3", "app.py", "--port", "{port}"]);
+        assert_eq!(
+            c.pools[0].command,
+            ["python3", "app.py", "--port", "{port}"]
+        );
     }
 
     #[test]
     fn port_and_host_fall_back_to_the_environment_then_the_defaults() {
-        let c = parses(&text(&["--", "app", "{port}"], &[("PORT", "7000"), ("HOST", "::1")]));
+        let c = parses(&text(
+            &["--", "app", "{port}"],
+            &[("PORT", "7000"), ("HOST", "::1")],
+        ));
         assert_eq!(c.server.listen[0].to_string(), "[::1]:7000");
         let c = parses(&text(&["--", "app", "{port}"], &[]));
         assert_eq!(c.server.listen[0].to_string(), "127.0.0.1:8080");
@@ -202,8 +234,8 @@ mod tests {
     #[test]
     fn a_bad_worker_count_is_the_config_readers_error() {
         let t = text(&["--workers", "lots", "--", "app", "{port}"], &[]);
-        let errors = corral_config::parse(std::path::Path::new("serve.toml"), &t)
-            .expect_err("refused");
+        let errors =
+            corral_config::parse(std::path::Path::new("serve.toml"), &t).expect_err("refused");
         assert!(errors.0[0].to_string().contains("workers"), "{errors:?}");
     }
 }
