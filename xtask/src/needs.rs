@@ -48,6 +48,12 @@ const TOOLS: &[Tool] = &[
         purpose: Purpose::Test,
     },
     Tool {
+        command: "promtool",
+        apt: "prometheus",
+        why: "checking config/alerts.yml",
+        purpose: Purpose::Test,
+    },
+    Tool {
         command: "node",
         apt: "nodejs",
         why: "the Node.js example's test",
@@ -178,5 +184,20 @@ pub fn apt_install(packages: &[&str]) -> Result<(), String> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(packages);
     quiet(&mut install);
-    crate::run(&mut install)
+    // redis-server and prometheus would start as services listening on the machine's
+    // addresses; the tests start their own on loopback. policy-rc.d's 101 forbids starting.
+    let policy = Path::new(POLICY_RC_D);
+    let added = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+    if added {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755));
+    }
+    let result = crate::run(&mut install);
+    if added {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
 }
+
+/// Debian's hook that decides whether a package's maintainer script may start its service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
