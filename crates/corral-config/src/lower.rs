@@ -427,9 +427,16 @@ fn lookup_group(name: &str) -> Option<u32> {
     }
 }
 
-/// `/run/corral` for root (systemd's `RuntimeDirectory=corral`), else
-/// `$XDG_RUNTIME_DIR/corral`, else `/tmp/corral-UID`.
+/// `$RUNTIME_DIRECTORY` (systemd sets it for `RuntimeDirectory=corral`, so a service running
+/// as the `corral` user and root's `corral status` meet at `/run/corral`), else `/run/corral`
+/// for root, else `$XDG_RUNTIME_DIR/corral`, else `/tmp/corral-UID`.
 pub fn default_runtime_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        return dir;
+    }
     let uid = real_uid();
     if uid == 0 {
         return PathBuf::from("/run/corral");
