@@ -1,12 +1,12 @@
-//! `cargo xtask deb [--install]`: the Debian package, built by cargo-deb from the metadata in
-//! the top `Cargo.toml`, then checked: the files an operator expects, the conffile, and the
-//! maintainer scripts. `--install` (CI only: it creates a system user) also installs it with
-//! `dpkg -i` and runs `corral check` on the installed config.
+//! `cargo xtask deb`: the Debian package, built by cargo-deb from the metadata in the top
+//! `Cargo.toml`, then checked: the files an operator expects, the conffile, and the
+//! maintainer scripts. `cargo xtask deb-installed`, after `dpkg -i` (CI: it creates a system
+//! user), checks what the install did and runs `corral check` on the installed config.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::needs::{self, Env};
+use crate::needs::Env;
 
 /// Paths the package must hold (as `dpkg-deb -c` prints them, without the leading `.`).
 const FILES: &[&str] = &[
@@ -23,8 +23,8 @@ const FILES: &[&str] = &[
 /// Control members `dpkg-deb -I` must list.
 const CONTROL: &[&str] = &["conffiles", "postinst", "postrm", "control"];
 
-/// Builds and checks the package; with `install`, installs it and checks the result too.
-pub fn build(root: &Path, env: &Env, install: bool) -> Result<(), String> {
+/// Builds and checks the package.
+pub fn build(root: &Path, env: &Env) -> Result<(), String> {
     if !cargo_deb_installed() {
         eprintln!("xtask: cargo install cargo-deb");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
@@ -37,9 +37,6 @@ pub fn build(root: &Path, env: &Env, install: bool) -> Result<(), String> {
     crate::run(&mut cmd)?;
     let deb = newest_deb(&root.join("target").join("debian"))?;
     check_contents(&deb)?;
-    if install {
-        install_and_check(&deb)?;
-    }
     eprintln!("xtask: {} is complete", deb.display());
     Ok(())
 }
@@ -107,18 +104,22 @@ fn check_contents(deb: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `dpkg -i`, then: the user exists, the config is there, `corral check` accepts it.
-fn install_and_check(deb: &Path) -> Result<(), String> {
-    if !needs::can_apt() {
-        return Err("--install needs root on a Debian machine".to_string());
-    }
-    crate::run(Command::new("dpkg").arg("-i").arg(deb))?;
+/// After `dpkg -i`: the user exists, the config is there with its owner and mode, and
+/// `corral check` accepts it.
+pub fn check_installed() -> Result<(), String> {
     let user = output(Command::new("getent").args(["passwd", "corral"]))?;
-    eprintln!("xtask: installed; user {}", user.trim());
+    eprintln!("xtask: user {}", user.trim());
+    let mode = output(Command::new("stat").args(["-c", "%U:%G %a", "/etc/corral/corral.toml"]))?;
+    if mode.trim() != "root:corral 640" {
+        return Err(format!(
+            "/etc/corral/corral.toml is {}, not root:corral 640",
+            mode.trim()
+        ));
+    }
     let check =
         output(Command::new("/usr/bin/corral").args(["check", "-c", "/etc/corral/corral.toml"]))?;
     eprintln!(
-        "xtask: corral check passed on /etc/corral/corral.toml ({} lines of effective config)",
+        "xtask: corral check accepts /etc/corral/corral.toml ({} lines of effective config)",
         check.lines().count()
     );
     Ok(())

@@ -16,11 +16,12 @@ use std::process::{Command, ExitCode};
 use needs::Purpose;
 
 const USAGE: &str = "\
-cargo xtask example       build corral and run config/example.toml (installs cmake if missing)
-cargo xtask test [ARGS]   install what the tests need, then cargo test --workspace [ARGS]
-cargo xtask setup [test]  only install what the build (or the tests) need
-cargo xtask deb [--install]  build target/debian/corral_*.deb with cargo-deb and check it
-                          (--install: dpkg -i it and check the result; creates a user)";
+cargo xtask example        build corral and run config/example.toml (installs cmake if missing)
+cargo xtask test [ARGS]    install what the tests need, then cargo test --workspace [ARGS]
+cargo xtask setup [test]   only install what the build (or the tests) need
+cargo xtask clippy         cargo clippy --workspace --all-targets -- -D warnings
+cargo xtask deb            build target/debian/corral_*.deb with cargo-deb and check it
+cargo xtask deb-installed  after dpkg -i: the user, the config, corral check on it";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,8 +52,14 @@ fn main() -> ExitCode {
                 env.describe();
             })
         }
-        "deb" => needs::prepare(&root, Purpose::Build)
-            .and_then(|env| deb::build(&root, &env, rest.iter().any(|a| a == "--install"))),
+        "deb" => needs::prepare(&root, Purpose::Build).and_then(|env| deb::build(&root, &env)),
+        "deb-installed" => deb::check_installed(),
+        "clippy" => needs::prepare(&root, Purpose::Build).and_then(|env| {
+            let mut argv = vec!["clippy", "--workspace", "--all-targets"];
+            argv.extend(rest.iter().map(String::as_str));
+            argv.extend(["--", "-D", "warnings"]);
+            cargo(&root, &env, &argv)
+        }),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -48,6 +48,18 @@ const TOOLS: &[Tool] = &[
         purpose: Purpose::Test,
     },
     Tool {
+        command: "curl",
+        apt: "curl",
+        why: "the quickstart's commands",
+        purpose: Purpose::Test,
+    },
+    Tool {
+        command: "jq",
+        apt: "jq",
+        why: "the quickstart's commands",
+        purpose: Purpose::Test,
+    },
+    Tool {
         command: "promtool",
         apt: "prometheus",
         why: "checking config/alerts.yml",

@@ -432,7 +432,11 @@ fn lookup_group(name: &str) -> Option<u32> {
 /// for root, else `$XDG_RUNTIME_DIR/corral`, else `/tmp/corral-UID`.
 pub fn default_runtime_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY")
-        .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
+        .and_then(|v| {
+            v.to_str()
+                .and_then(|s| s.split(':').next())
+                .map(PathBuf::from)
+        })
         .filter(|p| !p.as_os_str().is_empty())
     {
         return dir;

@@ -1,0 +1,151 @@
+//! Every command of `docs/quickstart.md` is run: its `test` blocks here, as one bash script in
+//! a temp dir (with the listener and admin ports moved to free ones, and the control socket
+//! in the temp dir); its `ci` block by `.ci/run`, which must hold each of those lines; its
+//! `systemd` block here too, where systemd runs (skipped, and said, where it does not).
+
+mod support;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use support::{corral_bin, free_port, repo_root};
+
+/// The fenced `sh` blocks of the quickstart, each with the kind its marker gives.
+fn blocks() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_root().join("docs/quickstart.md")).expect("read");
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    let mut kind: Option<String> = None;
+    while let Some(line) = lines.next() {
+        if let Some(k) = line
+            .strip_prefix("<!-- quickstart: ")
+            .and_then(|r| r.strip_suffix(" -->"))
+        {
+            kind = Some(k.to_string());
+        } else if line == "```sh" {
+            let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            let kind = kind.take().unwrap_or_else(|| {
+                panic!(
+                    "a sh block has no <!-- quickstart: KIND --> marker:\n{}",
+                    body.join("\n")
+                )
+            });
+            out.push((kind, body.join("\n")));
+        }
+    }
+    out
+}
+
+/// Kills the script's process group (its background corral and workers) however the test ends.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.0.id() as i32), Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `script` with bash in `dir`, corral on PATH; (success, output).
+fn run_script(dir: &Path, script: &str, timeout: Duration) -> (bool, String) {
+    let bin_dir = corral_bin().parent().expect("bin dir").to_path_buf();
+    let mut path = vec![bin_dir];
+    if let Some(p) = std::env::var_os("PATH") {
+        path.extend(std::env::split_paths(&p));
+    }
+    let log = dir.join("script.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let err = out.try_clone().expect("log");
+    let child = Command::new("bash")
+        .args(["-euo", "pipefail", "-c"])
+        .arg(format!("set -x\n{script}"))
+        .current_dir(dir)
+        .env("PATH", std::env::join_paths(path).expect("PATH"))
+        .env("RUNTIME_DIRECTORY", dir.join("run"))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .expect("bash");
+    let mut group = Group(child);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = group.0.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    (status.is_some_and(|s| s.success()), output)
+}
+
+#[test]
+fn every_block_has_a_kind_and_the_ci_block_is_in_ci_run() {
+    let blocks = blocks();
+    assert!(blocks.len() >= 5, "{blocks:?}");
+    let ci = std::fs::read_to_string(repo_root().join(".ci/run")).expect(".ci/run");
+    for (kind, body) in &blocks {
+        match kind.as_str() {
+            "test" | "systemd" => {}
+            "ci" => {
+                for line in body.lines().filter(|l| !l.trim().is_empty()) {
+                    assert!(
+                        ci.lines().any(|l| l.trim() == line.trim()),
+                        ".ci/run does not run the quickstart's {line:?}"
+                    );
+                }
+            }
+            other => panic!("unknown quickstart block kind {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_terminal_part_runs_as_written() {
+    let (port, admin) = (free_port(), free_port());
+    let script: String = blocks()
+        .into_iter()
+        .filter(|(kind, _)| kind == "test")
+        .map(|(_, body)| body + "\n")
+        .collect::<String>()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ok, output) = run_script(dir.path(), &script, Duration::from_secs(300));
+    assert!(ok, "the quickstart failed:\n{output}");
+    for seen in [
+        "\"hello\":\"world\"",
+        "pool web (active): ",
+        "of 4 ready",
+        "pool web: scaling to 6 workers",
+        "ready in",
+        "is valid",
+    ] {
+        assert!(output.contains(seen), "{seen:?} is not in:\n{output}");
+    }
+}
+
+#[test]
+fn the_systemd_part_runs_where_systemd_does() {
+    if !Path::new("/run/systemd/system").exists() || !Path::new("/usr/bin/corral").exists() {
+        eprintln!("skipped: systemd is not running here, or the package is not installed");
+        return;
+    }
+    let script: String = blocks()
+        .into_iter()
+        .filter(|(kind, _)| kind == "test" || kind == "systemd")
+        .map(|(_, body)| body + "\n")
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ok, output) = run_script(dir.path(), &script, Duration::from_secs(600));
+    assert!(ok, "the quickstart's systemd part failed:\n{output}");
+    assert!(output.contains("config_reloaded"), "{output}");
+}
