@@ -145,3 +145,46 @@ fn a_reload_during_a_reload_is_applied_not_lost() {
     });
     assert!(corral.workers().iter().all(|w| w["generation"] == 3));
 }
+
+#[test]
+fn new_code_that_cannot_start_never_replaces_the_serving_workers() {
+    let mut corral = Corral::start(&testapp_pool(2, ""), "", 2);
+    let pids = corral.ready_pids();
+    let load = Load::start(&corral.url("/"), 4, Duration::from_secs(60));
+    load.wait_more(50, Duration::from_secs(10));
+    // A release whose workers die at start (an import error, say).
+    corral.rewrite_config(
+        "[pools.web]\ncommand = [\"/bin/sh\", \"-c\", \"echo ImportError >&2; exit 3\"]\nworkers = 2\nconcurrency = 8\nstart_limit_burst = 3\n",
+    );
+    corral.signal(Signal::SIGHUP);
+    corral.wait_event("config_reloaded", Duration::from_secs(10));
+    corral.wait_event("pool_failed", Duration::from_secs(60));
+    load.wait_more(50, Duration::from_secs(10));
+    let result = load.stop();
+    assert!(
+        result.failures.is_empty(),
+        "{} failed: {:?}\n{}",
+        result.failures.len(),
+        &result.failures[..result.failures.len().min(5)],
+        corral.logs()
+    );
+    // They stay "retiring" (still taking traffic) until a release that starts replaces them.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = corral.status().expect("status");
+    let pool = &status["pools"][0];
+    assert_eq!(pool["ready"], 2, "{status}");
+    let serving: Vec<u64> = pool["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["pid"].as_u64())
+        .collect();
+    assert_eq!(
+        serving,
+        pids.iter().map(|p| u64::from(*p)).collect::<Vec<_>>(),
+        "{status}"
+    );
+    for _ in 0..20 {
+        assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
+    }
+}
