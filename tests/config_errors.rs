@@ -56,17 +56,27 @@ fn run_refuses_to_start_with_the_same_errors() {
 
 #[test]
 fn every_shipped_config_is_valid() {
-    let mut checked = 0;
-    for entry in std::fs::read_dir(repo_root().join("config")).expect("config dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let (code, stdout, stderr) = check(&path);
-            assert_eq!(code, 0, "{}:\n{stderr}", path.display());
-            assert!(stdout.contains("[pools."), "{stdout}");
-            checked += 1;
+    // config/, the package's and the image's defaults, and every example's.
+    let mut dirs = vec![
+        repo_root().join("config"),
+        repo_root().join("packaging"),
+        repo_root().join("examples"),
+    ];
+    let mut checked = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("shipped dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                let (code, stdout, stderr) = check(&path);
+                assert_eq!(code, 0, "{}:\n{stderr}", path.display());
+                assert!(stdout.contains("[pools."), "{stdout}");
+                checked.push(path);
+            }
         }
     }
-    assert!(checked >= 1, "no shipped config found");
+    assert!(checked.len() >= 10, "shipped configs: {checked:?}");
 }
 
 #[test]
