@@ -307,3 +307,25 @@ fn a_body_over_body_size_is_refused_sized_or_streamed() {
     let answer = raw.response(false);
     assert_eq!((answer.status, answer.body.len()), (200, 0x200));
 }
+
+#[test]
+fn a_client_still_uploading_past_body_size_reads_its_413_not_a_reset() {
+    let corral = Corral::start(
+        &testapp_pool(1, ""),
+        "[server.limits]\nbody_size = \"1KiB\"",
+        1,
+    );
+    // A client that sends its whole 4 MiB upload before it reads, as curl and browsers do.
+    // corral refuses at the head; closing with the body unread would send a RST that
+    // destroys the 413 before the client reads it.
+    for _ in 0..5 {
+        let mut raw = Raw::connect(corral.port);
+        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4194304\r\n\r\n");
+        let chunk = vec![b'u'; 64 * 1024];
+        for _ in 0..64 {
+            raw.send(&chunk);
+        }
+        let answer = raw.response(false);
+        assert_eq!(answer.status, 413, "{}", answer.head);
+    }
+}

@@ -21,7 +21,7 @@ const FILES: &[&str] = &[
 ];
 
 /// Control members `dpkg-deb -I` must list.
-const CONTROL: &[&str] = &["conffiles", "postinst", "postrm", "control"];
+const CONTROL: &[&str] = &["conffiles", "postinst", "prerm", "postrm", "control"];
 
 /// Builds and checks the package.
 pub fn build(root: &Path, env: &Env) -> Result<(), String> {

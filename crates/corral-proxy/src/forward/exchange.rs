@@ -21,6 +21,7 @@ use super::body;
 use super::conns;
 use super::context::{Exchange, RequestLine};
 use super::identity::ClientIdentity;
+use super::linger;
 use super::outcome::{respond, AttemptError, Failure};
 use super::relay::Done;
 use super::retry::{self, Failed, Next, Tries, MAX_TRIES};
@@ -145,6 +146,7 @@ impl Forwarder {
         if failure.keep_alive && client.response_written().is_some() {
             reuse(client).await
         } else {
+            linger::close(client).await;
             None
         }
     }

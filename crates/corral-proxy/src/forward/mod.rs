@@ -14,6 +14,7 @@ mod exchange;
 mod fields;
 mod headers;
 mod identity;
+mod linger;
 mod outcome;
 mod proxy_protocol;
 mod rate_limit;
@@ -153,6 +154,6 @@ impl Forwarder {
                 let _ = client.finish_body().await;
             }
         }
-        client.shutdown().await;
+        linger::close(client).await;
     }
 }
