@@ -63,6 +63,10 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
         (_, Some((program, args))) => {
             let mut c = Command::new(program);
             c.args(args);
+            // Never the variables of a socket-activated corral: they name corral's fds.
+            c.env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID")
+                .env_remove("LISTEN_FDNAMES");
             // `$PORT` is where a bind = "tcp" worker listens; a bind = "fd" one has its socket.
             if let (Address::Tcp(a), Bind::Tcp) = (spec.addr, pool.bind) {
                 c.env("PORT", a.port().to_string());
