@@ -176,7 +176,8 @@ impl Systemd {
                 .output()
                 .ok()?;
             let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            (state != "initializing" && state != "starting" && !state.is_empty()).then_some(())
+            // "offline" is also what it says before its manager answers: wait for the end.
+            matches!(state.as_str(), "running" | "degraded").then_some(())
         });
         booted
     }
@@ -242,6 +243,8 @@ fn the_systemd_part_runs_under_systemd() {
             .env("QUICKSTART", format!("set -x\n{script}"))
             .env("PATH", script_path())
             .env("RUNTIME_DIRECTORY", dir.path().join("run"))
+            // Temp files (ensurepip's, pip's) away from the namespace's fresh /tmp.
+            .env("TMPDIR", dir.path())
             .output()
             .expect("nsenter");
         (
