@@ -27,14 +27,13 @@ const CONTROL: &[&str] = &["conffiles", "postinst", "prerm", "postrm", "control"
 pub fn build(root: &Path, env: &Env) -> Result<(), String> {
     if !cargo_deb_installed() {
         eprintln!("xtask: cargo install cargo-deb");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        crate::run(Command::new(cargo).args(["install", "--locked", "cargo-deb"]))?;
+        crate::run(Command::new(crate::cargo_program()).args([
+            "install",
+            "--locked",
+            "cargo-deb",
+        ]))?;
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["deb", "--package", "corral"]).current_dir(root);
-    env.apply(&mut cmd);
-    crate::run(&mut cmd)?;
+    crate::cargo(root, env, &["deb", "--package", "corral"])?;
     let deb = newest_deb(&root.join("target").join("debian"))?;
     check_contents(&deb)?;
     eprintln!("xtask: {} is complete", deb.display());
@@ -42,7 +41,7 @@ pub fn build(root: &Path, env: &Env) -> Result<(), String> {
 }
 
 fn cargo_deb_installed() -> bool {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+    Command::new(crate::cargo_program())
         .args(["deb", "--version"])
         .output()
         .map(|o| o.status.success())

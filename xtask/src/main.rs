@@ -80,10 +80,14 @@ fn workspace_root() -> PathBuf {
     here.parent().unwrap_or(here).to_path_buf()
 }
 
+/// The cargo that runs this xtask (`$CARGO`), so the same toolchain builds everything.
+fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
 /// Runs cargo with the prepared environment; a failing cargo is this command's failure.
 fn cargo(root: &Path, env: &needs::Env, args: &[&str]) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = Command::new(cargo_program());
     cmd.args(args).current_dir(root);
     env.apply(&mut cmd);
     run(&mut cmd)

@@ -112,16 +112,10 @@ pub fn config_text(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> St
         }
         None => {}
     }
-    let bind = match args.bind {
-        BindArg::Tcp => "tcp",
-        BindArg::Fd => "fd",
-        BindArg::Unix => "unix",
-    };
-    let ready = match args.ready {
-        ReadyArg::Http => "http",
-        ReadyArg::Tcp => "tcp",
-        ReadyArg::Notify => "notify",
-    };
+    // The option values are the config's words: clap's names for them say it once.
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
+    let bind = name(args.bind.to_possible_value()).unwrap_or_default();
+    let ready = name(args.ready.to_possible_value()).unwrap_or_default();
     let _ = writeln!(text, "bind = \"{bind}\"\nready = \"{ready}\"");
     if let Some(n) = args.concurrency {
         let _ = writeln!(text, "concurrency = {n}");
