@@ -10,6 +10,7 @@ mod cidr;
 mod edge;
 mod env;
 mod error;
+mod log;
 mod lower;
 mod model;
 mod ratelimit;
@@ -26,7 +27,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{
     Bind, Config, HeaderPreset, Headers, Limits, Log, LogFormat, OnStoreError, Pool, RateKey,
-    RateLimit, RateMatch, RateStore, Ready, Routing, RunAs, Server, StoreKind,
+    RateLimit, RateMatch, RateStore, Ready, Rotation, Routing, RunAs, Server, StoreKind,
 };
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;

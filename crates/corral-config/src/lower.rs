@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::model::{Bind, Config, Limits, Log, LogFormat, Pool, Ready, Routing, RunAs, Server};
+use crate::model::{Bind, Config, Limits, Pool, Ready, Routing, RunAs, Server};
 use crate::reader::{kind, Reader, Table};
 
 /// Default public listener, like Gunicorn's `127.0.0.1:8000` but on the usual proxy port.
@@ -23,7 +23,7 @@ pub const MAX_WORKERS: i64 = 1024;
 pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<Config> {
     let mut top = Table::new("", Some(root));
     let server = server(r, &mut top);
-    let log = log(r, &mut top);
+    let log = crate::log::log(r, &mut top);
     let headers = crate::edge::headers(r, &mut top);
     let rate_limits = crate::ratelimit::rules(r, &mut top);
     let rate_limit_store = crate::ratelimit::store(r, &mut top);
@@ -80,6 +80,7 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
     let limits = limits(r, &mut t);
     let trusted_proxies = crate::edge::trusted_proxies(r, &mut t);
     let proxy_protocol = t.boolean(r, "proxy_protocol").unwrap_or(false);
+    let watch_config = t.boolean(r, "watch_config").unwrap_or(false);
     let max_connections = t
         .integer(r, "max_connections", 1, 1_000_000)
         .map_or(10_000, |n| n as usize);
@@ -87,6 +88,7 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
     Server {
         trusted_proxies,
         proxy_protocol,
+        watch_config,
         max_connections,
         listen,
         admin,
@@ -121,24 +123,6 @@ fn limits(r: &mut Reader, server: &mut Table) -> Limits {
     };
     t.finish(r);
     limits
-}
-
-fn log(r: &mut Reader, top: &mut Table) -> Log {
-    let mut t = top.table(r, "log");
-    let format = match t.choice(r, "format", &["json", "text"]) {
-        Some("text") => LogFormat::Text,
-        _ => LogFormat::Json,
-    };
-    let level = t
-        .choice(r, "level", &["trace", "debug", "info", "warn", "error"])
-        .unwrap_or("info");
-    let access = t.boolean(r, "access").unwrap_or(true);
-    t.finish(r);
-    Log {
-        format,
-        level: level.to_string(),
-        access,
-    }
 }
 
 fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {

@@ -54,6 +54,8 @@ pub struct Server {
     pub proxy_protocol: bool,
     /// Client connections open at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Reload when the config file changes, as on SIGHUP.
+    pub watch_config: bool,
 }
 
 /// `[server.limits]`: protection against oversized or slow clients (Gunicorn's defaults).
@@ -82,6 +84,23 @@ pub struct Log {
     pub level: String,
     /// Whether each request is logged as an access line.
     pub access: bool,
+    /// Where lines go instead of stdout; `None` = stdout (journald).
+    pub file: Option<PathBuf>,
+    /// Where access lines go instead of with the rest; `None` = with the rest.
+    pub access_file: Option<PathBuf>,
+    /// When the files are rotated and how many old ones are kept.
+    pub rotation: Rotation,
+}
+
+/// Rotation of `[log]` files: `name` → `name.1` → `name.2` ..., the oldest removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a line would take the file past this many bytes; `None` = no limit.
+    pub max_size: Option<u64>,
+    /// Rotate at the first line of each new day (UTC).
+    pub daily: bool,
+    /// Rotated files kept.
+    pub keep: u32,
 }
 
 /// How log lines are written.

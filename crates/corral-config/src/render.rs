@@ -50,6 +50,7 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(out, "trusted_proxies = [{}]", list(&trusted));
     let _ = writeln!(out, "proxy_protocol = {}", s.proxy_protocol);
     let _ = writeln!(out, "max_connections = {}", s.max_connections);
+    let _ = writeln!(out, "watch_config = {}", s.watch_config);
     let _ = writeln!(out, "\n[server.limits]");
     let _ = writeln!(
         out,
@@ -75,6 +76,21 @@ pub fn render(c: &Config) -> String {
         out,
         "\n[log]\nformat = {format:?}\nlevel = {:?}\naccess = {}",
         c.log.level, c.log.access
+    );
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let _ = writeln!(out, "file = {:?}", path(&c.log.file).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "access_file = {:?}",
+        path(&c.log.access_file).unwrap_or_default()
+    );
+    let rotation = &c.log.rotation;
+    let _ = writeln!(
+        out,
+        "max_size = {}\ndaily = {}\nkeep = {}",
+        rotation.max_size.unwrap_or(0),
+        rotation.daily,
+        rotation.keep
     );
     let preset = match c.headers.preset {
         HeaderPreset::None => "none",

@@ -28,7 +28,8 @@ use corral_telemetry::Metrics;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
-use pingora_core::server::{Fds, ListenFds};
+pub use pingora_core::server::Fds;
+use pingora_core::server::ListenFds;
 use pingora_core::services::listening::Service;
 
 pub use admin::Admin;
@@ -46,10 +47,13 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Binds every address and returns the table pingora's listeners take their sockets from.
-pub fn bind_all(addrs: &[SocketAddr]) -> Result<ListenFds, BindError> {
-    let mut fds = Fds::new();
+/// Binds every address not already in `fds` (sockets inherited by socket activation or an
+/// upgrade) and returns the table pingora's listeners take their sockets from.
+pub fn bind_all(addrs: &[SocketAddr], mut fds: Fds) -> Result<ListenFds, BindError> {
     for &addr in addrs {
+        if fds.get(&addr.to_string()).is_some() {
+            continue;
+        }
         let listener = TcpListener::bind(addr).map_err(|source| BindError { addr, source })?;
         listener
             .set_nonblocking(true)
@@ -123,13 +127,16 @@ pub enum ControlSocketError {
     },
 }
 
-/// Binds the control socket (mode 0660) into `fds`, replacing a stale file left by a corral
+/// Binds the control socket (mode 0660) into `fds` unless it was inherited, replacing a stale file left by a corral
 /// that died, but never one a running corral still answers on.
 pub fn bind_control_socket(path: &Path, fds: &ListenFds) -> Result<(), ControlSocketError> {
     let io = |source| ControlSocketError::Io {
         path: path.to_path_buf(),
         source,
     };
+    if fds.lock().get(&path.display().to_string()).is_some() {
+        return Ok(());
+    }
     if UnixStream::connect(path).is_ok() {
         return Err(ControlSocketError::InUse(path.to_path_buf()));
     }

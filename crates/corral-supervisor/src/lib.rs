@@ -13,6 +13,7 @@
 //! [`status::StatusSnapshot`] the admin API reads. Nothing here knows pingora.
 
 pub mod backoff;
+pub mod heartbeat;
 mod output;
 mod policy;
 pub mod ready;
@@ -83,6 +84,8 @@ pub struct Supervisor {
     pub routes: SharedRoutes,
     /// Every worker's state, read by the admin API.
     pub status: SharedStatus,
+    /// When the supervisor's loop last turned (every second at least), for the watchdog.
+    pub heartbeat: Arc<heartbeat::Heartbeat>,
     reporter: routes::Reporter,
 }
 
@@ -101,7 +104,8 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Supervisor, Start
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let runner = runner::Runner::new(policy, routes.clone(), status.clone());
+    let heartbeat = Arc::new(heartbeat::Heartbeat::default());
+    let runner = runner::Runner::new(policy, routes.clone(), status.clone(), heartbeat.clone());
     let thread = std::thread::Builder::new()
         .name("corral-supervisor".into())
         .spawn(move || runtime.block_on(runner.run(control_rx, reports_rx)))?;
@@ -110,6 +114,7 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Supervisor, Start
         thread: Some(thread),
         routes,
         status,
+        heartbeat,
         reporter: routes::Reporter(reports),
     })
 }

@@ -41,7 +41,7 @@ pub(crate) fn prepare(
         // One path per worker process: during a replacement two workers of a slot coexist.
         Bind::Unix => {
             let dir = pool_dir(runtime_dir, "pools", pool)?;
-            let path = dir.join(format!("{}.{id}.sock", pool.name));
+            let path = dir.join(file_name(pool, id));
             remove(&path);
             Address::Unix(path)
         }
@@ -49,7 +49,7 @@ pub(crate) fn prepare(
     let notify = match pool.ready {
         Ready::Notify => {
             let dir = pool_dir(runtime_dir, "notify", pool)?;
-            let path = dir.join(format!("{}.{id}.sock", pool.name));
+            let path = dir.join(file_name(pool, id));
             remove(&path);
             let socket = UnixDatagram::bind(&path)?;
             if let Some(run_as) = &pool.run_as {
@@ -72,6 +72,12 @@ fn pool_dir(runtime_dir: &Path, kind: &str, pool: &Pool) -> std::io::Result<Path
             .map_err(std::io::Error::from)?;
     }
     Ok(dir)
+}
+
+/// A worker's socket file name. It carries the master's pid: during a binary upgrade two
+/// masters' workers, numbered alike, share the runtime dir.
+fn file_name(pool: &Pool, id: u64) -> String {
+    format!("{}.{}-{id}.sock", pool.name, std::process::id())
 }
 
 /// Removes a worker's socket files once it has exited.

@@ -11,10 +11,17 @@ use tokio::process::{Child, Command};
 
 use crate::routes::Address;
 
-/// Script that sets `LISTEN_PID` to the worker's own pid before exec (its value is only known
-/// after fork, and setting it from `pre_exec` would allocate): `sh` execs in place, so `$$`
-/// is the worker's pid. The worker's argv follows as `$0 "$@"`.
-const LISTEN_PID_SHIM: &str = "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"";
+use corral_systemd::LISTEN_PID_SHIM;
+
+/// Variables of corral's own service manager: they name corral's fds, socket and pid, never
+/// a worker's.
+const MASTER_ONLY_ENV: [&str; 5] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDNAMES",
+    corral_systemd::handoff::UPGRADE_FD_ENV,
+];
 
 /// The fd number systemd socket activation hands over first (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FD: RawFd = 3;
@@ -57,16 +64,14 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
         (Bind::Fd, Some(_)) if pool.listen_fds_env => {
             let mut c = Command::new("/bin/sh");
             c.arg("-c").arg(LISTEN_PID_SHIM).args(&argv);
-            c.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "corral");
+            c.env("LISTEN_FDS", "1");
             c
         }
         (_, Some((program, args))) => {
             let mut c = Command::new(program);
             c.args(args);
             // Never the variables of a socket-activated corral: they name corral's fds.
-            c.env_remove("LISTEN_FDS")
-                .env_remove("LISTEN_PID")
-                .env_remove("LISTEN_FDNAMES");
+            c.env_remove("LISTEN_FDS").env_remove("LISTEN_PID");
             // `$PORT` is where a bind = "tcp" worker listens; a bind = "fd" one has its socket.
             if let (Address::Tcp(a), Bind::Tcp) = (spec.addr, pool.bind) {
                 c.env("PORT", a.port().to_string());
@@ -80,6 +85,12 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
             ));
         }
     };
+    for name in MASTER_ONLY_ENV {
+        cmd.env_remove(name);
+    }
+    if matches!(pool.bind, Bind::Fd) && pool.listen_fds_env {
+        cmd.env("LISTEN_FDNAMES", "corral");
+    }
     if let Some(path) = spec.notify_socket {
         cmd.env("NOTIFY_SOCKET", path);
     }

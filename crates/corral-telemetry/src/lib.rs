@@ -2,6 +2,7 @@
 //! on stdout, with pingora's `log` records bridged in) and the Prometheus metrics, whose
 //! names all live in [`metrics`] so `docs/metrics.md` has one place to follow.
 
+pub mod file;
 pub mod json;
 pub mod logging;
 pub mod metrics;

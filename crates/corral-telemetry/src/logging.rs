@@ -3,22 +3,44 @@
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use corral_config::{Log, LogFormat};
 use tracing_subscriber::fmt;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter};
 use tracing_subscriber::EnvFilter;
 
+use crate::file::RotatingFile;
 use crate::json::JsonLines;
-use crate::writer::{self, WriterGuard};
+use crate::writer::{self, QueuedWriter, WriterGuard};
 
 /// Target of the access log lines, so they can be filtered or routed apart from the rest.
 pub const ACCESS_TARGET: &str = "corral::access";
 /// Target of lines a worker wrote to its stdout or stderr.
 pub const WORKER_OUTPUT_TARGET: &str = "corral::worker";
 
-/// Keeps the log writer thread alive; dropping it writes every line still queued.
-pub type LogGuard = Option<WriterGuard>;
+/// Keeps the log writer threads alive; dropping it writes every line still queued.
+#[derive(Default)]
+pub struct LogGuard {
+    _writers: Vec<WriterGuard>,
+    reopen: Vec<Arc<AtomicBool>>,
+}
+
+impl LogGuard {
+    /// SIGUSR1: every log file is reopened by path before its next line (after logrotate
+    /// moved it away); lines up to then go to the moved file, none is lost.
+    pub fn reopen(&self) {
+        for flag in &self.reopen {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether any log file is open (stdout needs no reopening).
+    pub fn has_files(&self) -> bool {
+        !self.reopen.is_empty()
+    }
+}
 
 /// Lines that may wait for the writer thread before a request's log call waits for room.
 const LOG_QUEUE: usize = 64 * 1024;
@@ -26,17 +48,41 @@ const LOG_QUEUE: usize = 64 * 1024;
 /// Installs the subscriber once for the process; `RUST_LOG` refines the configured level.
 /// pingora logs through the `log` crate; those records are bridged into tracing here.
 /// Lines are written by a thread of their own, so a request never writes to stdout under
-/// its lock; none is dropped (the queue applies backpressure when full). Hold the guard
-/// until the end of the process.
-pub fn init_logging(config: &Log) -> LogGuard {
+/// its lock; none is dropped (the queue applies backpressure when full). With `file` the
+/// lines go to a rotating file instead of stdout, and with `access_file` access lines go to
+/// their own. Fails only when a log file cannot be opened. Hold the guard until the end of
+/// the process.
+pub fn init_logging(config: &Log) -> std::io::Result<LogGuard> {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(default_directive(&config.level)));
-    // Without a writer thread (none could be started), lines go to stdout directly.
-    let (writer, guard) = match writer::spawn(stdout_writer(), LOG_QUEUE) {
-        Ok((queued, guard)) => (BoxMakeWriter::new(queued), Some(guard)),
-        Err(_) => (BoxMakeWriter::new(std::io::stdout), None),
+    let mut guard = LogGuard::default();
+    let mut queue = |path: Option<&std::path::Path>| -> std::io::Result<Option<QueuedWriter>> {
+        let out: Box<dyn Write + Send> = match path {
+            Some(path) => {
+                let reopen = Arc::new(AtomicBool::new(false));
+                let file = RotatingFile::open(path, config.rotation, reopen.clone())?;
+                guard.reopen.push(reopen);
+                Box::new(file)
+            }
+            None => stdout_writer(),
+        };
+        // Without a writer thread (none could be started), stdout is written directly.
+        Ok(writer::spawn(out, LOG_QUEUE).ok().map(|(queued, thread)| {
+            guard._writers.push(thread);
+            queued
+        }))
+    };
+    let main = queue(config.file.as_deref())?;
+    let access = match &config.access_file {
+        Some(path) => queue(Some(path))?,
+        None => None,
+    };
+    let writer = match (main, access) {
+        (Some(main), Some(access)) => BoxMakeWriter::new(Routed { main, access }),
+        (Some(main), None) => BoxMakeWriter::new(main),
+        _ => BoxMakeWriter::new(std::io::stdout),
     };
     let builder = fmt().with_env_filter(filter).with_writer(writer);
     let result = match config.format {
@@ -48,7 +94,29 @@ pub fn init_logging(config: &Log) -> LogGuard {
     };
     // A second init (tests, or a reload) keeps the first subscriber; that is harmless.
     drop(result);
-    guard
+    Ok(guard)
+}
+
+/// Access lines to their own writer, every other line to the main one.
+struct Routed {
+    main: QueuedWriter,
+    access: QueuedWriter,
+}
+
+impl<'a> MakeWriter<'a> for Routed {
+    type Writer = &'a QueuedWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        &self.main
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        if meta.target() == ACCESS_TARGET {
+            &self.access
+        } else {
+            &self.main
+        }
+    }
 }
 
 /// Standard output without its line buffering (a write per line costs a system call per

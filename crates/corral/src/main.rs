@@ -1,12 +1,16 @@
 //! The `corral` binary: parses the command line and hands over to [`run`] or [`check`].
 //! Exit codes: 0 success, 1 runtime failure, 64 invalid config or usage.
 
+mod announce;
 mod cli;
 mod client;
+mod config_watch;
+mod listeners;
 mod reload;
 mod run;
 mod serve;
 mod signals;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -18,6 +22,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    upgrade::remember_command();
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Check(args) => cli::check(&args),

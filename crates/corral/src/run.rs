@@ -12,41 +12,58 @@ use corral_config::Config;
 use corral_proxy::ControlRequest;
 use corral_proxy::ProxySettings;
 use corral_supervisor::{Scale, StopMode};
-use corral_telemetry::{init_logging, Metrics};
+use corral_telemetry::{init_logging, LogGuard, Metrics};
 use pingora_core::services::Service as _;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+use crate::announce::{Announcer, Turn};
 use crate::reload;
 use crate::signals::{Request, Signals};
+use crate::{config_watch, listeners, upgrade};
 
 /// How often the drain checks whether in-flight requests are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// How often readiness, the status line and the watchdog are looked at.
+const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
+/// How long a successor that will not take over has to stop before it is killed.
+const ABANDON_GRACE: Duration = Duration::from_secs(10);
+
+/// How the serving loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A stop signal: the workers stop this way.
+    Stop(StopMode),
+    /// A new master serves on our sockets now: stop accepting, drain, stop our workers.
+    HandedOver(u32),
+    /// We are a successor whose workers cannot start: the old master goes on.
+    SuccessorFailed,
+}
 
 /// Runs until a stop signal; returns once every worker is gone.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let _log = init_logging(&config.log);
-    let result = run_logged(config);
+    let log = init_logging(&config.log).context("cannot open the log")?;
+    let result = run_logged(config, &log);
     if let Err(e) = &result {
         tracing::error!(error = %format!("{e:#}"), "corral failed");
     }
     result
 }
 
-fn run_logged(config: Config) -> anyhow::Result<()> {
+fn run_logged(config: Config, log: &LogGuard) -> anyhow::Result<()> {
     let runtime = proxy_runtime(config.server.threads).context("cannot start the proxy runtime")?;
     let signals = {
         let _context = runtime.enter();
         Signals::install().context("cannot install signal handlers")?
     };
     let metrics = Arc::new(Metrics::new().context("cannot set up metrics")?);
-    let mut addresses = config.server.listen.clone();
-    addresses.extend(config.server.admin);
-    // Bind before any worker starts: a port in use ends the run cleanly, with nothing to undo.
-    let fds = corral_proxy::bind_all(&addresses)?;
-    if let Some(path) = &config.server.control_socket {
-        corral_proxy::bind_control_socket(path, &fds)?;
-    }
+    // The previous master's report socket, when SIGUSR2 started us; taken before workers
+    // are spawned so they never see it.
+    let successor = corral_systemd::SuccessorReport::from_env();
+    let fds = {
+        let _context = runtime.enter();
+        listeners::open(&config)?
+    };
     let supervisor = corral_supervisor::start(&config, metrics.clone())?;
     tracing::info!(
         event = "started",
@@ -57,15 +74,46 @@ fn run_logged(config: Config) -> anyhow::Result<()> {
         pool = %config.routing.active,
         "corral started"
     );
-    let served = runtime.block_on(serve(&config, fds, &supervisor, metrics, signals));
-    let mode = served.as_ref().copied().unwrap_or(StopMode::Quick);
-    if let Some(path) = &config.server.control_socket {
-        let _ = std::fs::remove_file(path);
+    let announcer = Announcer::new(successor, corral_systemd::watchdog_interval());
+    let served = runtime.block_on(serve(
+        &config,
+        fds,
+        &supervisor,
+        metrics,
+        signals,
+        announcer,
+        log,
+    ));
+    let ending = served
+        .as_ref()
+        .copied()
+        .unwrap_or(Ending::Stop(StopMode::Quick));
+    // The control socket's file now belongs to the master we handed over to.
+    if !matches!(ending, Ending::HandedOver(_)) {
+        if let Some(path) = &config.server.control_socket {
+            let _ = std::fs::remove_file(path);
+        }
     }
-    supervisor.stop(mode);
+    supervisor.stop(match ending {
+        Ending::Stop(mode) => mode,
+        Ending::HandedOver(_) => StopMode::Graceful,
+        Ending::SuccessorFailed => StopMode::Quick,
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     served?;
-    tracing::info!(event = "stopped", "corral stopped");
+    match ending {
+        Ending::HandedOver(pid) => {
+            tracing::info!(
+                event = "upgraded",
+                new_master = pid,
+                "handed over to the new master; old master stopped"
+            )
+        }
+        Ending::SuccessorFailed => {
+            anyhow::bail!("the upgrade is abandoned: the active pool cannot start; the previous master goes on serving")
+        }
+        Ending::Stop(_) => tracing::info!(event = "stopped", "corral stopped"),
+    }
     Ok(())
 }
 
@@ -76,7 +124,9 @@ async fn serve(
     supervisor: &corral_supervisor::Supervisor,
     metrics: Arc<Metrics>,
     mut signals: Signals,
-) -> anyhow::Result<StopMode> {
+    mut announcer: Announcer,
+    log: &LogGuard,
+) -> anyhow::Result<Ending> {
     let draining = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let settings = Arc::new(ArcSwap::from_pointee(ProxySettings::new(
@@ -116,6 +166,20 @@ async fn serve(
         })
         .collect();
 
+    let mut watch = if config.server.watch_config {
+        match config_watch::ConfigWatch::start(&config.source) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(event = "watch_failed", config = %config.source.display(), error = %e, "cannot watch the config file; reload with SIGHUP instead");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
+    announce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut upgrading: Option<UpgradeWait> = None;
     let mut current = config.clone();
     // The config generation, counted here where reloads are decided (the supervisor's
     // snapshot follows it asynchronously): 1 at start, +1 per applied reload.
@@ -131,23 +195,49 @@ async fn serve(
         generation += 1;
         generation
     };
-    let mode = loop {
+    let ending = loop {
         tokio::select! {
             request = signals.next() => match request {
-                Request::Stop(mode) => break mode,
+                Request::Stop(mode) => break Ending::Stop(mode),
                 Request::Reload => {
-                    if let Ok(new) = reload::reload(&current, &metrics) {
-                        apply(new, &mut current);
+                    announcer.reloading();
+                    match reload::reload(&current, &metrics) {
+                        Ok(new) => announcer.reload_applied(apply(new, &mut current)),
+                        Err(_) => announcer.reload_rejected(),
                     }
                 }
                 Request::Scale(delta) => supervisor.scale(None, Scale::By(delta)),
+                Request::ReopenLogs => {
+                    log.reopen();
+                    tracing::info!(event = "logs_reopened", files = log.has_files(), "SIGUSR1: log files reopened");
+                }
+                Request::Upgrade if upgrading.is_some() => {
+                    tracing::warn!(event = "upgrade_ignored", "SIGUSR2: an upgrade is already under way");
+                }
+                Request::Upgrade => match upgrade::start(&fds) {
+                    Ok(successor) => upgrading = Some(UpgradeWait::new(successor, upgrade::ready_timeout(&current))),
+                    Err(e) => tracing::error!(event = "upgrade_failed", error = %e, "the upgrade did not start; still serving"),
+                },
             },
+            () = config_watch::changed(&mut watch) => {
+                tracing::info!(event = "config_changed", config = %current.source.display(), "the config file changed");
+                announcer.reloading();
+                match reload::reload(&current, &metrics) {
+                    Ok(new) => announcer.reload_applied(apply(new, &mut current)),
+                    Err(_) => announcer.reload_rejected(),
+                }
+            }
             Some(request) = control_rx.recv() => match request {
                 ControlRequest::Reload(reply) => {
+                    announcer.reloading();
                     let answer = reload::reload(&current, &metrics).map(|new| {
                         let generation = apply(new, &mut current);
+                        announcer.reload_applied(generation);
                         json!({ "reloaded": true, "generation": generation })
                     });
+                    if answer.is_err() {
+                        announcer.reload_rejected();
+                    }
                     let _ = reply.send(answer);
                 }
                 ControlRequest::Scale { pool, workers, reply } => {
@@ -161,11 +251,39 @@ async fn serve(
                     let _ = reply.send(answer);
                 }
             },
+            (successor, result) = UpgradeWait::wait(&mut upgrading) => match result {
+                Ok(pid) => {
+                    tracing::info!(event = "upgrade_ready", new_master = pid, "the new master is ready; this one stops accepting and drains");
+                    corral_systemd::Notifier::new().main_pid(pid);
+                    successor.release();
+                    break Ending::HandedOver(pid);
+                }
+                Err(e) => {
+                    tracing::error!(event = "upgrade_failed", error = %e, "the new binary did not take over; still serving");
+                    tokio::spawn(successor.abandon(ABANDON_GRACE));
+                }
+            },
+            _ = announce_tick.tick() => {
+                if let Turn::SuccessorFailed(reason) = announcer.tick(&supervisor.status.load(), &supervisor.heartbeat) {
+                    tracing::error!(event = "upgrade_abandoned", reason = %reason, "the active pool cannot start; leaving the previous master serving");
+                    break Ending::SuccessorFailed;
+                }
+            }
         }
+    };
+    let mode = match ending {
+        Ending::Stop(mode) => {
+            announcer.stopping(metrics.in_flight.get());
+            mode
+        }
+        // Our sockets stay open in the new master; there is no one to tell /readyz to.
+        Ending::HandedOver(_) => StopMode::Graceful,
+        Ending::SuccessorFailed => StopMode::Quick,
     };
     draining.store(true, Ordering::Release);
     tracing::info!(event = "stopping", mode = ?mode, in_flight = metrics.in_flight.get(), "stop requested; /readyz now answers 503");
-    if mode == StopMode::Graceful && !current.server.accept_grace.is_zero() {
+    if matches!(ending, Ending::Stop(StopMode::Graceful)) && !current.server.accept_grace.is_zero()
+    {
         // Load balancers probe /readyz; give them time to stop sending before we refuse.
         tokio::time::sleep(current.server.accept_grace).await;
     }
@@ -180,9 +298,55 @@ async fn serve(
         let _ = task.await;
     }
     if mode == StopMode::Graceful {
-        drain(&metrics, current.server.graceful_timeout, &mut signals).await;
+        drain(
+            &metrics,
+            current.server.graceful_timeout,
+            &mut signals,
+            &mut announcer,
+        )
+        .await;
     }
-    Ok(mode)
+    Ok(ending)
+}
+
+/// A successor being waited for, with its deadline.
+struct UpgradeWait {
+    wait: std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = (
+                        corral_systemd::Successor,
+                        Result<u32, corral_systemd::UpgradeError>,
+                    ),
+                > + Send,
+        >,
+    >,
+}
+
+impl UpgradeWait {
+    fn new(mut successor: corral_systemd::Successor, timeout: Duration) -> Self {
+        UpgradeWait {
+            wait: Box::pin(async move {
+                let result = successor.wait_ready(timeout).await;
+                (successor, result)
+            }),
+        }
+    }
+
+    /// The outcome of the upgrade under way; pending forever when there is none.
+    async fn wait(
+        slot: &mut Option<UpgradeWait>,
+    ) -> (
+        corral_systemd::Successor,
+        Result<u32, corral_systemd::UpgradeError>,
+    ) {
+        let Some(upgrade) = slot.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = upgrade.wait.as_mut().await;
+        *slot = None;
+        outcome
+    }
 }
 
 /// The proxy's runtime. One thread runs everything on the calling thread, without the
@@ -199,10 +363,16 @@ fn proxy_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Waits until no request is in flight, `timeout` passes, or the operator insists.
-async fn drain(metrics: &Metrics, timeout: Duration, signals: &mut Signals) {
+async fn drain(
+    metrics: &Metrics,
+    timeout: Duration,
+    signals: &mut Signals,
+    announcer: &mut Announcer,
+) {
     let start = Instant::now();
     let wait = async {
         while metrics.in_flight.get() > 0 {
+            announcer.draining(metrics.in_flight.get());
             tokio::time::sleep(DRAIN_POLL).await;
         }
     };

@@ -12,6 +12,10 @@ pub enum Request {
     Reload,
     /// SIGTTIN (+1) / SIGTTOU (-1): one worker more or less in the active pool.
     Scale(i32),
+    /// SIGUSR1: reopen the log files (after logrotate moved them).
+    ReopenLogs,
+    /// SIGUSR2: start the corral binary again on our listeners and hand over to it.
+    Upgrade,
 }
 
 /// The signal streams, installed before any socket is bound or worker started, so a signal
@@ -24,6 +28,8 @@ pub struct Signals {
     hup: Signal,
     ttin: Signal,
     ttou: Signal,
+    usr1: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -36,6 +42,8 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
@@ -49,6 +57,8 @@ impl Signals {
             _ = self.hup.recv() => Request::Reload,
             _ = self.ttin.recv() => Request::Scale(1),
             _ = self.ttou.recv() => Request::Scale(-1),
+            _ = self.usr1.recv() => Request::ReopenLogs,
+            _ = self.usr2.recv() => Request::Upgrade,
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::heartbeat::Heartbeat;
 use crate::policy::{Action, Event, Exit, Policy};
 use crate::routes::{Address, Report, SharedRoutes};
 use crate::sockets;
@@ -56,6 +57,7 @@ pub(crate) struct Runner {
     policy: Policy,
     routes: SharedRoutes,
     status: SharedStatus,
+    heartbeat: Arc<Heartbeat>,
     workers: HashMap<WorkerId, WorkerIo>,
     /// With `bind = "fd"`: the socket every worker of a slot accepts on, kept across them.
     listeners: HashMap<(PoolId, u32), TcpListener>,
@@ -66,12 +68,18 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
-    pub(crate) fn new(policy: Policy, routes: SharedRoutes, status: SharedStatus) -> Self {
+    pub(crate) fn new(
+        policy: Policy,
+        routes: SharedRoutes,
+        status: SharedStatus,
+        heartbeat: Arc<Heartbeat>,
+    ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Runner {
             policy,
             routes,
             status,
+            heartbeat,
             workers: HashMap::new(),
             listeners: HashMap::new(),
             events_tx,
@@ -97,6 +105,7 @@ impl Runner {
         });
         let mut done = self.handle(Event::Start);
         while !done {
+            self.heartbeat.beat();
             let event = tokio::select! {
                 Some(event) = self.events_rx.recv() => match event {
                     Internal::Event(event) => event,

@@ -1,0 +1,66 @@
+//! `watch_config = true`: the config file watched with the `notify` crate. Its directory is
+//! watched rather than the file, since editors and deploy tools replace files by rename;
+//! changes arriving together are debounced into one reload, the same as SIGHUP's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// How long changes must stop before the reload: an editor's save is several events.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Watches the config file while alive.
+pub struct ConfigWatch {
+    _watcher: RecommendedWatcher,
+    changes: mpsc::UnboundedReceiver<()>,
+}
+
+impl ConfigWatch {
+    /// Starts watching `file`.
+    pub fn start(file: &Path) -> notify::Result<Self> {
+        let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        let dir = file
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let name = file.file_name().map(|n| n.to_os_string());
+        let (tx, changes) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                if event.kind.is_access() {
+                    return;
+                }
+                if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+                    let _ = tx.send(());
+                }
+            })?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(ConfigWatch {
+            _watcher: watcher,
+            changes,
+        })
+    }
+
+    /// Resolves once a burst of changes has settled.
+    pub async fn changed(&mut self) {
+        if self.changes.recv().await.is_none() {
+            return std::future::pending().await;
+        }
+        loop {
+            match tokio::time::timeout(DEBOUNCE, self.changes.recv()).await {
+                Ok(Some(())) => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Waits for a change when watching, forever otherwise.
+pub async fn changed(watch: &mut Option<ConfigWatch>) {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,48 @@
+//! SIGUSR2, the old master's side: start this binary again (its path as it was at start, so
+//! a package upgrade that replaced the file runs the new one) on every listening socket,
+//! wait until it says its workers are ready, and only then stop accepting. See
+//! `docs/operations.md` ("Upgrading corral itself") for the whole sequence.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use corral_config::Config;
+use corral_systemd::{Successor, UpgradeError};
+use pingora_core::server::ListenFds;
+
+/// This process's binary and arguments, recorded before anything could replace the file
+/// (`/proc/self/exe` then reads "... (deleted)").
+static COMMAND: OnceLock<(PathBuf, Vec<OsString>)> = OnceLock::new();
+
+/// Records the command line to start again; call first thing in `main`.
+pub fn remember_command() {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let _ = COMMAND.set((exe, std::env::args_os().skip(1).collect()));
+}
+
+/// How long the new master may take to be ready: twice the slowest pool's start timeout
+/// (a restart or two), plus ten seconds for corral itself.
+pub fn ready_timeout(config: &Config) -> Duration {
+    let slowest = config
+        .pools
+        .iter()
+        .map(|p| p.start_timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(30));
+    slowest * 2 + Duration::from_secs(10)
+}
+
+/// Starts the successor on every socket of `fds`.
+pub fn start(fds: &ListenFds) -> Result<Successor, UpgradeError> {
+    let (exe, args) = COMMAND.get_or_init(|| {
+        (
+            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            std::env::args_os().skip(1).collect(),
+        )
+    });
+    let (_, raw) = fds.lock().serialize();
+    tracing::info!(event = "upgrade_started", binary = %exe.display(), sockets = raw.len(), "SIGUSR2: starting the binary again on our listeners");
+    Successor::spawn(exe, args, &raw)
+}
