@@ -165,9 +165,21 @@ impl Corral {
         admin: u16,
         env: &[(&str, &str)],
     ) -> Corral {
+        Corral::spawn_program(&corral_bin(), dir, argv, port, admin, env)
+    }
+
+    /// Starts `program ARGV` (a corral binary, perhaps a copy) like [`Corral::spawn_args`].
+    pub fn spawn_program(
+        program: &Path,
+        dir: tempfile::TempDir,
+        argv: &[String],
+        port: u16,
+        admin: u16,
+        env: &[(&str, &str)],
+    ) -> Corral {
         let stdout = dir.path().join("stdout.log");
         let stderr = dir.path().join("stderr.log");
-        let child = Command::new(corral_bin())
+        let child = Command::new(program)
             .args(argv)
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
@@ -178,6 +190,14 @@ impl Corral {
             .process_group(0)
             .spawn()
             .expect("start corral");
+        Corral::adopt(child, dir, port, admin)
+    }
+
+    /// Guards a corral the test started its own way, in its own process group, with its
+    /// output in `dir`'s `stdout.log` and `stderr.log`.
+    pub fn adopt(child: Child, dir: tempfile::TempDir, port: u16, admin: u16) -> Corral {
+        let stdout = dir.path().join("stdout.log");
+        let stderr = dir.path().join("stderr.log");
         Corral {
             child: Some(child),
             header: String::new(),

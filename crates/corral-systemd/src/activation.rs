@@ -51,16 +51,23 @@ pub fn inherited_listeners() -> std::io::Result<Vec<Inherited>> {
         .collect())
 }
 
-/// The address a socket is bound to, as the listener table names it.
+/// The address a socket is bound to, as the listener table names it. The socket is made
+/// non-blocking, as the async runtime needs (systemd passes blocking ones by default).
 fn local_name(fd: OwnedFd) -> Result<(Option<String>, OwnedFd), OwnedFd> {
     let tcp = TcpListener::from(fd);
     if let Ok(addr) = tcp.local_addr() {
-        return Ok((Some(addr.to_string()), tcp.into()));
+        return match tcp.set_nonblocking(true) {
+            Ok(()) => Ok((Some(addr.to_string()), tcp.into())),
+            Err(_) => Err(tcp.into()),
+        };
     }
     let unix = UnixListener::from(OwnedFd::from(tcp));
     let name = unix
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
-    Ok((name, unix.into()))
+    match unix.set_nonblocking(true) {
+        Ok(()) => Ok((name, unix.into())),
+        Err(_) => Err(unix.into()),
+    }
 }

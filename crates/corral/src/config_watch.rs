@@ -15,6 +15,9 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 pub struct ConfigWatch {
     _watcher: RecommendedWatcher,
     changes: mpsc::UnboundedReceiver<()>,
+    /// When the burst seen so far counts as settled. Kept here, not in the future, so a
+    /// `select!` that drops [`ConfigWatch::changed`] for another branch loses nothing.
+    settle_at: Option<tokio::time::Instant>,
 }
 
 impl ConfigWatch {
@@ -40,18 +43,27 @@ impl ConfigWatch {
         Ok(ConfigWatch {
             _watcher: watcher,
             changes,
+            settle_at: None,
         })
     }
 
-    /// Resolves once a burst of changes has settled.
+    /// Resolves once a burst of changes has settled. Cancel-safe.
     pub async fn changed(&mut self) {
-        if self.changes.recv().await.is_none() {
-            return std::future::pending().await;
-        }
         loop {
-            match tokio::time::timeout(DEBOUNCE, self.changes.recv()).await {
-                Ok(Some(())) => continue,
-                _ => return,
+            let Some(at) = self.settle_at else {
+                if self.changes.recv().await.is_none() {
+                    return std::future::pending().await;
+                }
+                self.settle_at = Some(tokio::time::Instant::now() + DEBOUNCE);
+                continue;
+            };
+            match tokio::time::timeout_at(at, self.changes.recv()).await {
+                Ok(Some(())) => self.settle_at = Some(tokio::time::Instant::now() + DEBOUNCE),
+                Ok(None) => return std::future::pending().await,
+                Err(_) => {
+                    self.settle_at = None;
+                    return;
+                }
             }
         }
     }

@@ -362,7 +362,8 @@ fn proxy_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.thread_name("corral-proxy").enable_all().build()
 }
 
-/// Waits until no request is in flight, `timeout` passes, or the operator insists.
+/// Waits until no request is in flight and no client connection open, `timeout` passes, or
+/// the operator insists.
 async fn drain(
     metrics: &Metrics,
     timeout: Duration,
@@ -370,8 +371,10 @@ async fn drain(
     announcer: &mut Announcer,
 ) {
     let start = Instant::now();
+    // Client connections too: an idle one is kept a moment for a last request, and an
+    // upgraded one (WebSocket) runs until it ends or the timeout.
     let wait = async {
-        while metrics.in_flight.get() > 0 {
+        while metrics.in_flight.get() > 0 || metrics.connections.get() > 0 {
             announcer.draining(metrics.in_flight.get());
             tokio::time::sleep(DRAIN_POLL).await;
         }

@@ -40,6 +40,12 @@ use pingora_error::ErrorType;
 use crate::settings::ProxySettings;
 pub(crate) use fields::AnswerRules;
 
+/// Once corral stops accepting (SIGTERM, or a SIGUSR2 hand-over), how long an idle
+/// keep-alive connection is kept for its next request, which is then answered with
+/// `Connection: close`. Closing idle connections at once would race requests already on
+/// their way (a client sees a reset); a quiet connection closes after this.
+const STOP_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long one read of a request body may wait for the client.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -86,9 +92,6 @@ impl ServerApp for Forwarder {
         let mut shutdown = shutdown.clone();
         let mut first = true;
         loop {
-            if *shutdown.borrow() && !first {
-                return None;
-            }
             let mut client = DownstreamSession::new(stream);
             // Requests sent back to back (pipelining) are answered in order: bytes read past
             // one request start the next.
@@ -106,11 +109,18 @@ impl ServerApp for Forwarder {
                 client.set_server_keepalive(Some(self.settings.load().keepalive_secs()));
                 None
             };
+            let stop_grace = async {
+                if !*shutdown.borrow() {
+                    let _ = shutdown.changed().await;
+                }
+                tokio::time::sleep(STOP_IDLE_GRACE).await;
+            };
             let read = tokio::select! {
                 biased;
                 read = client.read_request() => read,
-                // Stopping: idle connections close; a request being read goes on.
-                _ = shutdown.changed() => return None,
+                // Stopping: an idle connection gets one more request (answered with
+                // `Connection: close`) or closes after the grace; one being read goes on.
+                _ = stop_grace => return None,
                 _ = sleep_or_never(header_timeout) => {
                     tracing::debug!("request head not complete within header_timeout");
                     return None;
