@@ -66,6 +66,12 @@ const TOOLS: &[Tool] = &[
         purpose: Purpose::Test,
     },
     Tool {
+        command: "systemd-analyze",
+        apt: "systemd",
+        why: "verifying the unit files (systemd/)",
+        purpose: Purpose::Test,
+    },
+    Tool {
         command: "node",
         apt: "nodejs",
         why: "the Node.js example's test",

@@ -179,7 +179,7 @@ async fn serve(
     };
     let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
     announce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut upgrading: Option<UpgradeWait> = None;
+    let mut upgrading: Option<upgrade::UpgradeWait> = None;
     let mut current = config.clone();
     // The config generation, counted here where reloads are decided (the supervisor's
     // snapshot follows it asynchronously): 1 at start, +1 per applied reload.
@@ -215,7 +215,7 @@ async fn serve(
                     tracing::warn!(event = "upgrade_ignored", "SIGUSR2: an upgrade is already under way");
                 }
                 Request::Upgrade => match upgrade::start(&fds) {
-                    Ok(successor) => upgrading = Some(UpgradeWait::new(successor, upgrade::ready_timeout(&current))),
+                    Ok(successor) => upgrading = Some(upgrade::UpgradeWait::new(successor, upgrade::ready_timeout(&current))),
                     Err(e) => tracing::error!(event = "upgrade_failed", error = %e, "the upgrade did not start; still serving"),
                 },
             },
@@ -251,7 +251,7 @@ async fn serve(
                     let _ = reply.send(answer);
                 }
             },
-            (successor, result) = UpgradeWait::wait(&mut upgrading) => match result {
+            (successor, result) = upgrade::UpgradeWait::wait(&mut upgrading) => match result {
                 Ok(pid) => {
                     tracing::info!(event = "upgrade_ready", new_master = pid, "the new master is ready; this one stops accepting and drains");
                     corral_systemd::Notifier::new().main_pid(pid);
@@ -307,46 +307,6 @@ async fn serve(
         .await;
     }
     Ok(ending)
-}
-
-/// A successor being waited for, with its deadline.
-struct UpgradeWait {
-    wait: std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = (
-                        corral_systemd::Successor,
-                        Result<u32, corral_systemd::UpgradeError>,
-                    ),
-                > + Send,
-        >,
-    >,
-}
-
-impl UpgradeWait {
-    fn new(mut successor: corral_systemd::Successor, timeout: Duration) -> Self {
-        UpgradeWait {
-            wait: Box::pin(async move {
-                let result = successor.wait_ready(timeout).await;
-                (successor, result)
-            }),
-        }
-    }
-
-    /// The outcome of the upgrade under way; pending forever when there is none.
-    async fn wait(
-        slot: &mut Option<UpgradeWait>,
-    ) -> (
-        corral_systemd::Successor,
-        Result<u32, corral_systemd::UpgradeError>,
-    ) {
-        let Some(upgrade) = slot.as_mut() else {
-            return std::future::pending().await;
-        };
-        let outcome = upgrade.wait.as_mut().await;
-        *slot = None;
-        outcome
-    }
 }
 
 /// The proxy's runtime. One thread runs everything on the calling thread, without the

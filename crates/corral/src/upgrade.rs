@@ -46,3 +46,34 @@ pub fn start(fds: &ListenFds) -> Result<Successor, UpgradeError> {
     tracing::info!(event = "upgrade_started", binary = %exe.display(), sockets = raw.len(), "SIGUSR2: starting the binary again on our listeners");
     Successor::spawn(exe, args, &raw)
 }
+
+/// The successor with how its wait ended.
+type Outcome = (Successor, Result<u32, UpgradeError>);
+
+/// A successor being waited for, with its deadline.
+pub struct UpgradeWait {
+    wait: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>,
+}
+
+impl UpgradeWait {
+    /// Waits for `successor` for at most `timeout`.
+    pub fn new(mut successor: Successor, timeout: Duration) -> Self {
+        UpgradeWait {
+            wait: Box::pin(async move {
+                let result = successor.wait_ready(timeout).await;
+                (successor, result)
+            }),
+        }
+    }
+
+    /// The outcome of the upgrade under way; pending forever when there is none.
+    /// Cancel-safe: the wait lives in `slot` until it ends.
+    pub async fn wait(slot: &mut Option<UpgradeWait>) -> Outcome {
+        let Some(upgrade) = slot.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = upgrade.wait.as_mut().await;
+        *slot = None;
+        outcome
+    }
+}
