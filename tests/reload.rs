@@ -24,15 +24,7 @@ fn twenty_sighups_under_load_fail_no_request_and_replace_every_worker() {
         pids = new;
     }
     load.wait_more(100, Duration::from_secs(10));
-    let result = load.stop();
-    assert!(
-        result.failures.is_empty(),
-        "{} failed of {}: {:?}\n{}",
-        result.failures.len(),
-        result.ok,
-        &result.failures[..result.failures.len().min(10)],
-        corral.logs()
-    );
+    load.stop().assert_no_failures(&corral.logs());
     assert_eq!(corral.status().expect("status")["generation"], 21);
     assert_eq!(
         corral.metric("corral_config_reloads_total{result=\"ok\"}"),

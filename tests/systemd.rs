@@ -143,17 +143,7 @@ fn a_listener_passed_as_fd_3_is_served_without_binding() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let admin = free_port();
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("corral.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\ncontrol_socket = \"{}/control.sock\"\n\n{}",
-            dir.path().display(),
-            testapp_pool(1, "")
-        ),
-    )
-    .expect("config");
+    let (dir, config) = config_in_temp_dir(port, admin, "", &testapp_pool(1, ""));
     let stdout = dir.path().join("stdout.log");
     let fd = listener.as_raw_fd();
     let mut command = Command::new("/bin/sh");
@@ -204,6 +194,27 @@ fn a_listener_passed_as_fd_3_is_served_without_binding() {
     assert!(corral.wait_exit(Duration::from_secs(20)).success());
 }
 
+/// A temp dir holding `corral.toml`: `[server]` on `port`/`admin` with `server_extra`, the
+/// control socket in the dir, then `body`.
+fn config_in_temp_dir(
+    port: u16,
+    admin: u16,
+    server_extra: &str,
+    body: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("corral.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\ncontrol_socket = \"{}/control.sock\"\n{server_extra}\n{body}",
+            dir.path().display(),
+        ),
+    )
+    .expect("config");
+    (dir, config)
+}
+
 /// The master's pid as /status reports it, and its ready worker pids.
 fn master_and_workers(corral: &Corral) -> Option<(u64, Vec<u64>)> {
     let status = corral.status()?;
@@ -237,17 +248,12 @@ fn sigusr2_upgrades_the_binary_under_load_and_a_broken_binary_leaves_the_old_one
     std::fs::copy(corral_bin(), &binary).expect("copy binary");
     let port = free_port();
     let admin = free_port();
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("corral.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\ncontrol_socket = \"{}/control.sock\"\ngraceful_timeout = \"10s\"\n\n[log]\nformat = \"json\"\n\n{}",
-            dir.path().display(),
-            testapp_pool(2, "")
-        ),
-    )
-    .expect("config");
+    let (dir, config) = config_in_temp_dir(
+        port,
+        admin,
+        "graceful_timeout = \"10s\"\n",
+        &testapp_pool(2, ""),
+    );
     let argv = vec!["run".to_string(), "-c".into(), config.display().to_string()];
     let mut corral = Corral::spawn_program(&binary, dir, &argv, port, admin, &[]);
     corral.wait_ready(2, Duration::from_secs(20));
@@ -293,15 +299,7 @@ fn sigusr2_upgrades_the_binary_under_load_and_a_broken_binary_leaves_the_old_one
     load.wait_more(200, Duration::from_secs(20));
     assert_eq!(master_and_workers(&corral), Some((master, workers)));
 
-    let result = load.stop();
-    assert!(
-        result.failures.is_empty(),
-        "{} failed of {}: {:?}\n{}",
-        result.failures.len(),
-        result.ok,
-        &result.failures[..result.failures.len().min(10)],
-        corral.logs()
-    );
+    load.stop().assert_no_failures(&corral.logs());
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(master as i32), Signal::SIGTERM);
     wait_for("the last master to exit", Duration::from_secs(30), || {
         (!alive(master)).then_some(())

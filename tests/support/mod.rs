@@ -496,6 +496,20 @@ pub struct LoadResult {
     pub failures: Vec<String>,
 }
 
+impl LoadResult {
+    /// Fails the test, showing the first failures and `context` (corral's logs), when any
+    /// request failed.
+    pub fn assert_no_failures(&self, context: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failed of {}: {:?}\n{context}",
+            self.failures.len(),
+            self.ok,
+            &self.failures[..self.failures.len().min(10)],
+        );
+    }
+}
+
 impl Load {
     /// Starts the clients.
     pub fn start(url: &str, clients: usize, limit: Duration) -> Load {
