@@ -24,7 +24,8 @@ fn twenty_sighups_under_load_fail_no_request_and_replace_every_worker() {
         pids = new;
     }
     load.wait_more(100, Duration::from_secs(10));
-    load.stop().assert_no_failures(&corral.logs());
+    let result = load.stop();
+    result.assert_no_failures(&corral.logs());
     assert_eq!(corral.status().expect("status")["generation"], 21);
     assert_eq!(
         corral.metric("corral_config_reloads_total{result=\"ok\"}"),
