@@ -100,6 +100,7 @@ fn sd_notify_ready_after_the_workers_status_reloading_watchdog_and_stopping() {
         .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
         .map(|(t, _)| *t)
         .collect();
+    println!("{} WATCHDOG=1 in 4.5 s", pings.len());
     assert!(
         (3..=6).contains(&pings.len()),
         "{} pings in 4.5 s: {window:?}",
@@ -299,7 +300,13 @@ fn sigusr2_upgrades_the_binary_under_load_and_a_broken_binary_leaves_the_old_one
     load.wait_more(200, Duration::from_secs(20));
     assert_eq!(master_and_workers(&corral), Some((master, workers)));
 
-    load.stop().assert_no_failures(&corral.logs());
+    let result = load.stop();
+    println!(
+        "{} requests over 2 upgrades and a broken binary, {} failed",
+        result.ok,
+        result.failures.len()
+    );
+    result.assert_no_failures(&corral.logs());
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(master as i32), Signal::SIGTERM);
     wait_for("the last master to exit", Duration::from_secs(30), || {
         (!alive(master)).then_some(())
@@ -374,6 +381,7 @@ fn log_files_rotate_by_size_without_losing_a_line_and_sigusr1_reopens() {
             assert!(text.len() <= 16 * 1024, "{name} holds {} bytes", text.len());
         }
     }
+    println!("{sent} requests sent; {access_lines} access lines in {rotated} rotated files, the current one and the moved one");
     assert!(rotated >= 2, "only {rotated} rotated access files");
     // The readiness probes are not proxied requests; every load request and the marker are.
     assert!(
