@@ -51,6 +51,9 @@ impl Drop for Group {
 }
 
 /// `PATH` with the corral under test first.
+/// The PATH of the systemd part: the system's programs only, corral from the package.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 fn script_path() -> std::ffi::OsString {
     let mut path = vec![corral_bin().parent().expect("bin dir").to_path_buf()];
     if let Some(p) = std::env::var_os("PATH") {
@@ -236,12 +239,16 @@ fn the_systemd_part_runs_under_systemd() {
         let wrapped = format!(
             "cd {:?} && {}",
             dir.path(),
-            "bash -euo pipefail -c \"$QUICKSTART\""
+            // On failure, what systemd saw: the unit's state and corral's last lines.
+            "bash -euo pipefail -c \"$QUICKSTART\" || { systemctl status corral --no-pager; journalctl -u corral --no-pager -n 60 -o cat; exit 1; }"
         );
         let out = systemd
             .command(&wrapped)
             .env("QUICKSTART", format!("set -x\n{script}"))
-            .env("PATH", script_path())
+            // A server's PATH, as an operator's root shell has it: the venv in /srv must be
+            // made by the system's python3, which the service user can run (a python3 under
+            // a 0700 home, like pyenv's in /root, gives the workers "Permission denied").
+            .env("PATH", SYSTEM_PATH)
             .env("RUNTIME_DIRECTORY", dir.path().join("run"))
             // Temp files (ensurepip's, pip's) away from the namespace's fresh /tmp.
             .env("TMPDIR", dir.path())
