@@ -18,8 +18,13 @@ static COMMAND: OnceLock<(PathBuf, Vec<OsString>)> = OnceLock::new();
 
 /// Records the command line to start again; call first thing in `main`.
 pub fn remember_command() {
+    let _ = COMMAND.set(command_now());
+}
+
+/// This process's binary path and arguments, as they read now.
+fn command_now() -> (PathBuf, Vec<OsString>) {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    let _ = COMMAND.set((exe, std::env::args_os().skip(1).collect()));
+    (exe, std::env::args_os().skip(1).collect())
 }
 
 /// How long the new master may take to be ready: twice the slowest pool's start timeout
@@ -36,12 +41,7 @@ pub fn ready_timeout(config: &Config) -> Duration {
 
 /// Starts the successor on every socket of `fds`.
 pub fn start(fds: &ListenFds) -> Result<Successor, UpgradeError> {
-    let (exe, args) = COMMAND.get_or_init(|| {
-        (
-            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
-            std::env::args_os().skip(1).collect(),
-        )
-    });
+    let (exe, args) = COMMAND.get_or_init(command_now);
     let (_, raw) = fds.lock().serialize();
     tracing::info!(event = "upgrade_started", binary = %exe.display(), sockets = raw.len(), "SIGUSR2: starting the binary again on our listeners");
     Successor::spawn(exe, args, &raw)
