@@ -7,6 +7,7 @@
 //! crate knows TOML: everything downstream sees plain types (`Duration`, `SocketAddr`).
 
 mod cidr;
+mod compression;
 mod edge;
 mod env;
 mod error;
@@ -21,13 +22,15 @@ mod units;
 use std::path::{Path, PathBuf};
 
 pub use cidr::Cidr;
+pub use compression::{compressed_already, DEFAULT_LEVELS, DEFAULT_TYPES};
 pub use edge::DEFAULT_REMOVED;
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
 pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{
-    Bind, Config, HeaderPreset, Headers, Limits, Log, LogFormat, OnStoreError, Pool, RateKey,
-    RateLimit, RateMatch, RateStore, Ready, Rotation, Routing, RunAs, Server, StoreKind,
+    Bind, Coding, Compression, Config, HeaderPreset, Headers, Limits, Log, LogFormat, OnStoreError,
+    Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rotation, Routing, RunAs, Server,
+    StoreKind,
 };
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;

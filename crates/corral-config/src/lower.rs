@@ -25,6 +25,7 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
     let server = server(r, &mut top);
     let log = crate::log::log(r, &mut top);
     let headers = crate::edge::headers(r, &mut top);
+    let compression = crate::compression::compression(r, &mut top);
     let rate_limits = crate::ratelimit::rules(r, &mut top);
     let rate_limit_store = crate::ratelimit::store(r, &mut top);
     let pools = pools(r, &mut top);
@@ -39,6 +40,7 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
         log,
         routing: routing?,
         headers,
+        compression,
         rate_limits,
         rate_limit_store,
         pools,

@@ -19,6 +19,8 @@ pub struct Config {
     pub routing: Routing,
     /// Fields corral adds to and removes from every answer.
     pub headers: Headers,
+    /// `[compression]`: which answers corral compresses, and how.
+    pub compression: Compression,
     /// `[[rate_limits]]`, in file order; every matching rule applies.
     pub rate_limits: Vec<RateLimit>,
     /// `[rate_limit_store]`: where the limits' counters live.
@@ -122,6 +124,56 @@ pub struct Headers {
     /// Fields removed from every answer (names); by default `Server` and `X-Powered-By`,
     /// which tell the world versions.
     pub remove: Vec<String>,
+}
+
+/// `[compression]`: answers compressed on their way to the client, so workers need not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    /// Off by default: compression costs CPU that not every deployment wants to spend.
+    pub enabled: bool,
+    /// The codings corral offers, best first; the client's q-values decide between them.
+    pub algorithms: Vec<Coding>,
+    /// The level of each coding, indexed by [`Coding::index`].
+    pub levels: [u32; 3],
+    /// Answers declaring fewer bytes than this pass as they are: their frames would cost
+    /// more than compression saves.
+    pub min_size: u64,
+    /// Media types compressed (lowercase, `text/*` and `application/*+json` forms allowed).
+    pub types: Vec<String>,
+}
+
+/// A content coding corral can apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coding {
+    /// Zstandard (RFC 8878): the fastest for its ratio, newer clients only.
+    Zstd,
+    /// Brotli (RFC 7932): the best ratio for text, every current browser.
+    Brotli,
+    /// gzip (RFC 1952): every client.
+    Gzip,
+}
+
+impl Coding {
+    /// Every coding, in the default order of preference.
+    pub const ALL: [Coding; 3] = [Coding::Zstd, Coding::Brotli, Coding::Gzip];
+
+    /// The token of `Accept-Encoding` and `Content-Encoding`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Zstd => "zstd",
+            Coding::Brotli => "br",
+            Coding::Gzip => "gzip",
+        }
+    }
+
+    /// A stable index for per-coding arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Coding::Zstd => 0,
+            Coding::Brotli => 1,
+            Coding::Gzip => 2,
+        }
+    }
 }
 
 /// The security fields `preset` adds.

@@ -105,6 +105,19 @@ pub fn render(c: &Config) -> String {
         .collect();
     let _ = writeln!(out, "set = {{ {} }}", set.join(", "));
     let _ = writeln!(out, "remove = [{}]", list(&c.headers.remove));
+    let z = &c.compression;
+    let tokens: Vec<String> = z.algorithms.iter().map(|a| a.token().to_string()).collect();
+    let _ = writeln!(
+        out,
+        "\n[compression]\nenabled = {}\nalgorithms = [{}]\nlevel = {{ zstd = {}, br = {}, gzip = {} }}\nmin_size = {}\ntypes = [{}]",
+        z.enabled,
+        list(&tokens),
+        z.levels[0],
+        z.levels[1],
+        z.levels[2],
+        z.min_size,
+        list(&z.types)
+    );
     for rule in &c.rate_limits {
         let m = &rule.matcher;
         let mut conditions = Vec::new();

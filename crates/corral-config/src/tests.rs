@@ -314,3 +314,49 @@ fn systemd_variables_are_set_unless_the_command_names_the_fd() {
         "{e:?}"
     );
 }
+
+#[test]
+fn compression_is_off_by_default_and_reads_every_key() {
+    let c = ok(MINIMAL);
+    assert!(!c.compression.enabled);
+    assert_eq!(c.compression.algorithms, Coding::ALL.to_vec());
+    assert_eq!(c.compression.levels, DEFAULT_LEVELS);
+    assert_eq!(c.compression.min_size, 1024);
+    assert_eq!(c.compression.types.len(), DEFAULT_TYPES.len());
+    let text = format!(
+        "{MINIMAL}[compression]\nenabled = true\nalgorithms = [\"gzip\", \"br\"]\nlevel = {{ gzip = 1, br = 11 }}\nmin_size = \"2KiB\"\ntypes = [\"Text/HTML\", \"application/*+json\"]\n"
+    );
+    let c = ok(&text);
+    let z = &c.compression;
+    assert!(z.enabled);
+    assert_eq!(z.algorithms, vec![Coding::Gzip, Coding::Brotli]);
+    assert_eq!(z.levels, [3, 11, 1]);
+    assert_eq!(z.min_size, 2048);
+    assert_eq!(z.types, vec!["text/html", "application/*+json"]);
+    assert!(render(&c).contains("algorithms = [\"gzip\", \"br\"]"));
+}
+
+#[test]
+fn compression_errors_name_the_entry() {
+    let text = format!(
+        "{MINIMAL}[compression]\nalgorithms = [\"gzip\", \"deflate\", \"gzip\"]\nlevel = {{ gzip = 12, lz4 = 1 }}\ntypes = [\"image/png\", \"text\", \"video/*\", \"image/svg+xml\"]\n"
+    );
+    let errors = errs(&text).join("\n");
+    for expected in [
+        "compression.algorithms[1]: \"deflate\" is not a coding corral applies",
+        "compression.algorithms[2]: \"gzip\" is listed twice",
+        "compression.level.gzip",
+        "compression.level.lz4: unknown key",
+        "compression.types[0]: \"image/png\" is compressed already",
+        "compression.types[1]: \"text\" is not a media type",
+        "compression.types[2]: \"video/*\" is compressed already",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "{expected:?} missing from:\n{errors}"
+        );
+    }
+    assert!(!errors.contains("types[3]"), "{errors}");
+    let empty = format!("{MINIMAL}[compression]\nalgorithms = []\n");
+    assert!(errs(&empty)[0].contains("needs at least one coding"));
+}
