@@ -96,33 +96,39 @@ impl Raw {
             .header("transfer-encoding")
             .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
         {
-            loop {
-                let line = loop {
-                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                        break i;
-                    }
-                    assert!(self.fill(), "connection ended inside a chunk");
-                };
-                let size = usize::from_str_radix(
-                    std::str::from_utf8(&self.buf[..line]).expect("chunk size"),
-                    16,
-                )
-                .expect("hex chunk size");
-                self.buf.drain(..line + 2);
-                while self.buf.len() < size + 2 {
-                    assert!(self.fill(), "connection ended inside a chunk");
-                }
-                response.body.extend(self.buf.drain(..size));
-                self.buf.drain(..2);
-                if size == 0 {
-                    break;
-                }
-            }
+            response.body = self.chunked_body();
         } else {
             while self.fill() {}
             response.body = std::mem::take(&mut self.buf);
         }
         response
+    }
+
+    /// Reads a chunked body to its last chunk (after its head was read).
+    pub fn chunked_body(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                assert!(self.fill(), "connection ended inside a chunk");
+            };
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&self.buf[..line]).expect("chunk size"),
+                16,
+            )
+            .expect("hex chunk size");
+            self.buf.drain(..line + 2);
+            while self.buf.len() < size + 2 {
+                assert!(self.fill(), "connection ended inside a chunk");
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return body;
+            }
+        }
     }
 
     /// Whether the server closed the connection (reads EOF within the read timeout).

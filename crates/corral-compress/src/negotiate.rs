@@ -70,9 +70,7 @@ fn weight<'a>(params: impl Iterator<Item = &'a [u8]>) -> Option<u16> {
     let mut q = 1000;
     for param in params {
         let param = param.trim_ascii();
-        let Some((name, value)) = param.split_first_chunk::<2>() else {
-            return None;
-        };
+        let (name, value) = param.split_first_chunk::<2>()?;
         if !name.eq_ignore_ascii_case(b"q=") {
             // Other parameters are not defined for codings; ignore them.
             continue;

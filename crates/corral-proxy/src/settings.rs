@@ -1,6 +1,7 @@
 //! The proxy's reloadable settings.
 
-use corral_config::{Cidr, Config, Limits};
+use corral_compress::{Compressor, Counters};
+use corral_config::{Cidr, Coding, Config, Limits};
 use corral_ratelimit::Limiter;
 use corral_telemetry::Metrics;
 
@@ -22,6 +23,8 @@ pub struct ProxySettings {
     pub(crate) answer: AnswerRules,
     /// `[[rate_limits]]` and their store.
     pub limiter: Limiter,
+    /// `[compression]`, or `None` when it is off.
+    pub compression: Option<Compressor>,
 }
 
 impl ProxySettings {
@@ -44,11 +47,23 @@ impl ProxySettings {
                 previous.map(|p| &p.limiter),
                 metrics.rate_limit_store_errors.clone(),
             ),
+            compression: Compressor::new(&config.compression, compression_counters(metrics)),
         }
     }
 
     /// The keep-alive timeout in whole seconds, at least 1 (0 would mean "forever" to pingora).
     pub fn keepalive_secs(&self) -> u64 {
         self.limits.keepalive_timeout.as_secs().max(1)
+    }
+}
+
+/// The compression byte counters of each coding, resolved once.
+fn compression_counters(metrics: &Metrics) -> Counters {
+    let of = |family: &prometheus::IntCounterVec| {
+        Coding::ALL.map(|c| family.with_label_values(&[c.token()]))
+    };
+    Counters {
+        input: of(&metrics.compression_input),
+        output: of(&metrics.compression_output),
     }
 }

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub rate_limit_store_errors: IntCounter,
     /// Requests in flight through the proxy right now.
     pub in_flight: IntGauge,
+    /// Body bytes of compressed answers as the workers sent them, by algorithm.
+    pub compression_input: IntCounterVec,
+    /// Body bytes of compressed answers as the clients got them, by algorithm.
+    pub compression_output: IntCounterVec,
 }
 
 /// The metric handles of one pool, resolved once so the request path does no label lookup.
@@ -130,6 +134,20 @@ impl Metrics {
             "corral_rate_limit_store_errors_total",
             "Rate limit decisions the store failed to make within its timeout",
         )?;
+        let compression_input = IntCounterVec::new(
+            Opts::new(
+                "corral_compression_input_bytes_total",
+                "Body bytes of answers corral compressed, before compression, by algorithm",
+            ),
+            &["algorithm"],
+        )?;
+        let compression_output = IntCounterVec::new(
+            Opts::new(
+                "corral_compression_output_bytes_total",
+                "Body bytes of answers corral compressed, as sent, by algorithm",
+            ),
+            &["algorithm"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("corral_build_info", "Always 1; labels carry the version"),
             &["version"],
@@ -153,6 +171,8 @@ impl Metrics {
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(rate_limit_store_errors.clone()))?;
+        registry.register(Box::new(compression_input.clone()))?;
+        registry.register(Box::new(compression_output.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -173,6 +193,8 @@ impl Metrics {
             rate_limited,
             rate_limit_store_errors,
             in_flight,
+            compression_input,
+            compression_output,
         })
     }
 

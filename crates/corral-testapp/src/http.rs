@@ -16,12 +16,13 @@ static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 /// Memory held by `/alloc`, never freed, so RSS stays up.
 static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
-struct Request {
-    method: String,
-    path: String,
-    query: BTreeMap<String, String>,
+/// A request head as the app read it.
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: BTreeMap<String, String>,
     headers: Vec<(String, String)>,
-    close: bool,
+    pub(crate) close: bool,
 }
 
 pub fn handle<S: Conn + 'static>(mut conn: S) {
@@ -57,6 +58,12 @@ pub fn handle<S: Conn + 'static>(mut conn: S) {
             return;
         }
         let n = number(&request, "n") as usize;
+        if request.path == "/payload" {
+            match crate::payload::answer(&mut conn, &request) {
+                Ok(()) if !request.close => continue,
+                _ => return,
+            }
+        }
         if let Some(result) = crate::shapes::answer(&mut conn, &request.path, n) {
             match result {
                 Ok(true) if !request.close => continue,

@@ -8,12 +8,14 @@
 //! (requests this process has read: proof that a refused request never reached it),
 //! `/ws` (WebSocket echo), and answers shaped like other servers' (see `shapes`: `/chunked`,
 //! `/hop-fields`, `/dated`, `/split-head`, `/many-fields`, `/until-close`, `/http10`, `/worker-close`, `/truncate`,
-//! `/stall`). `--startup-delay-ms N` delays listening; `--exit-at-start CODE`
+//! `/stall`), and `/payload` (a text body of any size, type, framing and pace, see `payload`).
+//! `--startup-delay-ms N` delays listening; `--exit-at-start CODE`
 //! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker);
 //! `--notify-after-ms N` sends `READY=1` to `$NOTIFY_SOCKET` after N ms; `--idle-close-ms N`
 //! closes a TCP connection idle that long (as app servers' keep-alive timeouts do).
 
 mod http;
+mod payload;
 mod shapes;
 
 use std::io::{self, Read, Write};

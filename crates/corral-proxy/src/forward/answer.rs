@@ -4,7 +4,8 @@
 //! Such a *plain* answer reaches the client as the worker's own status line and the fields
 //! `fields` keeps, plus corral's `Date` and `Connection`, with no
 //! header map built, cloned or serialised on either side. Any other answer goes to pingora's
-//! session, which reads the bytes taken so far once more (`replay`).
+//! session, which reads the bytes taken so far once more (`replay`); so does an answer
+//! that is to be compressed, which `relay` re-frames.
 
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, RetryType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use corral_compress::{AnswerFacts, Choice, Compressor};
 
 use super::fields::{AnswerContext, AnswerField, AnswerRules};
 
@@ -48,11 +51,13 @@ pub(super) struct PlainAnswer {
 }
 
 /// Reads the answer head from `worker`, each read within `timeout`. Fails only where no
-/// answer came (closed, broken or silent), as pingora's session would.
+/// answer came (closed, broken or silent), as pingora's session would. With `compression`
+/// (the request accepts a coding), an answer the rule compresses is not plain.
 pub(super) async fn read_head(
     worker: &mut Stream,
     timeout: Option<Duration>,
     rules: &AnswerRules,
+    compression: Option<(&Compressor, Choice)>,
 ) -> Result<Answer, Box<Error>> {
     let mut buf = BytesMut::with_capacity(FIRST_READ);
     loop {
@@ -75,7 +80,7 @@ pub(super) async fn read_head(
         let mut parsed = httparse::Response::new(&mut fields);
         match parsed.parse(&buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                let Some(head) = plain_head(&parsed, rules) else {
+                let Some(head) = plain_head(&parsed, rules, compression) else {
                     return Ok(Answer::Other(buf));
                 };
                 buf.advance(head_len);
@@ -107,10 +112,23 @@ struct PlainHead {
 }
 
 /// The head for the client when the answer is plain; `None` otherwise.
-fn plain_head(parsed: &httparse::Response<'_, '_>, rules: &AnswerRules) -> Option<PlainHead> {
+fn plain_head(
+    parsed: &httparse::Response<'_, '_>,
+    rules: &AnswerRules,
+    compression: Option<(&Compressor, Choice)>,
+) -> Option<PlainHead> {
     let status = parsed.code?;
     if parsed.version != Some(1) || !(200..600).contains(&status) || matches!(status, 204 | 304) {
         return None;
+    }
+    if let Some((compressor, choice)) = compression {
+        let mut facts = AnswerFacts::default();
+        for field in parsed.headers.iter() {
+            facts.observe(field.name.as_bytes(), field.value);
+        }
+        if compressor.compresses(status, &facts, choice) {
+            return None;
+        }
     }
     let mut bytes = BytesMut::with_capacity(512);
     bytes.extend_from_slice(b"HTTP/1.1 ");
@@ -337,6 +355,7 @@ mod tests {
         plain_head(
             &parsed,
             &AnswerRules::new(&corral_config::Headers::default()),
+            None,
         )
     }
 

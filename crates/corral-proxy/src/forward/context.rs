@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use corral_compress::{Choice, Compressor};
 use corral_supervisor::{Backend, PoolRoute, RoutingTable};
 use http::header::USER_AGENT;
 use pingora_http::RequestHeader;
@@ -39,6 +40,8 @@ pub(super) struct Exchange {
     pub(super) rate_fields: Vec<(&'static str, String)>,
     /// Places under rate limit in-flight caps, held until the request (or tunnel) ends.
     pub(super) rate_guards: Vec<corral_ratelimit::inflight::InFlightGuard>,
+    /// The coding the client accepts for the answer, when compression is on.
+    pub(super) encoding: Option<Choice>,
     _in_flight: InFlight,
 }
 
@@ -65,6 +68,7 @@ impl Exchange {
             body: BodyStart::default(),
             rate_fields: Vec::new(),
             rate_guards: Vec::new(),
+            encoding: None,
             _in_flight: InFlight::start(in_flight),
         }
     }
@@ -81,6 +85,11 @@ impl Exchange {
             request_id: &self.request_id,
             extra: &self.rate_fields,
         }
+    }
+
+    /// The compressor and the request's coding, when its answer may be compressed.
+    pub(super) fn compression(&self) -> Option<(&Compressor, Choice)> {
+        Some((self.settings.compression.as_ref()?, self.encoding?))
     }
 
     /// Marks the moment the answer head arrived.

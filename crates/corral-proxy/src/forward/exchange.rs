@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use super::accept::Connection;
 use super::admit::admit;
 use super::body;
+use super::compress;
 use super::conns;
 use super::context::{Exchange, RequestLine};
 use super::identity::ClientIdentity;
@@ -65,6 +66,9 @@ impl Forwarder {
             Some(kept) => kept.clone(),
             None => request_id::next(),
         };
+        if let Some(compressor) = &exchange.settings.compression {
+            exchange.encoding = compress::accepted(compressor, client.req_header());
+        }
         let result = match self.admit_and_read(&mut client, &mut exchange).await {
             Ok(()) => self.forward(&mut client, &mut exchange).await,
             Err(refused) => Err(refused),

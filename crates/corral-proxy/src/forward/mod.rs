@@ -8,6 +8,7 @@ mod accept;
 mod admit;
 mod answer;
 mod body;
+mod compress;
 mod conns;
 mod context;
 mod exchange;

@@ -1,7 +1,8 @@
 //! Relaying the worker's answer to the client: a plain answer as the worker's own bytes
 //! (`answer`), anything else through pingora's sessions: informational answers as they
-//! come, the answer rules of [`fields`], a close-delimited body turned chunked, and the
-//! worker's connection handed back to its pool as soon as the body is read.
+//! come, the answer rules of [`fields`], a close-delimited body turned chunked, compression
+//! ([`compress`]), and the worker's connection handed back to its pool as soon as the body
+//! is read.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 
 use super::answer::{self, Answer, PlainAnswer};
+use super::compress;
 use super::conns;
 use super::context::{Exchange, RequestLine};
 use super::headers::ends_by_closing;
@@ -53,7 +55,9 @@ impl Forwarder {
     ) -> Result<Done, AttemptError> {
         if pending.is_none() {
             // The whole request is sent: the answer comes next.
-            match answer::read_head(&mut worker, timeout, &exchange.settings.answer).await {
+            let compression = exchange.compression();
+            let rules = &exchange.settings.answer;
+            match answer::read_head(&mut worker, timeout, rules, compression).await {
                 Ok(Answer::Plain(answer)) => {
                     exchange.answer_began();
                     return Ok(Done::Plain(Box::new(PlainRelay {
@@ -101,6 +105,13 @@ impl Forwarder {
             .answer
             .apply(&mut answer, &exchange.answer_context())
             .map_err(|e| AttemptError::ends(Failure::worker(502, e)))?;
+        let mut encoder = match exchange.compression() {
+            Some((compressor, choice)) if !upgraded => {
+                compress::begin(compressor, choice, &mut answer)
+                    .map_err(|e| AttemptError::ends(Failure::worker(502, e)))?
+            }
+            _ => None,
+        };
         if !upgraded && ends_by_closing(&answer, client.req_header()) {
             // A body the worker ends by closing goes to an HTTP/1.1 client chunked (as nginx
             // does), so the client's connection outlives the worker's.
@@ -117,11 +128,25 @@ impl Forwarder {
         if upgraded {
             return Ok(Done::Upgraded(Box::new(upstream), claim));
         }
+        let encode_error = |e: std::io::Error| {
+            let e = Error::because(ErrorType::InternalError, "compressing the answer", e);
+            AttemptError::ends(Failure::worker(0, e))
+        };
+        let mut compressed = Vec::new();
         loop {
             match upstream.read_body_ref().await {
                 Ok(Some([])) => {}
                 Ok(Some(chunk)) => {
-                    client.write_body(chunk).await.map_err(client_error)?;
+                    let out = match &mut encoder {
+                        Some(encoder) => {
+                            encoder.push(chunk, &mut compressed).map_err(encode_error)?;
+                            &compressed[..]
+                        }
+                        None => chunk,
+                    };
+                    if !out.is_empty() {
+                        client.write_body(out).await.map_err(client_error)?;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => return Err(self.worker_error(e, client, &claim, exchange, false)),
@@ -135,6 +160,14 @@ impl Forwarder {
             }
         }
         drop(claim);
+        if let Some(encoder) = encoder {
+            let coding = encoder.coding();
+            let (read, written) = encoder.finish(&mut compressed).map_err(encode_error)?;
+            client.write_body(&compressed).await.map_err(client_error)?;
+            if let Some((compressor, _)) = exchange.compression() {
+                compressor.count(coding, read, written);
+            }
+        }
         client.finish_body().await.map_err(client_error)?;
         Ok(Done::Answered)
     }
