@@ -9,6 +9,7 @@
 #   B_SERVER='trusted_proxies = ["127.0.0.1"]' B_TABLES='[headers]
 #   preset = "strict"' bench/ab.sh BIN BIN     # one build, a setting off (A) and on (B)
 #   WRK_HEADER='X-Forwarded-For: 203.0.113.9'  # a field every request carries
+#   NGINX_HTTP='gzip on;'                      # lines for nginx's http block
 #
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
 set -euo pipefail
@@ -72,7 +73,7 @@ TOML
 UP=$(free_port); NGINX_PORT=$(free_port)
 "$APP" --port "$UP" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$UP"
-nginx_conf "$WORK" "$NGINX_PORT" "$UP"
+nginx_conf "$WORK" "$NGINX_PORT" "$UP" "${NGINX_HTTP:-}"
 nginx -c "$WORK/nginx.conf" & PIDS+=($!)
 wait_port "$NGINX_PORT"
 for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done

@@ -5,7 +5,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 wait_ready() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "corral on admin $1 never ready" >&2; return 1; }
 
-# nginx_conf DIR LISTEN_PORT UPSTREAM_PORT: one worker, upstream keep-alive, no access log.
+# nginx_conf DIR LISTEN_PORT UPSTREAM_PORT [HTTP_LINES]: one worker, upstream keep-alive, no
+# access log; HTTP_LINES (e.g. gzip settings) go into the http block.
 nginx_conf() {
   cat > "$1/nginx.conf" <<NGINX
 worker_processes 1;
@@ -16,6 +17,7 @@ worker_rlimit_nofile 65536;
 events { worker_connections 16384; }
 http {
   access_log off;
+  ${4:-}
   upstream app { server 127.0.0.1:$3; keepalive 128; }
   server {
     listen 127.0.0.1:$2;

@@ -114,6 +114,33 @@ fn a_trusted_proxy_names_the_client_and_an_untrusted_peer_cannot() {
     let seen = headers_seen(&six.response(false));
     assert_eq!(seen["x-real-ip"], "2001:db8::9", "{seen}");
     assert_eq!(seen["x-forwarded-for"], "2001:db8::9, ::1", "{seen}");
+
+    // `/status` resolves its own caller the same way, and says what it removed.
+    let admin = SocketAddr::from(([127, 0, 0, 1], corral.admin));
+    let status_as = |from: &str| {
+        let mut raw = Raw::connect_from(loopback(from), admin);
+        raw.send(b"GET /status HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n");
+        let answer = raw.response(false);
+        let status: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+        status["edge"].clone()
+    };
+    let edge = status_as("127.0.0.2");
+    assert_eq!(
+        edge["trusted_proxies"],
+        serde_json::json!(["127.0.0.2/32", "::1/128"])
+    );
+    assert_eq!(edge["you"]["peer"], "127.0.0.2", "{edge}");
+    assert_eq!(edge["you"]["trusted_peer"], true, "{edge}");
+    assert_eq!(edge["you"]["client_ip"], "203.0.113.9", "{edge}");
+    assert_eq!(edge["you"]["scheme"], "https", "{edge}");
+    assert!(
+        edge["untrusted_forwarded_fields_removed"].as_u64() >= Some(3),
+        "{edge}"
+    );
+    let edge = status_as("127.0.0.1");
+    assert_eq!(edge["you"]["trusted_peer"], false, "{edge}");
+    assert_eq!(edge["you"]["client_ip"], "127.0.0.1", "{edge}");
+    assert_eq!(edge["you"]["scheme"], "http", "{edge}");
 }
 
 #[test]

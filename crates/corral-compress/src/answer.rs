@@ -1,11 +1,17 @@
 //! Which answers are compressed: what an answer's head says (gathered field by field, so
 //! the proxy's byte path and header-map path ask the same question) and the rule.
 
-/// What decides whether an answer is compressed, read from its fields.
-#[derive(Debug, Default, Clone)]
+/// Longer media types than this are not compressed (none registered comes close); it keeps
+/// [`AnswerFacts`] off the heap.
+const MAX_MEDIA_TYPE: usize = 96;
+
+/// What decides whether an answer is compressed, read from its fields. Held on the stack:
+/// gathering it costs the request path no allocation.
+#[derive(Debug, Clone)]
 pub struct AnswerFacts {
-    /// The media type, lowercase, without parameters; empty when the answer has none.
-    media_type: String,
+    /// The media type, lowercase, without parameters; `media_len` 0 when the answer has none.
+    media_type: [u8; MAX_MEDIA_TYPE],
+    media_len: usize,
     /// The worker encoded the body itself (any `Content-Encoding` but `identity`).
     encoded: bool,
     /// `Cache-Control: no-transform` (RFC 9111 5.2.2.6): no proxy may change the body.
@@ -16,12 +22,36 @@ pub struct AnswerFacts {
     length: Option<u64>,
 }
 
+impl Default for AnswerFacts {
+    fn default() -> Self {
+        AnswerFacts {
+            media_type: [0; MAX_MEDIA_TYPE],
+            media_len: 0,
+            encoded: false,
+            no_transform: false,
+            range: false,
+            length: None,
+        }
+    }
+}
+
 impl AnswerFacts {
     /// Notes one answer field (any case of name).
     pub fn observe(&mut self, name: &[u8], value: &[u8]) {
+        // Every field that matters starts with a C: most fields cost one comparison.
+        if !matches!(name.first(), Some(b'c' | b'C')) {
+            return;
+        }
         if name.eq_ignore_ascii_case(b"content-type") {
             let media = value.split(|&b| b == b';').next().unwrap_or_default();
-            self.media_type = String::from_utf8_lossy(media.trim_ascii()).to_ascii_lowercase();
+            let media = media.trim_ascii();
+            // Too long or not text: treated as no type, so never compressed.
+            self.media_len = 0;
+            if media.len() <= MAX_MEDIA_TYPE && media.is_ascii() {
+                self.media_type[..media.len()].copy_from_slice(media);
+                self.media_type[..media.len()].make_ascii_lowercase();
+                self.media_len = media.len();
+            }
         } else if name.eq_ignore_ascii_case(b"content-encoding") {
             let value = value.trim_ascii();
             self.encoded |= !value.is_empty() && !value.eq_ignore_ascii_case(b"identity");
@@ -50,7 +80,7 @@ impl AnswerFacts {
     }
 
     pub(crate) fn media_type(&self) -> &str {
-        &self.media_type
+        std::str::from_utf8(&self.media_type[..self.media_len]).unwrap_or_default()
     }
 
     pub(crate) fn length(&self) -> Option<u64> {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use corral_supervisor::{PoolView, SharedStatus, StatusSnapshot};
 use corral_telemetry::Metrics;
@@ -14,11 +15,15 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 use crate::control::{ControlRequest, ControlSender};
+use crate::forward::{ClientIdentity, Peer};
+use crate::settings::ProxySettings;
 
 /// State the admin endpoints report on.
 pub struct Admin {
     status: SharedStatus,
     metrics: Arc<Metrics>,
+    /// The proxy's settings, for the edge part of `/status`.
+    settings: Arc<ArcSwap<ProxySettings>>,
     draining: Arc<AtomicBool>,
     started: Instant,
     /// Present on the control socket only: `POST /reload` and `POST /scale` are never served
@@ -32,12 +37,14 @@ impl Admin {
     pub fn new(
         status: SharedStatus,
         metrics: Arc<Metrics>,
+        settings: Arc<ArcSwap<ProxySettings>>,
         draining: Arc<AtomicBool>,
         control: Option<ControlSender>,
     ) -> Self {
         Admin {
             status,
             metrics,
+            settings,
             draining,
             started: Instant::now(),
             control,
@@ -118,9 +125,10 @@ impl Admin {
         }
     }
 
-    fn status_json(&self, snapshot: &StatusSnapshot) -> Value {
+    fn status_json(&self, snapshot: &StatusSnapshot, session: &ServerSession) -> Value {
         let now = Instant::now();
         json!({
+            "edge": self.edge_json(session),
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
@@ -128,6 +136,48 @@ impl Admin {
             "stopping": self.draining.load(Ordering::Acquire) || snapshot.stopping,
             "active_pool": snapshot.pools.iter().find(|p| p.active).map(|p| &*p.name),
             "pools": snapshot.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl Admin {
+    /// Who corral trusts, what it removed from the others, and who it takes the caller
+    /// of `/status` for: the same resolution as a proxied request, so an operator can
+    /// check `trusted_proxies` through their own load balancer.
+    fn edge_json(&self, session: &ServerSession) -> Value {
+        let settings = self.settings.load();
+        let trusted = &settings.trusted_proxies;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let you = peer.map(|addr| {
+            let peer = Peer {
+                addr: Some(addr),
+                local_port: None,
+                tls: false,
+            };
+            let who = ClientIdentity::of_request(peer, session.req_header(), trusted);
+            let text = |v: &Option<http::HeaderValue>| {
+                v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string)
+            };
+            json!({
+                "peer": addr.to_canonical().to_string(),
+                "trusted_peer": who.trusted_peer,
+                "client_ip": who.ip_text,
+                "forwarded_for": text(&who.forwarded_for),
+                "scheme": who.proto,
+                "host": text(&who.host),
+            })
+        });
+        json!({
+            "trusted_proxies": trusted.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "proxy_protocol": settings.proxy_protocol,
+            "connections": self.metrics.connections.get(),
+            "max_connections": settings.max_connections,
+            "connections_refused": self.metrics.connections_refused.get(),
+            "untrusted_forwarded_fields_removed": self.metrics.untrusted_forwarded_fields.get(),
+            "you": you,
         })
     }
 }
@@ -186,7 +236,7 @@ impl ServeHttp for Admin {
             "/status" => reply(
                 200,
                 "application/json",
-                self.status_json(&snapshot).to_string(),
+                self.status_json(&snapshot, session).to_string(),
             ),
             "/metrics" => reply(200, "text/plain; version=0.0.4", self.metrics.render()),
             _ => reply(

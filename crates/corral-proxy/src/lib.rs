@@ -90,17 +90,24 @@ pub fn admin_service(
     control_socket: Option<(&Path, ControlSender)>,
     status: SharedStatus,
     metrics: Arc<Metrics>,
+    settings: Arc<ArcSwap<ProxySettings>>,
     draining: Arc<AtomicBool>,
 ) -> Vec<Service<HttpServer<Admin>>> {
     let mut services = Vec::new();
     if let Some(addr) = addr {
-        let app = Admin::new(status.clone(), metrics.clone(), draining.clone(), None);
+        let app = Admin::new(
+            status.clone(),
+            metrics.clone(),
+            settings.clone(),
+            draining.clone(),
+            None,
+        );
         let mut service = Service::new("corral-admin".into(), HttpServer::new_app(app));
         service.add_tcp(&addr.to_string());
         services.push(service);
     }
     if let Some((path, control)) = control_socket {
-        let app = Admin::new(status, metrics, draining, Some(control));
+        let app = Admin::new(status, metrics, settings, draining, Some(control));
         let mut service = Service::new("corral-control".into(), HttpServer::new_app(app));
         service.add_uds(
             &path.display().to_string(),

@@ -156,6 +156,7 @@ async fn serve(
             .map(|p| (p, control_tx)),
         supervisor.status.clone(),
         metrics.clone(),
+        settings.clone(),
         draining.clone(),
     );
     let admin_tasks: Vec<_> = admin

@@ -121,15 +121,8 @@ fn plain_head(
     if parsed.version != Some(1) || !(200..600).contains(&status) || matches!(status, 204 | 304) {
         return None;
     }
-    if let Some((compressor, choice)) = compression {
-        let mut facts = AnswerFacts::default();
-        for field in parsed.headers.iter() {
-            facts.observe(field.name.as_bytes(), field.value);
-        }
-        if compressor.compresses(status, &facts, choice) {
-            return None;
-        }
-    }
+    // Only when the request accepts a coding: what the compression rule reads.
+    let mut facts = compression.map(|_| AnswerFacts::default());
     let mut bytes = BytesMut::with_capacity(512);
     bytes.extend_from_slice(b"HTTP/1.1 ");
     bytes.extend_from_slice(&three_digits(status));
@@ -141,6 +134,9 @@ fn plain_head(
     let mut preset_sent = 0;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
+        if let Some(facts) = &mut facts {
+            facts.observe(name, field.value);
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             if length.is_some() {
                 return None;
@@ -170,6 +166,11 @@ fn plain_head(
         bytes.extend_from_slice(b": ");
         bytes.extend_from_slice(field.value);
         bytes.extend_from_slice(b"\r\n");
+    }
+    if let (Some((compressor, choice)), Some(facts)) = (compression, &facts) {
+        if compressor.compresses(status, facts, choice) {
+            return None;
+        }
     }
     Some(PlainHead {
         status,

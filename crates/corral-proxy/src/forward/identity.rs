@@ -68,6 +68,17 @@ impl ClientIdentity {
         }
     }
 
+    /// The identity of one request head from `peer`, as the proxy would resolve it; for
+    /// `/status`, which tells its caller who corral takes it for.
+    pub(crate) fn of_request(peer: Peer, head: &RequestHeader, trusted: &[Cidr]) -> Self {
+        let conn = ClientIdentity::of_peer(peer, trusted);
+        if conn.trusted_peer && ClientIdentity::refined_by(head) {
+            conn.for_request(head, trusted)
+        } else {
+            conn
+        }
+    }
+
     /// Whether a request from a trusted peer carries any field that could change who its
     /// client is; without one the connection's identity stands (no allocation).
     pub(crate) fn refined_by(head: &RequestHeader) -> bool {

@@ -40,6 +40,7 @@ use pingora_error::ErrorType;
 
 use crate::settings::ProxySettings;
 pub(crate) use fields::AnswerRules;
+pub(crate) use identity::{ClientIdentity, Peer};
 
 /// Once corral stops accepting (SIGTERM, or a SIGUSR2 hand-over), how long an idle
 /// keep-alive connection is kept for its next request, which is then answered with
