@@ -93,6 +93,14 @@ cell() {
     'BEGIN { printf "%s %.2f\n", r, (a-b)/t/(r*d)*1e6 }' >> "$WORK/$1-$2"
 }
 
+# What one answer weighs on each stack (compressed or not), with the load's own header.
+sizes=()
+for name in nginx before after; do
+  port_var="PORT_$name"
+  hdr=(); [ -n "${WRK_HEADER:-}" ] && hdr=(-H "$WRK_HEADER")
+  sizes+=("$name $(curl -s -o /dev/null -w '%{size_download}' "${hdr[@]}" "http://127.0.0.1:${!port_var}$PATH_Q")")
+done
+
 order=(nginx before after)
 for round in $(seq "$ROUNDS"); do
   for c in $CONNS; do
@@ -107,6 +115,7 @@ stat() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END { m = (NR%2) ? v[(N
 echo
 echo "$ROUNDS rounds of ${DURATION} s cells, wrk -t1, $PATH_Q, keep-alive; corral 1 proxy thread, nginx 1 worker."
 echo "Requests/s and CPU µs per request (user+system) of the proxy process: median (min-max)."
+echo "Body bytes of one answer: ${sizes[*]}."
 echo
 echo "| conns | nginx rps | before rps | after rps | before/nginx | after/nginx | nginx µs/req | before µs/req | after µs/req |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -115,4 +124,14 @@ for c in $CONNS; do
   paste "$WORK/before-$c" "$WORK/nginx-$c" | awk '{printf "%.3f\n", $1/$3}' > "$WORK/rb-$c"
   paste "$WORK/after-$c" "$WORK/nginx-$c" | awk '{printf "%.3f\n", $1/$3}' > "$WORK/ra-$c"
   echo "| $c | $(stat "$WORK/nginx-$c" 1) | $(stat "$WORK/before-$c" 1) | $(stat "$WORK/after-$c" 1) | $(stat "$WORK/rb-$c" 1) | $(stat "$WORK/ra-$c" 1) | $(stat "$WORK/nginx-$c" 2) | $(stat "$WORK/before-$c" 2) | $(stat "$WORK/after-$c" 2) |"
+done
+echo
+echo "After against before, per round (the two ran back to back), median (min-max): rps ratio above"
+echo "1 and CPU ratio below 1 favour after."
+echo
+echo "| conns | after/before rps | after/before CPU µs/req |"
+echo "|---|---|---|"
+for c in $CONNS; do
+  paste "$WORK/after-$c" "$WORK/before-$c" | awk '{printf "%.3f %.3f\n", $1/$3, $2/$4}' > "$WORK/ab-$c"
+  echo "| $c | $(stat "$WORK/ab-$c" 1) | $(stat "$WORK/ab-$c" 2) |"
 done

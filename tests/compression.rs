@@ -262,3 +262,26 @@ fn decode(coding: &str, wire: &[u8]) -> Vec<u8> {
     result.expect("decodes");
     out
 }
+
+#[test]
+fn server_sent_events_are_compressed_and_flushed_event_by_event() {
+    let corral = start();
+    // Ten 200-byte events, 300 ms apart.
+    let path = "/payload?n=2000&chunk=200&ms=300&type=text/event-stream";
+    let mut raw = Raw::connect(corral.port);
+    let start = Instant::now();
+    raw.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n").as_bytes());
+    let head = raw.response(true);
+    assert_eq!(head.header("content-encoding"), Some("gzip"), "{head:?}");
+    // The first event's compressed bytes (a gzip header, a flushed block) come at once.
+    while raw.buf.len() < 40 {
+        assert!(raw.fill(), "the stream ended early");
+    }
+    let first = start.elapsed();
+    let wire = raw.chunked_body();
+    let total = start.elapsed();
+    println!("first event after {first:?}, the stream after {total:?}");
+    assert!(total >= Duration::from_millis(2700), "{total:?}");
+    assert!(first < Duration::from_millis(1000), "{first:?}");
+    assert_eq!(decode("gzip", &wire).len(), 2000);
+}
