@@ -63,6 +63,13 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
         Some(_) => t.address(r, "admin"),
         None => DEFAULT_ADMIN.parse().ok(),
     };
+    if let Some(addr) = admin.filter(|a| listen.contains(a)) {
+        if let Some(node) = t.get("admin") {
+            r.error(node.span(), &t.key_path("admin"), format!("is {addr}, which server.listen also serves; the admin listener needs an address of its own"));
+        } else if let Some(node) = t.get("listen") {
+            r.error(node.span(), &t.key_path("listen"), format!("serves {addr}, the default server.admin; set server.admin to another address, or to \"\" for none"));
+        }
+    }
     let accept_grace = t.duration(r, "accept_grace").unwrap_or(Duration::ZERO);
     let runtime_dir = t
         .string(r, "runtime_dir")

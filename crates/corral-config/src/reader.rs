@@ -288,11 +288,24 @@ impl<'t, 'i> Table<'t, 'i> {
         match node.get_ref() {
             DeValue::String(_) => as_address(r, node, &path).map(|a| vec![a]),
             DeValue::Array(items) => {
-                let mut out = Vec::new();
+                let mut out: Vec<SocketAddr> = Vec::new();
+                let mut valid = true;
                 for (i, item) in items.iter().enumerate() {
-                    out.extend(as_address(r, item, &format!("{path}[{i}]")));
+                    let item_path = format!("{path}[{i}]");
+                    match as_address(r, item, &item_path) {
+                        Some(a) if out.contains(&a) => {
+                            r.error(
+                                item.span(),
+                                &item_path,
+                                format!("lists {a} a second time; each address is bound once"),
+                            );
+                            valid = false;
+                        }
+                        Some(a) => out.push(a),
+                        None => valid = false,
+                    }
                 }
-                (out.len() == items.len()).then_some(out)
+                valid.then_some(out)
             }
             other => {
                 r.error(

@@ -360,3 +360,35 @@ fn compression_errors_name_the_entry() {
     let empty = format!("{MINIMAL}[compression]\nalgorithms = []\n");
     assert!(errs(&empty)[0].contains("needs at least one coding"));
 }
+
+#[test]
+fn an_address_bound_twice_is_refused_where_it_is_written() {
+    let twice = format!("[server]\nlisten = [\"127.0.0.1:8000\", \"127.0.0.1:8000\"]\n{MINIMAL}");
+    let e = errs(&twice);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with("corral.toml:2:29: server.listen[1]: lists 127.0.0.1:8000 a second time"),
+        "{e:#?}"
+    );
+    let shared =
+        format!("[server]\nlisten = \"127.0.0.1:8000\"\nadmin = \"127.0.0.1:8000\"\n{MINIMAL}");
+    let e = errs(&shared);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with(
+            "corral.toml:3:9: server.admin: is 127.0.0.1:8000, which server.listen also serves"
+        ),
+        "{e:#?}"
+    );
+    let default_admin = format!("[server]\nlisten = \"127.0.0.1:9901\"\n{MINIMAL}");
+    let e = errs(&default_admin);
+    assert!(
+        e[0].starts_with(
+            "corral.toml:2:10: server.listen: serves 127.0.0.1:9901, the default server.admin"
+        ),
+        "{e:#?}"
+    );
+    ok(&format!(
+        "[server]\nlisten = \"127.0.0.1:9901\"\nadmin = \"\"\n{MINIMAL}"
+    ));
+}

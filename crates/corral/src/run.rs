@@ -141,11 +141,17 @@ async fn serve(
     );
     let proxy_fds = fds.clone();
     let proxy_shutdown = shutdown_rx.clone();
-    let proxy_task = tokio::spawn(async move {
-        proxy
-            .start_service(Some(proxy_fds), proxy_shutdown, 1)
-            .await
-    });
+    let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+    let proxy_task = spawn_service(
+        "the proxy",
+        async move {
+            proxy
+                .start_service(Some(proxy_fds), proxy_shutdown, 1)
+                .await
+        },
+        shutdown_rx.clone(),
+        failed_tx.clone(),
+    );
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let admin = corral_proxy::admin_service(
         config.server.admin,
@@ -163,7 +169,12 @@ async fn serve(
         .into_iter()
         .map(|mut service| {
             let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
-            tokio::spawn(async move { service.start_service(Some(fds), shutdown, 1).await })
+            spawn_service(
+                "the admin listener",
+                async move { service.start_service(Some(fds), shutdown, 1).await },
+                shutdown_rx.clone(),
+                failed_tx.clone(),
+            )
         })
         .collect();
 
@@ -264,6 +275,10 @@ async fn serve(
                     tokio::spawn(successor.abandon(ABANDON_GRACE));
                 }
             },
+            Some(reason) = failed_rx.recv() => {
+                let _ = shutdown_tx.send(true);
+                anyhow::bail!("{reason}; stopping");
+            }
             _ = announce_tick.tick() => {
                 if let Turn::SuccessorFailed(reason) = announcer.tick(&supervisor.status.load(), &supervisor.heartbeat) {
                     tracing::error!(event = "upgrade_abandoned", reason = %reason, "the active pool cannot start; leaving the previous master serving");
@@ -308,6 +323,37 @@ async fn serve(
         .await;
     }
     Ok(ending)
+}
+
+/// Runs a listening service in its own task. One that ends before the stop sequence asks it
+/// to (pingora panics in the task when it cannot build a listener) reports why on `failed`,
+/// so corral stops with an error instead of running on without a listener.
+fn spawn_service(
+    name: &'static str,
+    service: impl std::future::Future<Output = ()> + Send + 'static,
+    stopping: watch::Receiver<bool>,
+    failed: mpsc::UnboundedSender<String>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let ended = tokio::spawn(service).await;
+        if *stopping.borrow() {
+            return;
+        }
+        let reason = match ended {
+            Ok(()) => format!("{name} stopped on its own"),
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                format!("{name} failed: {message}")
+            }
+            Err(e) => format!("{name} failed: {e}"),
+        };
+        let _ = failed.send(reason);
+    })
 }
 
 /// The proxy's runtime. One thread runs everything on the calling thread, without the
