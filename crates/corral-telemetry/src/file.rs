@@ -26,6 +26,8 @@ pub struct RotatingFile {
     day: u64,
     /// Set by [`crate::LogGuard::reopen`]; taken before the next line.
     reopen: Arc<AtomicBool>,
+    /// Whether a failed rotation was reported on stderr already: once is enough.
+    rotate_failed: bool,
 }
 
 impl RotatingFile {
@@ -39,6 +41,7 @@ impl RotatingFile {
             size,
             day: today(),
             reopen,
+            rotate_failed: false,
         })
     }
 
@@ -46,6 +49,10 @@ impl RotatingFile {
     /// starts an empty `name`.
     fn rotate(&mut self) -> io::Result<()> {
         self.out.flush()?;
+        // Moved away (logrotate, before its SIGUSR1): there is nothing to shift; start anew.
+        if !self.path.exists() {
+            return self.reopen_now();
+        }
         let numbered = |n: u32| {
             let mut name = self.path.clone().into_os_string();
             name.push(format!(".{n}"));
@@ -85,8 +92,14 @@ impl Write for RotatingFile {
         if self.reopen.swap(false, Ordering::AcqRel) {
             self.reopen_now()?;
         }
-        if self.due(line.len() as u64) {
-            self.rotate()?;
+        // A rotation that fails (a full disk, a directory made read-only) keeps the line in
+        // the current file rather than losing it; the next line tries again.
+        if self.due(line.len() as u64) && self.rotate().is_err() && !self.rotate_failed {
+            self.rotate_failed = true;
+            eprintln!(
+                "corral: cannot rotate {}; writing on in the current file",
+                self.path.display()
+            );
         }
         self.out.write_all(line)?;
         self.size += line.len() as u64;
@@ -170,6 +183,34 @@ mod tests {
         assert!(!dir.path().join("corral.log.3").exists());
         let current = std::fs::read_to_string(&path).expect("read");
         assert!(current.ends_with("more 0029\n"), "{current}");
+    }
+
+    #[test]
+    fn a_file_moved_away_before_the_reopen_loses_no_line_when_it_is_full() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        let rotation = Rotation {
+            max_size: Some(100),
+            daily: false,
+            keep: 50,
+        };
+        let mut file = RotatingFile::open(&path, rotation, Arc::default()).expect("open");
+        let mut sent: Vec<String> = (0..9).map(|i| format!("line {i:04}")).collect();
+        for line in &sent {
+            file.write_all(format!("{line}\n").as_bytes())
+                .expect("write");
+        }
+        // logrotate moved it; lines come before the SIGUSR1 and overflow the size.
+        std::fs::rename(&path, dir.path().join("moved.log")).expect("mv");
+        for i in 0..30 {
+            let line = format!("late {i:04}");
+            file.write_all(format!("{line}\n").as_bytes())
+                .expect("write");
+            sent.push(line);
+        }
+        file.flush().expect("flush");
+        sent.sort();
+        assert_eq!(lines_in(dir.path()), sent);
     }
 
     #[test]
