@@ -240,10 +240,16 @@ fn a_slow_stream_is_compressed_as_it_comes_in_bounded_memory() {
         );
         assert!(total >= Duration::from_millis(2400), "{total:?}");
         assert!(first < total / 4, "first bytes {first:?} of {total:?}");
-        // Brotli's level-4 encoder holds ~3 MiB of its own (window, hash table, block
-        // buffers), whatever the body's length; gzip and zstd stay under 2 MiB.
-        let bound = if coding == "br" { 4096 } else { 2048 };
-        assert!(grew < bound, "{coding}: RSS grew {grew} KiB");
+        // An encoder holds its window and tables (gzip ~0.3 MiB, Brotli level 4 and zstd
+        // level 3 with a 512 KiB window 1.5-3 MiB), whatever the body's length, and the whole
+        // process's RSS moves by a MiB or two on its own (other threads' arenas). A proxy
+        // that held the 10 MiB body, or its input until the end, would grow by more than 6.
+        let bound = 6 * 1024;
+        assert!(
+            grew < bound,
+            "{coding}: RSS grew {grew} KiB of a {} KiB body",
+            N >> 10
+        );
         assert!(
             decode(coding, &wire) == original,
             "{coding}: not the original"
