@@ -18,6 +18,7 @@ mod ratelimit;
 mod reader;
 mod render;
 mod units;
+mod websocket;
 
 use std::path::{Path, PathBuf};
 
@@ -30,11 +31,12 @@ pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN
 pub use model::{
     Bind, Coding, Compression, Config, HeaderPreset, Headers, Limits, Log, LogFormat, OnStoreError,
     Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rotation, Routing, RunAs, Server,
-    StoreKind,
+    StoreKind, WebSocket,
 };
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;
 pub use units::{format_duration, parse_duration, parse_size};
+pub use websocket::DEFAULT_IDLE_TIMEOUT;
 
 /// Where corral looks for its config when `--config` is not given, after `$CORRAL_CONFIG`.
 pub const DEFAULT_PATHS: [&str; 2] = ["./corral.toml", "/etc/corral/corral.toml"];

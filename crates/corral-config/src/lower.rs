@@ -26,6 +26,7 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
     let log = crate::log::log(r, &mut top);
     let headers = crate::edge::headers(r, &mut top);
     let compression = crate::compression::compression(r, &mut top);
+    let websocket = crate::websocket::websocket(r, &mut top);
     let rate_limits = crate::ratelimit::rules(r, &mut top);
     let rate_limit_store = crate::ratelimit::store(r, &mut top);
     let pools = pools(r, &mut top);
@@ -41,6 +42,7 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
         routing: routing?,
         headers,
         compression,
+        websocket,
         rate_limits,
         rate_limit_store,
         pools,

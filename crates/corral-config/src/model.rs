@@ -21,6 +21,8 @@ pub struct Config {
     pub headers: Headers,
     /// `[compression]`: which answers corral compresses, and how.
     pub compression: Compression,
+    /// `[websocket]`: limits of upgraded connections.
+    pub websocket: WebSocket,
     /// `[[rate_limits]]`, in file order; every matching rule applies.
     pub rate_limits: Vec<RateLimit>,
     /// `[rate_limit_store]`: where the limits' counters live.
@@ -124,6 +126,20 @@ pub struct Headers {
     /// Fields removed from every answer (names); by default `Server` and `X-Powered-By`,
     /// which tell the world versions.
     pub remove: Vec<String>,
+}
+
+/// `[websocket]`: upgraded connections live for hours, so they get limits of their own
+/// rather than the request timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocket {
+    /// Open upgraded connections at most; one more is answered 503. `None`: only
+    /// `server.max_connections` bounds them.
+    pub max_connections: Option<usize>,
+    /// No byte either way for this long closes the tunnel.
+    pub idle_timeout: Duration,
+    /// Whether an open WebSocket takes one of its worker's `concurrency` slots. Off by
+    /// default, so long-lived sockets do not starve a sync worker of plain requests.
+    pub counts_against_concurrency: bool,
 }
 
 /// `[compression]`: answers compressed on their way to the client, so workers need not.

@@ -118,6 +118,17 @@ pub fn render(c: &Config) -> String {
         z.min_size,
         list(&z.types)
     );
+    let w = &c.websocket;
+    let _ = writeln!(out, "\n[websocket]");
+    if let Some(n) = w.max_connections {
+        let _ = writeln!(out, "max_connections = {n}");
+    }
+    let _ = writeln!(
+        out,
+        "idle_timeout = {:?}\ncounts_against_concurrency = {}",
+        format_duration(w.idle_timeout),
+        w.counts_against_concurrency
+    );
     for rule in &c.rate_limits {
         let m = &rule.matcher;
         let mut conditions = Vec::new();

@@ -392,3 +392,30 @@ fn an_address_bound_twice_is_refused_where_it_is_written() {
         "[server]\nlisten = \"127.0.0.1:9901\"\nadmin = \"\"\n{MINIMAL}"
     ));
 }
+
+#[test]
+fn websocket_limits_default_read_back_and_refuse_a_zero_idle_timeout() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.websocket.max_connections, None);
+    assert_eq!(c.websocket.idle_timeout, Duration::from_secs(300));
+    assert!(!c.websocket.counts_against_concurrency);
+    let c = ok(&format!("[websocket]\nmax_connections = 200\nidle_timeout = \"2s\"\ncounts_against_concurrency = true\n{MINIMAL}"));
+    assert_eq!(c.websocket.max_connections, Some(200));
+    assert_eq!(c.websocket.idle_timeout, Duration::from_secs(2));
+    assert!(c.websocket.counts_against_concurrency);
+    assert_eq!(ok(&render(&c)).websocket, c.websocket);
+    let e = errs(&format!(
+        "[websocket]\nidle_timeout = \"0s\"\nmax_connections = 0\n{MINIMAL}"
+    ));
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e.iter().any(|m| m.starts_with("corral.toml:2:16: websocket.idle_timeout: must be more than 0")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(
+            |m| m.starts_with("corral.toml:3:19: websocket.max_connections: 0 is out of range")
+        ),
+        "{e:#?}"
+    );
+}

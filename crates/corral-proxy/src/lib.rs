@@ -34,7 +34,7 @@ use pingora_core::services::listening::Service;
 
 pub use admin::Admin;
 pub use control::{ControlRequest, ControlSender};
-pub use forward::Forwarder;
+pub use forward::{Forwarder, Tunnels};
 pub use settings::ProxySettings;
 
 /// Why a listener could not be opened.
@@ -72,8 +72,9 @@ pub fn proxy_service(
     settings: Arc<ArcSwap<ProxySettings>>,
     metrics: Arc<Metrics>,
     reporter: Reporter,
+    tunnels: Arc<Tunnels>,
 ) -> Service<Forwarder> {
-    let forwarder = Forwarder::new(routes, settings, metrics, reporter);
+    let forwarder = Forwarder::new(routes, settings, metrics, reporter, tunnels);
     let mut service = Service::new("corral-proxy".into(), forwarder);
     for addr in listen {
         service.add_listener(

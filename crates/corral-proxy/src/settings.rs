@@ -1,7 +1,7 @@
 //! The proxy's reloadable settings.
 
 use corral_compress::{Compressor, Counters};
-use corral_config::{Cidr, Coding, Config, Limits};
+use corral_config::{Cidr, Coding, Config, Limits, WebSocket};
 use corral_ratelimit::Limiter;
 use corral_telemetry::Metrics;
 
@@ -25,6 +25,8 @@ pub struct ProxySettings {
     pub limiter: Limiter,
     /// `[compression]`, or `None` when it is off.
     pub compression: Option<Compressor>,
+    /// `[websocket]`: limits of upgraded connections.
+    pub websocket: WebSocket,
 }
 
 impl ProxySettings {
@@ -48,6 +50,7 @@ impl ProxySettings {
                 metrics.rate_limit_store_errors.clone(),
             ),
             compression: Compressor::new(&config.compression, compression_counters(metrics)),
+            websocket: config.websocket,
         }
     }
 

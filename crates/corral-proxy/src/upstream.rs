@@ -202,6 +202,8 @@ mod tests {
                     max_requests: 0,
                     retiring: Default::default(),
                     started: Instant::now(),
+                    tunnels: Default::default(),
+                    closing: tokio::sync::watch::Sender::new(false),
                 })
             })
             .collect()

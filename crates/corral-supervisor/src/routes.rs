@@ -63,12 +63,23 @@ pub struct Backend {
     pub retiring: AtomicBool,
     /// When the worker process started.
     pub started: Instant,
+    /// Upgraded connections (WebSockets) on this worker that hold no `concurrency` slot;
+    /// a draining worker waits for them as for requests.
+    pub tunnels: AtomicU32,
+    /// Turned true when the worker's drain deadline has passed: its tunnels close, and only
+    /// then is it stopped.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Backend {
     /// Requests in flight right now.
     pub fn load(&self) -> u32 {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests and upgraded connections a drain waits for.
+    pub fn busy(&self) -> u32 {
+        self.load() + self.tunnels.load(Ordering::SeqCst)
     }
 
     /// Whether the worker is being replaced.

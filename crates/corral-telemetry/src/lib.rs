@@ -6,7 +6,9 @@ pub mod file;
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod websocket;
 pub mod writer;
 
 pub use logging::{init_logging, LogGuard};
 pub use metrics::{Metrics, PoolMetrics};
+pub use websocket::PoolWebSocket;

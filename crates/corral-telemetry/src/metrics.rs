@@ -1,6 +1,7 @@
 //! Every Prometheus metric corral exports. Names are prefixed `corral_`; the process
 //! collector adds the standard `process_*` family.
 
+use crate::websocket::{PoolWebSocket, WebSocketFamilies};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -20,6 +21,7 @@ pub const WORKER_STATES: [&str; 3] = ["starting", "ready", "stopping"];
 /// The registry and the metric families; cheap to share behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
+    websocket: WebSocketFamilies,
     requests: IntCounterVec,
     latency: HistogramVec,
     workers: IntGaugeVec,
@@ -54,6 +56,8 @@ pub struct PoolMetrics {
     latency: Histogram,
     /// Requests waiting for a free worker of the pool.
     pub queue_depth: IntGauge,
+    /// The pool's WebSocket connections.
+    pub websocket: PoolWebSocket,
 }
 
 impl PoolMetrics {
@@ -174,12 +178,14 @@ impl Metrics {
         registry.register(Box::new(compression_input.clone()))?;
         registry.register(Box::new(compression_output.clone()))?;
         registry.register(Box::new(build_info))?;
+        let websocket = WebSocketFamilies::register(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Metrics {
             registry,
+            websocket,
             requests,
             latency,
             workers,
@@ -204,7 +210,13 @@ impl Metrics {
             by_class: STATUS_CLASSES.map(|c| self.requests.with_label_values(&[pool, c])),
             latency: self.latency.with_label_values(&[pool]),
             queue_depth: self.queue_depth.with_label_values(&[pool]),
+            websocket: self.websocket.pool(pool),
         }
+    }
+
+    /// Counts an upgrade refused at `[websocket] max_connections`.
+    pub fn websocket_refused(&self) {
+        self.websocket.refused.inc();
     }
 
     /// Sets the number of workers of `pool` in each state.

@@ -26,6 +26,8 @@ use crate::{config_watch, listeners, upgrade};
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// How often readiness, the status line and the watchdog are looked at.
 const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
+/// How long open tunnels have to close once told to, before the workers are stopped.
+const TUNNEL_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long a successor that will not take over has to stop before it is killed.
 const ABANDON_GRACE: Duration = Duration::from_secs(10);
 
@@ -132,12 +134,14 @@ async fn serve(
     let settings = Arc::new(ArcSwap::from_pointee(ProxySettings::new(
         config, None, &metrics,
     )));
+    let tunnels = Arc::new(corral_proxy::Tunnels::default());
     let mut proxy = corral_proxy::proxy_service(
         &config.server.listen,
         supervisor.routes.clone(),
         settings.clone(),
         metrics.clone(),
         supervisor.reporter(),
+        tunnels.clone(),
     );
     let proxy_fds = fds.clone();
     let proxy_shutdown = shutdown_rx.clone();
@@ -321,6 +325,14 @@ async fn serve(
             &mut announcer,
         )
         .await;
+    }
+    // WebSockets still open close here, before their workers are told to stop.
+    if tunnels.open() > 0 {
+        tunnels.close_all();
+        let deadline = Instant::now() + TUNNEL_CLOSE_WAIT;
+        while tunnels.open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
     }
     Ok(ending)
 }

@@ -13,6 +13,7 @@ use super::body::BodyStart;
 use super::fields::AnswerContext;
 use super::headers::is_upgrade;
 use super::identity::ClientIdentity;
+use super::websocket::TunnelPlace;
 use crate::settings::ProxySettings;
 
 /// One request through the proxy.
@@ -42,6 +43,8 @@ pub(super) struct Exchange {
     pub(super) rate_guards: Vec<corral_ratelimit::inflight::InFlightGuard>,
     /// The coding the client accepts for the answer, when compression is on.
     pub(super) encoding: Option<Choice>,
+    /// An upgrade's place under `[websocket] max_connections`, held until its tunnel ends.
+    pub(super) tunnel_place: Option<TunnelPlace>,
     _in_flight: InFlight,
 }
 
@@ -69,6 +72,7 @@ impl Exchange {
             rate_fields: Vec::new(),
             rate_guards: Vec::new(),
             encoding: None,
+            tunnel_place: None,
             _in_flight: InFlight::start(in_flight),
         }
     }

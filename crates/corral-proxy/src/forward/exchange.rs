@@ -81,25 +81,9 @@ impl Forwarder {
             }
             Ok(Done::Plain(relay)) => self.relay_plain(client, &exchange, *relay).await,
             Ok(Done::Upgraded(worker, claim)) => {
-                // The tunnel runs as a task of its own holding only what it needs, so an
-                // idle WebSocket does not keep this request's state machine alive.
                 let request = RequestLine::of(client.req_header()).to_owned();
                 let tunnel = Tunnel::open(client, *worker);
-                let forwarder = self.clone();
-                let slot = connection.slot.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let bytes = match tunnel.run().await {
-                        Ok(bytes) => bytes as usize,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "upgraded connection ended with an error");
-                            0
-                        }
-                    };
-                    drop(claim);
-                    forwarder.log_access(request.as_ref(), &exchange, 101, bytes, None);
-                    forwarder.count(&exchange, 101);
-                });
+                self.spawn_tunnel(tunnel, claim, exchange, request, connection.slot.clone());
                 None
             }
             Err(failure) => self.fail(client, &exchange, failure).await,
@@ -162,6 +146,9 @@ impl Forwarder {
         exchange: &mut Exchange,
     ) -> Result<Done, Failure> {
         let upgrade = client.is_upgrade_req();
+        if upgrade {
+            self.admit_upgrade(exchange)?;
+        }
         let replayable = client.req_header().method.is_idempotent() && client.is_body_empty();
         let spread = upstream::spread_seed();
         let mut skipped = [0u32; MAX_TRIES];

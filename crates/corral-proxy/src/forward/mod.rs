@@ -24,6 +24,7 @@ mod replay;
 mod retry;
 mod send;
 mod tunnel;
+mod websocket;
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ use pingora_error::ErrorType;
 use crate::settings::ProxySettings;
 pub(crate) use fields::AnswerRules;
 pub(crate) use identity::{ClientIdentity, Peer};
+pub use websocket::Tunnels;
 
 /// Once corral stops accepting (SIGTERM, or a SIGUSR2 hand-over), how long an idle
 /// keep-alive connection is kept for its next request, which is then answered with
@@ -59,6 +61,8 @@ pub struct Forwarder {
     reporter: Reporter,
     /// Client connections open now, for `max_connections`.
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Open tunnels, for `[websocket] max_connections` and the stop sequence.
+    tunnels: Arc<Tunnels>,
 }
 
 impl Forwarder {
@@ -68,6 +72,7 @@ impl Forwarder {
         settings: Arc<ArcSwap<ProxySettings>>,
         metrics: Arc<Metrics>,
         reporter: Reporter,
+        tunnels: Arc<Tunnels>,
     ) -> Self {
         Forwarder {
             routes,
@@ -75,6 +80,7 @@ impl Forwarder {
             metrics,
             reporter,
             connections: Arc::default(),
+            tunnels,
         }
     }
 }

@@ -1,19 +1,29 @@
 //! Upgraded connections (WebSocket): once the worker has answered 101, bytes are copied both
-//! ways until either side closes. An open tunnel holds only the two sockets and small fixed
-//! buffers; pingora's HTTP sessions would hold 64 KiB per direction for as long as it lives.
+//! ways until either side closes, the tunnel has been silent for `idle_timeout`, or a drain
+//! deadline closes it. An open tunnel holds only the two sockets and small fixed buffers;
+//! pingora's HTTP sessions would hold 64 KiB per direction (and a fixed 60 s read timeout)
+//! for as long as it lives.
 
 use std::future::Future;
-use std::pin::pin;
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Bytes buffered per direction of an upgraded connection.
 const TUNNEL_BUFFER: usize = 4096;
+
+/// How long closing one side may wait for its unsent bytes to go out.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// The two ends of an upgraded connection, taken out of their HTTP sessions.
 pub struct Tunnel {
@@ -21,6 +31,26 @@ pub struct Tunnel {
     worker: Stream,
     early_from_client: Option<Bytes>,
     early_from_worker: Option<Bytes>,
+}
+
+/// Why a tunnel ended.
+#[derive(Debug)]
+pub enum End {
+    /// One side closed, and the other's remaining bytes went through.
+    Closed,
+    /// No byte either way for `idle_timeout`.
+    Idle,
+    /// A drain deadline (the worker's, or corral's own) closed it.
+    Drained,
+    /// A socket failed.
+    Failed(io::Error),
+}
+
+/// What a tunnel carried, and how it ended.
+pub struct Carried {
+    pub to_client: u64,
+    pub to_worker: u64,
+    pub end: End,
 }
 
 impl Tunnel {
@@ -38,26 +68,144 @@ impl Tunnel {
         }
     }
 
-    /// Copies bytes both ways until both directions end; returns the bytes sent to the client.
-    pub async fn run(mut self) -> std::io::Result<u64> {
+    /// Copies bytes both ways until the tunnel ends; `closing` turning true ends it early.
+    pub async fn run(mut self, idle: Duration, closing: [watch::Receiver<bool>; 2]) -> Carried {
+        let from_client = AtomicU64::new(0);
+        let from_worker = AtomicU64::new(0);
+        let last = AtomicU64::new(0);
+        let start = Instant::now();
+        let end = match self.hand_over_early(&from_client, &from_worker).await {
+            Err(e) => End::Failed(e),
+            Ok(()) => {
+                let mut client = Counted::new(&mut self.client, &from_client, &last, start);
+                let mut worker = Counted::new(&mut self.worker, &from_worker, &last, start);
+                let copy = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut worker,
+                    TUNNEL_BUFFER,
+                    TUNNEL_BUFFER,
+                );
+                let [worker_closing, corral_closing] = closing;
+                tokio::select! {
+                    copied = copy => match copied {
+                        Ok(_) => End::Closed,
+                        Err(e) => End::Failed(e),
+                    },
+                    () = until_silent(&last, start, idle) => End::Idle,
+                    () = until_true(worker_closing) => End::Drained,
+                    () = until_true(corral_closing) => End::Drained,
+                }
+            }
+        };
+        if !matches!(end, End::Closed) {
+            for side in [&mut self.client, &mut self.worker] {
+                let _ = tokio::time::timeout(SHUTDOWN_WAIT, side.shutdown()).await;
+            }
+        }
+        Carried {
+            to_client: from_worker.into_inner(),
+            to_worker: from_client.into_inner(),
+            end,
+        }
+    }
+
+    async fn hand_over_early(
+        &mut self,
+        to_worker: &AtomicU64,
+        to_client: &AtomicU64,
+    ) -> io::Result<()> {
         if let Some(bytes) = self.early_from_client.take() {
             self.worker.write_all(&bytes).await?;
             self.worker.flush().await?;
+            to_worker.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
-        let mut early = 0;
         if let Some(bytes) = self.early_from_worker.take() {
             self.client.write_all(&bytes).await?;
             self.client.flush().await?;
-            early = bytes.len() as u64;
+            to_client.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
-        let (_, to_client) = tokio::io::copy_bidirectional_with_sizes(
-            &mut self.client,
-            &mut self.worker,
-            TUNNEL_BUFFER,
-            TUNNEL_BUFFER,
-        )
-        .await?;
-        Ok(early + to_client)
+        Ok(())
+    }
+}
+
+/// Returns once nothing was read either way for `idle`. It wakes once per `idle` at most:
+/// reads only stamp the time, and the timer looks at the stamp when it fires.
+async fn until_silent(last: &AtomicU64, start: Instant, idle: Duration) {
+    loop {
+        let stamp = start + Duration::from_millis(last.load(Ordering::Relaxed));
+        let quiet_until = stamp + idle;
+        if Instant::now() >= quiet_until {
+            return;
+        }
+        tokio::time::sleep_until(quiet_until).await;
+    }
+}
+
+/// Returns once `flag` turns true; never, if its sender is gone.
+async fn until_true(mut flag: watch::Receiver<bool>) {
+    if flag.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// One end of the tunnel, counting what is read from it and stamping when.
+struct Counted<'a> {
+    inner: &'a mut Stream,
+    read: &'a AtomicU64,
+    /// Milliseconds from `start` to the last read of either end.
+    last: &'a AtomicU64,
+    start: Instant,
+}
+
+impl<'a> Counted<'a> {
+    fn new(
+        inner: &'a mut Stream,
+        read: &'a AtomicU64,
+        last: &'a AtomicU64,
+        start: Instant,
+    ) -> Self {
+        Counted {
+            inner,
+            read,
+            last,
+            start,
+        }
+    }
+}
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            let ms = self.start.elapsed().as_millis() as u64;
+            self.last.store(ms, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

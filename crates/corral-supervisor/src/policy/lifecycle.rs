@@ -138,6 +138,8 @@ impl Policy {
             max_requests,
             retiring: Default::default(),
             started: since,
+            tunnels: Default::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         w.state = State::Ready {
             since: now,

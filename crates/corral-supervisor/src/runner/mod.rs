@@ -28,6 +28,8 @@ const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
 const TICK: Duration = Duration::from_secs(1);
 /// How often a draining worker's requests in flight are checked.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// How long a drained worker's tunnels have to close once told to, before it is stopped.
+const TUNNEL_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// What the runner holds for a live worker process, released when it exits.
 struct WorkerIo {
@@ -162,7 +164,16 @@ impl Runner {
                         let tx = self.events_tx.clone();
                         tokio::spawn(async move {
                             let deadline = tokio::time::Instant::now() + within;
-                            while backend.load() > 0 && tokio::time::Instant::now() < deadline {
+                            while backend.busy() > 0 && tokio::time::Instant::now() < deadline {
+                                tokio::time::sleep(DRAIN_POLL).await;
+                            }
+                            // Past the deadline, the proxy closes the worker's open tunnels
+                            // itself before the worker hears SIGTERM.
+                            backend.closing.send_replace(true);
+                            let closed = tokio::time::Instant::now() + TUNNEL_CLOSE_WAIT;
+                            while backend.tunnels.load(Ordering::SeqCst) > 0
+                                && tokio::time::Instant::now() < closed
+                            {
                                 tokio::time::sleep(DRAIN_POLL).await;
                             }
                             let _ = tx.send(Internal::Event(Event::Drained(worker)));
