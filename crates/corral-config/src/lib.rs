@@ -11,6 +11,7 @@ mod compression;
 mod edge;
 mod env;
 mod error;
+mod health;
 mod log;
 mod lower;
 mod model;
@@ -27,11 +28,12 @@ pub use compression::{compressed_already, DEFAULT_LEVELS, DEFAULT_TYPES};
 pub use edge::DEFAULT_REMOVED;
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
+pub use health::DEFAULT_FAIL_STATUS;
 pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{
-    Bind, Coding, Compression, Config, HeaderPreset, Headers, Limits, Log, LogFormat, OnStoreError,
-    Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rotation, Routing, RunAs, Server,
-    StoreKind, WebSocket,
+    Bind, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log, LogFormat,
+    OnStoreError, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rotation, Routing, RunAs,
+    Server, StoreKind, WebSocket,
 };
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;

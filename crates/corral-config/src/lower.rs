@@ -292,16 +292,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         .duration(r, "start_limit_interval")
         .unwrap_or(Duration::from_secs(10));
     let run_as = run_as(r, &mut t);
-    let mut health = t.table(r, "health");
-    let health_path_key = health.key_path("path");
-    let health_path = health.string(r, "path").unwrap_or_else(|| "/health".into());
-    if !health_path.starts_with('/') {
-        r.error_nowhere(
-            &health_path_key,
-            format!("{health_path:?} must start with '/'"),
-        );
-    }
-    health.finish(r);
+    let (health_path, health) = crate::health::health(r, &mut t);
     t.finish(r);
     Some(Pool {
         name: name.to_string(),
@@ -311,6 +302,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         listen_fds_env,
         ready,
         health_path,
+        health,
         cwd,
         env,
         start_timeout,

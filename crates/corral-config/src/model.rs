@@ -128,6 +128,28 @@ pub struct Headers {
     pub remove: Vec<String>,
 }
 
+/// `[pools.NAME.health]` beyond the readiness path: whether a ready worker is still fit to
+/// take requests, asked actively (a probe every `interval`) and seen passively (failures of
+/// the requests themselves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Probe `path` this often; `None`: no active checks (readiness only).
+    pub interval: Option<Duration>,
+    /// One probe's time limit.
+    pub timeout: Duration,
+    /// Passes in a row that bring an unhealthy worker back into rotation.
+    pub healthy: u32,
+    /// Failures in a row that take a worker out of rotation (and replace it).
+    pub unhealthy: u32,
+    /// Request failures in a row (connect errors, `fail_status` answers) that eject a backend
+    /// for `eject_for`; 0: no passive ejection.
+    pub max_fails: u32,
+    /// Worker answers that count as failures.
+    pub fail_status: Vec<u16>,
+    /// The first ejection's length; each further one in a row doubles it, up to 5 minutes.
+    pub eject_for: Duration,
+}
+
 /// `[websocket]`: upgraded connections live for hours, so they get limits of their own
 /// rather than the request timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,6 +339,8 @@ pub struct Pool {
     pub ready: Ready,
     /// Path requested by `ready = "http"`.
     pub health_path: String,
+    /// `[pools.NAME.health]`: active checks of ready workers, passive ejection.
+    pub health: Health,
     /// Working directory of the workers; corral's own when absent.
     pub cwd: Option<PathBuf>,
     /// Extra environment for the workers.

@@ -248,10 +248,25 @@ pub fn render(c: &Config) -> String {
             "start_limit_interval = {:?}",
             format_duration(p.start_limit_interval)
         );
+        let h = &p.health;
         let _ = writeln!(
             out,
             "\n[pools.{}.health]\npath = {:?}",
             p.name, p.health_path
+        );
+        if let Some(interval) = h.interval {
+            let _ = writeln!(out, "interval = {:?}", format_duration(interval));
+        }
+        let statuses: Vec<String> = h.fail_status.iter().map(u16::to_string).collect();
+        let _ = writeln!(
+            out,
+            "timeout = {:?}\nhealthy = {}\nunhealthy = {}\nmax_fails = {}\nfail_status = [{}]\neject_for = {:?}",
+            format_duration(h.timeout),
+            h.healthy,
+            h.unhealthy,
+            h.max_fails,
+            statuses.join(", "),
+            format_duration(h.eject_for)
         );
     }
     out

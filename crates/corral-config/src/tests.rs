@@ -419,3 +419,39 @@ fn websocket_limits_default_read_back_and_refuse_a_zero_idle_timeout() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn health_checks_default_off_read_back_and_name_bad_values() {
+    let c = ok(MINIMAL);
+    let h = &c.pools[0].health;
+    assert_eq!(h.interval, None);
+    assert_eq!((h.healthy, h.unhealthy, h.max_fails), (2, 3, 3));
+    assert_eq!(h.fail_status, vec![502, 503, 504]);
+    assert_eq!(h.eject_for, Duration::from_secs(10));
+    let text = format!("{MINIMAL}[pools.web.health]\npath = \"/up\"\ninterval = \"500ms\"\ntimeout = \"1s\"\nhealthy = 1\nunhealthy = 2\nmax_fails = 0\nfail_status = [500, 503]\neject_for = \"30s\"\n");
+    let c = ok(&text);
+    let h = &c.pools[0].health;
+    assert_eq!(h.interval, Some(Duration::from_millis(500)));
+    assert_eq!((h.healthy, h.unhealthy, h.max_fails), (1, 2, 0));
+    assert_eq!(h.fail_status, vec![500, 503]);
+    assert_eq!(ok(&render(&c)).pools[0].health, c.pools[0].health);
+    let e = errs(&format!(
+        "{MINIMAL}[pools.web.health]\ninterval = \"0s\"\nfail_status = [404]\nunhealthy = 0\n"
+    ));
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("pools.web.health.interval: must be more than 0")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("pools.web.health.fail_status[0]: 404 is out of range")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("pools.web.health.unhealthy: 0 is out of range")),
+        "{e:#?}"
+    );
+}

@@ -1,0 +1,71 @@
+//! Lowering `[pools.NAME.health]`: the path probed for readiness, the active checks of ready
+//! workers, and passive ejection on failures seen by the proxy.
+
+use std::time::Duration;
+
+use crate::model::Health;
+use crate::reader::{as_integer, Reader, Table};
+
+/// Answers that count as a backend's failure when `fail_status` does not say: the gateway
+/// statuses, which say the backend is broken or overloaded. A 500 usually says one request
+/// hit a bug; ejecting workers for it would move a buggy endpoint's load onto fewer workers.
+pub const DEFAULT_FAIL_STATUS: [u16; 3] = [502, 503, 504];
+
+/// Reads the table; returns the health path and the rest.
+pub(crate) fn health(r: &mut Reader, pool: &mut Table) -> (String, Health) {
+    let mut t = pool.table(r, "health");
+    let path_key = t.key_path("path");
+    let path = t.string(r, "path").unwrap_or_else(|| "/health".into());
+    if !path.starts_with('/') {
+        r.error_nowhere(&path_key, format!("{path:?} must start with '/'"));
+    }
+    let interval = positive(r, &mut t, "interval");
+    let timeout = positive(r, &mut t, "timeout").unwrap_or(Duration::from_secs(2));
+    let healthy = t.integer(r, "healthy", 1, 100).map_or(2, |n| n as u32);
+    let unhealthy = t.integer(r, "unhealthy", 1, 100).map_or(3, |n| n as u32);
+    let max_fails = t.integer(r, "max_fails", 0, 1000).map_or(3, |n| n as u32);
+    let eject_for = positive(r, &mut t, "eject_for").unwrap_or(Duration::from_secs(10));
+    let fail_status = fail_status(r, &mut t);
+    t.finish(r);
+    (
+        path,
+        Health {
+            interval,
+            timeout,
+            healthy,
+            unhealthy,
+            max_fails,
+            fail_status,
+            eject_for,
+        },
+    )
+}
+
+/// A duration that must be more than 0.
+fn positive(r: &mut Reader, t: &mut Table, key: &'static str) -> Option<Duration> {
+    let d = t.duration(r, key)?;
+    if d.is_zero() {
+        if let Some(node) = t.get(key) {
+            r.error(node.span(), &t.key_path(key), "must be more than 0");
+        }
+        return None;
+    }
+    Some(d)
+}
+
+/// `fail_status = [502, 503, 504]`: statuses 500..599.
+fn fail_status(r: &mut Reader, t: &mut Table) -> Vec<u16> {
+    let Some((path, items)) = t.array(
+        r,
+        "fail_status",
+        "an array of statuses like [502, 503, 504]",
+    ) else {
+        return DEFAULT_FAIL_STATUS.to_vec();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| as_integer(r, item, &format!("{path}[{i}]"), 500, 599))
+        .map(|n| n as u16)
+        .collect()
+}
