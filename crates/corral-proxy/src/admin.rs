@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::control::{ControlRequest, ControlSender};
 use crate::forward::{ClientIdentity, Peer};
 use crate::settings::ProxySettings;
+use corral_supervisor::health::HealthView;
 
 /// State the admin endpoints report on.
 pub struct Admin {
@@ -200,8 +201,41 @@ fn pool_json(pool: &PoolView, now: Instant) -> Value {
             "in_flight": w.backend.as_ref().map_or(0, |b| b.load()),
             "restarts": w.restarts,
             "generation": w.generation,
+            "health": w.backend.as_ref().map(|b| health_json(b.health.view())),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A backend's health: active checks and passive ejection.
+fn health_json(h: HealthView) -> Value {
+    json!({
+        "healthy": h.healthy,
+        "last_check_seconds_ago": h.last_check.map(|(ms, _)| ms as f64 / 1000.0),
+        "last_check_passed": h.last_check.map(|(_, passed)| passed),
+        "checks_failed_in_a_row": h.checks_failed,
+        "requests_failed_in_a_row": h.fails,
+        "ejected_for_seconds": h.ejected_for.map(|ms| ms as f64 / 1000.0),
+    })
+}
+
+/// Sets `corral_backends` from the snapshot, at scrape time: health changes between
+/// republishes, so no snapshot holds it.
+fn count_backends(metrics: &Metrics, snapshot: &StatusSnapshot) {
+    for pool in &snapshot.pools {
+        let mut counts = [0i64; 3];
+        for backend in pool.workers.iter().filter_map(|w| w.backend.as_ref()) {
+            let h = backend.health.view();
+            let state = if h.ejected_for.is_some() {
+                2
+            } else if !h.healthy {
+                1
+            } else {
+                0
+            };
+            counts[state] += 1;
+        }
+        metrics.set_backends(&pool.name, counts);
+    }
 }
 
 fn reply(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
@@ -238,7 +272,10 @@ impl ServeHttp for Admin {
                 "application/json",
                 self.status_json(&snapshot, session).to_string(),
             ),
-            "/metrics" => reply(200, "text/plain; version=0.0.4", self.metrics.render()),
+            "/metrics" => {
+                count_backends(&self.metrics, &snapshot);
+                reply(200, "text/plain; version=0.0.4", self.metrics.render())
+            }
             _ => reply(
                 404,
                 "text/plain",

@@ -55,15 +55,26 @@ pub fn choose(
 ) -> Choice {
     let n = backends.len();
     let mut any_untried = false;
-    for _ in 0..2 {
+    // Backends out of rotation (failed checks, ejected) are left out while any other is in;
+    // when none is, they are all there is.
+    let mut include_out = false;
+    let mut now = None;
+    let mut looks = 0;
+    while looks < 2 {
         // The least loaded worker with room, preferring workers that are not retiring.
         let mut best: Option<(&Arc<Backend>, (bool, u32))> = None;
+        let mut any_out = false;
+        let mut any_in = false;
         for i in 0..n {
             let b = &backends[(spread + i) % n];
             if tried.contains(&b.pid) {
                 continue;
             }
-            any_untried = true;
+            if !include_out && !b.health.in_rotation(&mut now) {
+                any_out = true;
+                continue;
+            }
+            any_in = true;
             let load = b.load();
             let rank = (b.is_retiring(), load);
             if load < concurrency && best.is_none_or(|(_, r)| rank < r) {
@@ -73,6 +84,12 @@ pub fn choose(
                 }
             }
         }
+        if !any_in && any_out && !include_out {
+            include_out = true;
+            continue;
+        }
+        any_untried |= any_in;
+        looks += 1;
         let Some((b, (_, load))) = best else { break };
         // Claim only if nobody took the slot since we looked; else look again once.
         if b.in_flight
@@ -202,6 +219,7 @@ mod tests {
                     max_requests: 0,
                     retiring: Default::default(),
                     started: Instant::now(),
+                    health: Default::default(),
                     tunnels: Default::default(),
                     closing: tokio::sync::watch::Sender::new(false),
                 })
@@ -268,6 +286,21 @@ mod tests {
             vec![Some(101), Some(100)],
             "the busier worker that stays wins; the retiring one takes the overflow"
         );
+    }
+
+    #[test]
+    fn a_backend_out_of_rotation_gets_requests_only_when_no_other_is_in() {
+        let (b, q) = (backends(2), Arc::new(Queue::default()));
+        for _ in 0..3 {
+            b[0].health.record_check(false, 1, 3);
+        }
+        // Even when the one in rotation is busy: the request waits rather than go to it.
+        let first = choose(&b, &q, 1, &[], 0);
+        assert!(matches!(&first, Choice::Claimed(c) if c.backend().pid == 101));
+        assert!(matches!(choose(&b, &q, 1, &[], 1), Choice::Busy));
+        drop(first);
+        // Alone (the other tried, as on a retry), it is all there is.
+        assert_eq!(pid(choose(&b, &q, 1, &[101], 0)), Some(100));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! [`status::StatusSnapshot`] the admin API reads. Nothing here knows pingora.
 
 pub mod backoff;
+pub mod health;
 pub mod heartbeat;
 mod output;
 mod policy;

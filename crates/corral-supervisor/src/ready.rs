@@ -17,9 +17,19 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 
 /// One readiness probe; `Ok(())` when the worker can take traffic, `Err` says why not.
 pub async fn probe(kind: Ready, addr: &Address, path: &str) -> Result<(), String> {
-    match tokio::time::timeout(PROBE_TIMEOUT, probe_inner(kind, addr, path)).await {
+    probe_within(kind, addr, path, PROBE_TIMEOUT).await
+}
+
+/// One probe that may take up to `timeout`: the active health checks' own limit.
+pub async fn probe_within(
+    kind: Ready,
+    addr: &Address,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, probe_inner(kind, addr, path)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use corral_telemetry::PoolMetrics;
 use tokio::sync::{mpsc, Notify};
 
+use crate::health::BackendHealth;
 use crate::worker::{ExitReason, WorkerId};
 
 /// Where a worker listens.
@@ -63,6 +64,8 @@ pub struct Backend {
     pub retiring: AtomicBool,
     /// When the worker process started.
     pub started: Instant,
+    /// Whether it may take requests: active checks and passive ejection.
+    pub health: BackendHealth,
     /// Upgraded connections (WebSockets) on this worker that hold no `concurrency` slot;
     /// a draining worker waits for them as for requests.
     pub tunnels: AtomicU32,
@@ -117,6 +120,8 @@ pub struct PoolRoute {
     pub timeout: Duration,
     /// The pool's wait queue.
     pub queue: Arc<Queue>,
+    /// Its `[pools.NAME.health]`, for passive ejection.
+    pub health: corral_config::Health,
 }
 
 /// Everything the proxy needs to route one request.

@@ -30,6 +30,8 @@ pub enum ExitReason {
     MaxRequests,
     /// Its resident memory passed `max_memory`.
     MaxMemory,
+    /// It failed `unhealthy` active health checks in a row.
+    Unhealthy,
     /// A reload replaced it with a worker of the new config.
     Reload,
     /// Its slot went away (scale down, pool removed or stopped).
@@ -48,6 +50,7 @@ impl ExitReason {
             ExitReason::Timeout => "timeout",
             ExitReason::MaxRequests => "max_requests",
             ExitReason::MaxMemory => "max_memory",
+            ExitReason::Unhealthy => "unhealthy",
             ExitReason::Reload => "reload",
             ExitReason::Scale => "scale",
             ExitReason::Shutdown => "shutdown",

@@ -1,6 +1,7 @@
 //! Every Prometheus metric corral exports. Names are prefixed `corral_`; the process
 //! collector adds the standard `process_*` family.
 
+use crate::health::{HealthFamilies, PoolHealth};
 use crate::websocket::{PoolWebSocket, WebSocketFamilies};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -22,6 +23,7 @@ pub const WORKER_STATES: [&str; 3] = ["starting", "ready", "stopping"];
 pub struct Metrics {
     registry: Registry,
     websocket: WebSocketFamilies,
+    health: HealthFamilies,
     requests: IntCounterVec,
     latency: HistogramVec,
     workers: IntGaugeVec,
@@ -58,6 +60,8 @@ pub struct PoolMetrics {
     pub queue_depth: IntGauge,
     /// The pool's WebSocket connections.
     pub websocket: PoolWebSocket,
+    /// The pool's health checks and ejections.
+    pub health: PoolHealth,
 }
 
 impl PoolMetrics {
@@ -179,6 +183,7 @@ impl Metrics {
         registry.register(Box::new(compression_output.clone()))?;
         registry.register(Box::new(build_info))?;
         let websocket = WebSocketFamilies::register(&registry)?;
+        let health = HealthFamilies::register(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -186,6 +191,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             websocket,
+            health,
             requests,
             latency,
             workers,
@@ -211,7 +217,13 @@ impl Metrics {
             latency: self.latency.with_label_values(&[pool]),
             queue_depth: self.queue_depth.with_label_values(&[pool]),
             websocket: self.websocket.pool(pool),
+            health: self.health.pool(pool),
         }
+    }
+
+    /// Sets how many ready backends of `pool` are healthy, unhealthy and ejected.
+    pub fn set_backends(&self, pool: &str, counts: [i64; 3]) {
+        self.health.set_backends(pool, counts);
     }
 
     /// Counts an upgrade refused at `[websocket] max_connections`.

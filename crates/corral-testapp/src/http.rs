@@ -12,6 +12,8 @@ use crate::Conn;
 /// Requests this process has read (but `/count` itself), for tests that prove a request
 /// never reached a worker.
 static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Set by `/sick`, cleared by `/well`: `/health` answers 500 while it is set.
+static SICK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Memory held by `/alloc`, never freed, so RSS stays up.
 static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
@@ -70,7 +72,10 @@ pub fn handle<S: Conn + 'static>(mut conn: S) {
                 _ => return,
             }
         }
-        if respond(&mut conn, &request, &body).is_err() || request.close {
+        if request.path == "/unlisten" {
+            crate::unlisten();
+        }
+        if respond(&mut conn, &request, &body).is_err() || request.close || crate::unlistened() {
             return;
         }
     }
@@ -215,7 +220,16 @@ fn identity() -> String {
 
 fn respond<S: Write>(conn: &mut S, request: &Request, body: &[u8]) -> io::Result<()> {
     let (status, content_type, payload): (u16, &str, Vec<u8>) = match request.path.as_str() {
+        "/health" if SICK.load(std::sync::atomic::Ordering::SeqCst) => {
+            (500, "text/plain", b"sick\n".to_vec())
+        }
         "/health" => (200, "text/plain", b"ok\n".to_vec()),
+        "/sick" | "/well" | "/unlisten" => {
+            if request.path != "/unlisten" {
+                SICK.store(request.path == "/sick", std::sync::atomic::Ordering::SeqCst);
+            }
+            (200, "application/json", identity().into_bytes())
+        }
         "/count" => (
             200,
             "text/plain",

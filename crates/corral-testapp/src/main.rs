@@ -2,7 +2,9 @@
 //! endpoints make it behave well or badly on request.
 //!
 //! Listens on `--port N` (127.0.0.1), `--unix PATH`, or fd 3 when `LISTEN_FDS=1`.
-//! Endpoints: `/` (worker id and pid), `/health`, `/sleep?ms=N`, `/crash`, `/hang`,
+//! Endpoints: `/` (worker id and pid), `/health` (500 after `/sick`, 200 again after
+//! `/well`), `/unlisten` (refuse new connections, close each after its answer, stay up),
+//! `/sleep?ms=N`, `/crash`, `/hang`,
 //! `/headers` (request headers as JSON), `/status/NNN`, `/bytes?n=N`, `/alloc?mb=N`,
 //! `/env?name=VAR` (an environment variable), `/echo` (the request body), `/count`
 //! (requests this process has read: proof that a refused request never reached it),
@@ -20,8 +22,9 @@ mod shapes;
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 /// A connection of either listener kind.
@@ -171,6 +174,7 @@ fn serve(options: &Options) -> io::Result<()> {
         "corral-testapp worker {worker} listening on {}",
         listener.local_addr()?
     );
+    LISTENER.store(listener.as_raw_fd(), Ordering::SeqCst);
     for conn in listener.incoming() {
         match conn {
             Ok(conn) => {
@@ -178,8 +182,35 @@ fn serve(options: &Options) -> io::Result<()> {
                 let _ = conn.set_read_timeout(options.idle_close);
                 std::thread::spawn(move || http::handle(conn));
             }
+            // `/unlisten`: the process lives on, refusing connections.
+            Err(_) if unlistened() => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
             Err(e) => eprintln!("accept: {e}"),
         }
     }
     Ok(())
+}
+
+/// The TCP listener's fd, for `/unlisten`; -1 before it is bound.
+static LISTENER: AtomicI32 = AtomicI32::new(-1);
+static UNLISTENED: AtomicBool = AtomicBool::new(false);
+
+/// `/unlisten`: stop listening (new connections are refused) but stay up, and close every
+/// connection after its current answer: a worker whose listener broke.
+pub fn unlisten() {
+    UNLISTENED.store(true, Ordering::SeqCst);
+    let fd = LISTENER.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: shutdown on our own listening socket's fd, which lives as long as `serve`.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// Whether `/unlisten` was asked for.
+pub fn unlistened() -> bool {
+    UNLISTENED.load(Ordering::SeqCst)
 }

@@ -173,6 +173,7 @@ impl Forwarder {
                         (e.failure, failed)
                     }),
                 Err(e) => {
+                    self.record_connect_failure(exchange.route(), &backend);
                     let e = Error::because(
                         ErrorType::ConnectError,
                         format!("worker {}", backend.addr),

@@ -17,6 +17,7 @@ mod headers;
 mod identity;
 mod linger;
 mod outcome;
+mod passive;
 mod proxy_protocol;
 mod rate_limit;
 mod relay;

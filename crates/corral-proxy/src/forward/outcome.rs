@@ -148,6 +148,7 @@ impl Forwarder {
     }
 
     pub(super) fn count(&self, exchange: &Exchange, status: u16) {
+        self.record_outcome(exchange, status);
         if exchange.forged > 0 {
             self.metrics
                 .untrusted_forwarded_fields

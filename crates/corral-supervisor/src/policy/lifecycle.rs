@@ -138,9 +138,22 @@ impl Policy {
             max_requests,
             retiring: Default::default(),
             started: since,
+            health: Default::default(),
             tunnels: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
         });
+        let watch = pool
+            .config
+            .health
+            .interval
+            .is_some()
+            .then(|| Action::WatchHealth {
+                worker: id,
+                backend: backend.clone(),
+                health: pool.config.health.clone(),
+                path: pool.config.health_path.clone(),
+                counters: pool.metrics.health.clone(),
+            });
         w.state = State::Ready {
             since: now,
             backend,
@@ -169,6 +182,7 @@ impl Policy {
                 self.begin_drain(other, None, now);
             }
         }
+        self.actions.extend(watch);
     }
 
     pub(super) fn on_start_timeout(&mut self, id: WorkerId, why: &str) {

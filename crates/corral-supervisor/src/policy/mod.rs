@@ -73,6 +73,8 @@ pub(crate) enum Event {
         worker: WorkerId,
         reason: ExitReason,
     },
+    /// The worker failed its pool's `unhealthy` active checks in a row.
+    Unhealthy(WorkerId),
     /// The proxy saw a sync worker hang on `request`.
     Hung { worker: WorkerId, request: String },
     /// A new, valid config: replace every worker, rolling.
@@ -125,6 +127,15 @@ pub(crate) enum Action {
         worker: WorkerId,
         backend: Arc<Backend>,
         within: Duration,
+    },
+    /// Check `backend` every `health.interval` while it is in the routing table, and
+    /// report [`Event::Unhealthy`] when it turns unhealthy.
+    WatchHealth {
+        worker: WorkerId,
+        backend: Arc<Backend>,
+        health: corral_config::Health,
+        path: String,
+        counters: corral_telemetry::health::PoolHealth,
     },
     /// A pool is gone: release what the runner holds for it (its slots' sockets).
     ForgetPool(PoolId),
@@ -220,6 +231,7 @@ impl Policy {
             Event::Timer(timer) => self.on_timer(timer, now),
             Event::Memory(samples) => self.on_memory(&samples, now),
             Event::Retire { worker, reason } => self.retire(worker, reason, now),
+            Event::Unhealthy(worker) => self.retire(worker, ExitReason::Unhealthy, now),
             Event::Hung { worker, request } => self.on_hung(worker, &request, now),
             Event::Reload(config) => self.reload(&config, now),
             Event::Scale { pool, to } => self.scale(pool.as_deref(), to, now),

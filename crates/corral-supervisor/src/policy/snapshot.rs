@@ -29,6 +29,7 @@ impl Policy {
                 queue_timeout: pool.config.queue_timeout,
                 timeout: pool.config.timeout,
                 queue: pool.queue.clone(),
+                health: pool.config.health.clone(),
             });
             if pool.id == self.active {
                 active = Some(route.clone());
@@ -50,6 +51,15 @@ impl Policy {
                 queue_timeout: Default::default(),
                 timeout: Default::default(),
                 queue: Arc::default(),
+                health: corral_config::Health {
+                    interval: None,
+                    timeout: Default::default(),
+                    healthy: 1,
+                    unhealthy: 1,
+                    max_fails: 0,
+                    fail_status: Vec::new(),
+                    eject_for: Default::default(),
+                },
             })
         });
         RoutingTable {

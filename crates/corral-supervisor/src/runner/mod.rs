@@ -3,6 +3,7 @@
 //! [`Event`]s for the [`Policy`], performs the [`Action`]s it returns, and publishes the
 //! routing table and status snapshot after each event.
 
+mod health_checks;
 mod launch;
 mod os;
 
@@ -178,6 +179,23 @@ impl Runner {
                             }
                             let _ = tx.send(Internal::Event(Event::Drained(worker)));
                         });
+                    }
+                    Action::WatchHealth {
+                        worker,
+                        backend,
+                        health,
+                        path,
+                        counters,
+                    } => {
+                        let tx = self.events_tx.clone();
+                        tokio::spawn(health_checks::watch(
+                            worker,
+                            Arc::downgrade(&backend),
+                            health,
+                            path,
+                            counters,
+                            move |event| tx.send(Internal::Event(event)).is_ok(),
+                        ));
                     }
                     Action::ForgetPool(pool) => self.listeners.retain(|(p, _), _| *p != pool),
                     Action::Publish => publish = true,

@@ -1,0 +1,146 @@
+//! Health of ready workers, end to end with the test app: active checks take a worker whose
+//! health path fails out of rotation and replace it; passive ejection takes out a worker that
+//! refuses connections; no request fails meanwhile; `/status` and `/metrics` show each step.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+/// The pid that answered `GET path` (the test app answers `{"worker":..,"pid":N}`).
+fn answering_pid(corral: &Corral, path: &str) -> u64 {
+    let (status, body) = get(&client(), &corral.url(path)).expect("request");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v["pid"].as_u64().expect("pid")
+}
+
+/// The `/status` entry of the worker with `pid`.
+fn worker_with(corral: &Corral, pid: u64) -> Option<Value> {
+    corral
+        .workers()
+        .into_iter()
+        .find(|w| w["pid"].as_u64() == Some(pid))
+}
+
+#[test]
+fn a_worker_failing_its_health_checks_leaves_the_rotation_and_is_replaced_without_a_failed_request()
+{
+    let body = format!(
+        "{}\n[pools.web.health]\ninterval = \"200ms\"\ntimeout = \"1s\"\nunhealthy = 3\nhealthy = 2\n",
+        testapp_pool(2, "")
+    );
+    let mut corral = Corral::start(&body, "", 2);
+    let load = Load::start(&corral.url("/"), 4, Duration::from_secs(60));
+    load.wait_more(50, Duration::from_secs(20));
+    let sick = answering_pid(&corral, "/sick");
+    let marked = Instant::now();
+    let unhealthy = corral.wait_event("worker_unhealthy", Duration::from_secs(10));
+    let took = marked.elapsed();
+    println!("unhealthy after {took:?}: {unhealthy}");
+    assert_eq!(unhealthy["pid"].as_u64(), Some(sick), "{unhealthy}");
+    // Three checks 200 ms apart, with a generous margin for a busy machine.
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let health = worker_with(&corral, sick).map(|w| w["health"].clone());
+    if let Some(h) = &health {
+        assert_eq!(h["healthy"], false, "{h}");
+        assert!(h["checks_failed_in_a_row"].as_u64() >= Some(3), "{h}");
+    }
+    // No new request reaches it (it answers until its replacement is ready, then drains).
+    let served: BTreeSet<u64> = (0..40).map(|_| answering_pid(&corral, "/")).collect();
+    assert!(
+        !served.contains(&sick),
+        "{served:?} includes the unhealthy {sick}"
+    );
+    let exited = wait_for(
+        "the unhealthy worker replaced",
+        Duration::from_secs(20),
+        || {
+            corral
+                .log_events()
+                .into_iter()
+                .find(|e| e["event"] == "worker_exited" && e["pid"].as_u64() == Some(sick))
+        },
+    );
+    assert_eq!(exited["reason"], "unhealthy", "{exited}");
+    corral.wait_ready(2, Duration::from_secs(20));
+    load.wait_more(50, Duration::from_secs(20));
+    let result = load.stop();
+    result.assert_no_failures(&corral.logs());
+    let metrics = corral.metrics();
+    assert!(
+        corral.metric("corral_health_checks_total{pool=\"web\",result=\"failed\"}") >= 3.0,
+        "{metrics}"
+    );
+    assert!(
+        corral.metric("corral_health_checks_total{pool=\"web\",result=\"passed\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"unhealthy\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        corral.metric("corral_backends{health=\"healthy\",pool=\"web\"}"),
+        2.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_worker_that_recovers_comes_back_into_rotation_before_its_replacement_is_ready() {
+    // A replacement that takes 3 s to start: time enough to see the sick worker come back.
+    let body = format!(
+        "{}\n[pools.web.health]\ninterval = \"100ms\"\nunhealthy = 2\nhealthy = 2\n",
+        testapp_pool(1, ", \"--startup-delay-ms\", \"3000\"")
+    );
+    let corral = Corral::start(&body, "", 1);
+    let sick = answering_pid(&corral, "/sick");
+    corral.wait_event("worker_unhealthy", Duration::from_secs(10));
+    // The only worker of its pool: out of rotation, it still takes what has nowhere else to go.
+    assert_eq!(answering_pid(&corral, "/well"), sick);
+    let back = corral.wait_event("worker_healthy", Duration::from_secs(10));
+    assert_eq!(back["pid"].as_u64(), Some(sick), "{back}");
+    let h = worker_with(&corral, sick).expect("still listed")["health"].clone();
+    assert_eq!(h["healthy"], true, "{h}");
+    assert_eq!(h["last_check_passed"], true, "{h}");
+}
+
+#[test]
+fn a_worker_refusing_connections_is_ejected_and_its_requests_go_elsewhere() {
+    let body = format!(
+        "{}\n[pools.web.health]\nmax_fails = 2\neject_for = \"30s\"\n",
+        testapp_pool(3, "")
+    );
+    let corral = Corral::start(&body, "", 3);
+    let broken = answering_pid(&corral, "/unlisten");
+    let load = Load::start(&corral.url("/"), 4, Duration::from_secs(60));
+    let ejected = corral.wait_event("backend_ejected", Duration::from_secs(15));
+    println!("{ejected}");
+    assert_eq!(ejected["pid"].as_u64(), Some(broken), "{ejected}");
+    assert_eq!(ejected["last_failure"], "connect", "{ejected}");
+    let h = worker_with(&corral, broken).expect("listed")["health"].clone();
+    assert!(h["ejected_for_seconds"].as_f64() > Some(20.0), "{h}");
+    load.wait_more(200, Duration::from_secs(20));
+    let result = load.stop();
+    // Every request that met the refusing worker was retried on another (GET is idempotent).
+    result.assert_no_failures(&corral.logs());
+    let served: BTreeSet<u64> = (0..30).map(|_| answering_pid(&corral, "/")).collect();
+    assert!(!served.contains(&broken), "{served:?}");
+    assert_eq!(served.len(), 2, "{served:?}");
+    let metrics = corral.metrics();
+    assert_eq!(
+        corral.metric("corral_backend_ejections_total{pool=\"web\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        corral.metric("corral_backends{health=\"ejected\",pool=\"web\"}"),
+        1.0,
+        "{metrics}"
+    );
+}
