@@ -342,3 +342,27 @@ fn a_quick_stop_sends_sigint_and_kills_stragglers_at_the_deadline() {
     w.obey_signals();
     assert!(w.finished);
 }
+
+#[test]
+fn health_checks_start_with_readiness_and_an_unhealthy_worker_is_replaced() {
+    let mut plain = World::new("web", &[("web", "workers = 2")]);
+    plain.ready_all("web");
+    assert!(plain.health_watched.is_empty(), "no interval, no checks");
+
+    let mut w = World::new(
+        "web",
+        &[("web", "workers = 2\n[pools.web.health]\ninterval = \"1s\"")],
+    );
+    w.ready_all("web");
+    let ready = w.in_state("web", StateKind::Ready);
+    assert_eq!(w.health_watched, ready);
+    let (sick, well) = (ready[0], ready[1]);
+    w.send(Event::Unhealthy(sick));
+    let states: Vec<(WorkerId, StateKind)> = w.workers("web").iter().map(|x| (x.0, x.2)).collect();
+    assert!(states.contains(&(sick, StateKind::Retiring)), "{states:?}");
+    assert!(states.contains(&(well, StateKind::Ready)), "{states:?}");
+    assert_eq!(w.in_state("web", StateKind::Starting).len(), 1);
+    // A second report while it is being replaced changes nothing.
+    w.send(Event::Unhealthy(sick));
+    assert_eq!(w.in_state("web", StateKind::Starting).len(), 1);
+}

@@ -27,6 +27,8 @@ struct World {
     drains: Vec<(WorkerId, Arc<Backend>, Instant)>,
     signals: Vec<(u32, Signal)>,
     spawns: Vec<(String, u32)>,
+    /// Workers whose health checks the runner was told to start.
+    health_watched: Vec<WorkerId>,
     finished: bool,
 }
 
@@ -55,6 +57,7 @@ impl World {
             drains: Vec::new(),
             signals: Vec::new(),
             spawns: Vec::new(),
+            health_watched: Vec::new(),
             finished: false,
         };
         world.send(Event::Start);
@@ -87,6 +90,7 @@ impl World {
                         backend,
                         within,
                     } => self.drains.push((worker, backend, self.now + within)),
+                    Action::WatchHealth { worker, .. } => self.health_watched.push(worker),
                     Action::ForgetPool(_) | Action::Publish => {}
                     Action::Finished => self.finished = true,
                 }
