@@ -203,10 +203,21 @@ fn pools(r: &mut Reader, top: &mut Table) -> Vec<Pool> {
 
 fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool> {
     let mut t = Table::new(path, Some(table));
+    let upstreams = crate::remote::upstreams(r, &mut t);
+    let remote = upstreams.is_some();
+    if remote {
+        crate::remote::refuse_supervised_keys(r, &mut t);
+    }
+    let resolve_interval = crate::remote::resolve_interval(r, &mut t, remote);
     let command_path = t.key_path("command");
     let command_node = t.get("command");
-    let command = t.string_array(r, "command");
+    let command = if remote {
+        None
+    } else {
+        t.string_array(r, "command")
+    };
     match (&command, command_node) {
+        _ if remote => {}
         (Some(c), Some(node)) if c.is_empty() => r.error(
             node.span(),
             &command_path,
@@ -214,11 +225,14 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         ),
         (None, None) => r.error_nowhere(
             &command_path,
-            "is missing; every pool needs the command that starts a worker",
+            "is missing; a pool needs the command that starts a worker, or upstreams (servers it forwards to)",
         ),
         _ => {}
     }
-    let workers = workers(r, &mut t);
+    let workers = match &upstreams {
+        Some(list) => Some(list.len() as u32),
+        None => workers(r, &mut t),
+    };
     let bind = match t.choice(r, "bind", &["tcp", "fd", "unix"]) {
         Some("fd") => Bind::Fd,
         Some("unix") => Bind::Unix,
@@ -292,11 +306,22 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         .duration(r, "start_limit_interval")
         .unwrap_or(Duration::from_secs(10));
     let run_as = run_as(r, &mut t);
-    let (health_path, health) = crate::health::health(r, &mut t);
+    let (health_path, mut health) = crate::health::health(r, &mut t);
+    if remote {
+        health.interval = health
+            .interval
+            .or(Some(crate::remote::DEFAULT_REMOTE_CHECK_INTERVAL));
+    }
     t.finish(r);
     Some(Pool {
         name: name.to_string(),
-        command: command.filter(|c| !c.is_empty())?,
+        command: if remote {
+            Vec::new()
+        } else {
+            command.filter(|c| !c.is_empty())?
+        },
+        upstreams: upstreams.unwrap_or_default(),
+        resolve_interval,
         workers: workers?,
         bind,
         listen_fds_env,

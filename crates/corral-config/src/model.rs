@@ -128,6 +128,26 @@ pub struct Headers {
     pub remove: Vec<String>,
 }
 
+/// One entry of `upstreams`: a name (resolved at start and every `resolve_interval`) or
+/// an address, and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// `[pools.NAME.health]` beyond the readiness path: whether a ready worker is still fit to
 /// take requests, asked actively (a probe every `interval`) and seen passively (failures of
 /// the requests themselves).
@@ -327,7 +347,12 @@ pub struct Pool {
     pub name: String,
     /// argv with `{port}`, `{socket}` and `{worker}` placeholders.
     pub command: Vec<String>,
-    /// How many workers run.
+    /// `upstreams`: servers corral forwards to but does not start (a remote pool; then
+    /// `command` is empty). Empty for a supervised pool.
+    pub upstreams: Vec<Upstream>,
+    /// How often the upstreams' names are resolved again.
+    pub resolve_interval: Duration,
+    /// How many workers run (a remote pool: how many upstreams it names).
     pub workers: u32,
     /// How a worker gets its listening socket.
     pub bind: Bind,

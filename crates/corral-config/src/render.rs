@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::model::{
-    Bind, Config, HeaderPreset, LogFormat, OnStoreError, RateKey, Ready, StoreKind,
+    Bind, Config, HeaderPreset, LogFormat, OnStoreError, Pool, RateKey, Ready, StoreKind,
 };
 use crate::units::format_duration;
 
@@ -186,6 +186,10 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(out, "max_keys = {}", store.max_keys);
     let _ = writeln!(out, "\n[routing]\nactive = {:?}", c.routing.active);
     for p in &c.pools {
+        if !p.upstreams.is_empty() {
+            render_remote(&mut out, p);
+            continue;
+        }
         let _ = writeln!(
             out,
             "\n[pools.{}]\ncommand = [{}]",
@@ -248,26 +252,56 @@ pub fn render(c: &Config) -> String {
             "start_limit_interval = {:?}",
             format_duration(p.start_limit_interval)
         );
-        let h = &p.health;
-        let _ = writeln!(
-            out,
-            "\n[pools.{}.health]\npath = {:?}",
-            p.name, p.health_path
-        );
-        if let Some(interval) = h.interval {
-            let _ = writeln!(out, "interval = {:?}", format_duration(interval));
-        }
-        let statuses: Vec<String> = h.fail_status.iter().map(u16::to_string).collect();
-        let _ = writeln!(
-            out,
-            "timeout = {:?}\nhealthy = {}\nunhealthy = {}\nmax_fails = {}\nfail_status = [{}]\neject_for = {:?}",
-            format_duration(h.timeout),
-            h.healthy,
-            h.unhealthy,
-            h.max_fails,
-            statuses.join(", "),
-            format_duration(h.eject_for)
-        );
+        render_health(&mut out, p);
     }
     out
+}
+
+/// A remote pool: its upstreams and the keys that apply to it.
+fn render_remote(out: &mut String, p: &Pool) {
+    let upstreams: Vec<String> = p
+        .upstreams
+        .iter()
+        .map(|u| format!("{:?}", u.to_string()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n[pools.{}]\nupstreams = [{}]\nresolve_interval = {:?}",
+        p.name,
+        upstreams.join(", "),
+        format_duration(p.resolve_interval)
+    );
+    let _ = writeln!(
+        out,
+        "concurrency = {}\nqueue_size = {}\nqueue_timeout = {:?}\ntimeout = {:?}",
+        p.concurrency,
+        p.queue_size,
+        format_duration(p.queue_timeout),
+        format_duration(p.timeout)
+    );
+    render_health(out, p);
+}
+
+/// `[pools.NAME.health]`.
+fn render_health(out: &mut String, p: &Pool) {
+    let h = &p.health;
+    let _ = writeln!(
+        out,
+        "\n[pools.{}.health]\npath = {:?}",
+        p.name, p.health_path
+    );
+    if let Some(interval) = h.interval {
+        let _ = writeln!(out, "interval = {:?}", format_duration(interval));
+    }
+    let statuses: Vec<String> = h.fail_status.iter().map(u16::to_string).collect();
+    let _ = writeln!(
+        out,
+        "timeout = {:?}\nhealthy = {}\nunhealthy = {}\nmax_fails = {}\nfail_status = [{}]\neject_for = {:?}",
+        format_duration(h.timeout),
+        h.healthy,
+        h.unhealthy,
+        h.max_fails,
+        statuses.join(", "),
+        format_duration(h.eject_for)
+    );
 }

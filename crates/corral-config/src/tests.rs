@@ -455,3 +455,46 @@ fn health_checks_default_off_read_back_and_name_bad_values() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn a_remote_pool_names_its_upstreams_and_refuses_keys_of_supervised_workers() {
+    let text = "[pools.api]\nupstreams = [\"127.0.0.1:9001\", \"localhost:9002\", \"[::1]:9003\"]\nresolve_interval = \"10s\"\nconcurrency = 50\n";
+    let c = ok(text);
+    let p = &c.pools[0];
+    assert!(p.command.is_empty());
+    assert_eq!(p.workers, 3);
+    assert_eq!(p.upstreams[2].to_string(), "[::1]:9003");
+    assert_eq!(p.resolve_interval, Duration::from_secs(10));
+    assert_eq!(
+        p.health.interval,
+        Some(Duration::from_secs(5)),
+        "remote pools are checked by default"
+    );
+    let again = ok(&render(&c));
+    assert_eq!(again.pools[0], c.pools[0]);
+    let e = errs("[pools.api]\nupstreams = [\"127.0.0.1:9001\", \"nowhere\"]\nworkers = 2\ncommand = [\"app\"]\n");
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e.iter()
+            .any(|m| m
+                .starts_with("corral.toml:2:32: pools.api.upstreams[1]: \"nowhere\" has no port")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|m| m
+            .starts_with("corral.toml:3:11: pools.api.workers: applies to workers corral starts")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|m| m
+            .starts_with("corral.toml:4:11: pools.api.command: applies to workers corral starts")),
+        "{e:#?}"
+    );
+    let e = errs(&format!("{MINIMAL}resolve_interval = \"5s\"\n"));
+    assert!(
+        e[0].contains("pools.web.resolve_interval: applies to pools with upstreams only"),
+        "{e:#?}"
+    );
+    let e = errs("[pools.api]\n");
+    assert!(e[0].contains("pools.api.command: is missing; a pool needs the command that starts a worker, or upstreams"), "{e:#?}");
+}
