@@ -144,3 +144,118 @@ fn a_worker_refusing_connections_is_ejected_and_its_requests_go_elsewhere() {
         "{metrics}"
     );
 }
+
+/// The `/status` health of the remote backend at `port`.
+fn remote_health(corral: &Corral, port: u16) -> Option<Value> {
+    let addr = format!("127.0.0.1:{port}");
+    corral
+        .workers()
+        .into_iter()
+        .find(|w| w["addr"].as_str() == Some(addr.as_str()))
+        .map(|w| w["health"].clone())
+}
+
+#[test]
+fn a_remote_pool_ejects_a_killed_upstream_serves_on_without_failures_and_takes_it_back() {
+    let (first, second) = (App::start(free_port()), App::start(free_port()));
+    let body = format!(
+        "[pools.api]\nupstreams = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nconcurrency = 8\n\n[pools.api.health]\ninterval = \"200ms\"\nunhealthy = 2\nhealthy = 2\nmax_fails = 2\n",
+        first.port, second.port
+    );
+    let corral = Corral::start(&body, "", 0);
+    let both: BTreeSet<u64> = wait_for("both upstreams serving", Duration::from_secs(10), || {
+        let seen: Option<BTreeSet<u64>> = (0..20)
+            .map(|_| {
+                let (status, body) = get(&client(), &corral.url("/")).ok()?;
+                let v: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+                v["pid"].as_u64()
+            })
+            .collect();
+        seen.filter(|s| s.len() == 2)
+    });
+    assert!(both.contains(&u64::from(second.pid())), "{both:?}");
+    let h = remote_health(&corral, second.port).expect("listed in /status");
+    assert_eq!(h["healthy"], true, "{h}");
+    let pids: Vec<Value> = corral.workers().iter().map(|w| w["pid"].clone()).collect();
+    assert!(
+        pids.iter().all(Value::is_null),
+        "remote backends have no pid: {pids:?}"
+    );
+
+    // Kill one: its checks fail (and its connections are refused) until it is out.
+    let load = Load::start(&corral.url("/"), 4, Duration::from_secs(60));
+    load.wait_more(20, Duration::from_secs(10));
+    let port = second.port;
+    drop(second);
+    let killed = Instant::now();
+    let out = wait_for(
+        "the killed upstream out of rotation",
+        Duration::from_secs(10),
+        || {
+            remote_health(&corral, port)
+                .filter(|h| h["healthy"] == false || !h["ejected_for_seconds"].is_null())
+        },
+    );
+    let took = killed.elapsed();
+    println!("out of rotation after {took:?}: {out}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The active checks take it out too (two failed checks 200 ms apart).
+    let unhealthy = wait_for("failed checks", Duration::from_secs(10), || {
+        remote_health(&corral, port).filter(|h| h["healthy"] == false)
+    });
+    println!("unhealthy after {:?}: {unhealthy}", killed.elapsed());
+    assert_eq!(unhealthy["last_check_passed"], false, "{unhealthy}");
+    let before = load.stop();
+    println!(
+        "{} requests while it was killed, {} failed: {:?}",
+        before.ok,
+        before.failures.len(),
+        before.failures
+    );
+    let after = Load::start(&corral.url("/"), 4, Duration::from_secs(60));
+    after.wait_more(200, Duration::from_secs(20));
+    after.stop().assert_no_failures(&corral.logs());
+    assert_eq!(
+        corral.metric("corral_backends{health=\"healthy\",pool=\"api\"}"),
+        1.0
+    );
+
+    // It comes back on the same address: checks pass twice and it serves again.
+    let again = App::start(port);
+    let back = Instant::now();
+    wait_for(
+        "the upstream back in rotation",
+        Duration::from_secs(10),
+        || {
+            remote_health(&corral, port)
+                .filter(|h| h["healthy"] == true && h["last_check_passed"] == true)
+        },
+    );
+    println!("back after {:?}", back.elapsed());
+    // Passing checks end the passive ejection as well: it serves long before its 10 s are up.
+    wait_for("requests reach it again", Duration::from_secs(5), || {
+        (0..20)
+            .any(|_| answering_pid(&corral, "/") == u64::from(again.pid()))
+            .then_some(())
+    });
+    let events: Vec<Value> = corral
+        .log_events()
+        .into_iter()
+        .filter(|e| {
+            e["event"].as_str().is_some_and(|e| {
+                e.contains("healthy") || e.contains("eject") || e.contains("upstream")
+            })
+        })
+        .collect();
+    for step in [
+        "upstream_added",
+        "backend_ejected",
+        "worker_unhealthy",
+        "worker_healthy",
+    ] {
+        assert!(
+            events.iter().any(|e| e["event"] == step),
+            "no {step} in {events:#?}"
+        );
+    }
+}

@@ -467,6 +467,42 @@ impl Drop for Corral {
     }
 }
 
+/// A test app the test runs itself (a remote upstream), in a process group of its own that
+/// is killed when this is dropped.
+pub struct App {
+    child: Child,
+    pub port: u16,
+}
+
+impl App {
+    /// Starts the test app on `port` and waits until it accepts connections.
+    pub fn start(port: u16) -> App {
+        let child = Command::new(testapp_bin())
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the test app");
+        let app = App { child, port };
+        wait_for("the test app to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        app
+    }
+
+    /// The app's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
 /// The parent pid of `pid`, from /proc.
 fn parent_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

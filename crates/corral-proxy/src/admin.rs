@@ -194,6 +194,7 @@ fn pool_json(pool: &PoolView, now: Instant) -> Value {
         "workers": pool.workers.iter().map(|w| json!({
             "id": w.worker,
             "pid": w.pid,
+            "addr": w.backend.as_ref().map(|b| b.addr.to_string()),
             "state": w.state.as_str(),
             "state_seconds": now.duration_since(w.since).as_secs_f64(),
             "age_seconds": w.started.map(|s| now.duration_since(s).as_secs_f64()),

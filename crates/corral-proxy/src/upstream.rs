@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use corral_supervisor::routes::Queue;
-use corral_supervisor::{Backend, RoutingTable, SharedRoutes};
+use corral_supervisor::{Backend, RoutingTable, SharedRoutes, WorkerId};
 
 /// A claim on one worker for one request: counts in its `in_flight` until dropped, so the
 /// count is right on every path out of a request (errors and retries included), and wakes
@@ -44,13 +44,13 @@ pub enum Choice {
 }
 
 /// Picks the ready worker with the fewest requests in flight, below `concurrency`, not in
-/// `tried` (pids), and claims it. Ties go to the worker after `spread` (a per-request number),
+/// `tried` (by id: remote backends have no pid), and claims it. Ties go to the worker after `spread` (a per-request number),
 /// so equally idle workers share the load instead of the first one taking everything.
 pub fn choose(
     backends: &[Arc<Backend>],
     queue: &Arc<Queue>,
     concurrency: u32,
-    tried: &[u32],
+    tried: &[WorkerId],
     spread: usize,
 ) -> Choice {
     let n = backends.len();
@@ -67,7 +67,7 @@ pub fn choose(
         let mut any_in = false;
         for i in 0..n {
             let b = &backends[(spread + i) % n];
-            if tried.contains(&b.pid) {
+            if tried.contains(&b.id) {
                 continue;
             }
             if !include_out && !b.health.in_rotation(&mut now) {
@@ -126,7 +126,7 @@ pub enum NoWorker {
 pub async fn claim(
     routes: &SharedRoutes,
     table: &mut Arc<RoutingTable>,
-    tried: &[u32],
+    tried: &[WorkerId],
     spread: usize,
 ) -> Result<Claim, NoWorker> {
     let mut deadline = None;
@@ -300,15 +300,15 @@ mod tests {
         assert!(matches!(choose(&b, &q, 1, &[], 1), Choice::Busy));
         drop(first);
         // Alone (the other tried, as on a retry), it is all there is.
-        assert_eq!(pid(choose(&b, &q, 1, &[101], 0)), Some(100));
+        assert_eq!(pid(choose(&b, &q, 1, &[b[1].id], 0)), Some(100));
     }
 
     #[test]
     fn skips_tried_workers_and_says_when_none_is_left() {
         let (b, q) = (backends(2), Arc::new(Queue::default()));
-        assert_eq!(pid(choose(&b, &q, 1, &[100], 0)), Some(101));
+        assert_eq!(pid(choose(&b, &q, 1, &[b[0].id], 0)), Some(101));
         assert!(matches!(
-            choose(&b, &q, 1, &[100, 101], 0),
+            choose(&b, &q, 1, &[b[0].id, b[1].id], 0),
             Choice::Exhausted
         ));
         assert!(matches!(choose(&[], &q, 1, &[], 0), Choice::Exhausted));

@@ -120,6 +120,12 @@ impl BackendHealth {
         if passed {
             self.checks_failed.store(0, Ordering::Relaxed);
             let passes = self.checks_passed.fetch_add(1, Ordering::Relaxed) + 1;
+            // Checks that pass `healthy` times in a row end a passive ejection too (as
+            // Envoy's active checks uneject a host): the backend has shown it is back.
+            if passes >= healthy && self.ejected_until.load(Ordering::Relaxed) != 0 {
+                self.ejected_until.store(1, Ordering::Relaxed);
+                self.fails.store(0, Ordering::Relaxed);
+            }
             if out && passes >= healthy {
                 self.unhealthy.store(false, Ordering::Relaxed);
                 return Turned::Healthy;
@@ -196,6 +202,12 @@ mod tests {
             assert_eq!(h.record_failure(3, base, true), None);
         }
         assert_eq!(h.record_failure(3, base, true), Some(base * 2));
+        // Active checks passing `healthy` times in a row end the ejection.
+        assert!(!h.in_rotation(&mut None));
+        h.record_check(true, 2, 3);
+        assert!(!h.in_rotation(&mut None));
+        h.record_check(true, 2, 3);
+        assert!(h.in_rotation(&mut None));
         // The last backend of its pool stays in, however often it fails.
         let last = BackendHealth::default();
         for _ in 0..10 {

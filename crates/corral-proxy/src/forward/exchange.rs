@@ -31,6 +31,7 @@ use super::tunnel::Tunnel;
 use super::{Forwarder, Reusable};
 use crate::request_id;
 use crate::upstream::{self, Claim, NoWorker};
+use corral_supervisor::WorkerId;
 
 impl Forwarder {
     /// Serves the request `client` has just read. Returns the connection when it may carry
@@ -151,7 +152,7 @@ impl Forwarder {
         }
         let replayable = client.req_header().method.is_idempotent() && client.is_body_empty();
         let spread = upstream::spread_seed();
-        let mut skipped = [0u32; MAX_TRIES];
+        let mut skipped = [WorkerId(0); MAX_TRIES];
         let mut tries = Tries::default();
         loop {
             let tried = &skipped[..tries.failed_workers];
@@ -196,7 +197,7 @@ impl Forwarder {
                     if let Some(e) = &failure.error {
                         tracing::warn!(worker = %backend.addr, error = %e, "worker failed before answering; trying another");
                     }
-                    skipped[tries.failed_workers] = backend.pid;
+                    skipped[tries.failed_workers] = backend.id;
                 }
             }
             retry::record(&mut tries, next);
@@ -208,7 +209,7 @@ impl Forwarder {
     async fn claim(
         &self,
         exchange: &mut Exchange,
-        tried: &[u32],
+        tried: &[WorkerId],
         spread: usize,
         tries: Tries,
     ) -> Result<Claim, Failure> {

@@ -22,6 +22,10 @@ impl Policy {
         let Some(state) = self.pools.iter().find(|p| p.id == pool) else {
             return;
         };
+        if state.is_remote() {
+            self.ensure_resolver(pool);
+            return;
+        }
         // Beyond the desired count (scale down, a pool stopped or removed): drain away.
         let extra: Vec<(WorkerId, u32, bool)> = state
             .workers

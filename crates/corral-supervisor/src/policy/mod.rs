@@ -21,6 +21,7 @@ mod control;
 mod exit;
 mod lifecycle;
 mod pool;
+mod remote;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,12 @@ pub(crate) enum Event {
     Retire {
         worker: WorkerId,
         reason: ExitReason,
+    },
+    /// A remote pool's upstream names resolved (for its `generation`), in `upstreams` order.
+    Resolved {
+        pool: PoolId,
+        generation: u64,
+        addrs: remote::Resolution,
     },
     /// The worker failed its pool's `unhealthy` active checks in a row.
     Unhealthy(WorkerId),
@@ -137,7 +144,16 @@ pub(crate) enum Action {
         path: String,
         counters: corral_telemetry::health::PoolHealth,
     },
-    /// A pool is gone: release what the runner holds for it (its slots' sockets).
+    /// Resolve a remote pool's `upstreams` now and every `every`, reporting
+    /// [`Event::Resolved`] for `generation`; replaces the pool's resolver if it has one.
+    Resolve {
+        pool: PoolId,
+        generation: u64,
+        upstreams: Vec<corral_config::Upstream>,
+        every: Duration,
+    },
+    /// A pool is gone: release what the runner holds for it (its slots' sockets, its
+    /// resolver).
     ForgetPool(PoolId),
     /// Republish the routing table and the status snapshot.
     Publish,
@@ -231,6 +247,11 @@ impl Policy {
             Event::Timer(timer) => self.on_timer(timer, now),
             Event::Memory(samples) => self.on_memory(&samples, now),
             Event::Retire { worker, reason } => self.retire(worker, reason, now),
+            Event::Resolved {
+                pool,
+                generation,
+                addrs,
+            } => self.on_resolved(pool, generation, addrs, now),
             Event::Unhealthy(worker) => self.retire(worker, ExitReason::Unhealthy, now),
             Event::Hung { worker, request } => self.on_hung(worker, &request, now),
             Event::Reload(config) => self.reload(&config, now),

@@ -37,6 +37,10 @@ pub(super) struct PoolState {
     failures: VecDeque<Instant>,
     /// No longer in the config: its workers drain and it goes away.
     pub(super) removed: bool,
+    /// A remote pool's backends, as last resolved.
+    pub(super) remote: Vec<super::remote::RemoteBackend>,
+    /// The generation whose resolver the runner was asked to run.
+    pub(super) resolving: Option<u64>,
 }
 
 impl PoolState {
@@ -54,7 +58,14 @@ impl PoolState {
             failed: None,
             failures: VecDeque::new(),
             removed: false,
+            remote: Vec::new(),
+            resolving: None,
         }
+    }
+
+    /// Whether its backends are servers named by `upstreams`, not workers corral starts.
+    pub(super) fn is_remote(&self) -> bool {
+        !self.config.upstreams.is_empty()
     }
 
     /// Whether no worker of the pool is left.

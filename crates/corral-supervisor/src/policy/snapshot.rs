@@ -17,12 +17,21 @@ impl Policy {
         for pool in self.pools.iter().filter(|p| !p.removed) {
             let route = Arc::new(PoolRoute {
                 name: pool.name.clone(),
-                backends: pool
-                    .workers
-                    .iter()
-                    .filter(|w| w.routable())
-                    .filter_map(|w| w.backend().cloned())
-                    .collect(),
+                backends: if pool.is_remote() {
+                    // A stopped remote pool (desired 0) takes no requests.
+                    let serving = pool.desired > 0 && !pool.removed;
+                    pool.remote
+                        .iter()
+                        .filter(|_| serving)
+                        .map(|r| r.backend.clone())
+                        .collect()
+                } else {
+                    pool.workers
+                        .iter()
+                        .filter(|w| w.routable())
+                        .filter_map(|w| w.backend().cloned())
+                        .collect()
+                },
                 metrics: pool.metrics.clone(),
                 concurrency: pool.config.concurrency,
                 queue_size: pool.config.queue_size,
@@ -97,6 +106,16 @@ impl Policy {
                     generation: w.generation,
                 })
                 .collect();
+            workers.extend(pool.remote.iter().map(|r| WorkerView {
+                worker: r.backend.worker,
+                pid: None,
+                state: StateKind::Ready,
+                since: r.backend.started,
+                started: None,
+                backend: Some(r.backend.clone()),
+                restarts: 0,
+                generation: pool.generation,
+            }));
             workers.sort_by_key(|w| w.worker);
             views.push(PoolView {
                 name: pool.name.clone(),

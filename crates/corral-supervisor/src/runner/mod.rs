@@ -6,6 +6,7 @@
 mod health_checks;
 mod launch;
 mod os;
+mod resolve;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
@@ -64,6 +65,8 @@ pub(crate) struct Runner {
     workers: HashMap<WorkerId, WorkerIo>,
     /// With `bind = "fd"`: the socket every worker of a slot accepts on, kept across them.
     listeners: HashMap<(PoolId, u32), TcpListener>,
+    /// The resolver task of each remote pool.
+    resolvers: HashMap<PoolId, tokio::task::JoinHandle<()>>,
     events_tx: mpsc::UnboundedSender<Internal>,
     events_rx: mpsc::UnboundedReceiver<Internal>,
     /// Whom to tell when the stop is complete.
@@ -85,6 +88,7 @@ impl Runner {
             heartbeat,
             workers: HashMap::new(),
             listeners: HashMap::new(),
+            resolvers: HashMap::new(),
             events_tx,
             events_rx,
             stop_waiters: Vec::new(),
@@ -197,7 +201,30 @@ impl Runner {
                             move |event| tx.send(Internal::Event(event)).is_ok(),
                         ));
                     }
-                    Action::ForgetPool(pool) => self.listeners.retain(|(p, _), _| *p != pool),
+                    Action::Resolve {
+                        pool,
+                        generation,
+                        upstreams,
+                        every,
+                    } => {
+                        let tx = self.events_tx.clone();
+                        let task = tokio::spawn(resolve::run(
+                            pool,
+                            generation,
+                            upstreams,
+                            every,
+                            move |event| tx.send(Internal::Event(event)).is_ok(),
+                        ));
+                        if let Some(old) = self.resolvers.insert(pool, task) {
+                            old.abort();
+                        }
+                    }
+                    Action::ForgetPool(pool) => {
+                        self.listeners.retain(|(p, _), _| *p != pool);
+                        if let Some(resolver) = self.resolvers.remove(&pool) {
+                            resolver.abort();
+                        }
+                    }
                     Action::Publish => publish = true,
                     Action::Finished => finished = true,
                 }

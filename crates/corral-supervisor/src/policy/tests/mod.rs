@@ -29,6 +29,8 @@ struct World {
     spawns: Vec<(String, u32)>,
     /// Workers whose health checks the runner was told to start.
     health_watched: Vec<WorkerId>,
+    /// Resolvers the runner was told to run: pool and generation.
+    resolvers: Vec<(super::PoolId, u64)>,
     finished: bool,
 }
 
@@ -36,6 +38,10 @@ struct World {
 fn config(active: &str, pools: &[(&str, &str)]) -> corral_config::Config {
     let mut text = format!("[routing]\nactive = {active:?}\n");
     for (name, extra) in pools {
+        if extra.contains("upstreams") {
+            text.push_str(&format!("[pools.{name}]\n{extra}\n"));
+            continue;
+        }
         text.push_str(&format!(
             "[pools.{name}]\ncommand = [\"app\", \"{{port}}\"]\nkill_timeout = \"5s\"\n{extra}\n"
         ));
@@ -58,6 +64,7 @@ impl World {
             signals: Vec::new(),
             spawns: Vec::new(),
             health_watched: Vec::new(),
+            resolvers: Vec::new(),
             finished: false,
         };
         world.send(Event::Start);
@@ -91,6 +98,9 @@ impl World {
                         within,
                     } => self.drains.push((worker, backend, self.now + within)),
                     Action::WatchHealth { worker, .. } => self.health_watched.push(worker),
+                    Action::Resolve {
+                        pool, generation, ..
+                    } => self.resolvers.push((pool, generation)),
                     Action::ForgetPool(_) | Action::Publish => {}
                     Action::Finished => self.finished = true,
                 }
