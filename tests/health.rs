@@ -259,3 +259,30 @@ fn a_remote_pool_ejects_a_killed_upstream_serves_on_without_failures_and_takes_i
         );
     }
 }
+
+#[test]
+fn a_remote_upstream_that_hangs_gets_its_request_a_504_and_is_not_killed() {
+    let app = App::start(free_port());
+    let body = format!(
+        "[pools.api]\nupstreams = [\"127.0.0.1:{}\"]\ntimeout = \"1s\"\n",
+        app.port
+    );
+    let corral = Corral::start(&body, "", 0);
+    wait_for("the upstream serving", Duration::from_secs(10), || {
+        get(&client(), &corral.url("/"))
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    });
+    let start = Instant::now();
+    let (status, _) = get(&client(), &corral.url("/sleep?ms=5000")).expect("request");
+    assert_eq!(status, 504);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    // No process of corral's: nothing is signalled, the server serves on.
+    assert!(group_alive(app.pid()));
+    let (status, _) = get(&client(), &corral.url("/")).expect("request after");
+    assert_eq!(status, 200);
+}
