@@ -99,7 +99,7 @@ impl Metrics {
         let restarts = IntCounterVec::new(
             Opts::new(
                 "corral_worker_restarts_total",
-                "Workers replaced, by pool and reason (crash, start_timeout, spawn_failed, timeout, max_requests, max_memory, reload, scale)",
+                "Workers replaced, by pool and reason (crash, start_timeout, spawn_failed, timeout, max_requests, max_memory, unhealthy, reload, scale)",
             ),
             &["pool", "reason"],
         )?;
