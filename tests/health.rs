@@ -92,11 +92,11 @@ fn a_worker_failing_its_health_checks_leaves_the_rotation_and_is_replaced_withou
 }
 
 #[test]
-fn a_worker_that_recovers_comes_back_into_rotation_before_its_replacement_is_ready() {
-    // A replacement that takes 3 s to start: time enough to see the sick worker come back.
+fn a_worker_that_recovers_before_it_would_be_replaced_serves_on() {
+    // Out after 2 failed checks (0.6 s), replaced after 4 (1.2 s): /well comes in between.
     let body = format!(
-        "{}\n[pools.web.health]\ninterval = \"100ms\"\nunhealthy = 2\nhealthy = 2\n",
-        testapp_pool(1, ", \"--startup-delay-ms\", \"3000\"")
+        "{}\n[pools.web.health]\ninterval = \"300ms\"\nunhealthy = 2\nhealthy = 2\n",
+        testapp_pool(1, "")
     );
     let corral = Corral::start(&body, "", 1);
     let sick = answering_pid(&corral, "/sick");
@@ -108,6 +108,16 @@ fn a_worker_that_recovers_comes_back_into_rotation_before_its_replacement_is_rea
     let h = worker_with(&corral, sick).expect("still listed")["health"].clone();
     assert_eq!(h["healthy"], true, "{h}");
     assert_eq!(h["last_check_passed"], true, "{h}");
+    // Past the time it would have been replaced: it is the same worker, never retired.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(answering_pid(&corral, "/"), sick);
+    let events = corral.log_events();
+    for gone in ["worker_still_unhealthy", "worker_retiring", "worker_exited"] {
+        assert!(
+            !events.iter().any(|e| e["event"] == gone),
+            "{gone} in {events:#?}"
+        );
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod body;
 mod compress;
 mod conns;
 mod context;
+mod copy;
 mod exchange;
 mod fields;
 mod headers;

@@ -1,12 +1,12 @@
 //! Upgraded connections (WebSocket): once the worker has answered 101, bytes are copied both
 //! ways until either side closes, the tunnel has been silent for `idle_timeout`, or a drain
-//! deadline closes it. An open tunnel holds only the two sockets and small fixed buffers;
-//! pingora's HTTP sessions would hold 64 KiB per direction (and a fixed 60 s read timeout)
-//! for as long as it lives.
+//! deadline closes it. An open tunnel holds its two sockets and, while quiet, no buffer
+//! (see `copy`); pingora's HTTP sessions would hold 64 KiB per direction (and a fixed 60 s
+//! read timeout) for as long as it lives.
 
 use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -15,12 +15,11 @@ use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Bytes buffered per direction of an upgraded connection.
-const TUNNEL_BUFFER: usize = 4096;
+use super::copy::{self, Meter};
 
 /// How long closing one side may wait for its unsent bytes to go out.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
@@ -77,18 +76,24 @@ impl Tunnel {
         let end = match self.hand_over_early(&from_client, &from_worker).await {
             Err(e) => End::Failed(e),
             Ok(()) => {
-                let mut client = Counted::new(&mut self.client, &from_client, &last, start);
-                let mut worker = Counted::new(&mut self.worker, &from_worker, &last, start);
-                let copy = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut worker,
-                    TUNNEL_BUFFER,
-                    TUNNEL_BUFFER,
+                let copy = copy::both_ways(
+                    &mut self.client,
+                    &mut self.worker,
+                    Meter {
+                        bytes: &from_client,
+                        last: &last,
+                        start,
+                    },
+                    Meter {
+                        bytes: &from_worker,
+                        last: &last,
+                        start,
+                    },
                 );
                 let [worker_closing, corral_closing] = closing;
                 tokio::select! {
                     copied = copy => match copied {
-                        Ok(_) => End::Closed,
+                        Ok(()) => End::Closed,
                         Err(e) => End::Failed(e),
                     },
                     () = until_silent(&last, start, idle) => End::Idle,
@@ -145,67 +150,6 @@ async fn until_silent(last: &AtomicU64, start: Instant, idle: Duration) {
 async fn until_true(mut flag: watch::Receiver<bool>) {
     if flag.wait_for(|closing| *closing).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-/// One end of the tunnel, counting what is read from it and stamping when.
-struct Counted<'a> {
-    inner: &'a mut Stream,
-    read: &'a AtomicU64,
-    /// Milliseconds from `start` to the last read of either end.
-    last: &'a AtomicU64,
-    start: Instant,
-}
-
-impl<'a> Counted<'a> {
-    fn new(
-        inner: &'a mut Stream,
-        read: &'a AtomicU64,
-        last: &'a AtomicU64,
-        start: Instant,
-    ) -> Self {
-        Counted {
-            inner,
-            read,
-            last,
-            start,
-        }
-    }
-}
-
-impl AsyncRead for Counted<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.read.fetch_add(n as u64, Ordering::Relaxed);
-            let ms = self.start.elapsed().as_millis() as u64;
-            self.last.store(ms, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Counted<'_> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

@@ -1,7 +1,8 @@
-//! Active health checks: one task per ready worker of a pool with `health.interval`,
-//! probing its health path off the request path. A worker that fails `unhealthy` checks in a
-//! row leaves the rotation at once (the proxy reads its health) and the policy hears of it to
-//! replace it; `healthy` passes in a row bring it back meanwhile.
+//! Active health checks: one task per ready backend of a pool with `health.interval`,
+//! probing its health path off the request path. A backend that fails `unhealthy` checks in a
+//! row leaves the rotation at once (the proxy reads its health); a worker that stays
+//! unhealthy for as many checks again is reported to the policy, which replaces it. `healthy`
+//! passes in a row bring it back before that. A remote upstream only leaves and rejoins.
 
 use std::sync::Weak;
 
@@ -45,16 +46,28 @@ pub(super) async fn watch(
         let turned = backend
             .health
             .record_check(result.is_ok(), health.healthy, health.unhealthy);
+        let failed_in_a_row = backend.health.view().checks_failed;
         match (turned, result) {
-            (Turned::Unhealthy, Err(why)) => {
+            (Turned::Unhealthy, Err(why)) => tracing::warn!(
+                event = "worker_unhealthy",
+                pool = &*backend.pool,
+                worker = backend.worker,
+                pid = backend.pid,
+                addr = %backend.addr,
+                checks = health.unhealthy,
+                last_check = %why,
+                "failed its health checks; no new requests"
+            ),
+            // Still unhealthy as many checks later: a worker corral runs is replaced.
+            (_, Err(why)) if backend.pid != 0 && failed_in_a_row == 2 * health.unhealthy => {
                 tracing::warn!(
-                    event = "worker_unhealthy",
+                    event = "worker_still_unhealthy",
                     pool = &*backend.pool,
                     worker = backend.worker,
                     pid = backend.pid,
-                    checks = health.unhealthy,
+                    checks = failed_in_a_row,
                     last_check = %why,
-                    "worker failed its health checks; no new requests, replacing it"
+                    "still failing its health checks; replacing the worker"
                 );
                 if !report(Event::Unhealthy(worker)) {
                     return;
@@ -65,8 +78,9 @@ pub(super) async fn watch(
                 pool = &*backend.pool,
                 worker = backend.worker,
                 pid = backend.pid,
+                addr = %backend.addr,
                 checks = health.healthy,
-                "worker passes its health checks again; back in rotation"
+                "passes its health checks again; back in rotation"
             ),
             _ => {}
         }
