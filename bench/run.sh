@@ -306,17 +306,15 @@ if want reload; then
 fi
 
 # --- 4. idle WebSockets -----------------------------------------------------------------------
-# RSS per idle WebSocket through corral, and echo latency (20 sockets x 200 round trips)
-# direct to the test app, through corral, and through corral while WS_COUNT idle ones are open.
+# RSS per idle WebSocket through corral, and echo latency (20 sockets x 100 round trips per
+# cell) direct to a test app and through corral, interleaved in rounds, first with no other
+# socket open and then while WS_COUNT idle ones are held through corral.
 if want websocket; then
-  ECHOERS=${ECHOERS:-20}; ROUNDS=${ROUNDS:-200}
-  echo_of() { awk '/^ECHO/ {print $2, $3, $4}' "$1"; }
+  ECHOERS=${ECHOERS:-20}; MESSAGES=${MESSAGES:-100}; WS_ROUNDS=${WS_ROUNDS:-5}
   direct_port=$(free_port)
   "$BIN/corral-testapp" --port "$direct_port" >/dev/null 2>&1 &
   DIRECT_APP=$!; PIDS+=("$DIRECT_APP")
   wait_port "$direct_port"
-  "$VENV/bin/python" bench/ws_idle.py "ws://127.0.0.1:$direct_port/ws" 0 0 "$ECHOERS" "$ROUNDS" > "$WORK/ws-direct.out"
-  kill "$DIRECT_APP"
   start_corral websocket "[websocket]
 idle_timeout = \"600s\"
 [pools.ws]
@@ -325,18 +323,21 @@ workers = 1
 concurrency = 100000
 ready = \"tcp\""
   curl -sf "http://127.0.0.1:$CORRAL_PORT/" >/dev/null
-  "$VENV/bin/python" bench/ws_idle.py "ws://127.0.0.1:$CORRAL_PORT/ws" 0 0 "$ECHOERS" "$ROUNDS" > "$WORK/ws-empty.out"
+  direct_url="ws://127.0.0.1:$direct_port/ws"; corral_url="ws://127.0.0.1:$CORRAL_PORT/ws"
+  "$VENV/bin/python" bench/ws_idle.py "$corral_url" 0 0 "$ECHOERS" "$MESSAGES" "$WS_ROUNDS" "$direct_url" "$corral_url" > "$WORK/ws-empty.out"
   before=$(rss_kb "$CORRAL_PID")
-  "$VENV/bin/python" bench/ws_idle.py "ws://127.0.0.1:$CORRAL_PORT/ws" "$WS_COUNT" 8 "$ECHOERS" "$ROUNDS" > "$WORK/ws.out" &
+  # Hold long enough for the RSS sample after the echo rounds.
+  "$VENV/bin/python" bench/ws_idle.py "$corral_url" "$WS_COUNT" 5 "$ECHOERS" "$MESSAGES" "$WS_ROUNDS" "$direct_url" "$corral_url" > "$WORK/ws.out" &
   WS=$!
   for _ in $(seq 600); do grep -q OPEN "$WORK/ws.out" 2>/dev/null && break; sleep 0.1; done
   sleep 2
   during=$(rss_kb "$CORRAL_PID")
   wait "$WS" || true
+  kill "$DIRECT_APP"
   read -r _ opened _ failed < <(grep OPEN "$WORK/ws.out")
-  read -r d50 d99 dn < <(echo_of "$WORK/ws-direct.out")
-  read -r e50 e99 en < <(echo_of "$WORK/ws-empty.out")
-  read -r l50 l99 ln < <(echo_of "$WORK/ws.out")
+  row() { # LABEL FILE INDEX
+    awk -v l="$1" -v i="$3" '$1 == "ECHO" && $2 == i { printf "| %s | %s ms (%s-%s) | %s ms (%s-%s) | %s |\n", l, $3, $4, $5, $6, $7, $8, $9 }' "$2"
+  }
   {
   echo
   echo "## 4. Idle WebSockets"
@@ -344,13 +345,15 @@ ready = \"tcp\""
   echo "$opened idle WebSockets held through corral ($failed failed to open; fd limit $(ulimit -n)). corral's RSS: $before kB"
   echo "before, $during kB with them open: $(awk -v a="$during" -v b="$before" -v n="$opened" 'BEGIN { if (n>0) printf "%.1f", (a-b)/n; else print "-" }') kB per connection."
   echo
-  echo "Echo latency, $ECHOERS sockets x $ROUNDS round trips each (Python client, one process):"
+  echo "Echo latency: $ECHOERS sockets x $MESSAGES round trips per cell, $WS_ROUNDS interleaved rounds,"
+  echo "median (min-max) of the rounds' p50 and p99; one Python client process."
   echo
-  echo "| path | p50 | p99 | round trips | p50 / direct | p99 / direct |"
-  echo "|---|---|---|---|---|---|"
-  echo "| direct to the test app | ${d50} ms | ${d99} ms | $dn | 1.00 | 1.00 |"
-  echo "| through corral | ${e50} ms | ${e99} ms | $en | $(ratio "$e50" "$d50") | $(ratio "$e99" "$d99") |"
-  echo "| through corral, $opened idle open | ${l50} ms | ${l99} ms | $ln | $(ratio "$l50" "$d50") | $(ratio "$l99" "$d99") |"
+  echo "| path | p50 | p99 | round trips |"
+  echo "|---|---|---|---|"
+  row "direct to the test app" "$WORK/ws-empty.out" 0
+  row "through corral" "$WORK/ws-empty.out" 1
+  row "direct, $opened idle open through corral" "$WORK/ws.out" 0
+  row "through corral, $opened idle open" "$WORK/ws.out" 1
   } >> "$OUT"
   kill "$CORRAL_PID"
 fi
