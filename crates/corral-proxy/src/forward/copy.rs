@@ -160,6 +160,21 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Writes `bytes` then shuts down, while reading everything the other side sends.
+    async fn send_and_read(end: tokio::io::DuplexStream, bytes: Vec<u8>) -> Vec<u8> {
+        let (mut r, mut w) = tokio::io::split(end);
+        let write = async move {
+            w.write_all(&bytes).await.expect("write");
+            w.shutdown().await.expect("shutdown");
+        };
+        let read = async move {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.expect("read");
+            got
+        };
+        tokio::join!(write, read).1
+    }
+
     #[tokio::test]
     async fn every_byte_goes_through_both_ways_and_ends_close_the_other_side() {
         let (client, mut a) = tokio::io::duplex(64);
@@ -187,32 +202,8 @@ mod tests {
         let up: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
         let down: Vec<u8> = (0..150_000u32).map(|i| (i * 13) as u8).collect();
         let (up2, down2) = (up.clone(), down.clone());
-        let client_side = tokio::spawn(async move {
-            let (mut r, mut w) = tokio::io::split(client);
-            let write = async move {
-                w.write_all(&up2).await.expect("client write");
-                w.shutdown().await.expect("client shutdown");
-            };
-            let read = async move {
-                let mut got = Vec::new();
-                r.read_to_end(&mut got).await.expect("client read");
-                got
-            };
-            tokio::join!(write, read).1
-        });
-        let worker_side = tokio::spawn(async move {
-            let (mut r, mut w) = tokio::io::split(worker);
-            let write = async move {
-                w.write_all(&down2).await.expect("worker write");
-                w.shutdown().await.expect("worker shutdown");
-            };
-            let read = async move {
-                let mut got = Vec::new();
-                r.read_to_end(&mut got).await.expect("worker read");
-                got
-            };
-            tokio::join!(write, read).1
-        });
+        let client_side = tokio::spawn(send_and_read(client, up2));
+        let worker_side = tokio::spawn(send_and_read(worker, down2));
         let (at_client, at_worker) = (
             client_side.await.expect("client"),
             worker_side.await.expect("worker"),
