@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::model::Health;
+use toml::de::DeValue;
+
+use crate::model::{Health, Smoke};
 use crate::reader::{as_integer, Reader, Table};
 
 /// Answers that count as a backend's failure when `fail_status` does not say: the gateway
@@ -68,4 +70,39 @@ fn fail_status(r: &mut Reader, t: &mut Table) -> Vec<u16> {
         .filter_map(|(i, item)| as_integer(r, item, &format!("{path}[{i}]"), 500, 599))
         .map(|n| n as u16)
         .collect()
+}
+
+/// `smoke = [{ path = "/health", status = 200 }, ...]`: requests a pool must answer as
+/// expected before `corral switch` sends it traffic.
+pub(crate) fn smoke(r: &mut Reader, pool: &mut Table) -> Vec<Smoke> {
+    let expected = "an array of checks like [{ path = \"/health\", status = 200 }]";
+    let Some((path, items)) = pool.array(r, "smoke", expected) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let DeValue::Table(table) = item.get_ref() else {
+            r.error(item.span(), &item_path, format!("expected {expected}"));
+            continue;
+        };
+        let mut t = Table::new(item_path.clone(), Some(table));
+        let target = t.string(r, "path");
+        let status = t.integer(r, "status", 100, 599).map_or(200, |n| n as u16);
+        t.finish(r);
+        match target {
+            Some(p) if p.starts_with('/') => out.push(Smoke { path: p, status }),
+            Some(p) => r.error(
+                item.span(),
+                &format!("{item_path}.path"),
+                format!("{p:?} must start with '/'"),
+            ),
+            None => r.error(
+                item.span(),
+                &format!("{item_path}.path"),
+                "is missing; say which path to request",
+            ),
+        }
+    }
+    out
 }

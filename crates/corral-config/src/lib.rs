@@ -34,7 +34,7 @@ pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN
 pub use model::{
     Bind, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log, LogFormat,
     OnStoreError, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rotation, Routing, RunAs,
-    Server, StoreKind, Upstream, WebSocket,
+    Server, Smoke, StoreKind, Upstream, WebSocket,
 };
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;

@@ -141,6 +141,7 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
     let path = t.key_path("active");
     let node = t.get("active");
     let active = t.string(r, "active");
+    let keep_previous = t.boolean(r, "keep_previous").unwrap_or(false);
     t.finish(r);
     match (active, node) {
         (Some(name), Some(node)) => {
@@ -156,12 +157,16 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
                 );
                 return None;
             }
-            Some(Routing { active: name })
+            Some(Routing {
+                active: name,
+                keep_previous,
+            })
         }
         (None, Some(_)) => None,
         (_, None) => match pools {
             [only] => Some(Routing {
                 active: only.name.clone(),
+                keep_previous,
             }),
             [] => None,
             _ => {
@@ -306,6 +311,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         .duration(r, "start_limit_interval")
         .unwrap_or(Duration::from_secs(10));
     let run_as = run_as(r, &mut t);
+    let smoke = crate::health::smoke(r, &mut t);
     let (health_path, mut health) = crate::health::health(r, &mut t);
     if remote {
         health.interval = health
@@ -327,6 +333,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         listen_fds_env,
         ready,
         health_path,
+        smoke,
         health,
         cwd,
         env,

@@ -128,6 +128,15 @@ pub struct Headers {
     pub remove: Vec<String>,
 }
 
+/// One smoke check: `GET path` must answer `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smoke {
+    /// The path requested.
+    pub path: String,
+    /// The status expected.
+    pub status: u16,
+}
+
 /// One entry of `upstreams`: a name (resolved at start and every `resolve_interval`) or
 /// an address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -338,6 +347,9 @@ pub enum OnStoreError {
 pub struct Routing {
     /// The pool that receives traffic.
     pub active: String,
+    /// Whether `corral switch` keeps the pool it switched away from running (warm, for a
+    /// quick switch back) instead of draining and stopping it.
+    pub keep_previous: bool,
 }
 
 /// `[pools.NAME]`: a group of identical workers running the user's command.
@@ -364,6 +376,8 @@ pub struct Pool {
     pub ready: Ready,
     /// Path requested by `ready = "http"`.
     pub health_path: String,
+    /// `smoke`: what `corral switch` checks before sending the pool traffic.
+    pub smoke: Vec<Smoke>,
     /// `[pools.NAME.health]`: active checks of ready workers, passive ejection.
     pub health: Health,
     /// Working directory of the workers; corral's own when absent.

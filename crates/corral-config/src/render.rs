@@ -184,7 +184,11 @@ pub fn render(c: &Config) -> String {
         }
     }
     let _ = writeln!(out, "max_keys = {}", store.max_keys);
-    let _ = writeln!(out, "\n[routing]\nactive = {:?}", c.routing.active);
+    let _ = writeln!(
+        out,
+        "\n[routing]\nactive = {:?}\nkeep_previous = {}",
+        c.routing.active, c.routing.keep_previous
+    );
     for p in &c.pools {
         if !p.upstreams.is_empty() {
             render_remote(&mut out, p);
@@ -282,8 +286,16 @@ fn render_remote(out: &mut String, p: &Pool) {
     render_health(out, p);
 }
 
-/// `[pools.NAME.health]`.
+/// `smoke` and `[pools.NAME.health]`.
 fn render_health(out: &mut String, p: &Pool) {
+    if !p.smoke.is_empty() {
+        let checks: Vec<String> = p
+            .smoke
+            .iter()
+            .map(|s| format!("{{ path = {:?}, status = {} }}", s.path, s.status))
+            .collect();
+        let _ = writeln!(out, "smoke = [{}]", checks.join(", "));
+    }
     let h = &p.health;
     let _ = writeln!(
         out,

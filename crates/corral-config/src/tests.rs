@@ -498,3 +498,40 @@ fn a_remote_pool_names_its_upstreams_and_refuses_keys_of_supervised_workers() {
     let e = errs("[pools.api]\n");
     assert!(e[0].contains("pools.api.command: is missing; a pool needs the command that starts a worker, or upstreams"), "{e:#?}");
 }
+
+#[test]
+fn smoke_checks_and_keep_previous_are_read_back_and_bad_ones_named() {
+    let text = "[routing]\nactive = \"blue\"\nkeep_previous = true\n[pools.blue]\ncommand = [\"app\"]\n[pools.green]\ncommand = [\"app\"]\nsmoke = [{ path = \"/health\" }, { path = \"/api/ping\", status = 204 }]\n";
+    let c = ok(text);
+    assert!(c.routing.keep_previous);
+    let green = &c.pools[1];
+    assert_eq!(green.smoke.len(), 2);
+    assert_eq!((green.smoke[0].status, green.smoke[1].status), (200, 204));
+    let again = ok(&render(&c));
+    assert_eq!(again.pools[1].smoke, green.smoke);
+    assert!(again.routing.keep_previous);
+    let e = errs(
+        "[pools.web]\ncommand = [\"app\"]\nsmoke = [{ path = \"health\" }, { status = 99 }, 3]\n",
+    );
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("pools.web.smoke[0].path: \"health\" must start with '/'")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("pools.web.smoke[1].status: 99 is out of range")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("pools.web.smoke[1].path: is missing")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("pools.web.smoke[2]: expected an array of checks")),
+        "{e:#?}"
+    );
+}
