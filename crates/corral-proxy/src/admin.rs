@@ -82,6 +82,27 @@ impl Admin {
                     reply: tx,
                 }
             }
+            "/switch" => {
+                let pool = head
+                    .uri
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("pool="));
+                match pool.filter(|p| !p.is_empty()) {
+                    Some(pool) => ControlRequest::Switch {
+                        pool: pool.to_string(),
+                        reply: tx,
+                    },
+                    None => {
+                        return reply(
+                            400,
+                            "application/json",
+                            json!({"errors": ["say which pool: /switch?pool=NAME"]}).to_string(),
+                        )
+                    }
+                }
+            }
             _ => return reply(404, "text/plain", "not found\n".into()),
         };
         let stopping = || {

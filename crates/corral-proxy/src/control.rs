@@ -1,4 +1,4 @@
-//! Requests from `corral reload|scale` arriving on the control socket, handed to the
+//! Requests from `corral reload|scale|switch` arriving on the control socket, handed to the
 //! master's main loop, which owns config and supervisor.
 
 use tokio::sync::{mpsc, oneshot};
@@ -16,6 +16,14 @@ pub enum ControlRequest {
         pool: Option<String>,
         /// The new number of workers.
         workers: u32,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Reply>,
+    },
+    /// Move traffic to another pool once it passes its checks (`corral switch`); the answer
+    /// comes when the switch is done or refused.
+    Switch {
+        /// The pool to switch to.
+        pool: String,
         /// Where the answer goes.
         reply: oneshot::Sender<Reply>,
     },

@@ -52,13 +52,49 @@ async fn probe_inner(kind: Ready, addr: &Address, path: &str) -> Result<(), Stri
 
 async fn exchange(
     kind: Ready,
-    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    stream: impl AsyncRead + AsyncWrite + Unpin,
     addr: &Address,
     path: &str,
 ) -> Result<(), String> {
     if kind != Ready::Http {
         return Ok(());
     }
+    match status(stream, addr, path).await? {
+        200..=299 => Ok(()),
+        code => Err(format!("answered {code}")),
+    }
+}
+
+/// The status `GET path` gets from `addr` within `timeout`: for smoke checks, which expect
+/// a given status rather than any 2xx.
+pub async fn status_of(addr: &Address, path: &str, timeout: Duration) -> Result<u16, String> {
+    let ask = async {
+        match addr {
+            Address::Tcp(a) => {
+                let stream = TcpStream::connect(a)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                status(stream, addr, path).await
+            }
+            Address::Unix(p) => {
+                let stream = UnixStream::connect(p)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                status(stream, addr, path).await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, ask).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+async fn status(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    addr: &Address,
+    path: &str,
+) -> Result<u16, String> {
     let host = match addr {
         Address::Tcp(a) => a.to_string(),
         Address::Unix(_) => "localhost".to_string(),
@@ -85,11 +121,10 @@ async fn exchange(
         }
     }
     // "HTTP/1.x NNN ..."
-    match answer.get(9..12) {
-        Some([b'2', _, _]) => Ok(()),
-        Some(status) => Err(format!("answered {}", String::from_utf8_lossy(status))),
-        None => Err("closed before answering".into()),
-    }
+    answer
+        .get(9..12)
+        .and_then(|code| std::str::from_utf8(code).ok()?.parse().ok())
+        .ok_or_else(|| "closed before answering".into())
 }
 
 /// How a worker's start ended, as far as readiness goes.

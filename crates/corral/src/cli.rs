@@ -40,6 +40,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move traffic to another pool once all its workers are ready and pass their health and
+    /// smoke checks; the previous pool drains and stops (or stays warm with
+    /// routing.keep_previous). Refused, with the reason, when any check fails.
+    Switch {
+        #[command(flatten)]
+        args: ControlArgs,
+        /// The pool to switch to.
+        pool: String,
+    },
     /// Set the number of workers of a pool of the running corral.
     Scale {
         #[command(flatten)]
@@ -139,6 +148,32 @@ pub fn scale(args: &ControlArgs, pool: &str, workers: u32) -> ExitCode {
         Err(e) => failed(&e),
     }
 }
+
+/// `corral switch POOL`.
+pub fn switch(args: &ControlArgs, pool: &str) -> ExitCode {
+    let path = format!("/switch?pool={pool}");
+    match client::request_waiting(&socket(args), "POST", &path, SWITCH_WAIT) {
+        Ok((200, body)) => {
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            println!(
+                "switched from {} to {} ({} workers checked, {} ms); {}: {}",
+                v["from"].as_str().unwrap_or("?"),
+                v["to"].as_str().unwrap_or(pool),
+                v["workers"],
+                v["took_ms"],
+                v["from"].as_str().unwrap_or("the previous pool"),
+                v["previous"].as_str().unwrap_or("")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => control_errors(status, &body),
+        Err(e) => failed(&e),
+    }
+}
+
+/// How long `corral switch` waits for its answer: starting a pool takes up to its
+/// `start_timeout`.
+const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(900);
 
 fn control_errors(status: u16, body: &str) -> ExitCode {
     let errors: Vec<String> = serde_json::from_str::<Value>(body)

@@ -61,6 +61,17 @@ pub fn socket_path(explicit: Option<&Path>, config: Option<&Config>) -> PathBuf 
 
 /// Sends `method path` and returns the status and body.
 pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, String), ClientError> {
+    request_waiting(socket, method, path, TIMEOUT)
+}
+
+/// [`request`] for answers that take as long as the work they report on (`corral switch`
+/// waits for a pool to start and pass its checks).
+pub fn request_waiting(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    wait: Duration,
+) -> Result<(u16, String), ClientError> {
     let io = |source: std::io::Error| ClientError::Io {
         path: socket.to_path_buf(),
         source,
@@ -72,7 +83,7 @@ pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, String),
         std::io::ErrorKind::PermissionDenied => ClientError::Permission(socket.to_path_buf()),
         _ => io(e),
     })?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    stream.set_read_timeout(Some(wait)).map_err(io)?;
     let head = format!("{method} {path} HTTP/1.1\r\nHost: corral\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
     stream.write_all(head.as_bytes()).map_err(io)?;
     let bad = || ClientError::BadAnswer(socket.to_path_buf());

@@ -10,6 +10,7 @@ mod reload;
 mod run;
 mod serve;
 mod signals;
+mod switch;
 mod upgrade;
 
 use std::process::ExitCode;
@@ -35,5 +36,6 @@ fn main() -> ExitCode {
             pool,
             workers,
         } => cli::scale(&args, &pool, workers),
+        cli::Command::Switch { args, pool } => cli::switch(&args, &pool),
     }
 }

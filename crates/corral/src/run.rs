@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::announce::{Announcer, Turn};
 use crate::reload;
 use crate::signals::{Request, Signals};
-use crate::{config_watch, listeners, upgrade};
+use crate::{config_watch, listeners, switch, upgrade};
 
 /// How often the drain checks whether in-flight requests are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -196,6 +196,7 @@ async fn serve(
     let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
     announce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut upgrading: Option<upgrade::UpgradeWait> = None;
+    let mut switching: switch::Switching = None;
     let mut current = config.clone();
     // The config generation, counted here where reloads are decided (the supervisor's
     // snapshot follows it asynchronously): 1 at start, +1 per applied reload.
@@ -256,6 +257,9 @@ async fn serve(
                     }
                     let _ = reply.send(answer);
                 }
+                ControlRequest::Switch { pool, reply } => {
+                    switch::begin(&mut switching, &current, supervisor, pool, reply);
+                }
                 ControlRequest::Scale { pool, workers, reply } => {
                     let name = pool.unwrap_or_else(|| current.routing.active.clone());
                     let answer = if current.pools.iter().any(|p| p.name == name) {
@@ -267,6 +271,9 @@ async fn serve(
                     let _ = reply.send(answer);
                 }
             },
+            (answer, reply) = switch::finished(&mut switching) => {
+                let _ = reply.send(answer);
+            }
             (successor, result) = upgrade::UpgradeWait::wait(&mut upgrading) => match result {
                 Ok(pid) => {
                     tracing::info!(event = "upgrade_ready", new_master = pid, "the new master is ready; this one stops accepting and drains");

@@ -1,0 +1,149 @@
+//! `corral switch` between two pools of the test app: under load with no failed request, and
+//! refused (with the reason, the old pool keeping all traffic) when the target's health or
+//! smoke checks fail.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// Two pools, `blue` active and `green`, with `green_extra` lines in green's table.
+fn blue_green(routing_extra: &str, green_extra: &str) -> String {
+    let pool = |name: &str| testapp_pool(2, "").replace("[pools.web]", &format!("[pools.{name}]"));
+    format!(
+        "[routing]\nactive = \"blue\"\n{routing_extra}\n\n{}\n{}{green_extra}\n",
+        pool("blue"),
+        pool("green")
+    )
+}
+
+/// The pids of the ready workers of `pool`, from `/status`.
+fn pool_pids(corral: &Corral, pool: &str) -> BTreeSet<u64> {
+    let status = corral.status().unwrap_or_default();
+    let pools = status["pools"].as_array().cloned().unwrap_or_default();
+    pools
+        .iter()
+        .filter(|p| p["name"] == pool)
+        .flat_map(|p| p["workers"].as_array().cloned().unwrap_or_default())
+        .filter(|w| w["state"] == "ready")
+        .filter_map(|w| w["pid"].as_u64())
+        .collect()
+}
+
+/// corral on `body`, once both pools have their 2 workers ready.
+fn start_both(body: &str, server_extra: &str) -> Corral {
+    let corral = Corral::start(body, server_extra, 2);
+    wait_for("green ready", Duration::from_secs(20), || {
+        (pool_pids(&corral, "green").len() == 2).then_some(())
+    });
+    corral
+}
+
+/// The pids that answer 30 requests.
+fn answering(corral: &Corral) -> BTreeSet<u64> {
+    (0..30)
+        .map(|_| {
+            let (status, body) = get(&client(), &corral.url("/")).expect("request");
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).expect("JSON");
+            v["pid"].as_u64().expect("pid")
+        })
+        .collect()
+}
+
+#[test]
+fn a_switch_under_load_fails_no_request_and_leaves_only_the_new_pool_answering() {
+    let corral = start_both(&blue_green("", ""), "graceful_timeout = \"5s\"");
+    let blue = pool_pids(&corral, "blue");
+    let green = pool_pids(&corral, "green");
+    assert_eq!((blue.len(), green.len()), (2, 2), "{blue:?} {green:?}");
+    // Requests that take a while, so some are in flight on blue when it is told to drain.
+    let load = Load::start(&corral.url("/sleep?ms=50"), 16, Duration::from_secs(60));
+    load.wait_more(100, Duration::from_secs(20));
+    let (code, out, err) = corral.cli(&["switch", "green"]);
+    assert_eq!(code, 0, "{out}{err}");
+    println!("{}", out.trim());
+    assert!(out.contains("switched from blue to green"), "{out}");
+    load.wait_more(200, Duration::from_secs(20));
+    let result = load.stop();
+    println!("{} requests across the switch", result.ok);
+    result.assert_no_failures(&corral.logs());
+    let served = answering(&corral);
+    assert!(
+        served.is_subset(&green),
+        "{served:?} not all green {green:?}"
+    );
+    // Blue drained its requests in flight and stopped.
+    wait_for("blue stopped", Duration::from_secs(20), || {
+        pool_pids(&corral, "blue").is_empty().then_some(())
+    });
+    let exits: Vec<Value> = corral
+        .log_events()
+        .into_iter()
+        .filter(|e| e["event"] == "worker_exited" && e["pool"] == "blue")
+        .collect();
+    assert_eq!(exits.len(), 2, "{exits:#?}");
+    assert!(exits.iter().all(|e| e["reason"] == "scale"), "{exits:#?}");
+    assert!(corral.log_events().iter().any(|e| e["event"] == "switched"));
+    // Switching to the active pool is refused, and says so.
+    let (code, _, err) = corral.cli(&["switch", "green"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("green is already the active pool"), "{err}");
+}
+
+#[test]
+fn a_switch_to_a_pool_failing_its_health_check_is_refused_and_the_old_pool_keeps_traffic() {
+    // Ready by TCP, but its health path answers 500.
+    let pool = |name: &str| testapp_pool(2, "").replace("[pools.web]", &format!("[pools.{name}]"));
+    let green = pool("green").replace("ready = \"http\"", "ready = \"tcp\"");
+    let body = format!(
+        "[routing]\nactive = \"blue\"\n\n{}\n{green}\n[pools.green.health]\npath = \"/status/500\"\n",
+        pool("blue")
+    );
+    let corral = start_both(&body, "");
+    let blue = pool_pids(&corral, "blue");
+    let (code, out, err) = corral.cli(&["switch", "green"]);
+    println!("{err}");
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("switch to green refused"), "{err}");
+    assert!(
+        err.contains("health check GET /status/500 on green worker"),
+        "{err}"
+    );
+    assert!(err.contains("answered 500"), "{err}");
+    assert!(answering(&corral).is_subset(&blue));
+    let failed = corral.wait_event("switch_failed", Duration::from_secs(5));
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("green")),
+        "{failed}"
+    );
+    // Not kept warm: green drains away.
+    wait_for("green stopped", Duration::from_secs(20), || {
+        pool_pids(&corral, "green").is_empty().then_some(())
+    });
+}
+
+#[test]
+fn failing_smoke_checks_refuse_the_switch_and_keep_previous_keeps_the_target_warm() {
+    let smoke = "smoke = [{ path = \"/health\", status = 200 }, { path = \"/status/503\", status = 200 }]\n";
+    let body = blue_green("keep_previous = true", smoke);
+    let corral = start_both(&body, "");
+    let (blue, green) = (pool_pids(&corral, "blue"), pool_pids(&corral, "green"));
+    let (code, out, err) = corral.cli(&["switch", "green"]);
+    println!("{err}");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("smoke check GET /status/503 on green worker"),
+        "{err}"
+    );
+    assert!(err.contains("answered 503, expected 200"), "{err}");
+    assert!(answering(&corral).is_subset(&blue));
+    // keep_previous: green stays up, warm, for the next try.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pool_pids(&corral, "green"), green);
+}
