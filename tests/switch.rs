@@ -88,6 +88,19 @@ fn a_switch_under_load_fails_no_request_and_leaves_only_the_new_pool_answering()
     assert_eq!(exits.len(), 2, "{exits:#?}");
     assert!(exits.iter().all(|e| e["reason"] == "scale"), "{exits:#?}");
     assert!(corral.log_events().iter().any(|e| e["event"] == "switched"));
+    let status = corral.status().expect("status");
+    assert_eq!(status["active_pool"], "green", "{status}");
+    assert_eq!(status["active_because"], "switch", "{status}");
+    assert!(
+        status["active_for_seconds"].as_f64() < Some(60.0),
+        "{status}"
+    );
+    assert_eq!(corral.metric("corral_active_pool{pool=\"green\"}"), 1.0);
+    assert_eq!(corral.metric("corral_active_pool{pool=\"blue\"}"), 0.0);
+    assert_eq!(
+        corral.metric("corral_switches_total{result=\"switched\"}"),
+        1.0
+    );
     // Switching to the active pool is refused, and says so.
     let (code, _, err) = corral.cli(&["switch", "green"]);
     assert_ne!(code, 0);
@@ -122,6 +135,11 @@ fn a_switch_to_a_pool_failing_its_health_check_is_refused_and_the_old_pool_keeps
             .is_some_and(|r| r.contains("green")),
         "{failed}"
     );
+    assert_eq!(
+        corral.metric("corral_switches_total{result=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(corral.status().expect("status")["active_because"], "config");
     // Not kept warm: green drains away.
     wait_for("green stopped", Duration::from_secs(20), || {
         pool_pids(&corral, "green").is_empty().then_some(())

@@ -157,6 +157,8 @@ impl Admin {
             "generation": snapshot.generation,
             "stopping": self.draining.load(Ordering::Acquire) || snapshot.stopping,
             "active_pool": snapshot.pools.iter().find(|p| p.active).map(|p| &*p.name),
+            "active_for_seconds": snapshot.active_since.map(|(since, _)| now.duration_since(since).as_secs_f64()),
+            "active_because": snapshot.active_since.map(|(_, why)| why),
             "pools": snapshot.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
         })
     }
@@ -257,6 +259,7 @@ fn count_backends(metrics: &Metrics, snapshot: &StatusSnapshot) {
             counts[state] += 1;
         }
         metrics.set_backends(&pool.name, counts);
+        metrics.set_active_pool(&pool.name, pool.active);
     }
 }
 

@@ -66,6 +66,8 @@ pub struct StatusSnapshot {
     pub stopping: bool,
     /// The config generation: 1 at start, +1 per applied reload.
     pub generation: u64,
+    /// Since when the active pool has been active, and why (`config`, `switch`).
+    pub active_since: Option<(Instant, &'static str)>,
 }
 
 /// The snapshot shared with the admin listener.

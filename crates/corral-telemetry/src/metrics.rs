@@ -30,6 +30,8 @@ pub struct Metrics {
     restarts: IntCounterVec,
     queue_depth: IntGaugeVec,
     reloads: IntCounterVec,
+    active_pool: IntGaugeVec,
+    switches: IntCounterVec,
     /// Requests answered by corral itself because no worker of the pool was ready.
     pub no_ready_worker: IntCounter,
     /// Forwarding fields (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Request-Id`, their
@@ -156,6 +158,25 @@ impl Metrics {
             ),
             &["algorithm"],
         )?;
+        let active_pool = IntGaugeVec::new(
+            Opts::new(
+                "corral_active_pool",
+                "1 for the pool that receives new requests, 0 for the others",
+            ),
+            &["pool"],
+        )?;
+        let switches = IntCounterVec::new(
+            Opts::new(
+                "corral_switches_total",
+                "corral switch requests, by result (switched, refused)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(active_pool.clone()))?;
+        registry.register(Box::new(switches.clone()))?;
+        for result in ["switched", "refused"] {
+            switches.with_label_values(&[result]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("corral_build_info", "Always 1; labels carry the version"),
             &["version"],
@@ -198,6 +219,8 @@ impl Metrics {
             restarts,
             queue_depth,
             reloads,
+            active_pool,
+            switches,
             no_ready_worker,
             untrusted_forwarded_fields,
             connections_refused,
@@ -241,6 +264,18 @@ impl Metrics {
     /// Counts one worker replaced for `reason`.
     pub fn restart(&self, pool: &str, reason: &str) {
         self.restarts.with_label_values(&[pool, reason]).inc();
+    }
+
+    /// Marks whether `pool` is the one receiving new requests.
+    pub fn set_active_pool(&self, pool: &str, active: bool) {
+        self.active_pool
+            .with_label_values(&[pool])
+            .set(i64::from(active));
+    }
+
+    /// Counts one `corral switch` with `result` `switched` or `refused`.
+    pub fn switch(&self, result: &str) {
+        self.switches.with_label_values(&[result]).inc();
     }
 
     /// Counts one config reload with `result` `ok` or `error`.

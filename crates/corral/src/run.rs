@@ -258,7 +258,7 @@ async fn serve(
                     let _ = reply.send(answer);
                 }
                 ControlRequest::Switch { pool, reply } => {
-                    switch::begin(&mut switching, &current, supervisor, pool, reply);
+                    switch::begin(&mut switching, &current, supervisor, &metrics, pool, reply);
                 }
                 ControlRequest::Scale { pool, workers, reply } => {
                     let name = pool.unwrap_or_else(|| current.routing.active.clone());

@@ -14,6 +14,7 @@ use std::time::Duration;
 use corral_config::{Config, Pool};
 use corral_supervisor::ready::{probe_within, status_of};
 use corral_supervisor::{Backend, Supervisor};
+use corral_telemetry::Metrics;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -64,8 +65,18 @@ impl Plan {
         })
     }
 
-    /// Runs the switch to its end.
-    pub async fn run(self, supervisor: &Supervisor) -> Reply {
+    /// Runs the switch to its end, counting its result.
+    pub async fn run(self, supervisor: &Supervisor, metrics: Arc<Metrics>) -> Reply {
+        let answer = self.switch(supervisor).await;
+        metrics.switch(if answer.is_ok() {
+            "switched"
+        } else {
+            "refused"
+        });
+        answer
+    }
+
+    async fn switch(self, supervisor: &Supervisor) -> Reply {
         let target = self.to.name.clone();
         tracing::info!(event = "switch_started", from = %self.from, to = %target, "switch requested; checking the target pool");
         let started = Instant::now();
@@ -192,6 +203,7 @@ pub fn begin<'a>(
     switching: &mut Switching<'a>,
     config: &Config,
     supervisor: &'a Supervisor,
+    metrics: &Arc<Metrics>,
     target: String,
     reply: oneshot::Sender<Reply>,
 ) {
@@ -201,7 +213,7 @@ pub fn begin<'a>(
     }
     let active = supervisor.routes.load().active.name.to_string();
     match Plan::new(config, &active, &target) {
-        Ok(plan) => *switching = Some((Box::pin(plan.run(supervisor)), reply)),
+        Ok(plan) => *switching = Some((Box::pin(plan.run(supervisor, metrics.clone())), reply)),
         Err(e) => {
             let _ = reply.send(Err(e));
         }

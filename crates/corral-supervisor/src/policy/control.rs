@@ -42,12 +42,12 @@ impl Policy {
         if config.routing.active != self.config_active {
             self.config_active = config.routing.active.clone();
             if let Some(id) = self.pool_named(&config.routing.active) {
-                self.set_active(id);
+                self.set_active(id, "config", now);
             }
         }
         if self.pools.iter().all(|p| p.id != self.active || p.removed) {
             if let Some(id) = self.pool_named(&config.routing.active) {
-                self.set_active(id);
+                self.set_active(id, "config", now);
             }
         }
         for id in self.pool_ids() {
@@ -163,7 +163,7 @@ impl Policy {
         }
         self.start_pool(name, now);
         let from = self.pool_name(self.active);
-        self.set_active(id);
+        self.set_active(id, "switch", now);
         tracing::info!(
             event = "switched",
             from = from.as_deref(),
@@ -172,10 +172,11 @@ impl Policy {
         );
     }
 
-    fn set_active(&mut self, id: PoolId) {
+    fn set_active(&mut self, id: PoolId, why: &'static str, now: Instant) {
         if id != self.active {
             self.previous = Some(self.active);
             self.active = id;
+            self.active_since = Some((now, why));
         }
     }
 

@@ -181,6 +181,8 @@ pub(crate) struct Policy {
     active: PoolId,
     /// The pool that was active before the last switch.
     previous: Option<PoolId>,
+    /// Since when the active pool has been active, and why: `config` or `switch`.
+    active_since: Option<(Instant, &'static str)>,
     /// `routing.active` of the last config applied, so a reload that does not change it
     /// keeps a switch made at run time.
     config_active: String,
@@ -205,6 +207,7 @@ impl Policy {
             next_worker: 1,
             active: PoolId(0),
             previous: None,
+            active_since: None,
             config_active: config.routing.active.clone(),
             generation: 1,
             graceful_timeout: config.server.graceful_timeout,
@@ -229,6 +232,7 @@ impl Policy {
     pub(crate) fn on_event(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
             Event::Start => {
+                self.active_since = Some((now, "config"));
                 for id in self.pool_ids() {
                     self.ensure_slots(id, now);
                 }

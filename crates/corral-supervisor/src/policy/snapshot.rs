@@ -130,6 +130,7 @@ impl Policy {
             pools: views,
             stopping: self.stopping.is_some(),
             generation: self.generation,
+            active_since: self.active_since,
         }
     }
 }
