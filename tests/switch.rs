@@ -165,3 +165,44 @@ fn failing_smoke_checks_refuse_the_switch_and_keep_previous_keeps_the_target_war
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(pool_pids(&corral, "green"), green);
 }
+
+#[test]
+fn a_new_pool_answering_too_many_5xx_is_rolled_back_within_the_window() {
+    let pool = |name: &str, extra: &str| {
+        testapp_pool(2, extra).replace("[pools.web]", &format!("[pools.{name}]"))
+    };
+    let body = format!(
+        "[routing]\nactive = \"blue\"\nrollback_window = \"20s\"\nrollback_error_rate = 0.2\nrollback_min_requests = 20\n\n{}\n{}",
+        pool("blue", ""),
+        pool("green", ", \"--fail-every\", \"2\"")
+    );
+    let corral = start_both(&body, "");
+    let blue = pool_pids(&corral, "blue");
+    let load = Load::start(&corral.url("/"), 8, Duration::from_secs(60));
+    load.wait_more(50, Duration::from_secs(20));
+    let (code, out, err) = corral.cli(&["switch", "green"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rollback window"), "{out}");
+    let rolled = corral.wait_event("rolled_back", Duration::from_secs(20));
+    println!("{rolled}");
+    let reason = rolled["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("answers 5xx"), "{rolled}");
+    assert_eq!(rolled["to"], "blue", "{rolled}");
+    let during = load.stop();
+    println!(
+        "{} ok and {} failed while green served",
+        during.ok,
+        during.failures.len()
+    );
+    // Blue was kept warm through the window: the same workers serve again, and nothing fails.
+    assert_eq!(pool_pids(&corral, "blue"), blue);
+    let after = Load::start(&corral.url("/"), 8, Duration::from_secs(60));
+    after.wait_more(200, Duration::from_secs(20));
+    after.stop().assert_no_failures(&corral.logs());
+    assert!(answering(&corral).is_subset(&blue));
+    assert_eq!(
+        corral.metric("corral_switches_total{result=\"rolled_back\"}"),
+        1.0
+    );
+    assert_eq!(corral.status().expect("status")["active_pool"], "blue");
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
-use crate::model::{Health, Smoke};
+use crate::model::{Health, Rollback, Smoke};
 use crate::reader::{as_integer, Reader, Table};
 
 /// Answers that count as a backend's failure when `fail_status` does not say: the gateway
@@ -105,4 +105,39 @@ pub(crate) fn smoke(r: &mut Reader, pool: &mut Table) -> Vec<Smoke> {
         }
     }
     out
+}
+
+/// `rollback_window`, `rollback_error_rate`, `rollback_min_requests` of `[routing]`.
+pub(crate) fn rollback(r: &mut Reader, routing: &mut Table) -> Option<Rollback> {
+    let window = positive(r, routing, "rollback_window");
+    let rate_key = routing.key_path("rollback_error_rate");
+    let error_rate = match routing.get("rollback_error_rate").map(|n| (n, n.get_ref())) {
+        None => 0.05,
+        Some((n, value)) => {
+            let rate = match value {
+                DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+                DeValue::Integer(i) => i.as_str().parse::<f64>().ok(),
+                _ => None,
+            };
+            match rate {
+                Some(rate) if rate > 0.0 && rate < 1.0 => rate,
+                _ => {
+                    r.error(
+                        n.span(),
+                        &rate_key,
+                        "expected a share between 0 and 1, like 0.05 (5% of answers 5xx)",
+                    );
+                    0.05
+                }
+            }
+        }
+    };
+    let min_requests = routing
+        .integer(r, "rollback_min_requests", 1, 1_000_000_000)
+        .map_or(20, |n| n as u64);
+    window.map(|window| Rollback {
+        window,
+        error_rate,
+        min_requests,
+    })
 }

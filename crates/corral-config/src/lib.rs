@@ -33,8 +33,8 @@ pub use health::DEFAULT_FAIL_STATUS;
 pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{
     Bind, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log, LogFormat,
-    OnStoreError, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rotation, Routing, RunAs,
-    Server, Smoke, StoreKind, Upstream, WebSocket,
+    OnStoreError, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rollback, Rotation,
+    Routing, RunAs, Server, Smoke, StoreKind, Upstream, WebSocket,
 };
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;

@@ -142,6 +142,7 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
     let node = t.get("active");
     let active = t.string(r, "active");
     let keep_previous = t.boolean(r, "keep_previous").unwrap_or(false);
+    let rollback = crate::health::rollback(r, &mut t);
     t.finish(r);
     match (active, node) {
         (Some(name), Some(node)) => {
@@ -160,6 +161,7 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
             Some(Routing {
                 active: name,
                 keep_previous,
+                rollback,
             })
         }
         (None, Some(_)) => None,
@@ -167,6 +169,7 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
             [only] => Some(Routing {
                 active: only.name.clone(),
                 keep_previous,
+                rollback,
             }),
             [] => None,
             _ => {

@@ -350,6 +350,21 @@ pub struct Routing {
     /// Whether `corral switch` keeps the pool it switched away from running (warm, for a
     /// quick switch back) instead of draining and stopping it.
     pub keep_previous: bool,
+    /// `rollback_*`: when a switch is undone on its own; `None` without `rollback_window`.
+    pub rollback: Option<Rollback>,
+}
+
+/// Automatic rollback after `corral switch`: within `window`, a new pool whose 5xx share
+/// of at least `min_requests` answers passes `error_rate`, or that has no backend in
+/// rotation, gives the traffic back to the previous pool (kept warm for the window).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollback {
+    /// How long after a switch it may be undone.
+    pub window: std::time::Duration,
+    /// The share of 5xx answers (0..1) above which it is.
+    pub error_rate: f64,
+    /// Answers the share needs before it counts.
+    pub min_requests: u64,
 }
 
 /// `[pools.NAME]`: a group of identical workers running the user's command.

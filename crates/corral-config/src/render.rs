@@ -189,6 +189,15 @@ pub fn render(c: &Config) -> String {
         "\n[routing]\nactive = {:?}\nkeep_previous = {}",
         c.routing.active, c.routing.keep_previous
     );
+    if let Some(rb) = &c.routing.rollback {
+        let _ = writeln!(
+            out,
+            "rollback_window = {:?}\nrollback_error_rate = {}\nrollback_min_requests = {}",
+            format_duration(rb.window),
+            rb.error_rate,
+            rb.min_requests
+        );
+    }
     for p in &c.pools {
         if !p.upstreams.is_empty() {
             render_remote(&mut out, p);

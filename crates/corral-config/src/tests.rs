@@ -535,3 +535,22 @@ fn smoke_checks_and_keep_previous_are_read_back_and_bad_ones_named() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn rollback_needs_a_window_and_a_share_between_0_and_1() {
+    assert_eq!(ok(MINIMAL).routing.rollback, None);
+    let c = ok(&format!("[routing]\nactive = \"web\"\nrollback_window = \"2m\"\nrollback_error_rate = 0.2\n{MINIMAL}"));
+    let rb = c.routing.rollback.expect("rollback");
+    assert_eq!(
+        (rb.window, rb.error_rate, rb.min_requests),
+        (Duration::from_secs(120), 0.2, 20)
+    );
+    assert_eq!(ok(&render(&c)).routing.rollback, c.routing.rollback);
+    let e = errs(&format!(
+        "[routing]\nactive = \"web\"\nrollback_window = \"1m\"\nrollback_error_rate = 5\n{MINIMAL}"
+    ));
+    assert!(
+        e[0].contains("routing.rollback_error_rate: expected a share between 0 and 1"),
+        "{e:#?}"
+    );
+}

@@ -67,6 +67,12 @@ pub struct PoolMetrics {
 }
 
 impl PoolMetrics {
+    /// Requests answered so far, and how many of them 5xx: what a rollback looks at.
+    pub fn answered(&self) -> (u64, u64) {
+        let total = self.by_class.iter().map(IntCounter::get).sum();
+        (total, self.by_class[4].get())
+    }
+
     /// Counts one finished request.
     pub fn observe(&self, status: u16, seconds: f64) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -168,13 +174,13 @@ impl Metrics {
         let switches = IntCounterVec::new(
             Opts::new(
                 "corral_switches_total",
-                "corral switch requests, by result (switched, refused)",
+                "corral switch requests, by result (switched, refused), and automatic rollbacks (rolled_back)",
             ),
             &["result"],
         )?;
         registry.register(Box::new(active_pool.clone()))?;
         registry.register(Box::new(switches.clone()))?;
-        for result in ["switched", "refused"] {
+        for result in ["switched", "refused", "rolled_back"] {
             switches.with_label_values(&[result]);
         }
         let build_info = IntGaugeVec::new(
@@ -271,6 +277,11 @@ impl Metrics {
         self.active_pool
             .with_label_values(&[pool])
             .set(i64::from(active));
+    }
+
+    /// Counts one automatic rollback.
+    pub fn rolled_back(&self) {
+        self.switches.with_label_values(&["rolled_back"]).inc();
     }
 
     /// Counts one `corral switch` with `result` `switched` or `refused`.

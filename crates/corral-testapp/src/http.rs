@@ -291,6 +291,7 @@ fn respond<S: Write>(conn: &mut S, request: &Request, body: &[u8]) -> io::Result
             let code = path["/status/".len()..].parse().unwrap_or(500);
             (code, "text/plain", format!("status {code}\n").into_bytes())
         }
+        _ if crate::fails_now() => (500, "text/plain", b"failing as asked\n".to_vec()),
         _ => (200, "application/json", identity().into_bytes()),
     };
     let connection = if request.close { "close" } else { "keep-alive" };

@@ -11,6 +11,7 @@
 //! `/ws` (WebSocket echo), and answers shaped like other servers' (see `shapes`: `/chunked`,
 //! `/hop-fields`, `/dated`, `/split-head`, `/many-fields`, `/until-close`, `/http10`, `/worker-close`, `/truncate`,
 //! `/stall`), and `/payload` (a text body of any size, type, framing and pace, see `payload`).
+//! `--fail-every N` answers 500 to every Nth request of `/` (and other unlisted paths);
 //! `--startup-delay-ms N` delays listening; `--exit-at-start CODE`
 //! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker);
 //! `--notify-after-ms N` sends `READY=1` to `$NOTIFY_SOCKET` after N ms; `--idle-close-ms N`
@@ -24,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A connection of either listener kind.
@@ -91,6 +92,12 @@ fn parse_args() -> Result<Options, String> {
                         .parse()
                         .map_err(|e| format!("{e}"))?,
                 ))
+            }
+            "--fail-every" => {
+                let n: u64 = value("--fail-every")?
+                    .parse()
+                    .map_err(|e| format!("--fail-every: {e}"))?;
+                FAIL_EVERY.store(n, Ordering::SeqCst);
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -190,6 +197,16 @@ fn serve(options: &Options) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--fail-every N`: every Nth request to a path not listed above answers 500 (0: never).
+static FAIL_EVERY: AtomicU64 = AtomicU64::new(0);
+static ANSWERED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this answer is one `--fail-every` fails.
+pub fn fails_now() -> bool {
+    let every = FAIL_EVERY.load(Ordering::Relaxed);
+    every > 0 && (ANSWERED.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every)
 }
 
 /// The TCP listener's fd, for `/unlisten`; -1 before it is bound.

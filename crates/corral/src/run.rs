@@ -271,9 +271,7 @@ async fn serve(
                     let _ = reply.send(answer);
                 }
             },
-            (answer, reply) = switch::finished(&mut switching) => {
-                let _ = reply.send(answer);
-            }
+            () = switch::finished(&mut switching) => {}
             (successor, result) = upgrade::UpgradeWait::wait(&mut upgrading) => match result {
                 Ok(pid) => {
                     tracing::info!(event = "upgrade_ready", new_master = pid, "the new master is ready; this one stops accepting and drains");

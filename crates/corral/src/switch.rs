@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_config::{Config, Pool};
+use corral_config::{Config, Pool, Rollback};
 use corral_supervisor::ready::{probe_within, status_of};
 use corral_supervisor::{Backend, Supervisor};
 use corral_telemetry::Metrics;
@@ -28,17 +28,16 @@ const FLIP_GRACE: Duration = Duration::from_millis(250);
 /// The answer to a control request.
 type Reply = corral_proxy::Reply;
 
-/// A switch under way: its future, and where its answer goes.
-pub type Switching<'a> = Option<(
-    Pin<Box<dyn Future<Output = Reply> + 'a>>,
-    oneshot::Sender<Reply>,
-)>;
+/// A switch under way, which answers its caller itself (after the flip) and then, with a
+/// rollback window, watches the new pool until the window is over.
+pub type Switching<'a> = Option<Pin<Box<dyn Future<Output = ()> + 'a>>>;
 
 /// What one switch needs to know, taken from the config when it is asked for.
 pub struct Plan {
     from: String,
     to: Arc<Pool>,
     keep_previous: bool,
+    rollback: Option<Rollback>,
     /// How long the target's workers may take to be ready.
     ready_within: Duration,
 }
@@ -61,22 +60,89 @@ impl Plan {
             from: active.to_string(),
             to: Arc::new(pool.clone()),
             keep_previous: config.routing.keep_previous,
+            rollback: config.routing.rollback,
             ready_within: pool.start_timeout + Duration::from_secs(5),
         })
     }
 
-    /// Runs the switch to its end, counting its result.
-    pub async fn run(self, supervisor: &Supervisor, metrics: Arc<Metrics>) -> Reply {
+    /// Runs the switch, answers `reply`, and watches the rollback window if there is one.
+    pub async fn run(
+        self,
+        supervisor: &Supervisor,
+        metrics: Arc<Metrics>,
+        reply: oneshot::Sender<Reply>,
+    ) {
         let answer = self.switch(supervisor).await;
-        metrics.switch(if answer.is_ok() {
-            "switched"
-        } else {
-            "refused"
-        });
-        answer
+        let switched = answer.is_ok();
+        metrics.switch(if switched { "switched" } else { "refused" });
+        let _ = reply.send(answer);
+        if !switched {
+            return;
+        }
+        match self.rollback {
+            Some(rollback) => self.watch(supervisor, &metrics, rollback).await,
+            None => self.retire_previous(supervisor).await,
+        }
     }
 
-    async fn switch(self, supervisor: &Supervisor) -> Reply {
+    /// The pool switched away from drains and stops, unless it is kept warm.
+    async fn retire_previous(&self, supervisor: &Supervisor) {
+        if !self.keep_previous {
+            tokio::time::sleep(FLIP_GRACE).await;
+            supervisor.stop_pool(self.from.clone());
+        }
+    }
+
+    /// Within the window, a new pool that answers too many 5xx or has no backend in
+    /// rotation gives the traffic back; the previous pool is kept warm until then.
+    async fn watch(&self, supervisor: &Supervisor, metrics: &Metrics, rollback: Rollback) {
+        let target = self.to.name.as_str();
+        let pool_metrics = metrics.pool(target);
+        let (total_at_flip, errors_at_flip) = pool_metrics.answered();
+        let until = Instant::now() + rollback.window;
+        let reason = loop {
+            if Instant::now() >= until {
+                break None;
+            }
+            tokio::time::sleep(POLL).await;
+            let (total, errors) = pool_metrics.answered();
+            let (total, errors) = (total - total_at_flip, errors - errors_at_flip);
+            let ratio = errors as f64 / total.max(1) as f64;
+            if total >= rollback.min_requests && ratio > rollback.error_rate {
+                break Some(format!(
+                    "{errors} of {total} answers 5xx ({:.1}%, above {:.1}%)",
+                    100.0 * ratio,
+                    100.0 * rollback.error_rate
+                ));
+            }
+            let in_rotation = supervisor
+                .routes
+                .load()
+                .pool(target)
+                .is_some_and(|r| r.backends.iter().any(|b| b.health.in_rotation(&mut None)));
+            if !in_rotation {
+                break Some(format!("{target} has no backend in rotation"));
+            }
+        };
+        let Some(why) = reason else {
+            tracing::info!(
+                event = "rollback_window_passed",
+                pool = target,
+                "no rollback within the window; the switch stands"
+            );
+            self.retire_previous(supervisor).await;
+            return;
+        };
+        tracing::error!(event = "rolled_back", from = target, to = %self.from, reason = %why, "switch rolled back");
+        metrics.rolled_back();
+        supervisor.switch(self.from.clone());
+        if !self.keep_previous {
+            tokio::time::sleep(FLIP_GRACE).await;
+            supervisor.stop_pool(target.to_string());
+        }
+    }
+
+    async fn switch(&self, supervisor: &Supervisor) -> Reply {
         let target = self.to.name.clone();
         tracing::info!(event = "switch_started", from = %self.from, to = %target, "switch requested; checking the target pool");
         let started = Instant::now();
@@ -106,10 +172,6 @@ impl Plan {
         {
             tokio::time::sleep(POLL).await;
         }
-        if !self.keep_previous {
-            tokio::time::sleep(FLIP_GRACE).await;
-            supervisor.stop_pool(self.from.clone());
-        }
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(event = "switched", from = %self.from, to = %target, workers, took_ms, previous_kept = self.keep_previous, "traffic switched");
         Ok(json!({
@@ -117,7 +179,11 @@ impl Plan {
             "to": target,
             "workers": workers,
             "took_ms": took_ms,
-            "previous": if self.keep_previous { "kept warm" } else { "draining, then stopped" },
+            "previous": match (self.keep_previous, self.rollback) {
+                (true, _) => "kept warm".to_string(),
+                (false, Some(rb)) => format!("kept warm for the {:?} rollback window, then stopped", rb.window),
+                (false, None) => "draining, then stopped".to_string(),
+            },
         }))
     }
 
@@ -213,20 +279,19 @@ pub fn begin<'a>(
     }
     let active = supervisor.routes.load().active.name.to_string();
     match Plan::new(config, &active, &target) {
-        Ok(plan) => *switching = Some((Box::pin(plan.run(supervisor, metrics.clone())), reply)),
+        Ok(plan) => *switching = Some(Box::pin(plan.run(supervisor, metrics.clone(), reply))),
         Err(e) => {
             let _ = reply.send(Err(e));
         }
     }
 }
 
-/// Resolves when the switch under way ends (never while none is), with its answer's channel.
-pub async fn finished(switching: &mut Switching<'_>) -> (Reply, oneshot::Sender<Reply>) {
+/// Resolves when the switch under way (and its rollback window) ends; never while none is.
+pub async fn finished(switching: &mut Switching<'_>) {
     match switching {
-        Some((future, _)) => {
-            let answer = future.await;
-            let (_, reply) = switching.take().expect("a switch under way");
-            (answer, reply)
+        Some(future) => {
+            future.await;
+            *switching = None;
         }
         None => std::future::pending().await,
     }
