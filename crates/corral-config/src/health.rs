@@ -21,12 +21,16 @@ pub(crate) fn health(r: &mut Reader, pool: &mut Table) -> (String, Health) {
     if !path.starts_with('/') {
         r.error_nowhere(&path_key, format!("{path:?} must start with '/'"));
     }
-    let interval = positive(r, &mut t, "interval");
-    let timeout = positive(r, &mut t, "timeout").unwrap_or(Duration::from_secs(2));
+    let interval = t.positive_duration(r, "interval");
+    let timeout = t
+        .positive_duration(r, "timeout")
+        .unwrap_or(Duration::from_secs(2));
     let healthy = t.integer(r, "healthy", 1, 100).map_or(2, |n| n as u32);
     let unhealthy = t.integer(r, "unhealthy", 1, 100).map_or(3, |n| n as u32);
     let max_fails = t.integer(r, "max_fails", 0, 1000).map_or(3, |n| n as u32);
-    let eject_for = positive(r, &mut t, "eject_for").unwrap_or(Duration::from_secs(10));
+    let eject_for = t
+        .positive_duration(r, "eject_for")
+        .unwrap_or(Duration::from_secs(10));
     let fail_status = fail_status(r, &mut t);
     t.finish(r);
     (
@@ -41,18 +45,6 @@ pub(crate) fn health(r: &mut Reader, pool: &mut Table) -> (String, Health) {
             eject_for,
         },
     )
-}
-
-/// A duration that must be more than 0.
-fn positive(r: &mut Reader, t: &mut Table, key: &'static str) -> Option<Duration> {
-    let d = t.duration(r, key)?;
-    if d.is_zero() {
-        if let Some(node) = t.get(key) {
-            r.error(node.span(), &t.key_path(key), "must be more than 0");
-        }
-        return None;
-    }
-    Some(d)
 }
 
 /// `fail_status = [502, 503, 504]`: statuses 500..599.
@@ -109,7 +101,7 @@ pub(crate) fn smoke(r: &mut Reader, pool: &mut Table) -> Vec<Smoke> {
 
 /// `rollback_window`, `rollback_error_rate`, `rollback_min_requests` of `[routing]`.
 pub(crate) fn rollback(r: &mut Reader, routing: &mut Table) -> Option<Rollback> {
-    let window = positive(r, routing, "rollback_window");
+    let window = routing.positive_duration(r, "rollback_window");
     let rate_key = routing.key_path("rollback_error_rate");
     let error_rate = match routing.get("rollback_error_rate").map(|n| (n, n.get_ref())) {
         None => 0.05,

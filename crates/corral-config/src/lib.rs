@@ -15,6 +15,7 @@ mod health;
 mod log;
 mod lower;
 mod model;
+mod pool;
 mod ratelimit;
 mod reader;
 mod remote;
@@ -30,12 +31,13 @@ pub use edge::DEFAULT_REMOVED;
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
 pub use health::DEFAULT_FAIL_STATUS;
-pub use lower::{auto_workers, default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
+pub use lower::{default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{
     Bind, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log, LogFormat,
     OnStoreError, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rollback, Rotation,
     Routing, RunAs, Server, Smoke, StoreKind, Upstream, WebSocket,
 };
+pub use pool::auto_workers;
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;
 pub use units::{format_duration, parse_duration, parse_size};

@@ -172,6 +172,22 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// A duration written as a string such as `"30s"` or `"500ms"`.
+    /// A duration that must be more than 0 (an interval, a timeout); 0 is an error.
+    pub(crate) fn positive_duration(
+        &mut self,
+        r: &mut Reader,
+        key: &'static str,
+    ) -> Option<Duration> {
+        let d = self.duration(r, key)?;
+        if d.is_zero() {
+            if let Some(node) = self.get(key) {
+                r.error(node.span(), &self.key_path(key), "must be more than 0");
+            }
+            return None;
+        }
+        Some(d)
+    }
+
     pub(crate) fn duration(&mut self, r: &mut Reader, key: &'static str) -> Option<Duration> {
         let path = self.key_path(key);
         let node = self.get(key)?;

@@ -82,21 +82,15 @@ pub(crate) fn refuse_supervised_keys(r: &mut Reader, t: &mut Table) {
 
 /// `resolve_interval`, more than 0, and only where there are names to resolve.
 pub(crate) fn resolve_interval(r: &mut Reader, t: &mut Table, remote: bool) -> Duration {
-    let given = t.duration(r, "resolve_interval");
-    match (given, t.get("resolve_interval")) {
+    match (
+        t.positive_duration(r, "resolve_interval"),
+        t.get("resolve_interval"),
+    ) {
         (Some(_), Some(node)) if !remote => {
             r.error(
                 node.span(),
                 &t.key_path("resolve_interval"),
                 "applies to pools with upstreams only",
-            );
-            DEFAULT_RESOLVE_INTERVAL
-        }
-        (Some(d), Some(node)) if d.is_zero() => {
-            r.error(
-                node.span(),
-                &t.key_path("resolve_interval"),
-                "must be more than 0",
             );
             DEFAULT_RESOLVE_INTERVAL
         }

@@ -16,19 +16,9 @@ pub(crate) fn websocket(r: &mut Reader, top: &mut Table) -> WebSocket {
     let max_connections = t
         .integer(r, "max_connections", 1, 1_000_000)
         .map(|n| n as usize);
-    let idle_key = t.key_path("idle_timeout");
-    let idle_timeout = match (t.duration(r, "idle_timeout"), t.get("idle_timeout")) {
-        (Some(d), Some(node)) if d.is_zero() => {
-            r.error(
-                node.span(),
-                &idle_key,
-                "must be more than 0; a tunnel that may never be silent closes at once",
-            );
-            DEFAULT_IDLE_TIMEOUT
-        }
-        (Some(d), _) => d,
-        (None, _) => DEFAULT_IDLE_TIMEOUT,
-    };
+    let idle_timeout = t
+        .positive_duration(r, "idle_timeout")
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT);
     let counts_against_concurrency = t.boolean(r, "counts_against_concurrency").unwrap_or(false);
     t.finish(r);
     WebSocket {

@@ -9,6 +9,7 @@ mod listeners;
 mod reload;
 mod run;
 mod serve;
+mod services;
 mod signals;
 mod switch;
 mod upgrade;

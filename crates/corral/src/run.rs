@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::announce::{Announcer, Turn};
 use crate::reload;
 use crate::signals::{Request, Signals};
-use crate::{config_watch, listeners, switch, upgrade};
+use crate::{config_watch, listeners, services, switch, upgrade};
 
 /// How often the drain checks whether in-flight requests are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -146,7 +146,7 @@ async fn serve(
     let proxy_fds = fds.clone();
     let proxy_shutdown = shutdown_rx.clone();
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
-    let proxy_task = spawn_service(
+    let proxy_task = services::spawn(
         "the proxy",
         async move {
             proxy
@@ -173,7 +173,7 @@ async fn serve(
         .into_iter()
         .map(|mut service| {
             let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
-            spawn_service(
+            services::spawn(
                 "the admin listener",
                 async move { service.start_service(Some(fds), shutdown, 1).await },
                 shutdown_rx.clone(),
@@ -340,37 +340,6 @@ async fn serve(
         }
     }
     Ok(ending)
-}
-
-/// Runs a listening service in its own task. One that ends before the stop sequence asks it
-/// to (pingora panics in the task when it cannot build a listener) reports why on `failed`,
-/// so corral stops with an error instead of running on without a listener.
-fn spawn_service(
-    name: &'static str,
-    service: impl std::future::Future<Output = ()> + Send + 'static,
-    stopping: watch::Receiver<bool>,
-    failed: mpsc::UnboundedSender<String>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let ended = tokio::spawn(service).await;
-        if *stopping.borrow() {
-            return;
-        }
-        let reason = match ended {
-            Ok(()) => format!("{name} stopped on its own"),
-            Err(e) if e.is_panic() => {
-                let panic = e.into_panic();
-                let message = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("no message");
-                format!("{name} failed: {message}")
-            }
-            Err(e) => format!("{name} failed: {e}"),
-        };
-        let _ = failed.send(reason);
-    })
 }
 
 /// The proxy's runtime. One thread runs everything on the calling thread, without the

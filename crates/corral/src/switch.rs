@@ -81,15 +81,16 @@ impl Plan {
         }
         match self.rollback {
             Some(rollback) => self.watch(supervisor, &metrics, rollback).await,
-            None => self.retire_previous(supervisor).await,
+            None => self.retire(supervisor, &self.from).await,
         }
     }
 
-    /// The pool switched away from drains and stops, unless it is kept warm.
-    async fn retire_previous(&self, supervisor: &Supervisor) {
+    /// The pool traffic has just left drains and stops, unless it is kept warm; requests
+    /// that read the table before the flip get `FLIP_GRACE` to claim one of its workers.
+    async fn retire(&self, supervisor: &Supervisor, pool: &str) {
         if !self.keep_previous {
             tokio::time::sleep(FLIP_GRACE).await;
-            supervisor.stop_pool(self.from.clone());
+            supervisor.stop_pool(pool.to_string());
         }
     }
 
@@ -130,16 +131,13 @@ impl Plan {
                 pool = target,
                 "no rollback within the window; the switch stands"
             );
-            self.retire_previous(supervisor).await;
+            self.retire(supervisor, &self.from).await;
             return;
         };
         tracing::error!(event = "rolled_back", from = target, to = %self.from, reason = %why, "switch rolled back");
         metrics.rolled_back();
         supervisor.switch(self.from.clone());
-        if !self.keep_previous {
-            tokio::time::sleep(FLIP_GRACE).await;
-            supervisor.stop_pool(target.to_string());
-        }
+        self.retire(supervisor, target).await;
     }
 
     async fn switch(&self, supervisor: &Supervisor) -> Reply {

@@ -2,6 +2,7 @@
 //! runner, giving out pids for spawns, keeping timers, and exiting workers when told.
 
 mod control;
+mod health;
 mod lifecycle;
 
 use std::path::Path;
