@@ -1,6 +1,7 @@
-//! `corral switch` between two pools of the test app: under load with no failed request, and
+//! `corral switch` between two pools of the test app: under load with no failed request,
 //! refused (with the reason, the old pool keeping all traffic) when the target's health or
-//! smoke checks fail.
+//! smoke checks fail, rolled back on 5xx, split by weight (a canary), and kept across a
+//! reload and a restart of corral until the file's routing changes.
 
 mod support;
 
@@ -104,7 +105,7 @@ fn a_switch_under_load_fails_no_request_and_leaves_only_the_new_pool_answering()
     // Switching to the active pool is refused, and says so.
     let (code, _, err) = corral.cli(&["switch", "green"]);
     assert_ne!(code, 0);
-    assert!(err.contains("green is already the active pool"), "{err}");
+    assert!(err.contains("traffic already goes to green"), "{err}");
 }
 
 #[test]
@@ -205,4 +206,137 @@ fn a_new_pool_answering_too_many_5xx_is_rolled_back_within_the_window() {
         1.0
     );
     assert_eq!(corral.status().expect("status")["active_pool"], "blue");
+}
+
+/// How many of `n` requests each pool's workers answered.
+fn split_of(
+    corral: &Corral,
+    n: usize,
+    blue: &BTreeSet<u64>,
+    green: &BTreeSet<u64>,
+) -> (usize, usize) {
+    let agent = client();
+    let (mut to_blue, mut to_green) = (0, 0);
+    for _ in 0..n {
+        let (status, body) = get(&agent, &corral.url("/")).expect("request");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        let pid = v["pid"].as_u64().expect("pid");
+        if blue.contains(&pid) {
+            to_blue += 1;
+        } else if green.contains(&pid) {
+            to_green += 1;
+        } else {
+            panic!("pid {pid} is in neither pool");
+        }
+    }
+    (to_blue, to_green)
+}
+
+#[test]
+fn weights_send_each_pool_its_share_and_a_failing_canary_is_rolled_back() {
+    let pool = |name: &str, extra: &str| {
+        testapp_pool(2, extra).replace("[pools.web]", &format!("[pools.{name}]"))
+    };
+    let body = format!(
+        "[routing]\nweights = {{ blue = 90, green = 10 }}\nrollback_window = \"20s\"\nrollback_error_rate = 0.2\nrollback_min_requests = 20\n\n{}\n{}",
+        pool("blue", ""),
+        pool("green", "")
+    );
+    let corral = start_both(&body, "");
+    let (blue, green) = (pool_pids(&corral, "blue"), pool_pids(&corral, "green"));
+    let (to_blue, to_green) = split_of(&corral, 2000, &blue, &green);
+    println!("weights blue=90,green=10 over 2000 requests: blue {to_blue}, green {to_green}");
+    assert!(
+        (140..=260).contains(&to_green),
+        "green got {to_green} of 2000"
+    );
+    let status = corral.status().expect("status");
+    assert_eq!(status["active_pool"], "blue", "{status}");
+    assert_eq!(status["weights"]["green"], 10, "{status}");
+    assert!((corral.metric("corral_traffic_share{pool=\"green\"}") - 0.1).abs() < 1e-9);
+
+    // A canary set at run time, with a green that fails every second request: the split
+    // goes back to what it was.
+    corral.rewrite_config(&format!(
+        "[routing]\nweights = {{ blue = 90, green = 10 }}\nrollback_window = \"20s\"\nrollback_error_rate = 0.2\nrollback_min_requests = 20\n\n{}\n{}",
+        pool("blue", ""),
+        pool("green", ", \"--fail-every\", \"2\"")
+    ));
+    let (code, out, err) = corral.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("both pools replaced", Duration::from_secs(30), || {
+        let (b, g) = (pool_pids(&corral, "blue"), pool_pids(&corral, "green"));
+        (b.len() == 2 && g.len() == 2 && b.is_disjoint(&blue) && g.is_disjoint(&green))
+            .then_some(())
+    });
+    let load = Load::start(&corral.url("/"), 8, Duration::from_secs(60));
+    load.wait_more(50, Duration::from_secs(20));
+    let (code, out, err) = corral.cli(&["switch", "--weights", "blue=50,green=50"]);
+    assert_eq!(code, 0, "{out}{err}");
+    println!("{}", out.trim());
+    assert!(out.contains("to blue=50,green=50"), "{out}");
+    let rolled = corral.wait_event("rolled_back", Duration::from_secs(20));
+    println!("{rolled}");
+    assert_eq!(rolled["to"], "blue=90,green=10", "{rolled}");
+    assert!(
+        rolled["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("green:"),
+        "{rolled}"
+    );
+    load.stop();
+    let status = corral.status().expect("status");
+    assert_eq!(status["weights"]["green"], 10, "{status}");
+    assert_eq!(status["active_because"], "rollback", "{status}");
+}
+
+#[test]
+fn a_run_time_switch_survives_a_reload_and_a_restart_until_the_file_changes_active() {
+    let state = tempfile::tempdir().expect("state dir");
+    let server = format!("state_dir = {:?}", state.path().display().to_string());
+    let body = blue_green("", "");
+    let mut corral = start_both(&body, &server);
+    let (code, out, err) = corral.cli(&["switch", "green"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let record = state.path().join("routing.json");
+    assert!(record.exists(), "the switch is recorded in the state dir");
+    // A reload with the file unchanged keeps green.
+    corral.signal(nix::sys::signal::Signal::SIGHUP);
+    corral.wait_event("config_applied", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(corral.status().expect("status")["active_pool"], "green");
+    // A restart of corral keeps green too.
+    corral.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(corral.wait_exit(Duration::from_secs(20)).success());
+    drop(corral);
+    let corral = start_both(&body, &server);
+    let status = corral.status().expect("status");
+    assert_eq!(status["active_pool"], "green", "{status}");
+    assert_eq!(status["active_because"], "restored", "{status}");
+    let green = pool_pids(&corral, "green");
+    assert!(answering(&corral).is_subset(&green));
+    corral.wait_event("routing_restored", Duration::from_secs(5));
+    // Editing routing.active in the file wins, and the record is dropped.
+    corral.rewrite_config(&body.replace("active = \"blue\"", "active = \"green\""));
+    let (code, out, err) = corral.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    corral.rewrite_config(&body);
+    let (code, out, err) = corral.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("blue active again", Duration::from_secs(10), || {
+        (corral.status()?["active_pool"] == "blue").then_some(())
+    });
+    assert!(
+        !record.exists(),
+        "the file's new routing dropped the record"
+    );
+    let status = corral.status().expect("status");
+    assert_eq!(status["active_because"], "config", "{status}");
+    wait_for("only blue answers", Duration::from_secs(20), || {
+        answering(&corral)
+            .is_subset(&pool_pids(&corral, "blue"))
+            .then_some(())
+    });
 }

@@ -139,8 +139,14 @@ impl Corral {
     pub fn start(body: &str, server_extra: &str, ready: usize) -> Corral {
         let port = free_port();
         let admin = free_port();
+        // Each corral keeps its run-time routing in its own directory unless told otherwise.
+        let state = if server_extra.contains("state_dir") {
+            ""
+        } else {
+            "state_dir = \"{dir}/state\"\n"
+        };
         let header = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\ncontrol_socket = \"{{dir}}/control.sock\"\n{server_extra}\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n"
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\ncontrol_socket = \"{{dir}}/control.sock\"\n{state}{server_extra}\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n"
         );
         let mut corral = Corral::spawn_with(&format!("{header}{body}"), port, admin, &["run"], &[]);
         corral.header = header.replace("{dir}", &corral.dir.path().display().to_string());

@@ -35,7 +35,7 @@ pub use lower::{default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS}
 pub use model::{
     Bind, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log, LogFormat,
     OnStoreError, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rollback, Rotation,
-    Routing, RunAs, Server, Smoke, StoreKind, Upstream, WebSocket,
+    Routing, RunAs, Server, Smoke, StoreKind, Traffic, Upstream, WebSocket,
 };
 pub use pool::auto_workers;
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::model::{Config, Limits, Pool, Routing, Server};
+use crate::model::{Config, Limits, Pool, Routing, Server, Traffic};
 use crate::reader::{Reader, Table};
 
 /// Default public listener, like Gunicorn's `127.0.0.1:8000` but on the usual proxy port.
@@ -75,6 +75,20 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
     let runtime_dir = t
         .string(r, "runtime_dir")
         .map_or_else(default_runtime_dir, PathBuf::from);
+    // systemd's `StateDirectory=corral` sets `$STATE_DIRECTORY` (/var/lib/corral).
+    let state_dir = t
+        .string(r, "state_dir")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("STATE_DIRECTORY")
+                .and_then(|v| {
+                    v.to_str()
+                        .and_then(|s| s.split(':').next())
+                        .map(PathBuf::from)
+                })
+                .filter(|p| !p.as_os_str().is_empty())
+        })
+        .unwrap_or_else(|| runtime_dir.clone());
     let control_socket = match t.string(r, "control_socket") {
         Some(s) if s.is_empty() => None,
         Some(s) => Some(PathBuf::from(s)),
@@ -105,6 +119,7 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
         graceful_timeout,
         accept_grace,
         runtime_dir,
+        state_dir,
         control_socket,
         threads,
         limits,
@@ -140,42 +155,101 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
     let path = t.key_path("active");
     let node = t.get("active");
     let active = t.string(r, "active");
+    let weights = weights(r, &mut t, pools);
     let keep_previous = t.boolean(r, "keep_previous").unwrap_or(false);
     let rollback = crate::health::rollback(r, &mut t);
     t.finish(r);
-    match (active, node) {
-        (Some(name), Some(node)) => {
+    let names = || {
+        let names: Vec<_> = pools.iter().map(|p| p.name.as_str()).collect();
+        names.join(", ")
+    };
+    let traffic = match (active, node, weights) {
+        (_, _, Err(())) => return None,
+        (Some(name), Some(node), Ok(split)) => {
             if !pools.is_empty() && !pools.iter().any(|p| p.name == name) {
-                let names: Vec<_> = pools.iter().map(|p| p.name.as_str()).collect();
-                r.error(
-                    node.span(),
-                    &path,
-                    format!(
-                        "no pool is named {name:?}; the pools are: {}",
-                        names.join(", ")
-                    ),
-                );
+                let message = format!("no pool is named {name:?}; the pools are: {}", names());
+                r.error(node.span(), &path, message);
                 return None;
             }
-            Some(Routing {
-                active: name,
-                keep_previous,
-                rollback,
-            })
+            match split {
+                Some(split) if split.share(&name) == 0.0 => {
+                    let message = format!("{name:?} gets no share of routing.weights ({split}); give it a weight or leave `active` out");
+                    r.error(node.span(), &path, message);
+                    return None;
+                }
+                Some(split) => Traffic {
+                    active: name,
+                    weights: split.weights,
+                },
+                None => Traffic::to(&name),
+            }
         }
-        (None, Some(_)) => None,
-        (_, None) => match pools {
-            [only] => Some(Routing {
-                active: only.name.clone(),
-                keep_previous,
-                rollback,
-            }),
-            [] => None,
+        (None, Some(_), _) => return None,
+        (_, None, Ok(Some(split))) => split,
+        (_, None, Ok(None)) => match pools {
+            [only] => Traffic::to(&only.name),
+            [] => return None,
             _ => {
                 r.error_nowhere(&path, "several pools are defined; say which one serves traffic, e.g. active = \"blue\"");
-                None
+                return None;
             }
         },
+    };
+    Some(Routing {
+        active: traffic.active,
+        weights: traffic.weights,
+        keep_previous,
+        rollback,
+    })
+}
+
+/// `weights = { blue = 90, green = 10 }`: integers 0 to 10000 naming pools, not all 0.
+fn weights(r: &mut Reader, t: &mut Table, pools: &[Pool]) -> Result<Option<Traffic>, ()> {
+    let path = t.key_path("weights");
+    let Some(node) = t.get("weights") else {
+        return Ok(None);
+    };
+    let DeValue::Table(table) = node.get_ref() else {
+        let message = format!(
+            "expected a table like {{ blue = 90, green = 10 }}, found {}",
+            crate::reader::kind(node.get_ref())
+        );
+        r.error(node.span(), &path, message);
+        return Err(());
+    };
+    let mut weights = Vec::new();
+    let mut bad = false;
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        let key_path = format!("{path}.{name}");
+        if !pools.is_empty() && !pools.iter().any(|p| p.name == name) {
+            let names: Vec<_> = pools.iter().map(|p| p.name.as_str()).collect();
+            let message = format!(
+                "no pool is named {name:?}; the pools are: {}",
+                names.join(", ")
+            );
+            r.error(key.span(), &key_path, message);
+            bad = true;
+            continue;
+        }
+        match crate::reader::as_integer(r, value, &key_path, 0, 10_000) {
+            Some(w) => weights.push((name, w as u32)),
+            None => bad = true,
+        }
+    }
+    if bad {
+        return Err(());
+    }
+    match Traffic::split(&weights) {
+        Some(split) => Ok(Some(split)),
+        None => {
+            r.error(
+                node.span(),
+                &path,
+                "every weight is 0; give at least one pool a weight above 0",
+            );
+            Err(())
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub fn render(c: &Config) -> String {
         "runtime_dir = {:?}",
         s.runtime_dir.display().to_string()
     );
+    let _ = writeln!(out, "state_dir = {:?}", s.state_dir.display().to_string());
     let _ = writeln!(
         out,
         "control_socket = {:?}",
@@ -189,6 +190,15 @@ pub fn render(c: &Config) -> String {
         "\n[routing]\nactive = {:?}\nkeep_previous = {}",
         c.routing.active, c.routing.keep_previous
     );
+    if !c.routing.weights.is_empty() {
+        let parts: Vec<String> = c
+            .routing
+            .weights
+            .iter()
+            .map(|(p, w)| format!("{p:?} = {w}"))
+            .collect();
+        let _ = writeln!(out, "weights = {{ {} }}", parts.join(", "));
+    }
     if let Some(rb) = &c.routing.rollback {
         let _ = writeln!(
             out,

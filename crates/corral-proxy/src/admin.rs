@@ -57,15 +57,15 @@ impl Admin {
             return reply(404, "text/plain", "not found\n".into());
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let query = head.uri.query().unwrap_or("");
+        let param = |key: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        };
         let request = match head.uri.path() {
             "/reload" => ControlRequest::Reload(tx),
             "/scale" => {
-                let query = head.uri.query().unwrap_or("");
-                let param = |key: &str| {
-                    query
-                        .split('&')
-                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                };
                 let workers = param("workers")
                     .and_then(|n| n.parse::<u32>().ok())
                     .filter(|n| (1..=1024).contains(n));
@@ -83,22 +83,21 @@ impl Admin {
                 }
             }
             "/switch" => {
-                let pool = head
-                    .uri
-                    .query()
-                    .unwrap_or("")
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("pool="));
-                match pool.filter(|p| !p.is_empty()) {
-                    Some(pool) => ControlRequest::Switch {
-                        pool: pool.to_string(),
-                        reply: tx,
-                    },
-                    None => {
+                let to = match (
+                    param("pool").filter(|p| !p.is_empty()),
+                    param("weights"),
+                ) {
+                    (Some(pool), None) => Ok(corral_config::Traffic::to(pool)),
+                    (None, Some(weights)) => corral_config::Traffic::parse_weights(weights),
+                    _ => Err("say where traffic goes: /switch?pool=NAME or /switch?weights=blue=90,green=10".to_string()),
+                };
+                match to {
+                    Ok(to) => ControlRequest::Switch { to, reply: tx },
+                    Err(e) => {
                         return reply(
                             400,
                             "application/json",
-                            json!({"errors": ["say which pool: /switch?pool=NAME"]}).to_string(),
+                            json!({ "errors": [e] }).to_string(),
                         )
                     }
                 }
@@ -159,6 +158,9 @@ impl Admin {
             "active_pool": snapshot.pools.iter().find(|p| p.active).map(|p| &*p.name),
             "active_for_seconds": snapshot.active_since.map(|(since, _)| now.duration_since(since).as_secs_f64()),
             "active_because": snapshot.active_since.map(|(_, why)| why),
+            "weights": snapshot.pools.iter().any(|p| p.weight.is_some()).then(|| {
+                snapshot.pools.iter().filter_map(|p| Some((p.name.to_string(), json!(p.weight?)))).collect::<serde_json::Map<_, _>>()
+            }),
             "pools": snapshot.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
         })
     }
@@ -210,6 +212,7 @@ fn pool_json(pool: &PoolView, now: Instant) -> Value {
     json!({
         "name": &*pool.name,
         "active": pool.active,
+        "weight": pool.weight,
         "ready": pool.ready(),
         "desired": pool.desired,
         "generation": pool.generation,
@@ -245,7 +248,13 @@ fn health_json(h: HealthView) -> Value {
 /// Sets `corral_backends` from the snapshot, at scrape time: health changes between
 /// republishes, so no snapshot holds it.
 fn count_backends(metrics: &Metrics, snapshot: &StatusSnapshot) {
+    let total: u32 = snapshot.pools.iter().filter_map(|p| p.weight).sum();
     for pool in &snapshot.pools {
+        let share = match pool.weight {
+            Some(w) => f64::from(w) / f64::from(total.max(1)),
+            None => f64::from(u8::from(pool.active)),
+        };
+        metrics.set_traffic_share(&pool.name, share);
         let mut counts = [0i64; 3];
         for backend in pool.workers.iter().filter_map(|w| w.backend.as_ref()) {
             let h = backend.health.view();

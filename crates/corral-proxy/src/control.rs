@@ -19,11 +19,12 @@ pub enum ControlRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Reply>,
     },
-    /// Move traffic to another pool once it passes its checks (`corral switch`); the answer
-    /// comes when the switch is done or refused.
+    /// Move traffic to another pool, or split it by weight, once the pools that gain a
+    /// share pass their checks (`corral switch`); the answer comes when the switch is done
+    /// or refused.
     Switch {
-        /// The pool to switch to.
-        pool: String,
+        /// Where new requests are to go.
+        to: corral_config::Traffic,
         /// Where the answer goes.
         reply: oneshot::Sender<Reply>,
     },

@@ -120,19 +120,20 @@ pub enum NoWorker {
     QueueTimeout,
 }
 
-/// Claims a worker of the active pool for one attempt, waiting in the pool's bounded queue
+/// Claims a worker of the pool `ticket` is routed to for one attempt, waiting in the pool's bounded queue
 /// while every worker is at its concurrency. `table` is refreshed after each wake-up, since
 /// workers may have become ready or retired meanwhile.
 pub async fn claim(
     routes: &SharedRoutes,
     table: &mut Arc<RoutingTable>,
+    ticket: u32,
     tried: &[WorkerId],
     spread: usize,
 ) -> Result<Claim, NoWorker> {
     let mut deadline = None;
     let mut counted = false;
     loop {
-        let route = &table.active;
+        let route = table.route(ticket);
         match choose(
             &route.backends,
             &route.queue,

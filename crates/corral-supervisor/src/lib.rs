@@ -34,7 +34,7 @@ use corral_config::Config;
 use corral_telemetry::Metrics;
 use tokio::sync::mpsc;
 
-pub use routes::{Backend, PoolRoute, RoutingTable, SharedRoutes};
+pub use routes::{next_ticket, Backend, PoolRoute, RoutingTable, SharedRoutes};
 pub use status::{PoolView, SharedStatus, StatusSnapshot, WorkerView};
 pub use worker::{ExitReason, StateKind, WorkerId};
 
@@ -65,7 +65,7 @@ enum Control {
     Scale { pool: Option<String>, to: Scale },
     StartPool(String),
     StopPool(String),
-    Switch(String),
+    Switch(corral_config::Traffic, &'static str),
 }
 
 /// How a pool's worker count changes.
@@ -92,12 +92,19 @@ pub struct Supervisor {
 
 /// Starts every pool's workers on the supervisor thread and returns at once; workers become
 /// routable as they turn ready.
-pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Supervisor, StartError> {
+///
+/// `restored` is a switch made at run time before corral restarted, which stands instead of
+/// the file's `[routing]`; a pool it names that the config lacks makes it ignored.
+pub fn start(
+    config: &Config,
+    restored: Option<&corral_config::Traffic>,
+    metrics: Arc<Metrics>,
+) -> Result<Supervisor, StartError> {
     if config.active_pool().is_none() {
         return Err(StartError::NoActivePool(config.routing.active.clone()));
     }
     let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-    let policy = policy::Policy::new(config, metrics, seed);
+    let policy = policy::Policy::new(config, restored, metrics, seed);
     let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(policy.routing_table()));
     let status: SharedStatus = Arc::new(ArcSwap::from_pointee(policy.status()));
     let (control, control_rx) = mpsc::unbounded_channel();
@@ -147,10 +154,11 @@ impl Supervisor {
         let _ = self.control.send(Control::StopPool(pool));
     }
 
-    /// Sends new requests to `pool` (started first if stopped) with one store of the routing
-    /// table; the pool that was active keeps running as `previous` until stopped.
-    pub fn switch(&self, pool: String) {
-        let _ = self.control.send(Control::Switch(pool));
+    /// Sends new requests where `to` says (its pools started first if stopped) with one
+    /// store of the routing table; the pool that was active keeps running as `previous`
+    /// until stopped. `why` (`switch`, `rollback`) is what `/status` shows.
+    pub fn switch(&self, to: corral_config::Traffic, why: &'static str) {
+        let _ = self.control.send(Control::Switch(to, why));
     }
 
     /// Stops every worker and waits until each has exited and been reaped.

@@ -134,15 +134,63 @@ pub struct RoutingTable {
     pub active: Arc<PoolRoute>,
     /// The pool that was active before the last switch, while it still runs.
     pub previous: Option<Arc<PoolRoute>>,
+    /// A canary split: each pool with the sum of the weights up to and including its own;
+    /// empty when every request goes to `active`.
+    pub split: Vec<(Arc<PoolRoute>, u32)>,
     /// The config generation this table belongs to.
     pub generation: u64,
 }
 
 impl RoutingTable {
+    /// The pool a request with `ticket` goes to. Tickets spread evenly over `u32`
+    /// ([`next_ticket`]), so each pool of a split gets its weight's share; without a split
+    /// it is `active`, whatever the ticket.
+    pub fn route(&self, ticket: u32) -> &Arc<PoolRoute> {
+        let Some((_, total)) = self.split.last() else {
+            return &self.active;
+        };
+        let point = ((u64::from(ticket) * u64::from(*total)) >> 32) as u32;
+        self.split
+            .iter()
+            .find(|(_, upto)| point < *upto)
+            .map_or(&self.active, |(route, _)| route)
+    }
+
+    /// Where new requests go, by pool name (the weights read back from `split`).
+    pub fn traffic(&self) -> corral_config::Traffic {
+        let mut below = 0;
+        corral_config::Traffic {
+            active: self.active.name.to_string(),
+            weights: self
+                .split
+                .iter()
+                .map(|(route, upto)| {
+                    let weight = upto - below;
+                    below = *upto;
+                    (route.name.to_string(), weight)
+                })
+                .collect(),
+        }
+    }
+
     /// The route of the pool called `name`, if it runs.
     pub fn pool(&self, name: &str) -> Option<&Arc<PoolRoute>> {
         self.pools.iter().find(|p| &*p.name == name)
     }
+}
+
+/// A request's ticket for [`RoutingTable::route`]: a per-thread golden-ratio sequence, whose
+/// values cover `u32` evenly over any run of requests, so a 10% canary gets 10% of every
+/// few hundred requests rather than 10% on average.
+pub fn next_ticket() -> u32 {
+    thread_local! {
+        static NEXT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    NEXT.with(|n| {
+        let v = n.get().wrapping_add(0x9E37_79B9);
+        n.set(v);
+        v
+    })
 }
 
 /// The table shared between the supervisor (writer) and the proxy (reader).

@@ -37,6 +37,8 @@ pub struct PoolView {
     pub name: Arc<str>,
     /// Whether it receives traffic.
     pub active: bool,
+    /// Its weight while traffic is split (a canary), `None` when it is not.
+    pub weight: Option<u32>,
     /// Workers it should have.
     pub desired: u32,
     /// Its config generation (bumped by each reload).
@@ -66,7 +68,8 @@ pub struct StatusSnapshot {
     pub stopping: bool,
     /// The config generation: 1 at start, +1 per applied reload.
     pub generation: u64,
-    /// Since when the active pool has been active, and why (`config`, `switch`).
+    /// Since when traffic has gone where it goes, and why (`config`, `switch`, `rollback`,
+    /// `restored`).
     pub active_since: Option<(Instant, &'static str)>,
 }
 

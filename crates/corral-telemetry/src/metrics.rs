@@ -31,6 +31,7 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     reloads: IntCounterVec,
     active_pool: IntGaugeVec,
+    traffic_share: prometheus::GaugeVec,
     switches: IntCounterVec,
     /// Requests answered by corral itself because no worker of the pool was ready.
     pub no_ready_worker: IntCounter,
@@ -171,6 +172,14 @@ impl Metrics {
             ),
             &["pool"],
         )?;
+        let traffic_share = prometheus::GaugeVec::new(
+            Opts::new(
+                "corral_traffic_share",
+                "The share of new requests each pool gets, 0 to 1 (below 1 during a canary)",
+            ),
+            &["pool"],
+        )?;
+        registry.register(Box::new(traffic_share.clone()))?;
         let switches = IntCounterVec::new(
             Opts::new(
                 "corral_switches_total",
@@ -226,6 +235,7 @@ impl Metrics {
             queue_depth,
             reloads,
             active_pool,
+            traffic_share,
             switches,
             no_ready_worker,
             untrusted_forwarded_fields,
@@ -277,6 +287,11 @@ impl Metrics {
         self.active_pool
             .with_label_values(&[pool])
             .set(i64::from(active));
+    }
+
+    /// Sets the share (0 to 1) of new requests `pool` gets.
+    pub fn set_traffic_share(&self, pool: &str, share: f64) {
+        self.traffic_share.with_label_values(&[pool]).set(share);
     }
 
     /// Counts one automatic rollback.

@@ -43,11 +43,18 @@ pub enum Command {
     /// Move traffic to another pool once all its workers are ready and pass their health and
     /// smoke checks; the previous pool drains and stops (or stays warm with
     /// routing.keep_previous). Refused, with the reason, when any check fails.
+    ///
+    /// With --weights, new requests are split by weight instead (a canary); the pools that
+    /// gain a share are checked the same way, and a rollback restores the previous split.
+    #[command(group(clap::ArgGroup::new("to").required(true).args(["pool", "weights"])))]
     Switch {
         #[command(flatten)]
         args: ControlArgs,
-        /// The pool to switch to.
-        pool: String,
+        /// The pool to switch all traffic to.
+        pool: Option<String>,
+        /// Split new requests by weight, e.g. blue=90,green=10.
+        #[arg(long, value_name = "POOL=WEIGHT,...")]
+        weights: Option<String>,
     },
     /// Set the number of workers of a pool of the running corral.
     Scale {
@@ -149,19 +156,31 @@ pub fn scale(args: &ControlArgs, pool: &str, workers: u32) -> ExitCode {
     }
 }
 
-/// `corral switch POOL`.
-pub fn switch(args: &ControlArgs, pool: &str) -> ExitCode {
-    let path = format!("/switch?pool={pool}");
+/// `corral switch POOL` or `corral switch --weights blue=90,green=10`.
+pub fn switch(args: &ControlArgs, pool: Option<&str>, weights: Option<&str>) -> ExitCode {
+    let path = match (pool, weights) {
+        (_, Some(weights)) => match corral_config::Traffic::parse_weights(weights) {
+            Ok(_) => format!("/switch?weights={}", weights.replace(' ', "")),
+            Err(e) => {
+                eprintln!("corral: --weights {e}");
+                return ExitCode::from(64);
+            }
+        },
+        (Some(pool), None) => format!("/switch?pool={pool}"),
+        (None, None) => {
+            eprintln!("corral: say where traffic goes: a POOL or --weights");
+            return ExitCode::from(64);
+        }
+    };
     match client::request_waiting(&socket(args), "POST", &path, SWITCH_WAIT) {
         Ok((200, body)) => {
             let v: Value = serde_json::from_str(&body).unwrap_or_default();
             println!(
-                "switched from {} to {} ({} workers checked, {} ms); {}: {}",
+                "switched from {} to {} ({} workers checked, {} ms); {}",
                 v["from"].as_str().unwrap_or("?"),
-                v["to"].as_str().unwrap_or(pool),
+                v["to"].as_str().unwrap_or("?"),
                 v["workers"],
                 v["took_ms"],
-                v["from"].as_str().unwrap_or("the previous pool"),
                 v["previous"].as_str().unwrap_or("")
             );
             ExitCode::SUCCESS

@@ -7,6 +7,7 @@ mod client;
 mod config_watch;
 mod listeners;
 mod reload;
+mod routing_state;
 mod run;
 mod serve;
 mod services;
@@ -37,6 +38,10 @@ fn main() -> ExitCode {
             pool,
             workers,
         } => cli::scale(&args, &pool, workers),
-        cli::Command::Switch { args, pool } => cli::switch(&args, &pool),
+        cli::Command::Switch {
+            args,
+            pool,
+            weights,
+        } => cli::switch(&args, pool.as_deref(), weights.as_deref()),
     }
 }

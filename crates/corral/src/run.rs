@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::announce::{Announcer, Turn};
 use crate::reload;
 use crate::signals::{Request, Signals};
-use crate::{config_watch, listeners, services, switch, upgrade};
+use crate::{config_watch, listeners, routing_state, services, switch, upgrade};
 
 /// How often the drain checks whether in-flight requests are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -66,14 +66,15 @@ fn run_logged(config: Config, log: &LogGuard) -> anyhow::Result<()> {
         let _context = runtime.enter();
         listeners::open(&config)?
     };
-    let supervisor = corral_supervisor::start(&config, metrics.clone())?;
+    let restored = routing_state::restore(&config);
+    let supervisor = corral_supervisor::start(&config, restored.as_ref(), metrics.clone())?;
     tracing::info!(
         event = "started",
         version = env!("CARGO_PKG_VERSION"),
         config = %config.source.display(),
         listen = ?config.server.listen,
         admin = ?config.server.admin,
-        pool = %config.routing.active,
+        traffic = %restored.unwrap_or_else(|| config.routing.traffic()),
         "corral started"
     );
     let announcer = Announcer::new(successor, corral_systemd::watchdog_interval());
@@ -202,6 +203,11 @@ async fn serve(
     // snapshot follows it asynchronously): 1 at start, +1 per applied reload.
     let mut generation: u64 = 1;
     let mut apply = |new: Config, current: &mut Config| {
+        // A file whose routing changed wins over a switch made at run time, also after a
+        // restart.
+        if new.routing.traffic() != current.routing.traffic() {
+            routing_state::forget(&new);
+        }
         settings.store(Arc::new(ProxySettings::new(
             &new,
             Some(&settings.load()),
@@ -257,8 +263,8 @@ async fn serve(
                     }
                     let _ = reply.send(answer);
                 }
-                ControlRequest::Switch { pool, reply } => {
-                    switch::begin(&mut switching, &current, supervisor, &metrics, pool, reply);
+                ControlRequest::Switch { to, reply } => {
+                    switch::begin(&mut switching, &current, supervisor, &metrics, to, reply);
                 }
                 ControlRequest::Scale { pool, workers, reply } => {
                     let name = pool.unwrap_or_else(|| current.routing.active.clone());

@@ -1,17 +1,19 @@
-//! `corral switch POOL`: moves traffic to another pool only once it has shown it can take
-//! it. The target is started if it is not running; every one of its workers must be ready,
-//! pass a health check made now (`GET health.path`, 2xx) and, with active checks, be in
-//! rotation; every `smoke` check must get its status. Then new requests go to it with one
-//! store of the routing table, and the pool that was active drains (requests and WebSockets,
-//! up to `graceful_timeout`) and stops, or stays warm with `routing.keep_previous`. A switch
-//! that fails any step leaves the old pool serving everything and says why.
+//! `corral switch POOL` and `corral switch --weights blue=90,green=10`: moves traffic only
+//! to pools that have shown they can take it. Each pool that gains a share is started if it
+//! is not running; every one of its workers must be ready, pass a health check made now
+//! (`GET health.path`, 2xx) and, with active checks, be in rotation; every `smoke` check
+//! must get its status. Then new requests go where asked with one store of the routing
+//! table, and a pool left without a share drains (requests and WebSockets, up to
+//! `graceful_timeout`) and stops, or stays warm with `routing.keep_previous`. A switch that
+//! fails any step leaves traffic where it was and says why. A switch that stands is
+//! recorded in the state directory, so it outlives a restart (`routing_state`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_config::{Config, Pool, Rollback};
+use corral_config::{Config, Pool, Rollback, Traffic};
 use corral_supervisor::ready::{probe_within, status_of};
 use corral_supervisor::{Backend, Supervisor};
 use corral_telemetry::Metrics;
@@ -34,35 +36,62 @@ pub type Switching<'a> = Option<Pin<Box<dyn Future<Output = ()> + 'a>>>;
 
 /// What one switch needs to know, taken from the config when it is asked for.
 pub struct Plan {
-    from: String,
-    to: Arc<Pool>,
+    from: Traffic,
+    to: Traffic,
+    /// The pools whose share grows: they are checked first and watched after.
+    gaining: Vec<Arc<Pool>>,
     keep_previous: bool,
     rollback: Option<Rollback>,
-    /// How long the target's workers may take to be ready.
-    ready_within: Duration,
+    /// The config the switch was asked under, for the record it leaves.
+    config: Arc<Config>,
 }
 
 impl Plan {
-    /// The plan for switching `config`'s active pool (`active`, which a run-time switch may
-    /// have changed) to `target`; an error when there is nothing to do or no such pool.
-    pub fn new(config: &Config, active: &str, target: &str) -> Result<Plan, Vec<String>> {
-        let Some(pool) = config.pools.iter().find(|p| p.name == target) else {
-            let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
-            return Err(vec![format!(
-                "no pool is named {target:?}; the pools are: {}",
-                names.join(", ")
-            )]);
-        };
-        if target == active {
-            return Err(vec![format!("{target} is already the active pool")]);
+    /// The plan for sending traffic where `to` says instead of `from` (where it goes now,
+    /// which a run-time switch may have changed); an error when there is nothing to do or
+    /// a pool does not exist.
+    pub fn new(config: &Config, from: Traffic, to: Traffic) -> Result<Plan, Vec<String>> {
+        let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        let unknown: Vec<String> = to
+            .pools()
+            .into_iter()
+            .filter(|name| !names.contains(name))
+            .map(|name| {
+                format!(
+                    "no pool is named {name:?}; the pools are: {}",
+                    names.join(", ")
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unknown);
         }
+        if to == from {
+            return Err(vec![format!("traffic already goes to {to}")]);
+        }
+        let gaining = config
+            .pools
+            .iter()
+            .filter(|p| to.share(&p.name) > from.share(&p.name))
+            .map(|p| Arc::new(p.clone()))
+            .collect();
         Ok(Plan {
-            from: active.to_string(),
-            to: Arc::new(pool.clone()),
+            from,
+            to,
+            gaining,
             keep_previous: config.routing.keep_previous,
             rollback: config.routing.rollback,
-            ready_within: pool.start_timeout + Duration::from_secs(5),
+            config: Arc::new(config.clone()),
         })
+    }
+
+    /// The pools `a` sends requests to and `b` does not.
+    fn left_out(a: &Traffic, b: &Traffic) -> Vec<String> {
+        a.pools()
+            .into_iter()
+            .filter(|p| b.share(p) == 0.0)
+            .map(str::to_string)
+            .collect()
     }
 
     /// Runs the switch, answers `reply`, and watches the rollback window if there is one.
@@ -75,191 +104,214 @@ impl Plan {
         let answer = self.switch(supervisor).await;
         let switched = answer.is_ok();
         metrics.switch(if switched { "switched" } else { "refused" });
+        if switched {
+            crate::routing_state::record(&self.config, &self.to, "switch");
+        }
         let _ = reply.send(answer);
         if !switched {
             return;
         }
         match self.rollback {
             Some(rollback) => self.watch(supervisor, &metrics, rollback).await,
-            None => self.retire(supervisor, &self.from).await,
+            None => {
+                self.retire(supervisor, &Self::left_out(&self.from, &self.to))
+                    .await
+            }
         }
     }
 
-    /// The pool traffic has just left drains and stops, unless it is kept warm; requests
-    /// that read the table before the flip get `FLIP_GRACE` to claim one of its workers.
-    async fn retire(&self, supervisor: &Supervisor, pool: &str) {
-        if !self.keep_previous {
+    /// Pools traffic has just left drain and stop, unless kept warm; requests that read the
+    /// table before the flip get `FLIP_GRACE` to claim one of their workers.
+    async fn retire(&self, supervisor: &Supervisor, pools: &[String]) {
+        if !self.keep_previous && !pools.is_empty() {
             tokio::time::sleep(FLIP_GRACE).await;
-            supervisor.stop_pool(pool.to_string());
+            for pool in pools {
+                supervisor.stop_pool(pool.clone());
+            }
         }
     }
 
-    /// Within the window, a new pool that answers too many 5xx or has no backend in
-    /// rotation gives the traffic back; the previous pool is kept warm until then.
+    /// Within the window, a pool that gained a share and answers too many 5xx or has no
+    /// backend in rotation gives the traffic back to where it went before (a canary's
+    /// weights too); the pools that lost their share are kept warm until then.
     async fn watch(&self, supervisor: &Supervisor, metrics: &Metrics, rollback: Rollback) {
-        let target = self.to.name.as_str();
-        let pool_metrics = metrics.pool(target);
-        let (total_at_flip, errors_at_flip) = pool_metrics.answered();
+        let watched: Vec<_> = self
+            .gaining
+            .iter()
+            .map(|p| {
+                let m = metrics.pool(&p.name);
+                let at_flip = m.answered();
+                (p.name.as_str(), m, at_flip)
+            })
+            .collect();
         let until = Instant::now() + rollback.window;
-        let reason = loop {
+        let reason = 'watch: loop {
             if Instant::now() >= until {
                 break None;
             }
             tokio::time::sleep(POLL).await;
-            let (total, errors) = pool_metrics.answered();
-            let (total, errors) = (total - total_at_flip, errors - errors_at_flip);
-            let ratio = errors as f64 / total.max(1) as f64;
-            if total >= rollback.min_requests && ratio > rollback.error_rate {
-                break Some(format!(
-                    "{errors} of {total} answers 5xx ({:.1}%, above {:.1}%)",
-                    100.0 * ratio,
-                    100.0 * rollback.error_rate
-                ));
-            }
-            let in_rotation = supervisor
-                .routes
-                .load()
-                .pool(target)
-                .is_some_and(|r| r.backends.iter().any(|b| b.health.in_rotation(&mut None)));
-            if !in_rotation {
-                break Some(format!("{target} has no backend in rotation"));
+            let table = supervisor.routes.load();
+            for (name, pool_metrics, (total_at_flip, errors_at_flip)) in &watched {
+                let (total, errors) = pool_metrics.answered();
+                let (total, errors) = (total - total_at_flip, errors - errors_at_flip);
+                let ratio = errors as f64 / total.max(1) as f64;
+                if total >= rollback.min_requests && ratio > rollback.error_rate {
+                    break 'watch Some(format!(
+                        "{name}: {errors} of {total} answers 5xx ({:.1}%, above {:.1}%)",
+                        100.0 * ratio,
+                        100.0 * rollback.error_rate
+                    ));
+                }
+                let in_rotation = table
+                    .pool(name)
+                    .is_some_and(|r| r.backends.iter().any(|b| b.health.in_rotation(&mut None)));
+                if !in_rotation {
+                    break 'watch Some(format!("{name} has no backend in rotation"));
+                }
             }
         };
         let Some(why) = reason else {
             tracing::info!(
                 event = "rollback_window_passed",
-                pool = target,
+                to = %self.to,
                 "no rollback within the window; the switch stands"
             );
-            self.retire(supervisor, &self.from).await;
+            self.retire(supervisor, &Self::left_out(&self.from, &self.to))
+                .await;
             return;
         };
-        tracing::error!(event = "rolled_back", from = target, to = %self.from, reason = %why, "switch rolled back");
+        tracing::error!(event = "rolled_back", from = %self.to, to = %self.from, reason = %why, "switch rolled back");
         metrics.rolled_back();
-        supervisor.switch(self.from.clone());
-        self.retire(supervisor, target).await;
+        supervisor.switch(self.from.clone(), "rollback");
+        crate::routing_state::record(&self.config, &self.from, "rollback");
+        self.retire(supervisor, &Self::left_out(&self.to, &self.from))
+            .await;
     }
 
     async fn switch(&self, supervisor: &Supervisor) -> Reply {
-        let target = self.to.name.clone();
-        tracing::info!(event = "switch_started", from = %self.from, to = %target, "switch requested; checking the target pool");
+        let (from, to) = (&self.from, &self.to);
+        tracing::info!(event = "switch_started", from = %from, to = %to, "switch requested; checking the pools that gain traffic");
         let started = Instant::now();
-        supervisor.start_pool(target.clone());
-        let checked = match self.wait_ready(supervisor).await {
-            Ok(backends) => self.check(&backends).await.map(|()| backends.len()),
-            Err(e) => Err(e),
-        };
-        let workers = match checked {
-            Ok(n) => n,
-            Err(why) => {
-                let why = format!(
-                    "switch to {target} refused: {why}; {} keeps all traffic",
-                    self.from
-                );
-                tracing::error!(event = "switch_failed", from = %self.from, to = %target, reason = %why, "switch refused");
-                if !self.keep_previous {
-                    supervisor.stop_pool(target);
+        for pool in &self.gaining {
+            supervisor.start_pool(pool.name.clone());
+        }
+        let mut workers = 0;
+        for pool in &self.gaining {
+            let checked = match wait_ready(supervisor, pool).await {
+                Ok(backends) => check(pool, &backends).await.map(|()| backends.len()),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(n) => workers += n,
+                Err(why) => {
+                    let why = format!("switch to {to} refused: {why}; traffic stays with {from}");
+                    tracing::error!(event = "switch_failed", from = %from, to = %to, pool = %pool.name, reason = %why, "switch refused");
+                    if !self.keep_previous {
+                        for p in self.gaining.iter().filter(|p| from.share(&p.name) == 0.0) {
+                            supervisor.stop_pool(p.name.clone());
+                        }
+                    }
+                    return Err(vec![why]);
                 }
-                return Err(vec![why]);
             }
-        };
-        supervisor.switch(target.clone());
+        }
+        supervisor.switch(to.clone(), "switch");
         let flipped = Instant::now() + Duration::from_secs(5);
-        while supervisor.routes.load().active.name.as_ref() != target.as_str()
-            && Instant::now() < flipped
-        {
+        while supervisor.routes.load().traffic() != *to && Instant::now() < flipped {
             tokio::time::sleep(POLL).await;
         }
         let took_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(event = "switched", from = %self.from, to = %target, workers, took_ms, previous_kept = self.keep_previous, "traffic switched");
+        let left = Self::left_out(from, to);
+        tracing::info!(event = "switched", from = %from, to = %to, workers, took_ms, previous_kept = self.keep_previous, "traffic switched");
         Ok(json!({
-            "from": self.from,
-            "to": target,
+            "from": from.to_string(),
+            "to": to.to_string(),
             "workers": workers,
             "took_ms": took_ms,
-            "previous": match (self.keep_previous, self.rollback) {
-                (true, _) => "kept warm".to_string(),
-                (false, Some(rb)) => format!("kept warm for the {:?} rollback window, then stopped", rb.window),
-                (false, None) => "draining, then stopped".to_string(),
+            "left": left,
+            "previous": match (left.is_empty(), self.keep_previous, self.rollback) {
+                (true, _, _) => "every pool keeps a share".to_string(),
+                (false, true, _) => "kept warm".to_string(),
+                (false, false, Some(rb)) => format!("kept warm for the {:?} rollback window, then stopped", rb.window),
+                (false, false, None) => "draining, then stopped".to_string(),
             },
         }))
     }
+}
 
-    /// Waits until every worker of the target is ready; returns their routing entries.
-    async fn wait_ready(&self, supervisor: &Supervisor) -> Result<Vec<Arc<Backend>>, String> {
-        let name = self.to.name.as_str();
-        let deadline = Instant::now() + self.ready_within;
-        loop {
-            let status = supervisor.status.load();
-            let view = status.pools.iter().find(|p| &*p.name == name);
-            if let Some(failed) = view.and_then(|p| p.failed.as_ref()) {
-                return Err(format!("pool {name} failed: {failed}"));
-            }
-            let table = supervisor.routes.load();
-            let backends = table
-                .pool(name)
-                .map(|r| r.backends.clone())
-                .unwrap_or_default();
-            let wanted = self.to.workers as usize;
-            if view.is_some_and(|p| p.desired > 0) && backends.len() >= wanted.max(1) {
-                return Ok(backends);
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "{} of {wanted} workers of {name} ready after {:?}",
-                    backends.len(),
-                    self.ready_within
-                ));
-            }
-            tokio::time::sleep(POLL).await;
+/// Waits until every worker of `pool` is ready; returns their routing entries.
+async fn wait_ready(supervisor: &Supervisor, pool: &Pool) -> Result<Vec<Arc<Backend>>, String> {
+    let name = pool.name.as_str();
+    let ready_within = pool.start_timeout + Duration::from_secs(5);
+    let deadline = Instant::now() + ready_within;
+    loop {
+        let status = supervisor.status.load();
+        let view = status.pools.iter().find(|p| &*p.name == name);
+        if let Some(failed) = view.and_then(|p| p.failed.as_ref()) {
+            return Err(format!("pool {name} failed: {failed}"));
+        }
+        let table = supervisor.routes.load();
+        let backends = table
+            .pool(name)
+            .map(|r| r.backends.clone())
+            .unwrap_or_default();
+        let wanted = pool.workers as usize;
+        if view.is_some_and(|p| p.desired > 0) && backends.len() >= wanted.max(1) {
+            return Ok(backends);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} of {wanted} workers of {name} ready after {ready_within:?}",
+                backends.len(),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The health check of every worker, then the smoke checks, spread over the workers.
+async fn check(pool: &Pool, backends: &[Arc<Backend>]) -> Result<(), String> {
+    let timeout = pool.health.timeout;
+    for b in backends {
+        if let Err(why) = probe_within(
+            corral_config::Ready::Http,
+            &b.addr,
+            &pool.health_path,
+            timeout,
+        )
+        .await
+        {
+            return Err(format!(
+                "health check GET {} on {} worker {} ({}): {why}",
+                pool.health_path, pool.name, b.worker, b.addr
+            ));
+        }
+        if !b.health.in_rotation(&mut None) {
+            return Err(format!(
+                "{} worker {} ({}) is out of rotation (failed health checks or ejected)",
+                pool.name, b.worker, b.addr
+            ));
         }
     }
-
-    /// The health check of every worker, then the smoke checks, spread over the workers.
-    async fn check(&self, backends: &[Arc<Backend>]) -> Result<(), String> {
-        let pool = &self.to;
-        let timeout = pool.health.timeout;
-        for b in backends {
-            if let Err(why) = probe_within(
-                corral_config::Ready::Http,
-                &b.addr,
-                &pool.health_path,
-                timeout,
-            )
-            .await
-            {
+    for (i, smoke) in pool.smoke.iter().enumerate() {
+        let b = &backends[i % backends.len()];
+        match status_of(&b.addr, &smoke.path, timeout).await {
+            Ok(status) if status == smoke.status => {}
+            Ok(status) => {
                 return Err(format!(
-                    "health check GET {} on {} worker {} ({}): {why}",
-                    pool.health_path, pool.name, b.worker, b.addr
-                ));
+                    "smoke check GET {} on {} worker {} answered {status}, expected {}",
+                    smoke.path, pool.name, b.worker, smoke.status
+                ))
             }
-            if !b.health.in_rotation(&mut None) {
+            Err(why) => {
                 return Err(format!(
-                    "{} worker {} ({}) is out of rotation (failed health checks or ejected)",
-                    pool.name, b.worker, b.addr
-                ));
+                    "smoke check GET {} on {} worker {}: {why}",
+                    smoke.path, pool.name, b.worker
+                ))
             }
         }
-        for (i, smoke) in pool.smoke.iter().enumerate() {
-            let b = &backends[i % backends.len()];
-            match status_of(&b.addr, &smoke.path, timeout).await {
-                Ok(status) if status == smoke.status => {}
-                Ok(status) => {
-                    return Err(format!(
-                        "smoke check GET {} on {} worker {} answered {status}, expected {}",
-                        smoke.path, pool.name, b.worker, smoke.status
-                    ))
-                }
-                Err(why) => {
-                    return Err(format!(
-                        "smoke check GET {} on {} worker {}: {why}",
-                        smoke.path, pool.name, b.worker
-                    ))
-                }
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Starts the switch `request` asks for, unless one is under way or it makes no sense.
@@ -268,15 +320,15 @@ pub fn begin<'a>(
     config: &Config,
     supervisor: &'a Supervisor,
     metrics: &Arc<Metrics>,
-    target: String,
+    to: Traffic,
     reply: oneshot::Sender<Reply>,
 ) {
     if switching.is_some() {
         let _ = reply.send(Err(vec!["a switch is already under way".into()]));
         return;
     }
-    let active = supervisor.routes.load().active.name.to_string();
-    match Plan::new(config, &active, &target) {
+    let from = supervisor.routes.load().traffic();
+    match Plan::new(config, from, to) {
         Ok(plan) => *switching = Some(Box::pin(plan.run(supervisor, metrics.clone(), reply))),
         Err(e) => {
             let _ = reply.send(Err(e));

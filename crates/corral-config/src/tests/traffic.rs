@@ -198,3 +198,52 @@ fn rollback_needs_a_window_and_a_share_between_0_and_1() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn weights_split_traffic_name_their_primary_and_bad_ones_are_named() {
+    let pools = "[pools.blue]\ncommand = [\"app\"]\n[pools.green]\ncommand = [\"app\"]\n";
+    let c = ok(&format!(
+        "[routing]\nweights = {{ blue = 90, green = 10 }}\n{pools}"
+    ));
+    assert_eq!(c.routing.active, "blue");
+    assert_eq!(
+        c.routing.weights,
+        vec![("blue".to_string(), 90), ("green".to_string(), 10)]
+    );
+    assert!((c.routing.traffic().share("green") - 0.1).abs() < 1e-9);
+    assert_eq!(ok(&render(&c)).routing, c.routing);
+    // One pool with a weight is no split.
+    let one = ok(&format!(
+        "[routing]\nweights = {{ blue = 0, green = 5 }}\n{pools}"
+    ));
+    assert_eq!(
+        (one.routing.active.as_str(), one.routing.weights.len()),
+        ("green", 0)
+    );
+    let e = errs(&format!(
+        "[routing]\nweights = {{ blue = 90, red = 10 }}\n{pools}"
+    ));
+    assert!(
+        e[0].contains("routing.weights.red: no pool is named \"red\""),
+        "{e:#?}"
+    );
+    let e = errs(&format!("[routing]\nweights = {{ blue = 0 }}\n{pools}"));
+    assert!(
+        e[0].contains("routing.weights: every weight is 0"),
+        "{e:#?}"
+    );
+    let e = errs(&format!("[routing]\nweights = {{ blue = -1 }}\n{pools}"));
+    assert!(
+        e[0].contains("routing.weights.blue: -1 is out of range"),
+        "{e:#?}"
+    );
+    let e = errs(&format!(
+        "[routing]\nactive = \"green\"\nweights = {{ blue = 100 }}\n{pools}"
+    ));
+    assert!(
+        e[0].contains("routing.active: \"green\" gets no share of routing.weights"),
+        "{e:#?}"
+    );
+    let e = errs(&format!("[routing]\nweights = \"blue\"\n{pools}"));
+    assert!(e[0].contains("routing.weights: expected a table"), "{e:#?}");
+}

@@ -27,6 +27,9 @@ pub(super) struct Exchange {
     pub(super) start: Instant,
     /// The routing table the request was routed by (refreshed while it waits in a queue).
     pub(super) table: Arc<RoutingTable>,
+    /// Which pool of a canary split the request goes to ([`RoutingTable::route`]); drawn
+    /// once, so a retry or a wait in a queue stays in the same pool.
+    pub(super) ticket: u32,
     pub(super) request_id: String,
     /// The worker that took the request, once one did.
     pub(super) backend: Option<Arc<Backend>>,
@@ -57,7 +60,13 @@ impl Exchange {
         in_flight: &prometheus::IntGauge,
     ) -> Exchange {
         let start = Instant::now();
+        let ticket = if table.split.is_empty() {
+            0
+        } else {
+            corral_supervisor::next_ticket()
+        };
         Exchange {
+            ticket,
             client,
             settings,
             keepalive,
@@ -79,7 +88,7 @@ impl Exchange {
 
     /// The pool the request is routed to: the one place that picks it from the table.
     pub(super) fn route(&self) -> &PoolRoute {
-        &self.table.active
+        self.table.route(self.ticket)
     }
 
     /// What this request adds to its answer.

@@ -213,7 +213,15 @@ impl Forwarder {
         spread: usize,
         tries: Tries,
     ) -> Result<Claim, Failure> {
-        match upstream::claim(&self.routes, &mut exchange.table, tried, spread).await {
+        match upstream::claim(
+            &self.routes,
+            &mut exchange.table,
+            exchange.ticket,
+            tried,
+            spread,
+        )
+        .await
+        {
             Ok(claim) => Ok(claim),
             Err(NoWorker::Exhausted) if tries.failed_workers == 0 => {
                 self.metrics.no_ready_worker.inc();

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use corral_config::{Config, MAX_WORKERS};
+use corral_config::{Config, Traffic, MAX_WORKERS};
 use nix::sys::signal::Signal;
 
 use super::{Policy, Timer};
@@ -38,17 +38,14 @@ impl Policy {
                 pool.desired = 0;
             }
         }
-        // A reload that leaves `routing.active` as it was keeps a switch made at run time.
-        if config.routing.active != self.config_active {
-            self.config_active = config.routing.active.clone();
-            if let Some(id) = self.pool_named(&config.routing.active) {
-                self.set_active(id, "config", now);
-            }
-        }
-        if self.pools.iter().all(|p| p.id != self.active || p.removed) {
-            if let Some(id) = self.pool_named(&config.routing.active) {
-                self.set_active(id, "config", now);
-            }
+        // A reload that leaves `routing.active` and `weights` as they were keeps a switch
+        // made at run time; so does one that leaves every pool getting traffic in place.
+        let traffic = config.routing.traffic();
+        let gone = |id: PoolId| self.pools.iter().all(|p| p.id != id || p.removed);
+        let lost = gone(self.active) || self.canary.iter().any(|(id, _)| gone(*id));
+        if traffic != self.config_traffic || lost {
+            self.config_traffic = traffic.clone();
+            self.switch(&traffic, "config", now);
         }
         for id in self.pool_ids() {
             self.renew_pool(id);
@@ -137,10 +134,10 @@ impl Policy {
             tracing::warn!(pool = name, "stop: no such pool");
             return;
         };
-        if id == self.active {
+        if id == self.active || self.canary.iter().any(|(c, _)| *c == id) {
             tracing::warn!(
                 pool = name,
-                "stop: the active pool cannot be stopped; switch first"
+                "stop: a pool that gets traffic cannot be stopped; switch first"
             );
             return;
         }
@@ -151,32 +148,54 @@ impl Policy {
         self.ensure_slots(id, now);
     }
 
-    /// Sends new requests to `name`, starting it if it is stopped. The pool that was active
-    /// keeps its workers (it is `previous` in the routing table) until stopped.
-    pub(super) fn switch(&mut self, name: &str, now: Instant) {
-        let Some(id) = self.pool_named(name) else {
-            tracing::warn!(pool = name, "switch: no such pool");
-            return;
-        };
-        if id == self.active {
+    /// Sends new requests where `to` says, starting the pools that get a share if they are
+    /// stopped. The pool that was active keeps its workers (it is `previous` in the routing
+    /// table) until stopped.
+    pub(super) fn switch(&mut self, to: &Traffic, why: &'static str, now: Instant) {
+        if self.pool_named(&to.active).is_none() || self.weights_of(to).is_none() {
+            tracing::warn!(to = %to, "switch: no such pool");
             return;
         }
-        self.start_pool(name, now);
-        let from = self.pool_name(self.active);
-        self.set_active(id, "switch", now);
-        tracing::info!(
-            event = "switched",
-            from = from.as_deref(),
-            to = name,
-            "active pool switched"
-        );
+        for name in to.pools() {
+            self.start_pool(name, now);
+        }
+        self.route(to, why, now);
     }
 
-    fn set_active(&mut self, id: PoolId, why: &'static str, now: Instant) {
+    /// Points new requests where `to` says (pools it names that do not run are left out).
+    fn route(&mut self, to: &Traffic, why: &'static str, now: Instant) {
+        let Some(id) = self.pool_named(&to.active) else {
+            return;
+        };
+        let canary = self.weights_of(to).unwrap_or_default();
+        if id == self.active && canary == self.canary {
+            return;
+        }
+        let from = self.traffic_now();
         if id != self.active {
             self.previous = Some(self.active);
             self.active = id;
-            self.active_since = Some((now, why));
+        }
+        self.canary = canary;
+        self.active_since = Some((now, why));
+        tracing::info!(event = "traffic_routed", from = %from, to = %to, why, "new requests go elsewhere");
+    }
+
+    /// The pools of `traffic`'s split with their weights; `None` if one of them does not run.
+    pub(super) fn weights_of(&self, traffic: &Traffic) -> Option<Vec<(PoolId, u32)>> {
+        traffic
+            .weights
+            .iter()
+            .map(|(name, w)| self.pool_named(name).map(|id| (id, *w)))
+            .collect()
+    }
+
+    /// Where new requests go now, by pool name.
+    fn traffic_now(&self) -> Traffic {
+        let name = |id| self.pool_name(id).unwrap_or_default();
+        Traffic {
+            active: name(self.active),
+            weights: self.canary.iter().map(|(id, w)| (name(*id), *w)).collect(),
         }
     }
 

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_config::{Config, Pool};
+use corral_config::{Config, Pool, Traffic};
 use corral_telemetry::Metrics;
 use nix::sys::signal::Signal;
 
@@ -92,8 +92,9 @@ pub(crate) enum Event {
     StartPool(String),
     /// Drain and stop every worker of a pool that is not active.
     StopPool(String),
-    /// Send new requests to another pool, starting it first if needed.
-    Switch(String),
+    /// Send new requests elsewhere (another pool, or a split by weight), starting the
+    /// pools that get a share first if needed; `why` is `switch` or `rollback`.
+    Switch { to: Traffic, why: &'static str },
     /// Stop every worker.
     Stop(StopMode),
 }
@@ -181,17 +182,22 @@ pub(crate) struct Policy {
     active: PoolId,
     /// The pool that was active before the last switch.
     previous: Option<PoolId>,
+    /// A canary split: each pool that gets requests and its weight; empty when `active`
+    /// gets them all.
+    canary: Vec<(PoolId, u32)>,
     /// Since when the active pool has been active, and why: `config` or `switch`.
     active_since: Option<(Instant, &'static str)>,
-    /// `routing.active` of the last config applied, so a reload that does not change it
-    /// keeps a switch made at run time.
-    config_active: String,
+    /// `routing.active` and `weights` of the last config applied, so a reload that does not
+    /// change them keeps a switch made at run time.
+    config_traffic: Traffic,
     generation: u64,
     graceful_timeout: Duration,
     runtime_dir: PathBuf,
     metrics: Arc<Metrics>,
     stopping: Option<StopMode>,
     finished: bool,
+    /// Whether `active` and `canary` came from a run-time switch kept across a restart.
+    restored: bool,
     /// State of the jitter generator (xorshift), seeded by the runner.
     rng: u64,
     actions: Vec<Action>,
@@ -199,22 +205,30 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// A policy for `config`; nothing runs until [`Event::Start`]. `seed` makes the
-    /// `max_requests_jitter` draws (any value but 0).
-    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>, seed: u64) -> Policy {
+    /// `max_requests_jitter` draws (any value but 0). `restored` is a switch made at run
+    /// time before a restart, which stands instead of the file's routing.
+    pub(crate) fn new(
+        config: &Config,
+        restored: Option<&Traffic>,
+        metrics: Arc<Metrics>,
+        seed: u64,
+    ) -> Policy {
         let mut policy = Policy {
             pools: Vec::new(),
             next_pool: 0,
             next_worker: 1,
             active: PoolId(0),
             previous: None,
+            canary: Vec::new(),
             active_since: None,
-            config_active: config.routing.active.clone(),
+            config_traffic: config.routing.traffic(),
             generation: 1,
             graceful_timeout: config.server.graceful_timeout,
             runtime_dir: config.server.runtime_dir.clone(),
             metrics,
             stopping: None,
             finished: false,
+            restored: false,
             rng: seed | 1,
             actions: Vec::new(),
         };
@@ -225,6 +239,18 @@ impl Policy {
             .pool_named(&config.routing.active)
             .or_else(|| policy.pools.first().map(|p| p.id))
             .unwrap_or(PoolId(0));
+        policy.canary = policy
+            .weights_of(&config.routing.traffic())
+            .unwrap_or_default();
+        if let Some(to) = restored {
+            if let (Some(active), Some(canary)) =
+                (policy.pool_named(&to.active), policy.weights_of(to))
+            {
+                policy.active = active;
+                policy.canary = canary;
+                policy.restored = true;
+            }
+        }
         policy
     }
 
@@ -232,7 +258,7 @@ impl Policy {
     pub(crate) fn on_event(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
             Event::Start => {
-                self.active_since = Some((now, "config"));
+                self.active_since = Some((now, if self.restored { "restored" } else { "config" }));
                 for id in self.pool_ids() {
                     self.ensure_slots(id, now);
                 }
@@ -262,7 +288,7 @@ impl Policy {
             Event::Scale { pool, to } => self.scale(pool.as_deref(), to, now),
             Event::StartPool(name) => self.start_pool(&name, now),
             Event::StopPool(name) => self.stop_pool(&name, now),
-            Event::Switch(name) => self.switch(&name, now),
+            Event::Switch { to, why } => self.switch(&to, why, now),
             Event::Stop(mode) => self.begin_stop(mode, now),
         }
         self.forget_removed_pools();

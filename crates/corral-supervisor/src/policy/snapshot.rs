@@ -71,10 +71,22 @@ impl Policy {
                 },
             })
         });
+        let mut upto = 0;
+        let split = self
+            .canary
+            .iter()
+            .filter_map(|(id, weight)| {
+                let name = self.pools.iter().find(|p| p.id == *id)?.name.clone();
+                let route = pools.iter().find(|r| r.name == name)?.clone();
+                upto += weight;
+                Some((route, upto))
+            })
+            .collect();
         RoutingTable {
             pools,
             active,
             previous,
+            split,
             generation: self.generation,
         }
     }
@@ -120,6 +132,17 @@ impl Policy {
             views.push(PoolView {
                 name: pool.name.clone(),
                 active: pool.id == self.active,
+                weight: if self.canary.is_empty() {
+                    None
+                } else {
+                    Some(
+                        self.canary
+                            .iter()
+                            .filter(|(id, _)| *id == pool.id)
+                            .map(|(_, w)| w)
+                            .sum(),
+                    )
+                },
                 desired: pool.desired,
                 generation: pool.generation,
                 failed: pool.failed.clone(),

@@ -135,7 +135,7 @@ impl Runner {
                     Some(Control::Scale { pool, to }) => Event::Scale { pool, to },
                     Some(Control::StartPool(pool)) => Event::StartPool(pool),
                     Some(Control::StopPool(pool)) => Event::StopPool(pool),
-                    Some(Control::Switch(pool)) => Event::Switch(pool),
+                    Some(Control::Switch(to, why)) => Event::Switch { to, why },
                     // The master's handle is gone: nobody will ask for a graceful stop.
                     None => Event::Stop(crate::StopMode::Quick),
                 },

@@ -77,7 +77,7 @@ fn the_routing_table_holds_every_pool_and_a_switch_remembers_the_previous() {
     assert_eq!(table.pools.len(), 2);
     assert_eq!(&*table.active.name, "blue");
     assert!(table.previous.is_none());
-    w.send(Event::Switch("green".into()));
+    w.send(switch_to("green"));
     let table = w.policy.routing_table();
     assert_eq!(&*table.active.name, "green");
     assert_eq!(table.active.backends.len(), 1);
@@ -101,7 +101,7 @@ fn one_pool_starts_and_stops_without_touching_the_others() {
     // A reload keeps a stopped pool stopped.
     w.reload("blue", &[("blue", "workers = 2"), ("green", "workers = 2")]);
     assert!(w.workers("green").is_empty());
-    w.send(Event::Switch("green".into()));
+    w.send(switch_to("green"));
     assert_eq!(
         w.in_state("green", StateKind::Starting).len(),
         2,
@@ -114,7 +114,7 @@ fn one_pool_starts_and_stops_without_touching_the_others() {
 fn a_reload_keeps_a_switch_unless_the_config_changes_active() {
     let pools = [("blue", "workers = 1"), ("green", "workers = 1")];
     let mut w = World::new("blue", &pools);
-    w.send(Event::Switch("green".into()));
+    w.send(switch_to("green"));
     w.reload("blue", &pools);
     assert_eq!(
         &*w.policy.routing_table().active.name,
@@ -144,4 +144,83 @@ fn events_for_unknown_workers_are_ignored() {
     w.exit(ghost, QUICK);
     assert!(w.signals.is_empty());
     assert_eq!(w.spawns.len(), 1);
+}
+
+/// A run-time switch of all traffic to `pool`.
+fn switch_to(pool: &str) -> Event {
+    Event::Switch {
+        to: corral_config::Traffic::to(pool),
+        why: "switch",
+    }
+}
+
+/// How many of `n` tickets in a row each pool of the table gets.
+fn shares(table: &crate::RoutingTable, n: usize) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for _ in 0..n {
+        let name = table.route(crate::next_ticket()).name.to_string();
+        match counts.iter_mut().find(|(p, _)| *p == name) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    counts.sort();
+    counts
+}
+
+#[test]
+fn weights_split_new_requests_and_a_reload_keeps_them_unless_the_file_changes() {
+    let pools = [("blue", "workers = 1"), ("green", "workers = 1")];
+    let mut w = World::new("blue", &pools);
+    w.ready_all("blue");
+    w.ready_all("green");
+    assert_eq!(
+        shares(&w.policy.routing_table(), 1000),
+        vec![("blue".into(), 1000)]
+    );
+    let split = corral_config::Traffic::split(&[("blue".into(), 90), ("green".into(), 10)])
+        .expect("a split");
+    w.send(Event::Switch {
+        to: split,
+        why: "switch",
+    });
+    let table = w.policy.routing_table();
+    assert_eq!(
+        &*table.active.name, "blue",
+        "the heaviest pool is the primary"
+    );
+    let counts = shares(&table, 2000);
+    let green = counts.iter().find(|(p, _)| p == "green").map_or(0, |c| c.1);
+    assert!((180..=220).contains(&green), "{counts:?}");
+    w.send(Event::StopPool("green".into()));
+    assert!(w.signals.is_empty(), "a pool with a weight is not stopped");
+    let status = w.policy.status();
+    assert_eq!(status.pools[1].weight, Some(10));
+    w.reload("blue", &pools);
+    assert_eq!(
+        w.policy.routing_table().split.len(),
+        2,
+        "canary kept over a reload"
+    );
+    w.reload("green", &pools);
+    let table = w.policy.routing_table();
+    assert!(table.split.is_empty(), "the file's new routing wins");
+    assert_eq!(&*table.active.name, "green");
+}
+
+#[test]
+fn a_restored_switch_stands_instead_of_the_file_until_it_changes() {
+    let pools = [("blue", "workers = 1"), ("green", "workers = 1")];
+    let metrics = std::sync::Arc::new(corral_telemetry::Metrics::new().expect("metrics"));
+    let config = super::config("blue", &pools);
+    let restored = corral_config::Traffic::to("green");
+    let policy = crate::policy::Policy::new(&config, Some(&restored), metrics.clone(), 7);
+    assert_eq!(&*policy.routing_table().active.name, "green");
+    let unknown = corral_config::Traffic::to("red");
+    let policy = crate::policy::Policy::new(&config, Some(&unknown), metrics, 7);
+    assert_eq!(
+        &*policy.routing_table().active.name,
+        "blue",
+        "a stale state is ignored"
+    );
 }

@@ -53,7 +53,7 @@ fn config(active: &str, pools: &[(&str, &str)]) -> corral_config::Config {
 impl World {
     fn new(active: &str, pools: &[(&str, &str)]) -> World {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let policy = Policy::new(&config(active, pools), metrics.clone(), 7);
+        let policy = Policy::new(&config(active, pools), None, metrics.clone(), 7);
         let mut world = World {
             policy,
             metrics,
