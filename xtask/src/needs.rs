@@ -54,6 +54,12 @@ const TOOLS: &[Tool] = &[
         purpose: Purpose::Test,
     },
     Tool {
+        command: "openssl",
+        apt: "openssl",
+        why: "test certificates and TLS clients of the HTTPS tests",
+        purpose: Purpose::Test,
+    },
+    Tool {
         command: "jq",
         apt: "jq",
         why: "the quickstart's commands",

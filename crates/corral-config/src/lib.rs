@@ -20,6 +20,7 @@ mod ratelimit;
 mod reader;
 mod remote;
 mod render;
+mod tls;
 mod units;
 mod websocket;
 
@@ -33,9 +34,10 @@ pub use error::{ConfigError, ConfigErrors};
 pub use health::DEFAULT_FAIL_STATUS;
 pub use lower::{default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{
-    Bind, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log, LogFormat,
-    OnStoreError, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready, Rollback, Rotation,
-    Routing, RunAs, Server, Smoke, StoreKind, Traffic, Upstream, WebSocket,
+    Bind, Certificate, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log,
+    LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready,
+    Rollback, Rotation, Routing, RunAs, Server, Smoke, StoreKind, Tls, Traffic, Upstream,
+    WebSocket,
 };
 pub use pool::auto_workers;
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};

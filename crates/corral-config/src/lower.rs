@@ -21,7 +21,7 @@ pub const MAX_WORKERS: i64 = 1024;
 /// Reads the whole document; returns `None` if any error was recorded.
 pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<Config> {
     let mut top = Table::new("", Some(root));
-    let server = server(r, &mut top);
+    let server = server(r, &mut top, &source);
     let log = crate::log::log(r, &mut top);
     let headers = crate::edge::headers(r, &mut top);
     let compression = crate::compression::compression(r, &mut top);
@@ -48,7 +48,7 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
     })
 }
 
-fn server(r: &mut Reader, top: &mut Table) -> Server {
+fn server(r: &mut Reader, top: &mut Table, source: &std::path::Path) -> Server {
     let mut t = top.table(r, "server");
     let default_listen = DEFAULT_LISTEN.parse().map(|a| vec![a]).unwrap_or_default();
     let listen = match t.addresses(r, "listen") {
@@ -71,6 +71,8 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
             r.error(node.span(), &t.key_path("listen"), format!("serves {addr}, the default server.admin; set server.admin to another address, or to \"\" for none"));
         }
     }
+    let taken: Vec<_> = listen.iter().chain(admin.iter()).copied().collect();
+    let tls = crate::tls::tls(r, &mut t, &taken, &crate::tls::base_dir(source));
     let accept_grace = t.duration(r, "accept_grace").unwrap_or(Duration::ZERO);
     let runtime_dir = t
         .string(r, "runtime_dir")
@@ -118,6 +120,7 @@ fn server(r: &mut Reader, top: &mut Table) -> Server {
         admin,
         graceful_timeout,
         accept_grace,
+        tls,
         runtime_dir,
         state_dir,
         control_socket,

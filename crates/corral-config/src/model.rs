@@ -40,6 +40,8 @@ pub struct Server {
     pub listen: Vec<SocketAddr>,
     /// Admin listener for /healthz, /readyz, /status, /metrics; `None` when disabled.
     pub admin: Option<SocketAddr>,
+    /// `[server.tls]`: HTTPS listeners; `None` without the table.
+    pub tls: Option<Tls>,
     /// Directory for corral's runtime files (the control socket).
     pub runtime_dir: PathBuf,
     /// Directory for what must outlive a restart of corral: a traffic switch made at run
@@ -345,6 +347,41 @@ pub enum OnStoreError {
     Allow,
     /// It is refused with 503 (protection first).
     Deny,
+}
+
+/// `[server.tls]`: HTTPS on `listen` with `certificates`, and a plain listener answering
+/// 308 to the `https` URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// The HTTPS listeners.
+    pub listen: Vec<SocketAddr>,
+    /// The certificates; the first is the default, the others are chosen by the name the
+    /// client asks for (SNI) among the names each certificate is valid for.
+    pub certificates: Vec<Certificate>,
+    /// `redirect_http`: a plain listener that answers 308 to `https://host/path`.
+    pub redirect_http: Option<SocketAddr>,
+}
+
+/// One certificate chain and its key, as PEM files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Certificate {
+    /// The chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Where the config names them, so a file that cannot be used is reported there.
+    pub place: Place,
+}
+
+/// A place in the config file, kept for problems found after it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// 1-based line, 0 for none.
+    pub line: usize,
+    /// 1-based column, 0 for none.
+    pub column: usize,
+    /// The key path, such as `server.tls.certificates[1]`.
+    pub key: String,
 }
 
 /// `[routing]`.

@@ -45,6 +45,16 @@ impl<'s> Reader<'s> {
         });
     }
 
+    /// Where `span` is, for problems found later (in files the config names).
+    pub(crate) fn place(&self, span: Range<usize>, key: &str) -> crate::model::Place {
+        let (line, column) = line_col(self.src, span.start);
+        crate::model::Place {
+            line,
+            column,
+            key: key.to_string(),
+        }
+    }
+
     /// Records a problem with no place in the file, such as a missing key.
     pub(crate) fn error_nowhere(&mut self, key: &str, message: impl Into<String>) {
         self.errors.push(ConfigError {

@@ -52,6 +52,25 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(out, "proxy_protocol = {}", s.proxy_protocol);
     let _ = writeln!(out, "max_connections = {}", s.max_connections);
     let _ = writeln!(out, "watch_config = {}", s.watch_config);
+    if let Some(tls) = &s.tls {
+        let addrs: Vec<String> = tls.listen.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(out, "\n[server.tls]\nlisten = [{}]", list(&addrs));
+        if let Some(addr) = tls.redirect_http {
+            let _ = writeln!(out, "redirect_http = \"{addr}\"");
+        }
+        let certs: Vec<String> = tls
+            .certificates
+            .iter()
+            .map(|c| {
+                format!(
+                    "  {{ cert = {:?}, key = {:?} }},",
+                    c.cert.display().to_string(),
+                    c.key.display().to_string()
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "certificates = [\n{}\n]", certs.join("\n"));
+    }
     let _ = writeln!(out, "\n[server.limits]");
     let _ = writeln!(
         out,

@@ -8,6 +8,10 @@ pub struct AccessEntry<'a> {
     pub request_id: &'a str,
     /// The client's address as seen by the proxy.
     pub client_ip: &'a str,
+    /// `http` or `https`, as the client spoke to corral (or its trusted proxy).
+    pub scheme: &'a str,
+    /// `HTTP/1.1`, `HTTP/1.0` or `HTTP/2.0`.
+    pub protocol: &'static str,
     /// Request method.
     pub method: &'a str,
     /// Request path and query.
@@ -40,6 +44,8 @@ pub fn write(e: &AccessEntry) {
         target: ACCESS_TARGET,
         request_id = e.request_id,
         client_ip = %e.client_ip,
+        scheme = e.scheme,
+        protocol = e.protocol,
         method = e.method,
         path = e.path,
         status = e.status,

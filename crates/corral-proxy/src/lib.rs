@@ -8,6 +8,7 @@ pub mod control;
 pub mod forward;
 pub mod framing;
 pub mod limits;
+pub mod redirect;
 mod request_id;
 pub mod settings;
 pub mod upstream;
@@ -22,8 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use corral_supervisor::routes::Reporter;
-use corral_supervisor::{SharedRoutes, SharedStatus};
+use corral_supervisor::SharedStatus;
 use corral_telemetry::Metrics;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::listeners::ListenerConfig;
@@ -66,15 +66,7 @@ pub fn bind_all(addrs: &[SocketAddr], mut fds: Fds) -> Result<ListenFds, BindErr
 /// The public proxy service on `listen`. Client connections get no read buffer of their
 /// own: pingora's HTTP session reads the request head into its own buffer anyway, and an
 /// idle (or upgraded) connection should not hold 64 KiB it never uses.
-pub fn proxy_service(
-    listen: &[SocketAddr],
-    routes: SharedRoutes,
-    settings: Arc<ArcSwap<ProxySettings>>,
-    metrics: Arc<Metrics>,
-    reporter: Reporter,
-    tunnels: Arc<Tunnels>,
-) -> Service<Forwarder> {
-    let forwarder = Forwarder::new(routes, settings, metrics, reporter, tunnels);
+pub fn proxy_service(listen: &[SocketAddr], forwarder: Forwarder) -> Service<Forwarder> {
     let mut service = Service::new("corral-proxy".into(), forwarder);
     for addr in listen {
         service.add_listener(
@@ -82,6 +74,38 @@ pub fn proxy_service(
                 .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
         );
     }
+    service
+}
+
+/// The HTTPS side of the proxy on `listen`: `forwarder`'s twin with each connection's TLS
+/// handshake first, its certificates taken from `certificates` at every handshake.
+pub fn tls_service(
+    listen: &[SocketAddr],
+    forwarder: &Forwarder,
+    certificates: Arc<corral_tls::Certificates>,
+) -> Result<Service<Forwarder>, String> {
+    let config = corral_tls::server_config(certificates)?;
+    let acceptor = pingora_core::listeners::tls::Acceptor::from_server_config(config);
+    let mut service = Service::new("corral-proxy-tls".into(), forwarder.for_tls(acceptor));
+    for addr in listen {
+        service.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+        );
+    }
+    Ok(service)
+}
+
+/// The `redirect_http` listener: 308 to the same URL on HTTPS port `https_port`.
+pub fn redirect_service(
+    addr: SocketAddr,
+    https_port: u16,
+) -> Service<HttpServer<redirect::Redirect>> {
+    let mut service = Service::new(
+        "corral-redirect".into(),
+        HttpServer::new_app(redirect::Redirect::new(https_port)),
+    );
+    service.add_tcp(&addr.to_string());
     service
 }
 

@@ -7,6 +7,7 @@ pub mod health;
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod tls;
 pub mod websocket;
 pub mod writer;
 

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub compression_input: IntCounterVec,
     /// Body bytes of compressed answers as the clients got them, by algorithm.
     pub compression_output: IntCounterVec,
+    /// TLS handshakes and client connections by protocol.
+    pub tls: crate::tls::TlsMetrics,
 }
 
 /// The metric handles of one pool, resolved once so the request path does no label lookup.
@@ -220,6 +222,7 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         let websocket = WebSocketFamilies::register(&registry)?;
         let health = HealthFamilies::register(&registry)?;
+        let tls = crate::tls::TlsMetrics::register(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -246,6 +249,7 @@ impl Metrics {
             in_flight,
             compression_input,
             compression_output,
+            tls,
         })
     }
 

@@ -85,8 +85,12 @@ pub struct ConfigArgs {
     pub config: Option<PathBuf>,
 }
 
+/// The config of `args`, its certificates checked too (readable, PEM, key matching), so
+/// `corral check` and `corral run` refuse the same files.
 fn load(args: &ConfigArgs) -> Result<Config, ConfigErrors> {
-    corral_config::load(args.config.as_deref(), &|name| std::env::var(name).ok())
+    let config = corral_config::load(args.config.as_deref(), &|name| std::env::var(name).ok())?;
+    corral_tls::load(&config).map_err(ConfigErrors)?;
+    Ok(config)
 }
 
 fn report(errors: &ConfigErrors) {

@@ -3,15 +3,39 @@
 //! are, the rest bound here. A port in use ends the run cleanly, with nothing to undo.
 
 use std::os::fd::IntoRawFd;
+use std::sync::Arc;
 
 use corral_config::Config;
 use corral_proxy::Fds;
 use pingora_core::server::ListenFds;
 
-/// The listener table of `config`: public listeners, admin and control socket.
-pub fn open(config: &Config) -> anyhow::Result<ListenFds> {
+/// What the listeners serve on: their sockets, and the certificates of the HTTPS ones.
+pub struct Opened {
+    /// Public listeners (plain and HTTPS), the redirect, admin and control socket.
+    pub fds: ListenFds,
+    /// The certificates of `[server.tls]`, swapped on reload.
+    pub certificates: Option<Arc<corral_tls::Certificates>>,
+}
+
+/// The listener table of `config`: public listeners, admin and control socket, and the
+/// certificates, checked before anything starts (a broken one is a config error).
+pub fn open(config: &Config) -> anyhow::Result<Opened> {
+    let certificates = match corral_tls::load(config) {
+        Ok(set) => set.map(|set| {
+            crate::tls::announce(&set);
+            corral_tls::Certificates::new(set)
+        }),
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            anyhow::bail!("{}", list.join("\n"));
+        }
+    };
     let mut addresses = config.server.listen.clone();
     addresses.extend(config.server.admin);
+    if let Some(tls) = &config.server.tls {
+        addresses.extend(&tls.listen);
+        addresses.extend(tls.redirect_http);
+    }
     let mut wanted: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
     wanted.extend(
         config
@@ -39,5 +63,5 @@ pub fn open(config: &Config) -> anyhow::Result<ListenFds> {
     if let Some(path) = &config.server.control_socket {
         corral_proxy::bind_control_socket(path, &fds)?;
     }
-    Ok(fds)
+    Ok(Opened { fds, certificates })
 }

@@ -13,6 +13,7 @@ mod serve;
 mod services;
 mod signals;
 mod switch;
+mod tls;
 mod upgrade;
 
 use std::process::ExitCode;

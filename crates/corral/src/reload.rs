@@ -4,11 +4,28 @@
 use corral_config::Config;
 use corral_telemetry::Metrics;
 
+/// A new config that passed every check, with its certificates loaded.
+pub struct Reloaded {
+    /// The config to apply.
+    pub config: Config,
+    /// Its `[server.tls]` certificates, for new handshakes from now on.
+    pub certificates: Option<corral_tls::CertSet>,
+}
+
 /// Reads and validates the config `current` came from (with the same environment
-/// overrides). Returns the new config, or every error (also logged) to keep `current`.
-pub fn reload(current: &Config, metrics: &Metrics) -> Result<Config, Vec<String>> {
+/// overrides), and loads the certificates it names. Returns them, or every error (also
+/// logged) to keep `current` and the certificates in use.
+pub fn reload(current: &Config, metrics: &Metrics) -> Result<Reloaded, Vec<String>> {
     tracing::info!(event = "reloading", config = %current.source.display(), "SIGHUP: reading the config again");
-    match corral_config::load(Some(&current.source), &|name| std::env::var(name).ok()) {
+    let loaded = corral_config::load(Some(&current.source), &|name| std::env::var(name).ok())
+        .and_then(|config| match corral_tls::load(&config) {
+            Ok(certificates) => Ok(Reloaded {
+                config,
+                certificates,
+            }),
+            Err(errors) => Err(corral_config::ConfigErrors(errors)),
+        });
+    match loaded {
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(event = "config_error", file = %e.file.display(), line = e.line, column = e.column, key = %e.key, "{e}");
@@ -22,7 +39,7 @@ pub fn reload(current: &Config, metrics: &Metrics) -> Result<Config, Vec<String>
             Err(errors.0.iter().map(|e| e.to_string()).collect())
         }
         Ok(new) => {
-            warn_about_restart_only_changes(current, &new);
+            warn_about_restart_only_changes(current, &new.config);
             tracing::info!(
                 event = "config_reloaded",
                 "config reloaded; replacing workers"
@@ -40,6 +57,14 @@ fn warn_about_restart_only_changes(current: &Config, new: &Config) {
         ("server.listen", s.0.listen != s.1.listen),
         ("server.admin", s.0.admin != s.1.admin),
         ("server.threads", s.0.threads != s.1.threads),
+        (
+            "server.tls.listen",
+            s.0.tls.as_ref().map(|t| &t.listen) != s.1.tls.as_ref().map(|t| &t.listen),
+        ),
+        (
+            "server.tls.redirect_http",
+            s.0.tls.as_ref().map(|t| t.redirect_http) != s.1.tls.as_ref().map(|t| t.redirect_http),
+        ),
         ("log.format", current.log.format != new.log.format),
         ("log.level", current.log.level != new.log.level),
     ] {

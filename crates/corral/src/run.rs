@@ -13,7 +13,6 @@ use corral_proxy::ControlRequest;
 use corral_proxy::ProxySettings;
 use corral_supervisor::{Scale, StopMode};
 use corral_telemetry::{init_logging, LogGuard, Metrics};
-use pingora_core::services::Service as _;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -62,7 +61,7 @@ fn run_logged(config: Config, log: &LogGuard) -> anyhow::Result<()> {
     // The previous master's report socket, when SIGUSR2 started us; taken before workers
     // are spawned so they never see it.
     let successor = corral_systemd::SuccessorReport::from_env();
-    let fds = {
+    let opened = {
         let _context = runtime.enter();
         listeners::open(&config)?
     };
@@ -80,7 +79,7 @@ fn run_logged(config: Config, log: &LogGuard) -> anyhow::Result<()> {
     let announcer = Announcer::new(successor, corral_systemd::watchdog_interval());
     let served = runtime.block_on(serve(
         &config,
-        fds,
+        opened,
         &supervisor,
         metrics,
         signals,
@@ -123,7 +122,7 @@ fn run_logged(config: Config, log: &LogGuard) -> anyhow::Result<()> {
 /// Serves until a stop signal, then drains; returns how the workers are to be stopped.
 async fn serve(
     config: &Config,
-    fds: pingora_core::server::ListenFds,
+    listeners::Opened { fds, certificates }: listeners::Opened,
     supervisor: &corral_supervisor::Supervisor,
     metrics: Arc<Metrics>,
     mut signals: Signals,
@@ -136,27 +135,31 @@ async fn serve(
         config, None, &metrics,
     )));
     let tunnels = Arc::new(corral_proxy::Tunnels::default());
-    let mut proxy = corral_proxy::proxy_service(
-        &config.server.listen,
+    let forwarder = corral_proxy::Forwarder::new(
         supervisor.routes.clone(),
         settings.clone(),
         metrics.clone(),
         supervisor.reporter(),
         tunnels.clone(),
     );
-    let proxy_fds = fds.clone();
-    let proxy_shutdown = shutdown_rx.clone();
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
-    let proxy_task = services::spawn(
-        "the proxy",
-        async move {
-            proxy
-                .start_service(Some(proxy_fds), proxy_shutdown, 1)
-                .await
-        },
-        shutdown_rx.clone(),
-        failed_tx.clone(),
-    );
+    let listening = services::Listening {
+        fds: fds.clone(),
+        shutdown: shutdown_rx.clone(),
+        failed: failed_tx.clone(),
+    };
+    let mut proxy_tasks = Vec::new();
+    if let (Some(tls), Some(certificates)) = (&config.server.tls, &certificates) {
+        let service = corral_proxy::tls_service(&tls.listen, &forwarder, certificates.clone())
+            .map_err(anyhow::Error::msg)?;
+        proxy_tasks.push(listening.run("the HTTPS proxy", service));
+        if let (Some(addr), Some(https)) = (tls.redirect_http, tls.listen.first()) {
+            let service = corral_proxy::redirect_service(addr, https.port());
+            proxy_tasks.push(listening.run("the HTTP to HTTPS redirect", service));
+        }
+    }
+    let proxy = corral_proxy::proxy_service(&config.server.listen, forwarder);
+    proxy_tasks.push(listening.run("the proxy", proxy));
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let admin = corral_proxy::admin_service(
         config.server.admin,
@@ -172,15 +175,7 @@ async fn serve(
     );
     let admin_tasks: Vec<_> = admin
         .into_iter()
-        .map(|mut service| {
-            let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
-            services::spawn(
-                "the admin listener",
-                async move { service.start_service(Some(fds), shutdown, 1).await },
-                shutdown_rx.clone(),
-                failed_tx.clone(),
-            )
-        })
+        .map(|service| listening.run("the admin listener", service))
         .collect();
 
     let mut watch = if config.server.watch_config {
@@ -202,7 +197,12 @@ async fn serve(
     // The config generation, counted here where reloads are decided (the supervisor's
     // snapshot follows it asynchronously): 1 at start, +1 per applied reload.
     let mut generation: u64 = 1;
-    let mut apply = |new: Config, current: &mut Config| {
+    let mut apply = |reloaded: reload::Reloaded, current: &mut Config| {
+        let new = reloaded.config;
+        if let (Some(set), Some(in_use)) = (reloaded.certificates, &certificates) {
+            crate::tls::announce(&set);
+            in_use.store(set);
+        }
         // A file whose routing changed wins over a switch made at run time, also after a
         // restart.
         if new.routing.traffic() != current.routing.traffic() {
@@ -324,7 +324,9 @@ async fn serve(
     );
     // Listeners close and idle keep-alive connections are dropped; requests in flight go on.
     let _ = shutdown_tx.send(true);
-    let _ = proxy_task.await;
+    for task in proxy_tasks {
+        let _ = task.await;
+    }
     for task in admin_tasks {
         let _ = task.await;
     }

@@ -1,7 +1,38 @@
 //! The proxy and admin listeners each run as a pingora service in a task of their own,
 //! watched so that one ending before the stop sequence asks it to stops corral.
 
+use pingora_core::apps::ServerApp;
+use pingora_core::server::ListenFds;
+use pingora_core::services::listening::Service;
+use pingora_core::services::Service as _;
 use tokio::sync::{mpsc, watch};
+
+/// What every listening service is started with.
+pub struct Listening {
+    /// The sockets, bound (or inherited) before anything started.
+    pub fds: ListenFds,
+    /// Turns true when the stop sequence closes the listeners.
+    pub shutdown: watch::Receiver<bool>,
+    /// Where a service that ends on its own says why.
+    pub failed: mpsc::UnboundedSender<String>,
+}
+
+impl Listening {
+    /// Runs `service` on its sockets in a watched task (see [`spawn`]).
+    pub fn run<A: ServerApp + Send + Sync + 'static>(
+        &self,
+        name: &'static str,
+        mut service: Service<A>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (fds, shutdown) = (self.fds.clone(), self.shutdown.clone());
+        spawn(
+            name,
+            async move { service.start_service(Some(fds), shutdown, 1).await },
+            self.shutdown.clone(),
+            self.failed.clone(),
+        )
+    }
+}
 
 /// Runs a listening service in its own task. One that ends before the stop sequence asks it
 /// to (pingora panics in the task when it cannot build a listener) reports why on `failed`,

@@ -247,3 +247,52 @@ fn weights_split_traffic_name_their_primary_and_bad_ones_are_named() {
     let e = errs(&format!("[routing]\nweights = \"blue\"\n{pools}"));
     assert!(e[0].contains("routing.weights: expected a table"), "{e:#?}");
 }
+
+#[test]
+fn tls_takes_one_certificate_or_several_relative_to_the_file_and_names_what_is_wrong() {
+    let one = ok("[server]\nlisten = [\"127.0.0.1:8080\"]\n[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"site.pem\"\nkey = \"site.key\"\nredirect_http = \"127.0.0.1:8081\"\n[pools.web]\ncommand = [\"app\"]\n");
+    let tls = one.server.tls.as_ref().expect("tls");
+    assert_eq!(tls.listen, vec!["127.0.0.1:8443".parse().expect("addr")]);
+    assert_eq!(tls.certificates.len(), 1);
+    assert!(tls.certificates[0].cert.ends_with("site.pem"));
+    assert!(tls.certificates[0].cert.is_absolute() || tls.certificates[0].cert.starts_with("."));
+    assert_eq!(tls.certificates[0].place.line, 5);
+    assert_eq!(
+        tls.redirect_http,
+        Some("127.0.0.1:8081".parse().expect("addr"))
+    );
+    let again = ok(&render(&one));
+    let back = again.server.tls.expect("tls rendered");
+    assert_eq!(
+        (back.listen, back.redirect_http),
+        (tls.listen.clone(), tls.redirect_http)
+    );
+    assert_eq!(back.certificates[0].cert, tls.certificates[0].cert);
+
+    let several = ok("[server.tls]\nlisten = \"127.0.0.1:8443\"\ncertificates = [\n  { cert = \"a.pem\", key = \"a.key\" },\n  { cert = \"b.pem\", key = \"b.key\" },\n]\n[pools.web]\ncommand = [\"app\"]\n");
+    let certs = &several.server.tls.expect("tls").certificates;
+    assert_eq!(certs.len(), 2);
+    assert_eq!(certs[1].place.key, "server.tls.certificates[1]");
+    assert_eq!(certs[1].place.line, 5);
+
+    let e = errs("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n[pools.web]\ncommand = [\"app\"]\n");
+    assert!(
+        e[0].contains("server.tls.cert: is missing; HTTPS needs a certificate"),
+        "{e:#?}"
+    );
+    let e =
+        errs("[server.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n[pools.web]\ncommand = [\"app\"]\n");
+    assert!(
+        e[0].contains("server.tls.listen: needs at least one address"),
+        "{e:#?}"
+    );
+    let e = errs("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncertificates = [{ cert = \"a.pem\" }]\n[pools.web]\ncommand = [\"app\"]\n");
+    assert!(
+        e[0].contains("server.tls.certificates[0].key: is missing"),
+        "{e:#?}"
+    );
+    let e = errs("[server]\nlisten = [\"127.0.0.1:8443\"]\n[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"a.pem\"\nkey = \"a.key\"\n[pools.web]\ncommand = [\"app\"]\n");
+    assert!(e[0].contains("127.0.0.1:8443 is served twice"), "{e:#?}");
+    let e = errs("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"a.pem\"\nkey = \"a.key\"\nhttp2 = true\n[pools.web]\ncommand = [\"app\"]\n");
+    assert!(e[0].contains("server.tls.http2: unknown key"), "{e:#?}");
+}

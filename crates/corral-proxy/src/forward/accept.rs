@@ -72,7 +72,7 @@ impl Forwarder {
                 .and_then(|d| d.local_addr())
                 .and_then(|a| a.as_inet())
                 .map(|a| a.port()),
-            tls: false,
+            tls: self.tls.is_some(),
         };
         let mut rest = None;
         if settings.proxy_protocol {

@@ -134,6 +134,8 @@ pub(super) struct RequestLine<S> {
     pub(super) path: S,
     pub(super) user_agent: S,
     pub(super) websocket: bool,
+    /// `HTTP/1.1`, `HTTP/1.0` or `HTTP/2.0`, as nginx's `$server_protocol`.
+    pub(super) version: &'static str,
 }
 
 impl<'a> RequestLine<&'a str> {
@@ -147,6 +149,12 @@ impl<'a> RequestLine<&'a str> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
             websocket: is_upgrade(head),
+            version: match head.version {
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_09 => "HTTP/0.9",
+                _ => "HTTP/1.1",
+            },
         }
     }
 
@@ -156,6 +164,7 @@ impl<'a> RequestLine<&'a str> {
             path: self.path.to_owned(),
             user_agent: self.user_agent.to_owned(),
             websocket: self.websocket,
+            version: self.version,
         }
     }
 }
@@ -167,6 +176,7 @@ impl RequestLine<String> {
             path: &self.path,
             user_agent: &self.user_agent,
             websocket: self.websocket,
+            version: self.version,
         }
     }
 }

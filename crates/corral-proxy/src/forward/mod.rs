@@ -25,6 +25,7 @@ mod relay;
 mod replay;
 mod retry;
 mod send;
+mod tls;
 mod tunnel;
 mod websocket;
 
@@ -65,6 +66,8 @@ pub struct Forwarder {
     connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Open tunnels, for `[websocket] max_connections` and the stop sequence.
     tunnels: Arc<Tunnels>,
+    /// The TLS side of an HTTPS listener's forwarder; `None` for plain HTTP.
+    tls: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
 }
 
 impl Forwarder {
@@ -83,6 +86,21 @@ impl Forwarder {
             reporter,
             connections: Arc::default(),
             tunnels,
+            tls: None,
+        }
+    }
+
+    /// The forwarder of the HTTPS listeners: the same routes, settings, counters and
+    /// `max_connections` as this one, with each connection's TLS handshake first.
+    pub fn for_tls(&self, acceptor: pingora_core::listeners::tls::Acceptor) -> Self {
+        Forwarder {
+            routes: self.routes.clone(),
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            reporter: self.reporter.clone(),
+            connections: self.connections.clone(),
+            tunnels: self.tunnels.clone(),
+            tls: Some(Arc::new(acceptor)),
         }
     }
 }
@@ -99,6 +117,15 @@ impl ServerApp for Forwarder {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let (connection, mut pipelined) = self.accept(&mut stream, &self.settings.load()).await?;
+        match &self.tls {
+            Some(acceptor) => {
+                let limit = self.settings.load().limits.header_timeout;
+                stream = self
+                    .handshake(acceptor, stream, pipelined.take(), limit)
+                    .await?;
+            }
+            None => self.metrics.tls.http.inc(),
+        }
         let mut shutdown = shutdown.clone();
         let mut first = true;
         loop {

@@ -192,6 +192,8 @@ impl Forwarder {
         access_log::write(&AccessEntry {
             request_id: &exchange.request_id,
             client_ip: &exchange.client.ip_text,
+            scheme: exchange.client.proto,
+            protocol: request.version,
             method: request.method,
             path: request.path,
             status,
