@@ -1,7 +1,8 @@
 //! HTTPS: certificates by SNI, TLS 1.2 and 1.3 only, certificates swapped on SIGHUP while
-//! open connections go on, a broken certificate refused at its place in the config, and the
-//! plain listener that redirects to HTTPS. Certificates are made by `openssl` for the test;
-//! clients are curl, `openssl s_client` and rustls.
+//! open connections go on, a broken certificate refused at its place in the config, the
+//! plain listener that redirects to HTTPS, and HTTP/2 (h2load, 504/503/431/413, GOAWAY on
+//! SIGTERM). Certificates are made by `openssl` for the test; clients are curl,
+//! `openssl s_client`, rustls, h2load and nghttp.
 
 mod support;
 
@@ -188,10 +189,10 @@ fn handshake_succeeds(port: u16, flags: &[&str]) -> bool {
         .success()
 }
 
-/// `curl --cacert` to `https://NAME:PORT/PATH`; (status, body).
+/// `curl --http1.1 --cacert` to `https://NAME:PORT/PATH`; (status, body).
 fn curl(pki: &Pki, port: u16, name: &str, path: &str) -> (u16, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
+        .args(["-sS", "--http1.1", "--max-time", "10", "--cacert"])
         .arg(pki.path("ca.pem"))
         .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
         .args([
@@ -411,4 +412,148 @@ fn sighup_swaps_certificates_for_new_connections_and_refuses_a_broken_one() {
         err.contains("this key does not belong to the certificate"),
         "{err}"
     );
+}
+
+/// corral with HTTPS (HTTP/2 offered) on a free port, certificate `a`, the given pool.
+fn start_h2(pki: &Pki, pool: &str, server_extra: &str) -> (Corral, u16) {
+    let https = free_port();
+    let server = format!(
+        "{server_extra}\n[server.tls]\nlisten = [\"127.0.0.1:{https}\"]\ncert = {:?}\nkey = {:?}\n",
+        pki.path("a.pem").display().to_string(),
+        pki.path("a.key").display().to_string(),
+    );
+    let corral = Corral::start(pool, &server, 1);
+    (corral, https)
+}
+
+/// `curl --http2` with extra args; (HTTP version, status, headers and body).
+fn curl_h2(pki: &Pki, port: u16, path: &str, extra: &[&str]) -> (String, u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--http2", "--max-time", "20", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+        .args(extra)
+        .args([
+            "-w",
+            "\n%{http_version} %{http_code}",
+            &format!("https://a.test:{port}{path}"),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, last) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
+    let (version, code) = last.split_once(' ').unwrap_or(("0", "0"));
+    (
+        version.to_string(),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn http2_streams_get_the_limits_timeouts_and_log_of_any_request() {
+    let pki = Pki::new();
+    pki.issue("a", &["a.test"], false);
+    let pool = testapp_pool(2, "") + "timeout = \"1s\"\n";
+    let limits = "[server.limits]\nbody_size = \"1KiB\"\nheader_size = 4096\n";
+    let (corral, https) = start_h2(&pki, &pool, limits);
+    let (version, status, text) = curl_h2(&pki, https, "/headers", &[]);
+    assert_eq!(
+        (version.as_str(), status),
+        ("2", 200),
+        "{text}\n{}",
+        corral.logs()
+    );
+    assert!(text.contains("\"x-forwarded-proto\":\"https\""), "{text}");
+    let access = corral.wait_log("an HTTP/2 access line", Duration::from_secs(5), |e| {
+        e["target"] == "corral::access" && e["path"] == "/headers"
+    });
+    assert_eq!(access["protocol"], "HTTP/2.0", "{access}");
+
+    // 100 concurrent streams over 4 connections.
+    let out = Command::new("h2load")
+        .args(["-n", "2000", "-c", "4", "-m", "25"])
+        .arg(format!("https://127.0.0.1:{https}/"))
+        .output()
+        .expect("h2load (nghttp2-client)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(
+        report.contains("2000 succeeded, 0 failed, 0 errored, 0 timeout"),
+        "{report}"
+    );
+    assert!(report.contains("status codes: 2000 2xx"), "{report}");
+    assert!(report.contains("Application protocol: h2"), "{report}");
+    assert!(corral.metric("corral_client_connections_total{protocol=\"h2\"}") >= 5.0);
+
+    // A hung worker: 504; an oversize field: 431; an oversize body: 413.
+    let (_, status, text) = curl_h2(&pki, https, "/hang", &[]);
+    assert_eq!(status, 504, "{text}");
+    let big = format!("X-Big: {}", "x".repeat(5000));
+    let (_, status, text) = curl_h2(&pki, https, "/", &["-H", &big]);
+    assert_eq!(status, 431, "{text}");
+    let body = "y".repeat(4096);
+    let (_, status, text) = curl_h2(&pki, https, "/echo", &["--data-binary", &body]);
+    assert_eq!(status, 413, "{text}");
+    // A body within the limit streams through, chunked on the worker side.
+    let (_, status, text) = curl_h2(&pki, https, "/echo", &["--data-binary", "hello over h2"]);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("hello over h2"), "{text}");
+}
+
+#[test]
+fn a_full_queue_answers_an_http2_stream_503_with_retry_after() {
+    let pki = Pki::new();
+    pki.issue("a", &["a.test"], false);
+    let pool =
+        testapp_pool(1, "").replace("concurrency = 8", "concurrency = 1") + "queue_size = 0\n";
+    let (corral, https) = start_h2(&pki, &pool, "");
+    let busy = {
+        let ca = pki.path("ca.pem");
+        std::thread::spawn(move || {
+            Command::new("curl")
+                .args(["-sS", "--http2", "--max-time", "20", "--cacert"])
+                .arg(ca)
+                .args(["--resolve", &format!("a.test:{https}:127.0.0.1")])
+                .args(["-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("https://a.test:{https}/sleep?ms=3000"))
+                .output()
+                .expect("curl")
+        })
+    };
+    wait_for("the worker busy", Duration::from_secs(10), || {
+        (corral.metric("corral_requests_in_flight") >= 1.0).then_some(())
+    });
+    let (_, status, text) = curl_h2(&pki, https, "/", &[]);
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    let first = busy.join().expect("curl thread");
+    assert_eq!(String::from_utf8_lossy(&first.stdout), "200");
+}
+
+#[test]
+fn sigterm_sends_goaway_and_lets_http2_streams_in_flight_finish() {
+    let pki = Pki::new();
+    pki.issue("a", &["a.test"], false);
+    let (mut corral, https) = start_h2(&pki, &testapp_pool(2, ""), "graceful_timeout = \"10s\"");
+    let client = std::thread::spawn(move || {
+        Command::new("nghttp")
+            .args(["-v", "-t", "20"])
+            .arg(format!("https://127.0.0.1:{https}/sleep?ms=2000"))
+            .output()
+            .expect("nghttp (nghttp2-client)")
+    });
+    wait_for("the stream in flight", Duration::from_secs(10), || {
+        (corral.metric("corral_requests_in_flight") >= 1.0).then_some(())
+    });
+    corral.signal(Signal::SIGTERM);
+    let out = client.join().expect("nghttp thread");
+    let trace = String::from_utf8_lossy(&out.stdout);
+    assert!(trace.contains("recv GOAWAY frame"), "{trace}");
+    assert!(trace.contains(":status: 200"), "{trace}");
+    assert!(out.status.success(), "{trace}");
+    assert!(corral.wait_exit(Duration::from_secs(20)).success());
 }

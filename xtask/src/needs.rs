@@ -60,6 +60,12 @@ const TOOLS: &[Tool] = &[
         purpose: Purpose::Test,
     },
     Tool {
+        command: "h2load",
+        apt: "nghttp2-client",
+        why: "the HTTP/2 tests (h2load, nghttp)",
+        purpose: Purpose::Test,
+    },
+    Tool {
         command: "jq",
         apt: "jq",
         why: "the quickstart's commands",

@@ -42,6 +42,7 @@ pub use model::{
 pub use pool::auto_workers;
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;
+pub use tls::DEFAULT_H2_MAX_STREAMS;
 pub use units::{format_duration, parse_duration, parse_size};
 pub use websocket::DEFAULT_IDLE_TIMEOUT;
 

@@ -360,6 +360,10 @@ pub struct Tls {
     pub certificates: Vec<Certificate>,
     /// `redirect_http`: a plain listener that answers 308 to `https://host/path`.
     pub redirect_http: Option<SocketAddr>,
+    /// `http2`: offer HTTP/2 (ALPN `h2`) beside HTTP/1.1.
+    pub http2: bool,
+    /// `max_streams`: concurrent streams one HTTP/2 connection may open.
+    pub max_streams: u32,
 }
 
 /// One certificate chain and its key, as PEM files.

@@ -55,6 +55,11 @@ pub fn render(c: &Config) -> String {
     if let Some(tls) = &s.tls {
         let addrs: Vec<String> = tls.listen.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(out, "\n[server.tls]\nlisten = [{}]", list(&addrs));
+        let _ = writeln!(
+            out,
+            "http2 = {}\nmax_streams = {}",
+            tls.http2, tls.max_streams
+        );
         if let Some(addr) = tls.redirect_http {
             let _ = writeln!(out, "redirect_http = \"{addr}\"");
         }

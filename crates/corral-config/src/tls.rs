@@ -11,6 +11,10 @@ use toml::de::DeValue;
 use crate::model::{Certificate, Place, Tls};
 use crate::reader::{Reader, Table};
 
+/// Concurrent streams per HTTP/2 connection unless `max_streams` says otherwise (nginx's
+/// `http2_max_concurrent_streams`).
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 128;
+
 /// `[server.tls]`, or `None` when the table is absent. `taken` are the addresses the plain
 /// and admin listeners already use.
 pub(crate) fn tls(
@@ -27,6 +31,10 @@ pub(crate) fn tls(
     }
     let listen = t.addresses(r, "listen");
     let redirect_http = t.address(r, "redirect_http");
+    let http2 = t.boolean(r, "http2").unwrap_or(true);
+    let max_streams = t
+        .integer(r, "max_streams", 1, 10_000)
+        .map_or(DEFAULT_H2_MAX_STREAMS, |n| n as u32);
     let single = (t.get("cert"), t.get("key"));
     let single_cert = t.string(r, "cert");
     let single_key = t.string(r, "key");
@@ -124,6 +132,8 @@ pub(crate) fn tls(
         listen,
         certificates,
         redirect_http,
+        http2,
+        max_streams,
     })
 }
 

@@ -80,11 +80,12 @@ pub fn proxy_service(listen: &[SocketAddr], forwarder: Forwarder) -> Service<For
 /// The HTTPS side of the proxy on `listen`: `forwarder`'s twin with each connection's TLS
 /// handshake first, its certificates taken from `certificates` at every handshake.
 pub fn tls_service(
-    listen: &[SocketAddr],
+    tls: &corral_config::Tls,
     forwarder: &Forwarder,
     certificates: Arc<corral_tls::Certificates>,
 ) -> Result<Service<Forwarder>, String> {
-    let config = corral_tls::server_config(certificates)?;
+    let listen = &tls.listen;
+    let config = corral_tls::server_config(certificates, tls.http2)?;
     let acceptor = pingora_core::listeners::tls::Acceptor::from_server_config(config);
     let mut service = Service::new("corral-proxy-tls".into(), forwarder.for_tls(acceptor));
     for addr in listen {

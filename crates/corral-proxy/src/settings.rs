@@ -27,6 +27,8 @@ pub struct ProxySettings {
     pub compression: Option<Compressor>,
     /// `[websocket]`: limits of upgraded connections.
     pub websocket: WebSocket,
+    /// `server.tls.max_streams`: concurrent streams one HTTP/2 connection may open.
+    pub h2_max_streams: u32,
 }
 
 impl ProxySettings {
@@ -39,6 +41,11 @@ impl ProxySettings {
     ) -> ProxySettings {
         ProxySettings {
             limits: config.server.limits.clone(),
+            h2_max_streams: config
+                .server
+                .tls
+                .as_ref()
+                .map_or(corral_config::DEFAULT_H2_MAX_STREAMS, |t| t.max_streams),
             access_log: config.log.access,
             trusted_proxies: config.server.trusted_proxies.clone(),
             proxy_protocol: config.server.proxy_protocol,

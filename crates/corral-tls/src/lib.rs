@@ -93,21 +93,24 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
-/// What ALPN offers: HTTP/1.1 only. WebSockets and corral's forwarder speak HTTP/1.1; a
-/// client that would like h2 falls back to it.
-pub const ALPN_HTTP1: &[u8] = b"http/1.1";
-
 /// The rustls server config of the HTTPS listeners: TLS 1.2 and 1.3 only, certificates
-/// from `certificates` at each handshake, ALPN `http/1.1`, session resumption by tickets
-/// and a session cache (as nginx does by default).
-pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<ServerConfig>, String> {
+/// from `certificates` at each handshake, ALPN `h2` (with `http2`) and `http/1.1`, session
+/// resumption by tickets and a session cache (as nginx does by default).
+pub fn server_config(
+    certificates: Arc<Certificates>,
+    http2: bool,
+) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(certificates);
-    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(10_240);

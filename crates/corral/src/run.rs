@@ -150,7 +150,7 @@ async fn serve(
     };
     let mut proxy_tasks = Vec::new();
     if let (Some(tls), Some(certificates)) = (&config.server.tls, &certificates) {
-        let service = corral_proxy::tls_service(&tls.listen, &forwarder, certificates.clone())
+        let service = corral_proxy::tls_service(tls, &forwarder, certificates.clone())
             .map_err(anyhow::Error::msg)?;
         proxy_tasks.push(listening.run("the HTTPS proxy", service));
         if let (Some(addr), Some(https)) = (tls.redirect_http, tls.listen.first()) {

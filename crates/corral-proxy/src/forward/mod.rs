@@ -14,11 +14,13 @@ mod context;
 mod copy;
 mod exchange;
 mod fields;
+mod h2;
 mod headers;
 mod identity;
 mod linger;
 mod outcome;
 mod passive;
+mod pipe;
 mod proxy_protocol;
 mod rate_limit;
 mod relay;
@@ -54,7 +56,7 @@ pub use websocket::Tunnels;
 const STOP_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long one read of a request body may wait for the client.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The public proxy: a pingora `ServerApp` serving every client connection.
 pub struct Forwarder {
@@ -123,6 +125,12 @@ impl ServerApp for Forwarder {
                 stream = self
                     .handshake(acceptor, stream, pipelined.take(), limit)
                     .await?;
+                if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) {
+                    self.metrics.tls.connection("h2");
+                    self.serve_h2(stream, connection, shutdown).await;
+                    return None;
+                }
+                self.metrics.tls.https.inc();
             }
             None => self.metrics.tls.http.inc(),
         }

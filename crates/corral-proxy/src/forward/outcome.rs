@@ -193,7 +193,11 @@ impl Forwarder {
             request_id: &exchange.request_id,
             client_ip: &exchange.client.ip_text,
             scheme: exchange.client.proto,
-            protocol: request.version,
+            protocol: if exchange.client.http2 {
+                "HTTP/2.0"
+            } else {
+                request.version
+            },
             method: request.method,
             path: request.path,
             status,

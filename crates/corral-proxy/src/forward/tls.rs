@@ -34,7 +34,6 @@ impl Forwarder {
         match tokio::time::timeout(limit, acceptor.tls_handshake(*stream)).await {
             Ok(Ok(tls)) => {
                 metrics.handshakes.inc();
-                metrics.https.inc();
                 Some(Box::new(tls))
             }
             Ok(Err(e)) => {
