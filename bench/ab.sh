@@ -22,15 +22,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-4}
 CONNS=${CONNS:-"16 64"}
 PATH_Q=${PATH_Q:-/bytes?n=0}
-WORK=$(mktemp -d /tmp/corral-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+work_dir ab
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)

@@ -1,5 +1,20 @@
-# Shared by bench/run.sh and bench/ab.sh: ports, readiness, and the nginx proxy every table
+# Shared by bench/run.sh, bench/ab.sh and bench/tls.sh: the work dir and its cleanup, ports,
+# readiness, and the nginx proxy every table
 # compares against. Sourced, not run.
+
+# work_dir NAME: a temp dir in $WORK, the pids in PIDS killed (then killed hard) and the dir
+# removed when the script exits, however it exits.
+work_dir() {
+  WORK=$(mktemp -d "/tmp/corral-$1.XXXXXX")
+  PIDS=()
+  trap cleanup EXIT
+}
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }

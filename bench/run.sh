@@ -19,15 +19,7 @@ SIZES=${SIZES:-"0 1024 65536"}
 # corral holds 2 fds per proxied WebSocket; where the hard fd limit is 20000 (seen on our
 # build machines, not raisable even by root) 10,000 cannot be reached, so 9,000 by default.
 WS_COUNT=${WS_COUNT:-9000}
-WORK=$(mktemp -d /tmp/corral-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+work_dir bench
 want() { [ "$SECTIONS" = all ] || [ "$SECTIONS" = "$1" ]; }
 
 # --- what the benchmarks need -------------------------------------------------------------
