@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{client, get, testapp_bin, wait_for, Corral, Load};
+use support::{apps, client, get, repo_root, testapp_bin, wait_for, Corral, Load};
 
 fn pool(workers: u32, extra: &str) -> String {
     format!(
@@ -129,4 +129,87 @@ fn a_hung_sync_worker_gets_504_and_is_replaced() {
         "fast requests failed: {:?}",
         result.failures
     );
+}
+
+/// The acceptance case of exact recycling: Flask under waitress (over half a second to
+/// become ready, more under load), 4 workers, `max_requests = 200` with jitter 20, 16
+/// clients, 4,000 requests: no retired worker serves more than its limit plus a tenth
+/// (242 at most), no request fails, and the pool never has fewer than 4 workers serving.
+#[test]
+fn waitress_workers_retire_within_a_tenth_of_their_limit_under_saturating_load() {
+    let Some(venv) = apps::venv_with("waitress-serve") else {
+        return;
+    };
+    let body = format!(
+        "[pools.web]\ncommand = [{:?}, \"--host=127.0.0.1\", \"--port={{port}}\", \"--threads=2\", \"app:app\"]\ncwd = {:?}\nworkers = 4\nconcurrency = 2\nready = \"http\"\nmax_requests = 200\nmax_requests_jitter = 20\nstart_timeout = \"30s\"\nkill_timeout = \"5s\"\n",
+        venv.join("bin").join("waitress-serve").display().to_string(),
+        repo_root().join("examples").join("flask").display().to_string(),
+    );
+    let corral = Corral::start(&body, "", 4);
+    let startups: Vec<u64> = corral
+        .log_events()
+        .iter()
+        .filter(|e| e["event"] == "worker_ready")
+        .filter_map(|e| e["startup_ms"].as_u64())
+        .collect();
+    println!("startup on an idle machine: {startups:?} ms");
+    // Workers serving (ready, or retiring and still taking requests), sampled throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, admin) = (stop.clone(), corral.admin_url("/status"));
+        std::thread::spawn(move || {
+            let agent = client();
+            let mut fewest = usize::MAX;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((200, body)) = get(&agent, &admin) {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    let serving = v["pools"][0]["workers"].as_array().map_or(0, |w| {
+                        w.iter()
+                            .filter(|w| w["state"] == "ready" || w["state"] == "retiring")
+                            .count()
+                    });
+                    fewest = fewest.min(serving);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            fewest
+        })
+    };
+    let load = Load::start(&corral.url("/"), 16, Duration::from_secs(150));
+    load.wait_more(4000, Duration::from_secs(140));
+    let result = load.stop();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let fewest = sampler.join().expect("sampler");
+    result.assert_no_failures(&corral.logs());
+    wait_for("retirements to settle", Duration::from_secs(30), || {
+        let w = corral.workers();
+        (w.len() == 4 && w.iter().all(|w| w["state"] == "ready")).then_some(())
+    });
+    let events = corral.log_events();
+    let retired: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "worker_drained" && e["reason"] == "max_requests")
+        .filter_map(|e| Some((e["served"].as_u64()?, e["limit"].as_u64()?)))
+        .collect();
+    let loaded_startups: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "worker_ready")
+        .filter_map(|e| e["startup_ms"].as_u64())
+        .skip(4)
+        .collect();
+    println!(
+        "{} requests; {} workers retired, (served, limit): {retired:?}; replacements started in {loaded_startups:?} ms; fewest serving {fewest}",
+        result.ok,
+        retired.len()
+    );
+    assert!(retired.len() >= 8, "{retired:?}");
+    for (served, limit) in &retired {
+        assert!((200..=220).contains(limit), "{retired:?}");
+        assert!(
+            *served <= limit + limit / 10,
+            "{served} of {limit}: {retired:?}"
+        );
+        assert!(*served <= 242);
+    }
+    assert!(fewest >= 4, "only {fewest} workers serving at one point");
 }

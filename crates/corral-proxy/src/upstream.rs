@@ -20,6 +20,12 @@ impl Claim {
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
     }
+
+    /// Frees the worker's slot once it has answered in full, counting the answer first so
+    /// `max_requests`'s cap never misses a request between the two.
+    pub fn answered(self) {
+        self.backend.recycle.answered.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Claim {
@@ -68,6 +74,12 @@ pub fn choose(
         for i in 0..n {
             let b = &backends[(spread + i) % n];
             if tried.contains(&b.id) {
+                continue;
+            }
+            // A retiring worker past its limit plus a tenth takes nothing more: requests
+            // wait for the others or for its replacement, as if it were busy.
+            if b.is_spent() {
+                any_in = true;
                 continue;
             }
             if !include_out && !b.health.in_rotation(&mut now) {
@@ -204,28 +216,33 @@ mod tests {
     use super::*;
 
     fn backends(n: u32) -> Vec<Arc<Backend>> {
-        (0..n)
-            .map(|i| {
-                Arc::new(Backend {
-                    id: corral_supervisor::WorkerId(u64::from(i)),
-                    pool: Arc::from("web"),
-                    worker: i + 1,
-                    pid: 100 + i,
-                    addr: corral_supervisor::routes::Address::Tcp(
-                        format!("127.0.0.1:{}", 9000 + i).parse().expect("addr"),
-                    ),
-                    proxy_data: Default::default(),
-                    in_flight: AtomicU32::new(0),
-                    served: AtomicU64::new(0),
-                    max_requests: 0,
-                    retiring: Default::default(),
-                    started: Instant::now(),
-                    health: Default::default(),
-                    tunnels: Default::default(),
-                    closing: tokio::sync::watch::Sender::new(false),
-                })
-            })
-            .collect()
+        (0..n).map(|i| backend(i, 0)).collect()
+    }
+
+    fn backend(i: u32, max_requests: u64) -> Arc<Backend> {
+        Arc::new(Backend {
+            id: corral_supervisor::WorkerId(u64::from(i)),
+            pool: Arc::from("web"),
+            worker: i + 1,
+            pid: 100 + i,
+            addr: corral_supervisor::routes::Address::Tcp(
+                format!("127.0.0.1:{}", 9000 + i).parse().expect("addr"),
+            ),
+            proxy_data: Default::default(),
+            in_flight: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+            max_requests,
+            recycle: corral_supervisor::routes::Recycle::new(
+                max_requests,
+                std::time::Duration::from_secs(1),
+                Instant::now(),
+            ),
+            retiring: Default::default(),
+            started: Instant::now(),
+            health: Default::default(),
+            tunnels: Default::default(),
+            closing: tokio::sync::watch::Sender::new(false),
+        })
     }
 
     fn pid(choice: Choice) -> Option<u32> {
@@ -287,6 +304,29 @@ mod tests {
             vec![Some(101), Some(100)],
             "the busier worker that stays wins; the retiring one takes the overflow"
         );
+    }
+
+    #[test]
+    fn a_retiring_worker_past_its_limit_and_a_tenth_takes_no_more_requests() {
+        let q = Arc::new(Queue::default());
+        let b = vec![backend(0, 100), backend(1, 100)];
+        b[0].retiring.store(true, Ordering::Relaxed);
+        b[0].recycle.answered.store(108, Ordering::Relaxed);
+        b[1].in_flight.store(2, Ordering::Relaxed);
+        let overflow = choose(&b, &q, 2, &[], 0);
+        assert_eq!(pid(overflow), Some(100), "up to 110 it takes the overflow");
+        b[0].recycle.answered.store(109, Ordering::Relaxed);
+        b[0].in_flight.store(1, Ordering::Relaxed);
+        assert!(
+            matches!(choose(&b, &q, 2, &[], 0), Choice::Busy),
+            "with the other busy, the request waits rather than overshoot"
+        );
+        b[1].in_flight.store(1, Ordering::Relaxed);
+        assert_eq!(pid(choose(&b, &q, 2, &[], 0)), Some(101));
+        // Alone too: its requests wait for its replacement, as they would behind a
+        // gunicorn worker that restarts.
+        let alone = vec![b[0].clone()];
+        assert!(matches!(choose(&alone, &q, 2, &[], 0), Choice::Busy));
     }
 
     #[test]

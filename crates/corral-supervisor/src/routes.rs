@@ -59,6 +59,8 @@ pub struct Backend {
     pub served: AtomicU64,
     /// Requests after which the worker retires (`max_requests` plus its jitter); 0 = never.
     pub max_requests: u64,
+    /// When its replacement starts and how far past its limit it may go.
+    pub recycle: Recycle,
     /// Set once the worker is to be replaced: it still serves until its replacement is
     /// ready, but only when no other worker has room, so it overshoots its limit little.
     pub retiring: AtomicBool,
@@ -88,6 +90,83 @@ impl Backend {
     /// Whether the worker is being replaced.
     pub fn is_retiring(&self) -> bool {
         self.retiring.load(Ordering::Relaxed)
+    }
+
+    /// Whether a retiring worker has served, or is serving, all it may (`max_requests` plus
+    /// a tenth): it takes no more requests.
+    pub fn is_spent(&self) -> bool {
+        self.is_retiring()
+            && self.recycle.cap > 0
+            && self.recycle.answered.load(Ordering::SeqCst) + u64::from(self.load())
+                >= self.recycle.cap
+    }
+}
+
+/// How a worker with `max_requests` is replaced close to its limit: its replacement starts
+/// ahead, from the pool's measured start time and the worker's request rate, so it is
+/// ready when the limit is reached; and past `cap` (the limit plus 10%) a retiring worker
+/// takes no more requests, whether or not its replacement is ready: they wait for the other
+/// workers or the replacement, as behind a gunicorn worker that restarts.
+#[derive(Debug, Default)]
+pub struct Recycle {
+    /// The most requests it may serve: `max_requests` plus a tenth; 0 = no limit.
+    pub cap: u64,
+    /// How long a replacement took to become ready in this pool lately (the longest of the
+    /// last few), when the worker turned ready.
+    pub replacement: Duration,
+    /// When the worker turned ready, to measure its request rate.
+    pub ready_at: Option<Instant>,
+    /// The request count at which its replacement is to start; 0 until reckoned.
+    pub start_replacement_at: AtomicU64,
+    /// Answers the worker has given in full, counted before its slot is freed (`served`
+    /// counts a request only once its client has the answer), so a request is always in
+    /// `in_flight` or here when the cap is checked.
+    pub answered: AtomicU64,
+}
+
+impl Recycle {
+    /// The settings for a worker ready at `ready_at` that retires after `max_requests` (0:
+    /// never), in a pool whose replacements took `replacement` to start.
+    pub fn new(max_requests: u64, replacement: Duration, ready_at: Instant) -> Recycle {
+        Recycle {
+            cap: max_requests + max_requests / 10,
+            replacement,
+            ready_at: Some(ready_at),
+            start_replacement_at: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+        }
+    }
+
+    /// How long `backend` should take to reach its limit at its rate so far, twice over
+    /// (from 1 s to 30 s): after that, a replaced-ahead worker hands over even short of its
+    /// limit, so a surge worker does not outlive a load that stopped.
+    pub fn time_to_limit(&self, backend: &Backend, now: Instant) -> Duration {
+        let served = backend.served.load(Ordering::Relaxed);
+        let left = backend.max_requests.saturating_sub(served);
+        let elapsed = self
+            .ready_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let wait = if served == 0 {
+            Duration::MAX
+        } else {
+            elapsed.mul_f64(2.0 * left as f64 / served as f64)
+        };
+        wait.clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
+    /// How many requests of `max_requests` in all, `served` of them so far, may come before
+    /// a replacement must start to be ready at the limit: the requests the worker serves,
+    /// at its rate so far, during one and a half replacement start times.
+    pub fn reckon(&self, served: u64, max_requests: u64, now: Instant) -> u64 {
+        let elapsed = self
+            .ready_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if elapsed.is_zero() {
+            return served;
+        }
+        let rate = served as f64 / elapsed.as_secs_f64();
+        let during_start = (rate * self.replacement.as_secs_f64() * 1.5).ceil() as u64;
+        max_requests.saturating_sub(during_start).max(served)
     }
 }
 
@@ -206,6 +285,12 @@ pub enum Report {
         /// Why, for logs and metrics.
         reason: ExitReason,
     },
+    /// The worker will reach `max_requests` about when a replacement started now is
+    /// ready: start it, and let the worker serve on at full share until its limit.
+    StartReplacement {
+        /// The worker's [`Backend::id`].
+        worker: WorkerId,
+    },
     /// A sync worker did not answer within `timeout`: it is stuck; kill and replace it.
     Hung {
         /// The worker's [`Backend::id`].
@@ -223,5 +308,29 @@ impl Reporter {
     /// Sends a report; if the supervisor is gone (shutting down) there is no one to tell.
     pub fn send(&self, report: Report) {
         let _ = self.0.send(report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recycle;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_replacement_starts_one_and_a_half_start_times_of_requests_before_the_limit() {
+        let ready = Instant::now();
+        let recycle = Recycle::new(200, Duration::from_secs(2), ready);
+        // 100 requests in 1 s: 100/s; 1.5 x 2 s of them is 300, more than is left: now.
+        assert_eq!(
+            recycle.reckon(100, 200, ready + Duration::from_secs(1)),
+            100
+        );
+        // 100 requests in 20 s: 5/s; 15 requests before the limit.
+        assert_eq!(
+            recycle.reckon(100, 200, ready + Duration::from_secs(20)),
+            185
+        );
+        assert_eq!(recycle.cap, 220);
+        assert_eq!(Recycle::new(0, Duration::ZERO, ready).cap, 0);
     }
 }

@@ -184,6 +184,13 @@ impl Worker {
         matches!(self.state, State::Ready { .. })
     }
 
+    /// Whether its replacement was started ahead of `max_requests` and it has not reached
+    /// the limit yet (the proxy marks the backend retiring at the limit).
+    pub(crate) fn replaced_ahead(&self) -> bool {
+        self.retiring == Some(ExitReason::MaxRequests)
+            && self.backend().is_some_and(|b| !b.is_retiring())
+    }
+
     /// Whether it fills its slot for the future: starting, or ready and not being replaced.
     pub(crate) fn covers_slot(&self) -> bool {
         match self.state {

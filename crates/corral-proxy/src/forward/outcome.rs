@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use corral_supervisor::routes::Report;
-use corral_supervisor::{ExitReason, WorkerId};
+use corral_supervisor::{Backend, ExitReason, WorkerId};
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -167,14 +167,45 @@ impl Forwarder {
             .observe(status, exchange.start.elapsed().as_secs_f64());
         if let Some(b) = &exchange.backend {
             let served = b.served.fetch_add(1, Ordering::Relaxed) + 1;
-            // Exactly one request sees the count reach the limit, so one report is sent.
-            if served == b.max_requests {
-                b.retiring.store(true, Ordering::Relaxed);
-                self.reporter.send(Report::Retire {
-                    worker: b.id,
-                    reason: ExitReason::MaxRequests,
-                });
+            if b.max_requests > 0 {
+                self.count_toward_limit(b, served);
             }
+        }
+    }
+
+    /// `max_requests`: halfway, the worker's rate says when its replacement must start to
+    /// be ready at the limit; at that count the supervisor is told to start it; at the
+    /// limit the worker is retiring. Each report is sent once.
+    fn count_toward_limit(&self, b: &Backend, served: u64) {
+        let recycle = &b.recycle;
+        if served == b.max_requests / 2 {
+            let at = recycle.reckon(served, b.max_requests, std::time::Instant::now());
+            let _ = recycle.start_replacement_at.compare_exchange(
+                0,
+                at,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        let start_at = recycle.start_replacement_at.load(Ordering::Relaxed);
+        if start_at > 0
+            && start_at < b.max_requests
+            && served >= start_at
+            && recycle
+                .start_replacement_at
+                .compare_exchange(start_at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.reporter
+                .send(Report::StartReplacement { worker: b.id });
+        }
+        // Exactly one request sees the count reach the limit, so one report is sent.
+        if served == b.max_requests {
+            b.retiring.store(true, Ordering::Relaxed);
+            self.reporter.send(Report::Retire {
+                worker: b.id,
+                reason: ExitReason::MaxRequests,
+            });
         }
     }
 

@@ -159,7 +159,7 @@ impl Forwarder {
                 conns::of(claim.backend()).put(stream);
             }
         }
-        drop(claim);
+        claim.answered();
         if let Some(encoder) = encoder {
             let coding = encoder.coding();
             let (read, written) = encoder.finish(&mut compressed).map_err(encode_error)?;
@@ -215,7 +215,7 @@ impl Forwarder {
             if let Some(kept) = kept {
                 conns::of(claim.backend()).put(kept);
             }
-            drop(claim);
+            claim.answered();
         };
         let relayed = answer
             .relay(worker, &mut stream, keepalive.is_some(), timeout, release)

@@ -23,6 +23,7 @@ impl Policy {
                 self.ensure_slots(pool, now);
             }
             Timer::KillDeadline(id) => self.kill(id),
+            Timer::HandOver(id) => self.begin_drain(id, None, now),
             Timer::StopDeadline => {
                 let ids: Vec<WorkerId> = self
                     .pools

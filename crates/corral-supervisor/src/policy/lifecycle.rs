@@ -122,6 +122,10 @@ impl Policy {
             n => n + self.jitter(jitter),
         };
         let pool = &mut self.pools[p];
+        let State::Starting { since } = pool.workers[i].state else {
+            return;
+        };
+        let replacement = pool.started_in(now.saturating_duration_since(since));
         let w = &mut pool.workers[i];
         let (State::Starting { since }, Some(addr)) = (&w.state, &w.addr) else {
             return;
@@ -140,6 +144,7 @@ impl Policy {
             in_flight: Default::default(),
             served: Default::default(),
             max_requests,
+            recycle: crate::routes::Recycle::new(max_requests, replacement, now),
             retiring: Default::default(),
             started: since,
             health: Default::default(),
@@ -174,14 +179,29 @@ impl Policy {
         if let Some(s) = pool.slots.get_mut(&slot) {
             s.backoff = Backoff::default();
         }
-        // A current worker is ready: whatever else serves this slot hands over to it.
+        // A current worker is ready: whatever else serves this slot hands over to it, but a
+        // worker replaced ahead of `max_requests` serves on until the proxy counts its limit
+        // (then `retire` hands over): the pool has one worker more meanwhile.
         if generation == pool.generation {
+            let ahead: Vec<(WorkerId, Duration)> = pool
+                .workers
+                .iter()
+                .filter(|o| o.slot == slot && o.id != id && o.replaced_ahead())
+                .filter_map(|o| {
+                    let b = o.backend()?;
+                    Some((o.id, b.recycle.time_to_limit(b, now)))
+                })
+                .collect();
             let others: Vec<WorkerId> = pool
                 .workers
                 .iter()
                 .filter(|o| o.slot == slot && o.id != id && o.routable())
+                .filter(|o| !o.replaced_ahead())
                 .map(|o| o.id)
                 .collect();
+            for (other, wait) in ahead {
+                self.after(wait, Timer::HandOver(other));
+            }
             for other in others {
                 self.begin_drain(other, None, now);
             }
@@ -228,13 +248,53 @@ impl Policy {
         self.ensure_slots(pool_id, now);
     }
 
+    /// Starts the replacement of a worker nearing `max_requests`; the worker keeps its full
+    /// share until the proxy counts its limit (then it is retiring) or the replacement is
+    /// ready (then it drains), whichever comes first.
+    pub(super) fn replace_ahead(&mut self, id: WorkerId, now: Instant) {
+        let Some((p, i)) = self.find(id) else { return };
+        let pool = &mut self.pools[p];
+        let pool_id = pool.id;
+        let w = &mut pool.workers[i];
+        if !w.routable() || w.retiring.is_some() {
+            return;
+        }
+        let (served, limit) = w.backend().map_or((0, 0), |b| {
+            (b.served.load(Ordering::Relaxed), b.max_requests)
+        });
+        tracing::info!(
+            event = "worker_retiring",
+            reason = ExitReason::MaxRequests.as_str(),
+            pool = &*pool.name,
+            worker = w.slot,
+            pid = w.pid,
+            served,
+            limit,
+            "starting the replacement ahead of the limit"
+        );
+        w.retiring = Some(ExitReason::MaxRequests);
+        self.ensure_slots(pool_id, now);
+    }
+
     /// Marks a ready worker for replacement: it serves on until its replacement is ready.
     pub(super) fn retire(&mut self, id: WorkerId, reason: ExitReason, now: Instant) {
         let Some((p, i)) = self.find(id) else { return };
         let pool = &mut self.pools[p];
         let pool_id = pool.id;
         let w = &mut pool.workers[i];
-        if !w.routable() || w.retiring.is_some() {
+        if !w.routable() {
+            return;
+        }
+        if w.retiring.is_some() {
+            // Replaced ahead and now at its limit: hand over if the replacement is ready.
+            let slot = w.slot;
+            let successor_ready = pool
+                .workers
+                .iter()
+                .any(|o| o.slot == slot && o.id != id && o.routable() && o.retiring.is_none());
+            if successor_ready {
+                self.begin_drain(id, None, now);
+            }
             return;
         }
         let served = w.backend().map_or(0, |b| b.served.load(Ordering::Relaxed));
@@ -303,11 +363,22 @@ impl Policy {
 
     pub(super) fn on_drained(&mut self, id: WorkerId, now: Instant) {
         let Some((p, i)) = self.find(id) else { return };
-        let kill_timeout = self.pools[p].config.kill_timeout;
-        let w = &mut self.pools[p].workers[i];
-        if !matches!(w.state, State::Draining { .. }) {
+        let pool = &mut self.pools[p];
+        let kill_timeout = pool.config.kill_timeout;
+        let w = &mut pool.workers[i];
+        let State::Draining { backend, .. } = &w.state else {
             return;
-        }
+        };
+        tracing::info!(
+            event = "worker_drained",
+            reason = w.ending.map(|r| r.as_str()),
+            pool = &*pool.name,
+            worker = w.slot,
+            pid = w.pid,
+            served = backend.served.load(Ordering::Relaxed),
+            limit = backend.max_requests,
+            "worker drained; stopping it"
+        );
         w.state = State::Stopping { since: now };
         let pid = w.pid;
         self.signal(pid, Signal::SIGTERM);

@@ -69,6 +69,8 @@ pub(crate) enum Event {
     Timer(Timer),
     /// Resident memory of the workers [`Policy::memory_watch`] listed, in bytes.
     Memory(Vec<(WorkerId, u64)>),
+    /// The worker nears `max_requests`: start its replacement now, so it is ready in time.
+    StartReplacement(WorkerId),
     /// The proxy counted the worker's last request (`max_requests`).
     Retire {
         worker: WorkerId,
@@ -119,6 +121,9 @@ pub(crate) enum Timer {
     KillDeadline(WorkerId),
     /// Every worker had its `kill_timeout` to stop.
     StopDeadline,
+    /// A worker replaced ahead of `max_requests` had time enough to reach its limit since
+    /// its replacement turned ready (the load may have stopped): it hands over now.
+    HandOver(WorkerId),
 }
 
 /// What the runner must do.
@@ -277,6 +282,7 @@ impl Policy {
             Event::Timer(timer) => self.on_timer(timer, now),
             Event::Memory(samples) => self.on_memory(&samples, now),
             Event::Retire { worker, reason } => self.retire(worker, reason, now),
+            Event::StartReplacement(worker) => self.replace_ahead(worker, now),
             Event::Resolved {
                 pool,
                 generation,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corral_config::Pool;
 use corral_telemetry::{Metrics, PoolMetrics};
@@ -35,6 +35,8 @@ pub(super) struct PoolState {
     /// Why the pool stopped restarting workers, if it did.
     pub(super) failed: Option<String>,
     failures: VecDeque<Instant>,
+    /// How long its last few workers took from start to ready, newest last.
+    startups: VecDeque<Duration>,
     /// No longer in the config: its workers drain and it goes away.
     pub(super) removed: bool,
     /// A remote pool's backends, as last resolved.
@@ -57,10 +59,23 @@ impl PoolState {
             metrics: metrics.pool(&config.name),
             failed: None,
             failures: VecDeque::new(),
+            startups: VecDeque::new(),
             removed: false,
             remote: Vec::new(),
             resolving: None,
         }
+    }
+
+    /// Records that a worker took `startup` to become ready; returns how long a replacement
+    /// is to be expected to take: the longest of the last few, since starts under load
+    /// take longer than the first ones on an idle machine.
+    pub(super) fn started_in(&mut self, startup: Duration) -> Duration {
+        const REMEMBERED: usize = 4;
+        if self.startups.len() == REMEMBERED {
+            self.startups.pop_front();
+        }
+        self.startups.push_back(startup);
+        self.startups.iter().copied().max().unwrap_or(startup)
     }
 
     /// Whether its backends are servers named by `upstreams`, not workers corral starts.

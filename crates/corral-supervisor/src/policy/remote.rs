@@ -103,6 +103,7 @@ impl Policy {
                             in_flight: Default::default(),
                             served: Default::default(),
                             max_requests: 0,
+                            recycle: Default::default(),
                             retiring: Default::default(),
                             started: now,
                             health: Default::default(),

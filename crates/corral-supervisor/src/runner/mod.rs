@@ -124,6 +124,7 @@ impl Runner {
                 },
                 Some(report) = reports.recv() => match report {
                     Report::Retire { worker, reason } => Event::Retire { worker, reason },
+                    Report::StartReplacement { worker } => Event::StartReplacement(worker),
                     Report::Hung { worker, request } => Event::Hung { worker, request },
                 },
                 message = control.recv() => match message {
