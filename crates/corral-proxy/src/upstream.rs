@@ -24,7 +24,9 @@ impl Claim {
     /// Frees the worker's slot once it has answered in full, counting the answer first so
     /// `max_requests`'s cap never misses a request between the two.
     pub fn answered(self) {
-        self.backend.recycle.answered.fetch_add(1, Ordering::SeqCst);
+        if self.backend.max_requests > 0 {
+            self.backend.recycle.answered.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
