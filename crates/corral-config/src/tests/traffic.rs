@@ -293,6 +293,19 @@ fn tls_takes_one_certificate_or_several_relative_to_the_file_and_names_what_is_w
     );
     let e = errs("[server]\nlisten = [\"127.0.0.1:8443\"]\n[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"a.pem\"\nkey = \"a.key\"\n[pools.web]\ncommand = [\"app\"]\n");
     assert!(e[0].contains("127.0.0.1:8443 is served twice"), "{e:#?}");
-    let e = errs("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"a.pem\"\nkey = \"a.key\"\nhttp2 = true\n[pools.web]\ncommand = [\"app\"]\n");
-    assert!(e[0].contains("server.tls.http2: unknown key"), "{e:#?}");
+    let e = errs("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"a.pem\"\nkey = \"a.key\"\nciphers = []\n[pools.web]\ncommand = [\"app\"]\n");
+    assert!(e[0].contains("server.tls.ciphers: unknown key"), "{e:#?}");
+    let e = errs("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"a.pem\"\nkey = \"a.key\"\nmax_streams = 0\n[pools.web]\ncommand = [\"app\"]\n");
+    assert!(
+        e[0].contains("server.tls.max_streams: 0 is out of range"),
+        "{e:#?}"
+    );
+    let h1 = ok("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"a.pem\"\nkey = \"a.key\"\nhttp2 = false\nmax_streams = 16\n[pools.web]\ncommand = [\"app\"]\n");
+    let tls = h1.server.tls.expect("tls");
+    assert_eq!((tls.http2, tls.max_streams), (false, 16));
+    assert!(one
+        .server
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.http2 && t.max_streams == 128));
 }
