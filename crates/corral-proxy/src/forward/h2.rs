@@ -41,16 +41,19 @@ struct StreamPlace(Arc<Streams>);
 
 impl StreamPlace {
     fn take(streams: &Arc<Streams>) -> StreamPlace {
-        streams.open.fetch_add(1, Ordering::SeqCst);
-        streams.changed.notify_one();
+        // Only the turns to and from idle matter to the idle timeout.
+        if streams.open.fetch_add(1, Ordering::SeqCst) == 0 {
+            streams.changed.notify_one();
+        }
         StreamPlace(streams.clone())
     }
 }
 
 impl Drop for StreamPlace {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_one();
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.changed.notify_one();
+        }
     }
 }
 
@@ -138,10 +141,12 @@ impl Forwarder {
                     let place = StreamPlace::take(&streams);
                     let forwarder = self.clone();
                     let connection = connection.clone();
-                    tokio::spawn(async move {
+                    // Boxed: the stream's whole exchange is a large future, moved once.
+                    let stream = Box::pin(async move {
                         forwarder.serve_stream(session, &connection).await;
                         drop(place);
                     });
+                    tokio::spawn(stream);
                 }
                 Ok(Some(H2Accept::Rejected)) => {}
                 Ok(None) => break,
