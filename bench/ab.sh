@@ -10,6 +10,7 @@
 #   preset = "strict"' bench/ab.sh BIN BIN     # one build, a setting off (A) and on (B)
 #   WRK_HEADER='X-Forwarded-For: 203.0.113.9'  # a field every request carries
 #   NGINX_HTTP='gzip on;'                      # lines for nginx's http block
+#   B_ACCESS=true bench/ab.sh BIN BIN          # the access log off (A) and on (B)
 #
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
 set -euo pipefail
@@ -34,7 +35,7 @@ TICK=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# start_corral NAME BIN SERVER_LINES TABLES -> sets PORT_<NAME>, PID_<NAME>
+# start_corral NAME BIN SERVER_LINES TABLES [ACCESS] -> sets PORT_<NAME>, PID_<NAME>
 start_corral() {
   local port admin
   port=$(free_port); admin=$(free_port)
@@ -47,7 +48,7 @@ runtime_dir = "$WORK/$1-run"
 threads = 1
 $3
 [log]
-access = false
+access = ${5:-false}
 level = "warn"
 $4
 [pools.bench]
@@ -71,8 +72,8 @@ wait_port "$NGINX_PORT"
 for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
 PID_nginx=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
 PORT_nginx=$NGINX_PORT
-start_corral before "$A" "${A_SERVER:-}" "${A_TABLES:-}"
-start_corral after "$B" "${B_SERVER:-}" "${B_TABLES:-}"
+start_corral before "$A" "${A_SERVER:-}" "${A_TABLES:-}" "${A_ACCESS:-false}"
+start_corral after "$B" "${B_SERVER:-}" "${B_TABLES:-}" "${B_ACCESS:-false}"
 
 # cell NAME CONNS -> appends "rps us_per_req" to $WORK/NAME-CONNS
 cell() {
