@@ -5,12 +5,12 @@
 //! compression and access line; the worker side stays HTTP/1.1. The connection offers at
 //! most `max_streams` concurrent streams, closes after `keepalive_timeout` without one, and
 //! on a graceful stop sends GOAWAY and serves the streams already opened to their end.
+//! A connection's streams run in its own task, beside the connection that carries them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use http::header::{HeaderValue, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING};
 use pingora_core::protocols::http::v1::client::HttpSession as PipeClient;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
@@ -19,7 +19,6 @@ use pingora_core::protocols::{Digest, Stream};
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
-use tokio::sync::Notify;
 
 use super::accept::Connection;
 use super::identity::ClientIdentity;
@@ -27,52 +26,6 @@ use super::{pipe, Forwarder, BODY_READ_TIMEOUT};
 
 /// The most a request's decoded header list may take, whatever the limits allow.
 const MAX_HEADER_LIST: usize = 1 << 20;
-
-/// Streams open on one connection, and a wake-up when that number changes, for the idle
-/// timeout.
-#[derive(Default)]
-struct Streams {
-    open: AtomicUsize,
-    changed: Notify,
-}
-
-/// Holds one stream's place in [`Streams`].
-struct StreamPlace(Arc<Streams>);
-
-impl StreamPlace {
-    fn take(streams: &Arc<Streams>) -> StreamPlace {
-        // Only the turns to and from idle matter to the idle timeout.
-        if streams.open.fetch_add(1, Ordering::SeqCst) == 0 {
-            streams.changed.notify_one();
-        }
-        StreamPlace(streams.clone())
-    }
-}
-
-impl Drop for StreamPlace {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.changed.notify_one();
-        }
-    }
-}
-
-/// Resolves once no stream has been open for `limit`.
-async fn idle_for(streams: &Streams, limit: Duration) {
-    loop {
-        while streams.open.load(Ordering::SeqCst) > 0 {
-            streams.changed.notified().await;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(limit) => {
-                if streams.open.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-            }
-            () = streams.changed.notified() => {}
-        }
-    }
-}
 
 impl Forwarder {
     /// Serves an HTTP/2 connection until the client closes it, it idles past the keep-alive
@@ -117,7 +70,9 @@ impl Forwarder {
             identity: Arc::new(identity),
             slot: connection.slot,
         });
-        let streams = Arc::<Streams>::default();
+        // The streams run in this task beside the connection they depend on, not spawned:
+        // one task per connection, as for HTTP/1.1.
+        let mut streams = FuturesUnordered::new();
         let mut shutdown = shutdown.clone();
         let mut closing = false;
         let keepalive = settings.limits.keepalive_timeout;
@@ -126,34 +81,26 @@ impl Forwarder {
                 conn.graceful_shutdown();
                 closing = true;
             }
-            let accepted = tokio::select! {
+            let idle = streams.is_empty() && !closing;
+            tokio::select! {
                 biased;
-                _ = shutdown.changed(), if !closing => continue,
-                () = idle_for(&streams, keepalive), if !closing => {
+                Some(()) = streams.next(), if !streams.is_empty() => {}
+                _ = shutdown.changed(), if !closing => {}
+                () = tokio::time::sleep(keepalive), if idle => {
                     conn.graceful_shutdown();
                     closing = true;
-                    continue;
                 }
-                accepted = H2Stream::from_h2_conn(&mut conn, digest.clone()) => accepted,
-            };
-            match accepted {
-                Ok(Some(H2Accept::Session(session))) => {
-                    let place = StreamPlace::take(&streams);
-                    let forwarder = self.clone();
-                    let connection = connection.clone();
-                    // Boxed: the stream's whole exchange is a large future, moved once.
-                    let stream = Box::pin(async move {
-                        forwarder.serve_stream(session, &connection).await;
-                        drop(place);
-                    });
-                    tokio::spawn(stream);
-                }
-                Ok(Some(H2Accept::Rejected)) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "HTTP/2 connection ended");
-                    break;
-                }
+                accepted = H2Stream::from_h2_conn(&mut conn, digest.clone()) => match accepted {
+                    Ok(Some(H2Accept::Session(session))) => {
+                        streams.push(self.serve_stream(session, &connection));
+                    }
+                    Ok(Some(H2Accept::Rejected)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "HTTP/2 connection ended");
+                        break;
+                    }
+                },
             }
         }
     }
