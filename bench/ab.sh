@@ -103,8 +103,6 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round of $ROUNDS done" >&2
 done
 
-# median and spread of column COL of a file
-stat() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END { m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%s (%s-%s)", m, v[1], v[NR] }'; }
 echo
 echo "$ROUNDS rounds of ${DURATION} s cells, wrk -t1, $PATH_Q, keep-alive; corral 1 proxy thread, nginx 1 worker."
 echo "Requests/s and CPU µs per request (user+system) of the proxy process: median (min-max)."

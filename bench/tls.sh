@@ -121,7 +121,6 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round of $ROUNDS done" >&2
 done
 
-stat() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END { m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%s (%s-%s)", m, v[1], v[NR] }'; }
 echo
 echo "$ROUNDS rounds of ${DURATION} s cells, $PATH_Q, ECDSA P-256 certificate, TLS 1.3; corral 1 proxy"
 echo "thread, nginx 1 worker; wrk -t1 -c$CONNS (ka, new), h2load -c4 -m25 (h2). Requests/s and CPU µs"
