@@ -557,3 +557,42 @@ fn sigterm_sends_goaway_and_lets_http2_streams_in_flight_finish() {
     assert!(out.status.success(), "{trace}");
     assert!(corral.wait_exit(Duration::from_secs(20)).success());
 }
+
+#[test]
+fn sigusr2_hands_the_https_listener_to_the_new_master() {
+    let pki = Pki::new();
+    pki.issue("a", &["a.test"], false);
+    let (mut corral, https) = start_h2(&pki, &testapp_pool(2, ""), "");
+    let (version, status, text) = curl_h2(&pki, https, "/", &[]);
+    assert_eq!((version.as_str(), status), ("2", 200), "{text}");
+    let old = corral.pid();
+    corral.signal(Signal::SIGUSR2);
+    assert!(
+        corral.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        corral.logs()
+    );
+    let new = wait_for("the new master serving", Duration::from_secs(20), || {
+        let pid = corral.status()?["pid"].as_u64()?;
+        (pid != u64::from(old)).then_some(pid)
+    });
+    // The same HTTPS port, now the new master's, with the same certificate.
+    let (version, status, text) = curl_h2(&pki, https, "/", &[]);
+    assert_eq!((version.as_str(), status), ("2", 200), "{text}");
+    assert_eq!(
+        served_fingerprint(https, Some("a.test")),
+        pki.fingerprint("a")
+    );
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(new as i32), Signal::SIGTERM);
+    wait_for("the new master to exit", Duration::from_secs(30), || {
+        (!std::path::Path::new(&format!("/proc/{new}")).exists()
+            || std::fs::read_to_string(format!("/proc/{new}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            }))
+        .then_some(())
+    });
+}
