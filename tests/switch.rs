@@ -255,6 +255,9 @@ fn weights_send_each_pool_its_share_and_a_failing_canary_is_rolled_back() {
     assert_eq!(status["active_pool"], "blue", "{status}");
     assert_eq!(status["weights"]["green"], 10, "{status}");
     assert!((corral.metric("corral_traffic_share{pool=\"green\"}") - 0.1).abs() < 1e-9);
+    let (_, table, _) = corral.cli(&["status"]);
+    assert!(table.contains("pool blue (active, weight 90)"), "{table}");
+    assert!(table.contains("pool green (weight 10)"), "{table}");
 
     // A canary set at run time, with a green that fails every second request: the split
     // goes back to what it was.

@@ -253,10 +253,11 @@ fn status_table(s: &Value) -> String {
         out += &format!(
             "\npool {}{}: {} of {} ready{}\n",
             pool["name"].as_str().unwrap_or("?"),
-            if pool["active"] == true {
-                " (active)"
-            } else {
-                ""
+            match (pool["active"] == true, pool["weight"].as_u64()) {
+                (true, Some(w)) => format!(" (active, weight {w})"),
+                (false, Some(w)) => format!(" (weight {w})"),
+                (true, None) => " (active)".to_string(),
+                (false, None) => String::new(),
             },
             pool["ready"],
             pool["desired"],
