@@ -21,6 +21,7 @@ mod reader;
 mod remote;
 mod render;
 mod tls;
+mod traffic;
 mod units;
 mod websocket;
 
@@ -36,13 +37,13 @@ pub use lower::{default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS}
 pub use model::{
     Bind, Certificate, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log,
     LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready,
-    Rollback, Rotation, Routing, RunAs, Server, Smoke, StoreKind, Tls, Traffic, Upstream,
-    WebSocket,
+    Rollback, Rotation, Routing, RunAs, Server, Smoke, StoreKind, Tls, Upstream, WebSocket,
 };
-pub use pool::auto_workers;
+pub use pool::{auto_workers, unknown_pool};
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::render;
 pub use tls::DEFAULT_H2_MAX_STREAMS;
+pub use traffic::Traffic;
 pub use units::{format_duration, parse_duration, parse_size};
 pub use websocket::DEFAULT_IDLE_TIMEOUT;
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::model::{Config, Limits, Pool, Routing, Server, Traffic};
+use crate::model::{Config, Limits, Pool, Routing, Server};
 use crate::reader::{Reader, Table};
+use crate::traffic::Traffic;
 
 /// Default public listener, like Gunicorn's `127.0.0.1:8000` but on the usual proxy port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -162,15 +163,10 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
     let keep_previous = t.boolean(r, "keep_previous").unwrap_or(false);
     let rollback = crate::health::rollback(r, &mut t);
     t.finish(r);
-    let names = || {
-        let names: Vec<_> = pools.iter().map(|p| p.name.as_str()).collect();
-        names.join(", ")
-    };
     let traffic = match (active, node, weights) {
         (_, _, Err(())) => return None,
         (Some(name), Some(node), Ok(split)) => {
-            if !pools.is_empty() && !pools.iter().any(|p| p.name == name) {
-                let message = format!("no pool is named {name:?}; the pools are: {}", names());
+            if let Some(message) = crate::pool::unknown_pool(&name, pools) {
                 r.error(node.span(), &path, message);
                 return None;
             }
@@ -225,12 +221,7 @@ fn weights(r: &mut Reader, t: &mut Table, pools: &[Pool]) -> Result<Option<Traff
     for (key, value) in table.iter() {
         let name = key.get_ref().to_string();
         let key_path = format!("{path}.{name}");
-        if !pools.is_empty() && !pools.iter().any(|p| p.name == name) {
-            let names: Vec<_> = pools.iter().map(|p| p.name.as_str()).collect();
-            let message = format!(
-                "no pool is named {name:?}; the pools are: {}",
-                names.join(", ")
-            );
+        if let Some(message) = crate::pool::unknown_pool(&name, pools) {
             r.error(key.span(), &key_path, message);
             bad = true;
             continue;

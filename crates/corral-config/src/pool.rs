@@ -291,3 +291,16 @@ fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
+
+/// Why `name` is no pool of `pools`, or `None` when it is one (or there are none to check
+/// against yet): for `routing.active`, `routing.weights` and `corral switch` alike.
+pub fn unknown_pool(name: &str, pools: &[Pool]) -> Option<String> {
+    if pools.is_empty() || pools.iter().any(|p| p.name == name) {
+        return None;
+    }
+    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    Some(format!(
+        "no pool is named {name:?}; the pools are: {}",
+        names.join(", ")
+    ))
+}

@@ -268,11 +268,12 @@ async fn serve(
                 }
                 ControlRequest::Scale { pool, workers, reply } => {
                     let name = pool.unwrap_or_else(|| current.routing.active.clone());
-                    let answer = if current.pools.iter().any(|p| p.name == name) {
-                        supervisor.scale(Some(name.clone()), Scale::To(workers));
-                        Ok(json!({ "pool": name, "workers": workers }))
-                    } else {
-                        Err(vec![format!("no pool is named {name:?}")])
+                    let answer = match corral_config::unknown_pool(&name, &current.pools) {
+                        None => {
+                            supervisor.scale(Some(name.clone()), Scale::To(workers));
+                            Ok(json!({ "pool": name, "workers": workers }))
+                        }
+                        Some(why) => Err(vec![why]),
                     };
                     let _ = reply.send(answer);
                 }

@@ -51,17 +51,10 @@ impl Plan {
     /// which a run-time switch may have changed); an error when there is nothing to do or
     /// a pool does not exist.
     pub fn new(config: &Config, from: Traffic, to: Traffic) -> Result<Plan, Vec<String>> {
-        let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
         let unknown: Vec<String> = to
             .pools()
             .into_iter()
-            .filter(|name| !names.contains(name))
-            .map(|name| {
-                format!(
-                    "no pool is named {name:?}; the pools are: {}",
-                    names.join(", ")
-                )
-            })
+            .filter_map(|name| corral_config::unknown_pool(name, &config.pools))
             .collect();
         if !unknown.is_empty() {
             return Err(unknown);

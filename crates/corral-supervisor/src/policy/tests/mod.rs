@@ -4,6 +4,7 @@
 mod control;
 mod health;
 mod lifecycle;
+mod recycle;
 
 use std::path::Path;
 use std::sync::Arc;
