@@ -43,21 +43,35 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A loopback port nobody listens on right now, and never one this test process was
-/// handed before: the kernel may give a just-closed ephemeral port out again, and two
-/// listeners of one config on the same port is a config error, not a test.
+/// A loopback port nobody listens on right now, taken below the kernel's ephemeral range
+/// (32768-60999) so that no worker, client socket or `bind(0)` elsewhere on the machine can
+/// be handed it between this call and the listener that uses it; never one this test
+/// process was handed before, since two listeners of one config on one port is a config
+/// error, not a test.
 pub fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let port = listener.local_addr().expect("local addr").port();
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if given.insert(port) {
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Each test binary starts at its own place in the range, so binaries run one after
+    // another (or two checkouts tested at once) do not walk the same ports.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let start = (std::process::id().wrapping_mul(7919) ^ nanos) % COUNT;
+    for step in 0..COUNT {
+        let port = (FIRST + (start + step * 97) % COUNT) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.

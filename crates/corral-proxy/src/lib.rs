@@ -39,12 +39,12 @@ pub use settings::ProxySettings;
 
 /// Why a listener could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}: {reason}")]
 pub struct BindError {
     /// The address from the config.
     pub addr: SocketAddr,
     /// What the OS said.
-    pub source: std::io::Error,
+    pub reason: std::io::Error,
 }
 
 /// Binds every address not already in `fds` (sockets inherited by socket activation or an
@@ -54,10 +54,10 @@ pub fn bind_all(addrs: &[SocketAddr], mut fds: Fds) -> Result<ListenFds, BindErr
         if fds.get(&addr.to_string()).is_some() {
             continue;
         }
-        let listener = TcpListener::bind(addr).map_err(|source| BindError { addr, source })?;
+        let listener = TcpListener::bind(addr).map_err(|reason| BindError { addr, reason })?;
         listener
             .set_nonblocking(true)
-            .map_err(|source| BindError { addr, source })?;
+            .map_err(|reason| BindError { addr, reason })?;
         fds.add(addr.to_string(), listener.into_raw_fd());
     }
     Ok(Arc::new(parking_lot::Mutex::new(fds)))
@@ -151,21 +151,21 @@ pub enum ControlSocketError {
     #[error("another corral is running with control socket {0}; stop it, or set server.control_socket to another path")]
     InUse(PathBuf),
     /// The directory or socket could not be created.
-    #[error("cannot create control socket {path}: {source}")]
+    #[error("cannot create control socket {path}: {reason}")]
     Io {
         /// The socket path.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
 /// Binds the control socket (mode 0660) into `fds` unless it was inherited, replacing a stale file left by a corral
 /// that died, but never one a running corral still answers on.
 pub fn bind_control_socket(path: &Path, fds: &ListenFds) -> Result<(), ControlSocketError> {
-    let io = |source| ControlSocketError::Io {
+    let io = |reason| ControlSocketError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     if fds.lock().get(&path.display().to_string()).is_some() {
         return Ok(());

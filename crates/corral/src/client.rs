@@ -26,12 +26,12 @@ pub enum ClientError {
     #[error("permission denied on control socket {0}: run as the user corral runs as, or as root")]
     Permission(PathBuf),
     /// Anything else on the way.
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}: {reason}")]
     Io {
         /// The socket.
         path: PathBuf,
         /// What failed.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The master answered something that is not HTTP.
     #[error("control socket {0}: unexpected answer")]
@@ -72,9 +72,9 @@ pub fn request_waiting(
     path: &str,
     wait: Duration,
 ) -> Result<(u16, String), ClientError> {
-    let io = |source: std::io::Error| ClientError::Io {
+    let io = |reason: std::io::Error| ClientError::Io {
         path: socket.to_path_buf(),
-        source,
+        reason,
     };
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
