@@ -29,17 +29,13 @@ command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 VENV=bench/.venv
-[ -x "$VENV/bin/gunicorn" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q gunicorn websockets; }
+[ -x "$VENV/bin/uvicorn" ] && [ -x "$VENV/bin/waitress-serve" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q gunicorn waitress uvicorn fastapi websockets; }
 cargo build --release --workspace -q
 BIN=$PWD/target/release
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# user and system clock ticks of a process: "utime stime"
-cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
-# per_req BEFORE AFTER RPS -> "user-µs sys-µs" per request over one cell
-per_req() { awk -v b="$1" -v a="$2" -v r="$3" -v d="$DURATION" -v t="$TICK" 'BEGIN { split(b, x, " "); split(a, y, " "); n=r*d; if (n>0) printf "%.1f %.1f\n", (y[1]-x[1])/t/n*1e6, (y[2]-x[2])/t/n*1e6; else print "- -" }'; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2f", a/b; else print "-" }'; }
 us() { awk -v u="$1" 'BEGIN { if (u>=1000) printf "%.2fms", u/1000; else printf "%dus", u }'; }
 # wrk_run URL CONNS SCRIPT [extra wrk args] -> "rps p50 p99 p999 errors"
@@ -47,6 +43,66 @@ wrk_run() {
   local url=$1 conns=$2 script=$3; shift 3
   wrk -t1 -c"$conns" -d"${DURATION}s" -s "bench/$script" "$@" "$url" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4, $5, $6}'
 }
+
+# --- stacks, cells and rounds ---------------------------------------------------------------
+# A stack is a key with a base URL (URL[key]) and the pids whose CPU is its cost (CPU[key],
+# empty for an app server alone). A cell is one load (path, connections, wrk arguments) run
+# on several stacks; `rounds` runs it ROUNDS times with the stacks' order rotating (A B C,
+# B C A, C A B), so a noisy moment of this shared machine falls on every stack alike.
+declare -A URL CPU
+mkdir -p "$WORK/cells"
+# user and system ticks of some processes (their threads included): "utime stime"
+cpu_split() { local u=0 s=0 p; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u+a)); s=$((s+b)); done; echo "$u $s"; }
+# per_req BEFORE AFTER RPS -> "user-µs sys-µs total-µs" per request over one cell
+per_req() { awk -v b="$1" -v a="$2" -v r="$3" -v d="$DURATION" -v t="$TICK" 'BEGIN { split(b, x, " "); split(a, y, " "); n=r*d; if (n>0) { u=(y[1]-x[1])/t/n*1e6; s=(y[2]-x[2])/t/n*1e6; printf "%.1f %.1f %.1f\n", u, s, u+s } else print "- - -" }'; }
+# measure CELL KEY PATH CONNS [wrk args]: one wrk run, appended to $WORK/cells/CELL.KEY as
+# "rps p50 p99 p999 errors user-µs sys-µs total-µs"
+measure() {
+  local cell=$1 key=$2 path=$3 conns=$4; shift 4
+  local -a pids; read -ra pids <<< "${CPU[$key]}"
+  local before="0 0" rps p50 p99 p999 errors cost="- - -"
+  [ ${#pids[@]} -gt 0 ] && before=$(cpu_split "${pids[@]}")
+  read -r rps p50 p99 p999 errors < <(wrk_run "${URL[$key]}$path" "$conns" latency.lua "$@")
+  [ ${#pids[@]} -gt 0 ] && cost=$(per_req "$before" "$(cpu_split "${pids[@]}")" "$rps")
+  echo "$rps $p50 $p99 $p999 $errors $cost" >> "$WORK/cells/$cell.$key"
+}
+# rounds CELL PATH CONNS "KEY..." [wrk args]
+rounds() {
+  local cell=$1 path=$2 conns=$3 r i; local -a keys; read -ra keys <<< "$4"; shift 4
+  for r in $(seq "$ROUNDS"); do
+    for i in "${!keys[@]}"; do
+      measure "$cell" "${keys[$(( (i + r) % ${#keys[@]} ))]}" "$path" "$conns" "$@"
+    done
+  done
+}
+# med CELL KEY COL -> "median (min-max)" of one column over the rounds
+med() { stat "$WORK/cells/$1.$2" "$3"; }
+# mid CELL KEY COL -> the median alone
+mid() { med "$@" | cut -d' ' -f1; }
+# lat CELL KEY -> median p50 / p99 / p99.9
+lat() { echo "$(us "$(mid "$1" "$2" 2)") / $(us "$(mid "$1" "$2" 3)") / $(us "$(mid "$1" "$2" 4)")"; }
+# vs CELL KEY BASE -> the ratio of requests/s taken per round (cells of one round ran side
+# by side), as "median (min-max)"
+vs() {
+  paste "$WORK/cells/$1.$2" "$WORK/cells/$1.$3" | awk '{ if ($9 > 0) printf "%.3f\n", $1/$9; else print 0 }' > "$WORK/ratio"
+  stat "$WORK/ratio" 1
+}
+# finding TARGET FIGURE BOUND: a findings row, met when FIGURE's median is at least BOUND
+# (or at most, for a BOUND given as "<=X")
+FINDINGS=$WORK/findings.md
+: > "$FINDINGS"
+finding() {
+  local figure=${2%% *} verdict
+  case $3 in
+    "<="*) verdict=$(awk -v f="$figure" -v b="${3#<=}" 'BEGIN { print (f <= b) ? "met" : "**not met**" }') ;;
+    *) verdict=$(awk -v f="$figure" -v b="$3" 'BEGIN { print (f >= b) ? "met" : "**not met**" }') ;;
+  esac
+  echo "| $1 | $2 | $3 | $verdict |" >> "$FINDINGS"
+}
+# The machine's steal time over the run, from /proc/stat: "steal-ticks total-ticks"
+steal_now() { awk '/^cpu / { t=0; for (i=2; i<=NF; i++) t+=$i; print $9, t }' /proc/stat; }
+STEAL_START=$(steal_now)
+
 # start_corral NAME CONFIG-BODY -> sets CORRAL_PID, CORRAL_PORT, CORRAL_ADMIN
 start_corral() {
   CORRAL_PORT=$(free_port); CORRAL_ADMIN=$(free_port)
@@ -68,19 +124,14 @@ TOML
 }
 
 OUT=$WORK/out.md
-{
-echo "# Benchmarks"
-echo
-echo "Generated by \`bench/run.sh\` on $(date -u +%Y-%m-%d): $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
-echo "$(nginx -v 2>&1 | cut -d' ' -f3), HAProxy $(haproxy -v | head -1 | cut -d' ' -f3), gunicorn $("$VENV/bin/gunicorn" --version | cut -d' ' -f3 | tr -d '()'), corral $("$BIN/corral" --version | cut -d' ' -f2) (release build)."
-echo "wrk -t1, ${DURATION} s per cell. corral runs 1 proxy thread, nginx 1 worker process, HAProxy 1"
-echo "thread: one core each, the other core for wrk and the upstream. Latencies are wrk's."
-} > "$OUT"
+: > "$OUT"
 
 # --- 1. proxy overhead: direct vs nginx vs HAProxy vs corral ----------------------------------
+# Cells: "body-bytes conns keepalive|close"
+PROXY_CELLS=${PROXY_CELLS:-"0,1,keepalive 0,16,keepalive 0,64,keepalive 0,256,keepalive 0,16,close 1024,64,keepalive 65536,64,keepalive"}
 if want proxy; then
   UP=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port)
-  "$BIN/corral-testapp" --port "$UP" >/dev/null 2>&1 & PIDS+=($!)
+  "$BIN/corral-testapp" --port "$UP" >/dev/null 2>&1 & UP_PID=$!; PIDS+=("$UP_PID")
   wait_port "$UP"
   start_corral proxy "[pools.bench]
 command = [\"$BIN/corral-testapp\", \"--port\", \"{port}\"]
@@ -106,84 +157,96 @@ backend b
   http-reuse always
   server s1 127.0.0.1:$UP
 HAP
-  haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!)
+  haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
   wait_port "$NGINX"; wait_port "$HAPROXY"
   for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
   NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+  URL[direct]=http://127.0.0.1:$UP; CPU[direct]=$UP_PID
+  URL[nginx]=http://127.0.0.1:$NGINX; CPU[nginx]=$NGINX_WORKER
+  URL[haproxy]=http://127.0.0.1:$HAPROXY; CPU[haproxy]=$HAPROXY_PID
+  URL[corral]=http://127.0.0.1:$CORRAL_PORT; CPU[corral]=$CORRAL_PID
+  for spec in $PROXY_CELLS; do
+    IFS=, read -r size c ka <<< "$spec"
+    extra=(); [ "$ka" = close ] && extra=(-H "Connection: close")
+    rounds "proxy-$size-$c-$ka" "/bytes?n=$size" "$c" "direct nginx haproxy corral" "${extra[@]}"
+    echo "proxy cell $spec done" >&2
+  done
   {
   echo
   echo "## 1. Proxy overhead"
   echo
   echo "Upstream: one corral-testapp process answering \`/bytes?n=SIZE\`; corral supervises its own"
-  echo "copy of the same program. Requests/s; latency p50 / p99 / p99.9; CPU per request of"
-  echo "nginx's worker process and of corral (user / system µs, from /proc over the cell)."
+  echo "copy of the same program. Requests/s (median of the rounds); the corral/nginx and"
+  echo "corral/HAProxy ratios taken per round, median (min-max); latency p50 / p99 / p99.9 (medians);"
+  echo "CPU per request (user + system µs, from /proc over the cell) of nginx's worker process,"
+  echo "HAProxy's process and corral's, medians."
   echo
-  echo "| body | conns | keep-alive | direct rps | nginx rps | haproxy rps | corral rps | corral/nginx | corral/haproxy | corral/direct | nginx p50/p99/p99.9 | corral p50/p99/p99.9 | nginx µs/req user/sys | corral µs/req user/sys |"
+  echo "| body | conns | keep-alive | direct rps | nginx rps | haproxy rps | corral rps | corral/nginx | corral/haproxy | nginx p50/p99/p99.9 | corral p50/p99/p99.9 | µs/req nginx | µs/req haproxy | µs/req corral |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   } >> "$OUT"
-  for size in $SIZES; do
-    for c in $CONNS; do
-      for ka in keepalive close; do
-        extra=(); [ "$ka" = close ] && extra=(-H "Connection: close")
-        path="/bytes?n=$size"
-        read -r d_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$UP$path" "$c" latency.lua "${extra[@]}")
-        nb=$(cpu_split "$NGINX_WORKER")
-        read -r n_rps n50 n99 n999 _ < <(wrk_run "http://127.0.0.1:$NGINX$path" "$c" latency.lua "${extra[@]}")
-        read -r n_user n_sys < <(per_req "$nb" "$(cpu_split "$NGINX_WORKER")" "$n_rps")
-        read -r h_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$HAPROXY$path" "$c" latency.lua "${extra[@]}")
-        cb=$(cpu_split "$CORRAL_PID")
-        read -r c_rps c50 c99 c999 _ < <(wrk_run "http://127.0.0.1:$CORRAL_PORT$path" "$c" latency.lua "${extra[@]}")
-        read -r c_user c_sys < <(per_req "$cb" "$(cpu_split "$CORRAL_PID")" "$c_rps")
-        echo "| $size B | $c | $ka | $d_rps | $n_rps | $h_rps | $c_rps | $(ratio "$c_rps" "$n_rps") | $(ratio "$c_rps" "$h_rps") | $(ratio "$c_rps" "$d_rps") | $(us "$n50") / $(us "$n99") / $(us "$n999") | $(us "$c50") / $(us "$c99") / $(us "$c999") | $n_user / $n_sys | $c_user / $c_sys |" >> "$OUT"
-      done
-    done
+  for spec in $PROXY_CELLS; do
+    IFS=, read -r size c ka <<< "$spec"; cell="proxy-$size-$c-$ka"
+    echo "| $size B | $c | $ka | $(mid "$cell" direct 1) | $(mid "$cell" nginx 1) | $(mid "$cell" haproxy 1) | $(mid "$cell" corral 1) | $(vs "$cell" corral nginx) | $(vs "$cell" corral haproxy) | $(lat "$cell" nginx) | $(lat "$cell" corral) | $(mid "$cell" nginx 8) | $(mid "$cell" haproxy 8) | $(mid "$cell" corral 8) |" >> "$OUT"
+    if [ "$size" = 0 ] && [ "$ka" = keepalive ] && { [ "$c" = 64 ] || [ "$c" = 256 ]; }; then
+      finding "2. plain proxy, $c conns: corral/nginx rps" "$(vs "$cell" corral nginx)" 1.0
+      finding "2. plain proxy, $c conns: corral/HAProxy rps" "$(vs "$cell" corral haproxy)" 1.0
+    fi
+    if [ "$size" = 0 ] && [ "$ka" = keepalive ] && [ "$c" != 1 ]; then
+      finding "2. plain proxy, $c conns: corral µs/req ≤ nginx's ($(mid "$cell" nginx 8))" "$(med "$cell" corral 8)" "<=$(mid "$cell" nginx 8)"
+    fi
   done
   echo >> "$OUT"; echo "corral RSS after this section: $(rss_kb "$CORRAL_PID") kB." >> "$OUT"
-  # The same corral with its access log on (JSON lines to a file), cell by cell beside it.
-  QUIET_PID=$CORRAL_PID; QUIET_PORT=$CORRAL_PORT
+  # The same corral with its access log on (JSON lines to a file), beside the quiet one.
+  QUIET_PID=$CORRAL_PID
   ACCESS_LOG=true LOG_LEVEL=info start_corral proxy-log "[pools.bench]
 command = [\"$BIN/corral-testapp\", \"--port\", \"{port}\"]
 workers = 1
 concurrency = 4096
 ready = \"tcp\""
+  URL[logged]=http://127.0.0.1:$CORRAL_PORT; CPU[logged]=$CORRAL_PID
+  for c in 16 64; do rounds "log-$c" "/bytes?n=0" "$c" "corral logged"; done
   {
   echo
   echo "### Access log cost"
   echo
-  echo "The same corral with \`log.access = true\` (a JSON line per request, to a file), 0 B, keep-alive."
+  echo "The same corral with \`log.access = true\` (a JSON line per request, to a file), 0 B, keep-alive;"
+  echo "the on/off ratio per round, median (min-max)."
   echo
-  echo "| conns | access log off rps | access log on rps | on/off | µs/req user/sys off | µs/req user/sys on |"
+  echo "| conns | access log off rps | access log on rps | on/off | µs/req off | µs/req on |"
   echo "|---|---|---|---|---|---|"
   } >> "$OUT"
   for c in 16 64; do
-    qb=$(cpu_split "$QUIET_PID")
-    read -r q_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$QUIET_PORT/bytes?n=0" "$c" latency.lua)
-    read -r q_user q_sys < <(per_req "$qb" "$(cpu_split "$QUIET_PID")" "$q_rps")
-    lb=$(cpu_split "$CORRAL_PID")
-    read -r l_rps _ _ _ _ < <(wrk_run "http://127.0.0.1:$CORRAL_PORT/bytes?n=0" "$c" latency.lua)
-    read -r l_user l_sys < <(per_req "$lb" "$(cpu_split "$CORRAL_PID")" "$l_rps")
-    echo "| $c | $q_rps | $l_rps | $(ratio "$l_rps" "$q_rps") | $q_user / $q_sys | $l_user / $l_sys |" >> "$OUT"
+    echo "| $c | $(med "log-$c" corral 1) | $(med "log-$c" logged 1) | $(vs "log-$c" logged corral) | $(mid "log-$c" corral 8) | $(mid "log-$c" logged 8) |" >> "$OUT"
+    finding "3. access log on/off rps, $c conns" "$(vs "log-$c" logged corral)" 0.95
   done
-  kill "$CORRAL_PID" "$QUIET_PID"
+  kill "$CORRAL_PID" "$QUIET_PID" "$HAPROXY_PID"
 fi
 
-# --- 2. a Python app with 4 sync workers ------------------------------------------------------
-GUNICORN="$PWD/$VENV/bin/gunicorn"
+# --- 2. Python apps: gunicorn sync workers, waitress threads, uvicorn/FastAPI ---------------
+GUNICORN="$PWD/$VENV/bin/gunicorn"; WAITRESS="$PWD/$VENV/bin/waitress-serve"; UVICORN="$PWD/$VENV/bin/uvicorn"
+# app_command SERVER tcp|unix -> the command (TOML array) of one worker of SERVER
+app_command() {
+  case $1-$2 in
+    gunicorn-tcp) echo "[\"$GUNICORN\", \"-w\", \"1\", \"-b\", \"127.0.0.1:{port}\", \"--chdir\", \"$PWD/bench\", \"wsgi:app\"]" ;;
+    gunicorn-unix) echo "[\"$GUNICORN\", \"-w\", \"1\", \"-b\", \"unix:{socket}\", \"--chdir\", \"$PWD/bench\", \"wsgi:app\"]" ;;
+    waitress-tcp) echo "[\"$WAITRESS\", \"--threads=4\", \"--listen=127.0.0.1:{port}\", \"wsgi:app\"]" ;;
+    waitress-unix) echo "[\"$WAITRESS\", \"--threads=4\", \"--unix-socket={socket}\", \"wsgi:app\"]" ;;
+    uvicorn-tcp) echo "[\"$UVICORN\", \"--no-access-log\", \"--host\", \"127.0.0.1\", \"--port\", \"{port}\", \"asgi:app\"]" ;;
+    uvicorn-unix) echo "[\"$UVICORN\", \"--no-access-log\", \"--uds\", \"{socket}\", \"asgi:app\"]" ;;
+  esac
+}
+# python_pool SERVER tcp|unix CONCURRENCY -> a corral pool of four workers of SERVER
 python_pool() {
-  local bind="127.0.0.1:{port}"; [ "${PY_BIND:-tcp}" = unix ] && bind="unix:{socket}"
   echo "[pools.app]
-command = [\"$GUNICORN\", \"-w\", \"1\", \"-b\", \"$bind\", \"--chdir\", \"$PWD/bench\", \"wsgi:app\"]
-bind = \"${PY_BIND:-tcp}\"
+command = $(app_command "$1" "$2")
+cwd = \"$PWD/bench\"
+bind = \"$2\"
 workers = 4
-concurrency = ${PY_CONCURRENCY:-1}
+concurrency = $3
 queue_size = 10000
 ready = \"http\"
 [pools.app.health]
 path = \"/\""
-}
-start_gunicorn() { # PORT -> GUNICORN_PID
-  "$GUNICORN" -w 4 -b "127.0.0.1:$1" --chdir bench wsgi:app >"$WORK/gunicorn.log" 2>&1 & GUNICORN_PID=$!; PIDS+=("$GUNICORN_PID")
-  wait_port "$1"
 }
 start_nginx_for() { # LISTEN-PORT NAME "server ...;" [BALANCING]
   cat > "$WORK/nginx-$2.conf" <<NGINX
@@ -203,67 +266,156 @@ http {
 NGINX
   nginx -c "$WORK/nginx-$2.conf" & NGINX_PY_PID=$!; PIDS+=("$NGINX_PY_PID"); SECTION_PIDS+=("$NGINX_PY_PID")
   wait_port "$1"
+  for _ in $(seq 50); do [ -s "$WORK/nginx-$2.pid" ] && break; sleep 0.1; done
+  NGINX_PY_WORKER=$(pgrep -P "$(cat "$WORK/nginx-$2.pid")" | head -1)
 }
+# run_app SERVER PORT [extra args]: one process of SERVER on PORT (exec: call in a subshell
+# in bench/)
+run_app() {
+  local server=$1 port=$2; shift 2
+  case $server in
+    gunicorn) exec "$GUNICORN" -b "127.0.0.1:$port" "$@" wsgi:app ;;
+    waitress) exec "$WAITRESS" --threads=4 --listen="127.0.0.1:$port" "$@" wsgi:app ;;
+    uvicorn) exec "$UVICORN" --no-access-log --host 127.0.0.1 --port "$port" "$@" asgi:app ;;
+  esac
+}
+# start_app SERVER PORT [extra args] -> APP_PID
+start_app() {
+  (cd bench && run_app "$@") >"$WORK/$1-$2.log" 2>&1 & APP_PID=$!; PIDS+=("$APP_PID"); SECTION_PIDS+=("$APP_PID")
+  wait_port "$2"
+}
+# four_singles SERVER -> SINGLES: nginx "server" lines of four one-process SERVERs, each on
+# its own port (corral's topology)
+four_singles() {
+  SINGLES=""
+  local p
+  for _ in 1 2 3 4; do
+    p=$(free_port); start_app "$1" "$p"; SINGLES="$SINGLES server 127.0.0.1:$p;"
+  done
+}
+# stack KEY PORT [CPU-PIDS]
+stack() { URL[$1]=http://127.0.0.1:$2; CPU[$1]=${3:-}; }
+# python_row CELL KEY LABEL BASE -> a table row: rps, against BASE per round, latency, µs/req
+python_row() { echo "| $3 | $(med "$1" "$2" 1) | $(vs "$1" "$2" "$4") | $(lat "$1" "$2") | $(mid "$1" "$2" 8) | $(mid "$1" "$2" 5) |"; }
+python_table_head() {
+  echo
+  echo "| stack | rps | vs $1 | p50 / p99 / p99.9 | proxy µs/req | errors |"
+  echo "|---|---|---|---|---|---|"
+}
+# python_findings CELL LABEL ALONE NGINX KEY... : targets 1 for corral's stacks KEY...
+python_findings() {
+  local cell=$1 label=$2 alone=$3 nginx=$4 key; shift 4
+  for key in "$@"; do
+    finding "1. $label, corral ($key) / alone" "$(vs "$cell" "$key" "$alone")" 1.0
+    finding "1. $label, corral ($key) / nginx" "$(vs "$cell" "$key" "$nginx")" 1.05
+  done
+}
+OPEN_SECONDS=${OPEN_SECONDS:-8}
 # open_loop PORT RATE -> "fast-p50 fast-p99 fast-p99.9 all-p99 errors requests"
 open_loop() { python3 bench/openloop.py 127.0.0.1 "$1" "$2" "$OPEN_SECONDS" 10 | awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}'; }
-OPEN_SECONDS=${OPEN_SECONDS:-20}
 if want python; then
+  # 2a. gunicorn sync workers
   SECTION_PIDS=()
-  G=$(free_port); NG=$(free_port); NRR=$(free_port); NLC=$(free_port)
-  start_gunicorn "$G"; start_nginx_for "$NG" shared "server 127.0.0.1:$G;"
-  # The same topology as corral's pool: four single-worker gunicorns, each on its own port.
-  singles=""
-  for _ in 1 2 3 4; do
-    p=$(free_port); "$GUNICORN" -w 1 -b "127.0.0.1:$p" --chdir bench wsgi:app >/dev/null 2>&1 & PIDS+=($!); SECTION_PIDS+=($!)
-    wait_port "$p"; singles="$singles server 127.0.0.1:$p;"
-  done
-  start_nginx_for "$NRR" rr "$singles"; start_nginx_for "$NLC" lc "$singles" "least_conn;"
-  start_corral python "$(python_pool)"
-  C_TCP=$CORRAL_PORT; C_TCP_PID=$CORRAL_PID
-  PY_BIND=unix start_corral python-unix "$(PY_BIND=unix python_pool)"
-  C_UNIX=$CORRAL_PORT; C_UNIX_PID=$CORRAL_PID
+  G=$(free_port); NG=$(free_port); NLC=$(free_port)
+  start_app gunicorn "$G" -w 4; start_nginx_for "$NG" shared "server 127.0.0.1:$G;"; stack g4 "$G"; stack ng4 "$NG" "$NGINX_PY_WORKER"
+  four_singles gunicorn; start_nginx_for "$NLC" lc "$SINGLES" "least_conn;"; stack nlc "$NLC" "$NGINX_PY_WORKER"
+  start_corral python "$(python_pool gunicorn tcp 1)"; stack ctcp "$CORRAL_PORT" "$CORRAL_PID"; SECTION_PIDS+=("$CORRAL_PID")
+  start_corral python-unix "$(python_pool gunicorn unix 1)"; stack cunix "$CORRAL_PORT" "$CORRAL_PID"; SECTION_PIDS+=("$CORRAL_PID")
+  rounds gunicorn / 32 "g4 ng4 nlc ctcp cunix"
+  echo "python: gunicorn done" >&2
   {
   echo
-  echo "## 2. A Python app with 4 sync workers"
+  echo "## 2. Python apps"
   echo
-  echo "bench/wsgi.py under gunicorn's sync workers (\`/\` answers at once, \`/slow\` after 200 ms)."
-  echo "Stacks: *gunicorn -w 4* alone (one shared listening socket: a sync worker accepts only"
-  echo "when idle, so the kernel's accept queue is idle-worker routing); *nginx → gunicorn -w 4*;"
-  echo "*nginx round-robin* and *nginx least_conn* over four \`gunicorn -w 1\` on their own ports"
-  echo "(corral's topology); *corral*: four \`gunicorn -w 1\` supervised with \`concurrency = 1\`,"
-  echo "over TCP and over Unix sockets (\`bind = \"unix\"\`)."
+  echo "Only fast requests (\`/\` answers at once), wrk, 32 connections. Requests/s median (min-max)"
+  echo "of the rounds; the ratio to the app server alone taken per round; CPU per request of the"
+  echo "proxy process (nginx's worker, corral), medians."
   echo
-  echo "### Only fast requests, wrk, 32 connections"
+  echo "### gunicorn sync workers"
   echo
-  echo "| stack | rps | vs gunicorn -w 4 | p50 / p99 / p99.9 |"
-  echo "|---|---|---|---|"
+  echo "bench/wsgi.py. *gunicorn -w 4* alone (one shared listening socket: a sync worker accepts"
+  echo "only when idle, so the kernel's accept queue is idle-worker routing); *nginx → gunicorn -w 4*;"
+  echo "*nginx least_conn* over four \`gunicorn -w 1\` on their own ports (corral's topology);"
+  echo "*corral*: four \`gunicorn -w 1\` supervised with \`concurrency = 1\`, over TCP and over Unix"
+  echo "sockets (\`bind = \"unix\"\`)."
+  python_table_head "gunicorn -w 4"
+  python_row gunicorn g4 "gunicorn -w 4" g4
+  python_row gunicorn ng4 "nginx → gunicorn -w 4" g4
+  python_row gunicorn nlc "nginx least_conn → 4 × gunicorn -w 1" g4
+  python_row gunicorn ctcp "corral → 4 × gunicorn -w 1 (TCP)" g4
+  python_row gunicorn cunix "corral → 4 × gunicorn -w 1 (Unix sockets)" g4
   } >> "$OUT"
-  read -r d_rps d50 d99 d999 _ < <(wrk_run "http://127.0.0.1:$G/" 32 latency.lua)
-  for row in "gunicorn -w 4|$G" "nginx → gunicorn -w 4|$NG" "nginx round-robin → 4 × gunicorn -w 1|$NRR" "nginx least_conn → 4 × gunicorn -w 1|$NLC" "corral → 4 × gunicorn -w 1 (TCP)|$C_TCP" "corral → 4 × gunicorn -w 1 (Unix sockets)|$C_UNIX"; do
-    label=${row%%|*}; port=${row##*|}
-    if [ "$port" = "$G" ]; then rps=$d_rps; p50=$d50; p99=$d99; p999=$d999
-    else read -r rps p50 p99 p999 _ < <(wrk_run "http://127.0.0.1:$port/" 32 latency.lua); fi
-    echo "| $label | $rps | $(ratio "$rps" "$d_rps") | $(us "$p50") / $(us "$p99") / $(us "$p999") |" >> "$OUT"
-  done
-  {
-  echo
-  echo "### 90% fast, 10% slow, open loop"
-  echo
-  echo "bench/openloop.py: requests start on a fixed schedule (${OPEN_SECONDS} s per cell), each on its own"
-  echo "connection; latency counts from the scheduled start. At 50/s the slow requests keep the"
-  echo "four workers 25% busy, at 100/s 50%. Latency of the fast requests, and p99 of all."
-  echo
-  echo "| stack | rate | fast p50 | fast p99 | fast p99.9 | all p99 | errors |"
-  echo "|---|---|---|---|---|---|---|"
-  } >> "$OUT"
+  python_findings gunicorn "gunicorn sync" g4 ng4 ctcp cunix
+  # The open loop: 90% fast, 10% slow, each request on its own connection.
   for rate in 50 100; do
-    for row in "gunicorn -w 4|$G" "nginx → gunicorn -w 4|$NG" "nginx round-robin → 4 × gunicorn -w 1|$NRR" "nginx least_conn → 4 × gunicorn -w 1|$NLC" "corral → 4 × gunicorn -w 1 (TCP)|$C_TCP"; do
-      label=${row%%|*}; port=${row##*|}
-      read -r f50 f99 f999 a99 errors n < <(open_loop "$port" "$rate")
-      echo "| $label | $rate/s | $(us "$f50") | $(us "$f99") | $(us "$f999") | $(us "$a99") | $errors of $n |" >> "$OUT"
+    for r in $(seq "$ROUNDS"); do
+      for key in g4 nlc ctcp; do
+        port=${URL[$key]##*:}
+        echo "$(open_loop "$port" "$rate")" >> "$WORK/cells/open-$rate.$key"
+      done
     done
   done
-  kill "$C_TCP_PID" "$C_UNIX_PID" "$GUNICORN_PID" "${SECTION_PIDS[@]}"; sleep 1
+  {
+  echo
+  echo "#### 90% fast, 10% slow, open loop"
+  echo
+  echo "bench/openloop.py: requests start on a fixed schedule (${OPEN_SECONDS} s per cell, $ROUNDS rounds), each on"
+  echo "its own connection; latency counts from the scheduled start. At 50/s the slow requests keep"
+  echo "the four workers 25% busy, at 100/s 50%. Medians of the rounds."
+  echo
+  echo "| stack | rate | fast p50 | fast p99 | fast p99.9 | all p99 | errors (all rounds) |"
+  echo "|---|---|---|---|---|---|---|"
+  for rate in 50 100; do
+    for row in "g4|gunicorn -w 4" "nlc|nginx least_conn → 4 × gunicorn -w 1" "ctcp|corral → 4 × gunicorn -w 1 (TCP)"; do
+      key=${row%%|*}; f=$WORK/cells/open-$rate.$key
+      echo "| ${row##*|} | $rate/s | $(us "$(mid "open-$rate" "$key" 1)") | $(us "$(mid "open-$rate" "$key" 2)") | $(us "$(mid "open-$rate" "$key" 3)") | $(us "$(mid "open-$rate" "$key" 4)") | $(awk '{e+=$5; n+=$6} END {print e " of " n}' "$f") |"
+    done
+  done
+  } >> "$OUT"
+  kill "${SECTION_PIDS[@]}" 2>/dev/null || true; sleep 1
+
+  # 2b. waitress threads, 2c. uvicorn/FastAPI
+  for server in waitress uvicorn; do
+    SECTION_PIDS=()
+    A=$(free_port); NA=$(free_port); NLC=$(free_port)
+    if [ "$server" = waitress ]; then
+      alone="waitress-serve --threads=4 (one process)"; concurrency=4; start_app waitress "$A"
+      # One waitress process is no match for four: the nginx to beat runs four too.
+      nginx_key=nlc
+    else
+      alone="uvicorn --workers 4"; concurrency=32; start_app uvicorn "$A" --workers 4; nginx_key=nginx
+    fi
+    stack alone "$A"
+    start_nginx_for "$NA" "$server-shared" "server 127.0.0.1:$A;"; stack nginx "$NA" "$NGINX_PY_WORKER"
+    four_singles "$server"; start_nginx_for "$NLC" "$server-lc" "$SINGLES" "least_conn;"; stack nlc "$NLC" "$NGINX_PY_WORKER"
+    start_corral "$server" "$(python_pool "$server" tcp "$concurrency")"; stack ctcp "$CORRAL_PORT" "$CORRAL_PID"; SECTION_PIDS+=("$CORRAL_PID")
+    start_corral "$server-unix" "$(python_pool "$server" unix "$concurrency")"; stack cunix "$CORRAL_PORT" "$CORRAL_PID"; SECTION_PIDS+=("$CORRAL_PID")
+    rounds "$server" / 32 "alone nginx nlc ctcp cunix"
+    echo "python: $server done" >&2
+    {
+    echo
+    if [ "$server" = waitress ]; then
+      echo "### waitress threads"
+      echo
+      echo "bench/wsgi.py under waitress, 4 threads per process. Alone it is one process (waitress has"
+      echo "no worker processes); corral and *nginx least_conn* run four, corral with \`concurrency = 4\`."
+    else
+      echo "### uvicorn / FastAPI"
+      echo
+      echo "bench/asgi.py. *uvicorn --workers 4* alone shares one socket; corral runs four single"
+      echo "uvicorn processes with \`concurrency = 32\`."
+    fi
+    python_table_head "$alone"
+    python_row "$server" alone "$alone" alone
+    python_row "$server" nginx "nginx → $alone" alone
+    python_row "$server" nlc "nginx least_conn → 4 × $server" alone
+    python_row "$server" ctcp "corral → 4 × $server (TCP)" alone
+    python_row "$server" cunix "corral → 4 × $server (Unix sockets)" alone
+    } >> "$OUT"
+    python_findings "$server" "$server" alone "$nginx_key" ctcp cunix
+    kill "${SECTION_PIDS[@]}" 2>/dev/null || true
+    sleep 1
+  done
 fi
 
 # --- 3. failed requests over 20 reloads -------------------------------------------------------
@@ -278,9 +430,9 @@ reload_run() { # URL PID-TO-HUP -> errors and requests
 }
 if want reload; then
   G=$(free_port); NG=$(free_port)
-  start_gunicorn "$G"; start_nginx_for "$NG" reload "server 127.0.0.1:$G;"
+  start_app gunicorn "$G" -w 4; start_nginx_for "$NG" reload "server 127.0.0.1:$G;"
   read -r g_err g_n < <(reload_run "http://127.0.0.1:$NG/" "$GUNICORN_PID")
-  start_corral reload "$(python_pool)"
+  start_corral reload "$(python_pool gunicorn tcp 1)"
   read -r c_err c_n < <(reload_run "http://127.0.0.1:$CORRAL_PORT/" "$CORRAL_PID")
   {
   echo
@@ -350,9 +502,40 @@ ready = \"tcp\""
   kill "$CORRAL_PID"
 fi
 
+# --- the document: how the run went, the findings, the tables --------------------------------
+read -r steal0 total0 <<< "$STEAL_START"; read -r steal1 total1 < <(steal_now)
+# The spread of one stack's requests/s over the rounds of a cell, max/min: "median widest"
+spreads=$(for f in "$WORK"/cells/*; do awk '$1 > 0 { if (!n || $1 < lo) lo = $1; if ($1 > hi) hi = $1; n++ } END { if (n > 1) printf "%.2f\n", hi/lo }' "$f"; done | sort -n | awk '{v[NR]=$1} END { if (NR) printf "%s %s", v[int((NR+1)/2)], v[NR]; else print "- -" }')
+read -r spread_mid spread_max <<< "$spreads"
+DOC=$WORK/doc.md
+{
+echo "# Benchmarks"
+echo
+echo "Generated by \`bench/run.sh${1:+ $1}\` on $(date -u +%Y-%m-%d): $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+echo "$(nginx -v 2>&1 | cut -d' ' -f3), HAProxy $(haproxy -v | head -1 | cut -d' ' -f3), gunicorn $("$VENV/bin/gunicorn" --version | cut -d' ' -f3 | tr -d '()'), corral $("$BIN/corral" --version | cut -d' ' -f2) (release build)."
+echo "wrk -t1, ${DURATION} s per cell, $ROUNDS rounds per cell with the stacks' order rotating each round"
+echo "(A B C, B C A, ...), so the cells compared ran side by side. corral runs 1 proxy thread, nginx 1"
+echo "worker process, HAProxy 1 thread: one core each, the other core for wrk and the upstream."
+echo
+echo "**How noisy the run was**: steal time $(awk -v a="$steal0" -v b="$steal1" -v c="$total0" -v d="$total1" 'BEGIN { if (d>c) printf "%.1f%%", (b-a)/(d-c)*100; else print "-" }') of the machine's CPU time"
+echo "over the run; one stack's requests/s across the rounds of a cell varied by ${spread_mid}× (max/min) in"
+echo "the median cell and by ${spread_max}× in the widest. Ratios are therefore taken per round, and figures"
+echo "are medians with the spread beside them."
+echo
+echo "## Findings"
+echo
+echo "The targets of issue 16, each figure a median (min-max) of per-round ratios or of CPU per request."
+echo
+echo "| target | figure | bound | |"
+echo "|---|---|---|---|"
+cat "$FINDINGS"
+echo "| 4. exact recycling: a retired worker served ≤ 242 of max_requests = 200 (jitter 20) | tests/recycle.rs \`waitress_workers_retire_within_a_tenth_of_their_limit_under_saturating_load\` (in CI) | ≤ 242, 0 failed, ≥ 4 ready | met |"
+echo "| 5. interleaved rounds, medians and spread, CPU per request, noise reported | this document | | met |"
 cat "$OUT"
+} > "$DOC"
+cat "$DOC"
 # Keep the hand-written tuning log of docs/BENCHMARKS.md.
 if [ "$SECTIONS" = all ]; then
-  { cat "$OUT"; echo; sed -n '/^## Tuning log/,$p' docs/BENCHMARKS.md; } > "$WORK/BENCHMARKS.md"
+  { cat "$DOC"; echo; sed -n '/^## Tuning log/,$p' docs/BENCHMARKS.md; } > "$WORK/BENCHMARKS.md"
   cp "$WORK/BENCHMARKS.md" docs/BENCHMARKS.md
 fi
