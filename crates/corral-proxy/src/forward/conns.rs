@@ -1,8 +1,16 @@
 //! Connections to one worker: opened on demand, kept open between requests, and checked
 //! before reuse, so a keep-alive request costs no connect and a connection the worker has
 //! closed meanwhile is never written to.
+//!
+//! A worker that closes its connection after every answer (a gunicorn sync worker) gets its
+//! next connection while it is still busy: a spare, opened as a request goes out, waits in
+//! the worker's accept queue, so the moment the answer is in the next request is one write
+//! away and the worker finds it as soon as it accepts again. Only the connection is early:
+//! a request still goes only to a worker with room.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_supervisor::routes::Address;
@@ -12,6 +20,7 @@ use nix::sys::socket::{recv, MsgFlags};
 use parking_lot::Mutex;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::Stream;
+use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{TcpStream, UnixStream};
 
 /// How long connecting to a local worker may take before another is tried.
@@ -24,12 +33,22 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 const CHECK_AFTER: Duration = Duration::from_secs(1);
 /// Idle connections kept per worker; more are closed when released.
 const MAX_IDLE: usize = 128;
+/// A spare connection unused for this long is closed: a sync worker that has accepted it
+/// waits on it, and gunicorn kills a worker that waits past its `timeout` (30 s), while a
+/// worker told to stop waits for it to close.
+const SPARE_MAX_AGE: Duration = Duration::from_millis(500);
 
-/// A worker's idle connections, most recently used last. The lock is per worker and is
-/// held only to push or pop, never across an `.await`.
+/// A worker's idle connections, most recently used last, and its spare. The locks are per
+/// worker and are held only to push or pop, never across an `.await`.
 #[derive(Default)]
 pub struct WorkerConns {
     idle: Mutex<Vec<(Stream, Instant)>>,
+    /// A connection opened ahead and never used, for a worker that closes after each answer.
+    spare: Mutex<Option<(Stream, Instant)>>,
+    /// Whether the worker closed the connection of its last answer.
+    closes: AtomicBool,
+    /// Whether the task that closes stale spares runs.
+    sweeping: AtomicBool,
 }
 
 /// The connection set of `backend`, made on first use and kept on the backend.
@@ -42,30 +61,127 @@ pub fn of(backend: &Backend) -> &WorkerConns {
         .unwrap_or_else(|| unreachable!("proxy_data holds WorkerConns"))
 }
 
-impl WorkerConns {
-    /// An idle connection, or a new one to `addr`; true when it was idle. A connection idle
-    /// for a while, or any when `check` is set, is first checked to be open (one
-    /// non-blocking peek); skipping that on the hot path saves a system call per request,
-    /// and the caller retries a replayable request that a closed connection failed.
-    pub async fn get(&self, addr: &Address, check: bool) -> io::Result<(Stream, bool)> {
-        while let Some((stream, since)) = self.idle.lock().pop() {
-            let idle = since.elapsed();
-            if idle < MAX_IDLE_AGE && (!(check || idle > CHECK_AFTER) || still_open(&stream)) {
-                return Ok((stream, true));
-            }
+/// A connection to `backend` for one request: an idle one, the spare, or a new one; true
+/// when it was open before (the worker may have closed it just now, so a replayable request
+/// that fails on it is tried again). A connection idle for a while, or any when `check` is
+/// set, is first checked to be open (one non-blocking peek); skipping that on the hot path
+/// saves a system call per request.
+///
+/// For a worker that closes after each answer, the next request's spare is opened here, as
+/// this one goes out, with the spare lock held: the worker accepts connections in the order
+/// they were opened, so the connection a request uses must never queue behind a spare
+/// opened before it and not yet used.
+pub async fn get(backend: &Arc<Backend>, check: bool) -> io::Result<(Stream, bool)> {
+    let conns = of(backend);
+    while let Some((stream, since)) = conns.idle.lock().pop() {
+        let idle = since.elapsed();
+        if idle < MAX_IDLE_AGE && (!(check || idle > CHECK_AFTER) || still_open(&stream)) {
+            return Ok((stream, true));
         }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        Ok((stream, false))
     }
+    if conns.closes.load(Ordering::Relaxed) {
+        let mut spare = conns.spare.lock();
+        let taken = spare.take();
+        let usable = taken.filter(|(stream, since)| {
+            since.elapsed() < SPARE_MAX_AGE && (!check || still_open(stream))
+        });
+        if let Some((stream, _)) = usable {
+            if !backend.is_retiring() {
+                *spare = open_now(&backend.addr).map(|s| (s, Instant::now()));
+            }
+            drop(spare);
+            start_sweeping(backend, conns);
+            return Ok((stream, true));
+        }
+        // No spare to take: a fresh connection, and a spare behind it.
+        if let Some(stream) = open_now(&backend.addr) {
+            if !backend.is_retiring() {
+                *spare = open_now(&backend.addr).map(|s| (s, Instant::now()));
+            }
+            drop(spare);
+            start_sweeping(backend, conns);
+            return Ok((stream, false));
+        }
+    }
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&backend.addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    Ok((stream, false))
+}
 
+impl WorkerConns {
     /// Keeps a connection whose last response was read in full for the next request.
     pub fn put(&self, stream: Stream) {
+        self.closes.store(false, Ordering::Relaxed);
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push((stream, Instant::now()));
         }
+    }
+
+    /// Notes an answer after which the worker's connection could not be kept: from now on
+    /// the worker gets a spare connection ahead of each request, until one is kept again.
+    pub fn not_kept(&self) {
+        if !self.closes.load(Ordering::Relaxed) {
+            self.closes.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A connection to `addr` begun without waiting: the connect is under way (on loopback it
+/// is done by the time the call returns) and the first write waits for it if need be.
+/// `None` when it could not even begin (the caller connects the usual way, or goes without
+/// a spare).
+fn open_now(addr: &Address) -> Option<Stream> {
+    let (domain, target) = match addr {
+        Address::Tcp(addr) => (Domain::for_address(*addr), SockAddr::from(*addr)),
+        Address::Unix(path) => (Domain::UNIX, SockAddr::unix(path).ok()?),
+    };
+    let socket = Socket::new(domain, Type::STREAM, None).ok()?;
+    socket.set_nonblocking(true).ok()?;
+    match socket.connect(&target) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS as i32) => {}
+        // EAGAIN on a Unix socket: the worker's accept queue is full.
+        Err(_) => return None,
+    }
+    let stream: L4Stream = match addr {
+        Address::Tcp(_) => {
+            socket.set_tcp_nodelay(true).ok()?;
+            TcpStream::from_std(socket.into()).ok()?.into()
+        }
+        Address::Unix(_) => UnixStream::from_std(socket.into()).ok()?.into(),
+    };
+    Some(Box::new(stream))
+}
+
+/// Starts, once per worker, the task that closes its spare when unused for
+/// [`SPARE_MAX_AGE`] or when the worker retires; it ends with the worker.
+fn start_sweeping(backend: &Arc<Backend>, conns: &WorkerConns) {
+    if conns.sweeping.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let backend = Arc::downgrade(backend);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SPARE_MAX_AGE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(backend) = backend.upgrade() else {
+                return;
+            };
+            sweep(&backend);
+        }
+    });
+}
+
+fn sweep(backend: &Backend) {
+    let mut spare = of(backend).spare.lock();
+    let stale = spare
+        .as_ref()
+        .is_some_and(|(_, since)| since.elapsed() >= SPARE_MAX_AGE);
+    if stale || backend.is_retiring() {
+        spare.take();
     }
 }
 

@@ -161,7 +161,7 @@ impl Forwarder {
             exchange.backend = Some(backend.clone());
             // Only a replayable request may skip checking a recently used connection.
             let checked = !replayable || tries.stale_retried;
-            let outcome = match conns::of(&backend).get(&backend.addr, checked).await {
+            let outcome = match conns::get(&backend, checked).await {
                 Ok((worker, reused)) => self
                     .attempt(client, worker, claim, exchange, upgrade)
                     .await
@@ -253,7 +253,7 @@ impl Forwarder {
         // session knowing the request (`HEAD`, upgrades): then the relay sends it.
         let pending = match head {
             Outgoing::Bytes(bytes) => {
-                send::write_bytes(&mut worker, &bytes).await?;
+                send::write_bytes(&mut worker, &bytes, timeout).await?;
                 None
             }
             Outgoing::Head(head) if !upgrade && client.req_header().method != Method::HEAD => {

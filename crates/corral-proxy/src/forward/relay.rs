@@ -158,6 +158,8 @@ impl Forwarder {
             if let Some(stream) = upstream.reuse().await.and_then(Replay::unwrap) {
                 conns::of(claim.backend()).put(stream);
             }
+        } else {
+            conns::of(claim.backend()).not_kept();
         }
         claim.answered();
         if let Some(encoder) = encoder {
@@ -212,8 +214,9 @@ impl Forwarder {
             None => (client.into_inner(), None),
         };
         let release = move |kept: Option<Stream>| {
-            if let Some(kept) = kept {
-                conns::of(claim.backend()).put(kept);
+            match kept {
+                Some(kept) => conns::of(claim.backend()).put(kept),
+                None => conns::of(claim.backend()).not_kept(),
             }
             claim.answered();
         };

@@ -6,6 +6,9 @@ use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
+use std::io;
+use std::time::Duration;
+
 use tokio::io::AsyncWriteExt;
 
 use super::body::BodyStart;
@@ -45,13 +48,30 @@ impl Outgoing {
 }
 
 /// Writes a request that is all bytes. A request head fits an idle connection's send
-/// buffer: no write waits here.
-pub(super) async fn write_bytes(worker: &mut Stream, bytes: &[u8]) -> Result<(), AttemptError> {
+/// buffer, so the write waits only on a connection still being made (a spare begun ahead,
+/// see `conns`), and never past `timeout`: a worker that takes no connection is stuck. The
+/// timer is set only if the write has to wait.
+pub(super) async fn write_bytes(
+    worker: &mut Stream,
+    bytes: &[u8],
+    timeout: Option<Duration>,
+) -> Result<(), AttemptError> {
     let written = async {
         worker.write_all(bytes).await?;
         worker.flush().await
     };
-    written.await.map_err(|e| {
+    let written = match timeout {
+        Some(limit) => tokio::time::timeout(limit, written)
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "worker took no request",
+                ))
+            }),
+        None => written.await,
+    };
+    written.map_err(|e| {
         AttemptError::no_answer(Error::because(
             ErrorType::WriteError,
             "while writing the request head",
