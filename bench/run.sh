@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # corral vs nginx vs HAProxy vs direct, on loopback, one machine, one run.
 #
-#   bench/run.sh                 # every section (~10 min)
+#   bench/run.sh                 # every section (~20 min)
 #   bench/run.sh proxy           # or: python, reload, websocket
-#   DURATION=3 bench/run.sh      # shorter cells
+#   DURATION=3 ROUNDS=5 bench/run.sh   # shorter cells, more rounds
+#   PROXY_CELLS="0,64,keepalive" bench/run.sh proxy   # body,conns,keepalive|close cells
 #
 # Prints markdown tables and writes them to docs/BENCHMARKS.md (the hand-written tuning log
 # at its end is kept). Every load is bounded in time; every server binds 127.0.0.1 and is
@@ -14,8 +15,7 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 SECTIONS=${1:-all}
 DURATION=${DURATION:-4}
-CONNS=${CONNS:-"1 16 64"}
-SIZES=${SIZES:-"0 1024 65536"}
+ROUNDS=${ROUNDS:-3}
 # corral holds 2 fds per proxied WebSocket; where the hard fd limit is 20000 (seen on our
 # build machines, not raisable even by root) 10,000 cannot be reached, so 9,000 by default.
 WS_COUNT=${WS_COUNT:-9000}
@@ -430,7 +430,7 @@ reload_run() { # URL PID-TO-HUP -> errors and requests
 }
 if want reload; then
   G=$(free_port); NG=$(free_port)
-  start_app gunicorn "$G" -w 4; start_nginx_for "$NG" reload "server 127.0.0.1:$G;"
+  start_app gunicorn "$G" -w 4; GUNICORN_PID=$APP_PID; start_nginx_for "$NG" reload "server 127.0.0.1:$G;"
   read -r g_err g_n < <(reload_run "http://127.0.0.1:$NG/" "$GUNICORN_PID")
   start_corral reload "$(python_pool gunicorn tcp 1)"
   read -r c_err c_n < <(reload_run "http://127.0.0.1:$CORRAL_PORT/" "$CORRAL_PID")
@@ -505,7 +505,7 @@ fi
 # --- the document: how the run went, the findings, the tables --------------------------------
 read -r steal0 total0 <<< "$STEAL_START"; read -r steal1 total1 < <(steal_now)
 # The spread of one stack's requests/s over the rounds of a cell, max/min: "median widest"
-spreads=$(for f in "$WORK"/cells/*; do awk '$1 > 0 { if (!n || $1 < lo) lo = $1; if ($1 > hi) hi = $1; n++ } END { if (n > 1) printf "%.2f\n", hi/lo }' "$f"; done | sort -n | awk '{v[NR]=$1} END { if (NR) printf "%s %s", v[int((NR+1)/2)], v[NR]; else print "- -" }')
+spreads=$(for f in "$WORK"/cells/*; do [ -e "$f" ] || continue; awk '$1 > 0 { if (!n || $1 < lo) lo = $1; if ($1 > hi) hi = $1; n++ } END { if (n > 1) printf "%.2f\n", hi/lo }' "$f"; done | sort -n | awk '{v[NR]=$1} END { if (NR) printf "%s %s", v[int((NR+1)/2)], v[NR]; else print "- -" }')
 read -r spread_mid spread_max <<< "$spreads"
 DOC=$WORK/doc.md
 {
