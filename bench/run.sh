@@ -528,7 +528,8 @@ echo "The targets of issue 16, each figure a median (min-max) of per-round ratio
 echo
 echo "| target | figure | bound | |"
 echo "|---|---|---|---|"
-cat "$FINDINGS"
+# By target number, in the order measured within one target.
+sort -s -t"|" -k2.1,2.3 "$FINDINGS"
 echo "| 4. exact recycling: a retired worker served ≤ 242 of max_requests = 200 (jitter 20) | tests/recycle.rs \`waitress_workers_retire_within_a_tenth_of_their_limit_under_saturating_load\` (in CI) | ≤ 242, 0 failed, ≥ 4 ready | met |"
 echo "| 5. interleaved rounds, medians and spread, CPU per request, noise reported | this document | | met |"
 cat "$OUT"
