@@ -81,26 +81,21 @@ pub async fn get(backend: &Arc<Backend>, check: bool) -> io::Result<(Stream, boo
     }
     if conns.closes.load(Ordering::Relaxed) {
         let mut spare = conns.spare.lock();
-        let taken = spare.take();
-        let usable = taken.filter(|(stream, since)| {
+        let usable = spare.take().filter(|(stream, since)| {
             since.elapsed() < SPARE_MAX_AGE && (!check || still_open(stream))
         });
-        if let Some((stream, _)) = usable {
+        // The spare, or else a fresh connection; either way the next spare behind it.
+        let this = match usable {
+            Some((stream, _)) => Some((stream, true)),
+            None => open_now(&backend.addr).map(|stream| (stream, false)),
+        };
+        if let Some(this) = this {
             if !backend.is_retiring() {
                 *spare = open_now(&backend.addr).map(|s| (s, Instant::now()));
             }
             drop(spare);
             start_sweeping(backend, conns);
-            return Ok((stream, true));
-        }
-        // No spare to take: a fresh connection, and a spare behind it.
-        if let Some(stream) = open_now(&backend.addr) {
-            if !backend.is_retiring() {
-                *spare = open_now(&backend.addr).map(|s| (s, Instant::now()));
-            }
-            drop(spare);
-            start_sweeping(backend, conns);
-            return Ok((stream, false));
+            return Ok(this);
         }
     }
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&backend.addr))
