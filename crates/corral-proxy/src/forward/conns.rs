@@ -107,7 +107,10 @@ pub async fn get(backend: &Arc<Backend>, check: bool) -> io::Result<(Stream, boo
 impl WorkerConns {
     /// Keeps a connection whose last response was read in full for the next request.
     pub fn put(&self, stream: Stream) {
-        self.closes.store(false, Ordering::Relaxed);
+        // Read first: a keep-alive worker's flag stays false and its cache line unwritten.
+        if self.closes.load(Ordering::Relaxed) {
+            self.closes.store(false, Ordering::Relaxed);
+        }
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push((stream, Instant::now()));
