@@ -9,6 +9,7 @@
 #
 #   bench/tls.sh                        # needs wrk, nginx, h2load (nghttp2-client), openssl
 #   ROUNDS=7 DURATION=5 bench/tls.sh
+#   KINDS=h2 bench/tls.sh               # only some of the cells
 #
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
 set -euo pipefail
@@ -19,6 +20,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-4}
 CONNS=${CONNS:-16}
 PATH_Q=${PATH_Q:-/bytes?n=0}
+KINDS=${KINDS:-ka new h2}
 work_dir tls-bench
 
 need=()
@@ -114,7 +116,7 @@ done
 
 order=(nginx corral)
 for round in $(seq "$ROUNDS"); do
-  for kind in ka new h2; do
+  for kind in $KINDS; do
     for name in "${order[@]}"; do cell "$kind" "$name"; done
   done
   order=("${order[@]:1}" "${order[0]}")
@@ -128,7 +130,7 @@ echo "per request (user+system) of the proxy process: median (min-max); ratios t
 echo
 echo "| cell | nginx rps | corral rps | corral/nginx rps | nginx µs/req | corral µs/req | corral/nginx CPU |"
 echo "|---|---|---|---|---|---|---|"
-for kind in ka new h2; do
+for kind in $KINDS; do
   paste "$WORK/$kind-corral" "$WORK/$kind-nginx" | awk '{ if ($3 > 0 && $4 > 0) printf "%.3f %.3f\n", $1/$3, $2/$4; else print "0 0" }' > "$WORK/r-$kind"
   echo "| $kind | $(stat "$WORK/$kind-nginx" 1) | $(stat "$WORK/$kind-corral" 1) | $(stat "$WORK/r-$kind" 1) | $(stat "$WORK/$kind-nginx" 2) | $(stat "$WORK/$kind-corral" 2) | $(stat "$WORK/r-$kind" 2) |"
 done

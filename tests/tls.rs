@@ -465,6 +465,18 @@ fn http2_streams_get_the_limits_timeouts_and_log_of_any_request() {
         corral.logs()
     );
     assert!(text.contains("\"x-forwarded-proto\":\"https\""), "{text}");
+    // `Host` comes from `:authority`, and cookie fields sent apart reach the worker as one.
+    assert!(
+        text.contains(&format!("\"host\":\"a.test:{https}\"")),
+        "{text}"
+    );
+    let out = Command::new("nghttp")
+        .args(["-H", "cookie: a=1", "-H", "cookie: b=2"])
+        .arg(format!("https://127.0.0.1:{https}/headers"))
+        .output()
+        .expect("nghttp (nghttp2-client)");
+    let headers = String::from_utf8_lossy(&out.stdout);
+    assert!(headers.contains("\"cookie\":\"a=1; b=2\""), "{headers}");
     let access = corral.wait_log("an HTTP/2 access line", Duration::from_secs(5), |e| {
         e["target"] == "corral::access" && e["path"] == "/headers"
     });
@@ -499,6 +511,21 @@ fn http2_streams_get_the_limits_timeouts_and_log_of_any_request() {
     let (_, status, text) = curl_h2(&pki, https, "/echo", &["--data-binary", "hello over h2"]);
     assert_eq!(status, 200, "{text}");
     assert!(text.ends_with("hello over h2"), "{text}");
+    // A body of no stated length (an upload from a pipe) reaches the worker chunked.
+    let mut upload = Command::new("curl")
+        .args(["-sS", "--http2", "--max-time", "20", "-T", "-", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .args(["--resolve", &format!("a.test:{https}:127.0.0.1")])
+        .arg(format!("https://a.test:{https}/echo"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    if let Some(mut stdin) = upload.stdin.take() {
+        std::io::Write::write_all(&mut stdin, b"streamed over h2").expect("write to curl");
+    }
+    let out = upload.wait_with_output().expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "streamed over h2");
 }
 
 #[test]

@@ -26,6 +26,12 @@ pub fn check(raw: &[u8], head: &RequestHeader) -> Option<Refusal> {
     if !request_line_ok(line) {
         return bad("malformed request line");
     }
+    check_fields(head)
+}
+
+/// The checks on the parsed fields alone: `Host`, `Content-Length` and `Transfer-Encoding`
+/// (all a request without HTTP/1.x text, an HTTP/2 stream, can be checked on).
+pub fn check_fields(head: &RequestHeader) -> Option<Refusal> {
     let mut hosts = head.headers.get_all(HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return bad("more than one Host"),

@@ -2,8 +2,8 @@
 //! request id is made or a worker is chosen. The rate limiter is the next check here: it
 //! keys on the client identity, which is known by then.
 
+use super::client::ClientSide;
 use http::Method;
-use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 
 use super::headers::smuggled_length;
 use super::outcome::Failure;
@@ -11,11 +11,14 @@ use crate::settings::ProxySettings;
 use crate::{framing, limits};
 
 /// Whether the request just read may go on; the refusal to answer when not.
-pub(super) fn admit(client: &DownstreamSession, settings: &ProxySettings) -> Result<(), Failure> {
+pub(super) fn admit<C: ClientSide>(client: &C, settings: &ProxySettings) -> Result<(), Failure> {
     let head = client.req_header();
-    let refusal = limits::check(head, &settings.limits)
-        .or_else(|| smuggled_length(client))
-        .or_else(|| framing::check(&client.get_headers_raw_bytes(), head));
+    // The checks of the exact bytes apply to HTTP/1.x; HTTP/2's framing is its own.
+    let raw = client.raw_head();
+    let refusal = limits::check(head, &settings.limits).or_else(|| match &raw {
+        Some(raw) => smuggled_length(head, raw).or_else(|| framing::check(raw, head)),
+        None => framing::check_fields(head),
+    });
     if let Some(refusal) = refusal {
         return Err(Failure::refused(refusal.status, refusal.reason));
     }

@@ -4,7 +4,8 @@
 //! small body. Bodies longer than the buffer stream on after it.
 
 use bytes::Bytes;
-use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
+
+use super::client::ClientSide;
 
 use super::headers::expects_continue;
 use super::outcome::Failure;
@@ -23,8 +24,8 @@ pub(super) struct BodyStart {
 }
 
 /// Reads the body's start, answering `Expect: 100-continue` first.
-pub(super) async fn read_start(
-    client: &mut DownstreamSession,
+pub(super) async fn read_start<C: ClientSide>(
+    client: &mut C,
     body_size: u64,
 ) -> Result<BodyStart, Failure> {
     let client_error = |e: Box<pingora_error::Error>| {
@@ -37,7 +38,7 @@ pub(super) async fn read_start(
     };
     if expects_continue(client.req_header()) {
         client
-            .write_continue_response()
+            .write_continue()
             .await
             .map_err(|e| Failure::client(&e))?;
     }

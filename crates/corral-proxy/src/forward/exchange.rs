@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use super::accept::Connection;
 use super::admit::admit;
 use super::body;
+use super::client::ClientSide;
 use super::compress;
 use super::conns;
 use super::context::{Exchange, RequestLine};
@@ -42,6 +43,41 @@ impl Forwarder {
         connection: &Connection,
         stopping: bool,
     ) -> Option<Reusable> {
+        let (exchange, result) = self.exchange(&mut client, connection, stopping).await;
+        match result {
+            Ok(Done::Answered) => {
+                let status = client.response_written().map_or(0, |h| h.status.as_u16());
+                self.finish(&client, &exchange, status, None);
+                reuse(client).await
+            }
+            Ok(Done::Plain(relay)) => self.relay_plain(client, &exchange, *relay).await,
+            Ok(Done::Upgraded(worker, claim)) => {
+                let request = RequestLine::of(client.req_header()).to_owned();
+                let tunnel = Tunnel::open(client, *worker);
+                self.spawn_tunnel(tunnel, claim, exchange, request, connection.slot.clone());
+                None
+            }
+            Err(failure) => {
+                // The refusal was answered whole; the connection may go on.
+                if self.fail(&mut client, &exchange, failure).await {
+                    reuse(client).await
+                } else {
+                    linger::close(client).await;
+                    None
+                }
+            }
+        }
+    }
+
+    /// One request from its head to the end of the worker's part: every phase in order,
+    /// for either kind of client. What is left (the plain relay, a tunnel, reuse of the
+    /// connection) is the caller's, as it depends on the client's protocol.
+    pub(super) async fn exchange<C: ClientSide>(
+        self: &Arc<Self>,
+        client: &mut C,
+        connection: &Connection,
+        stopping: bool,
+    ) -> (Exchange, Result<Done, Failure>) {
         let settings = self.settings.load_full();
         // From a trusted proxy, each request says who its client is; else the peer is.
         let head = client.req_header();
@@ -70,31 +106,17 @@ impl Forwarder {
         if let Some(compressor) = &exchange.settings.compression {
             exchange.encoding = compress::accepted(compressor, client.req_header());
         }
-        let result = match self.admit_and_read(&mut client, &mut exchange).await {
-            Ok(()) => self.forward(&mut client, &mut exchange).await,
+        let result = match self.admit_and_read(client, &mut exchange).await {
+            Ok(()) => self.forward(client, &mut exchange).await,
             Err(refused) => Err(refused),
         };
-        match result {
-            Ok(Done::Answered) => {
-                let status = client.response_written().map_or(0, |h| h.status.as_u16());
-                self.finish(&client, &exchange, status, None);
-                reuse(client).await
-            }
-            Ok(Done::Plain(relay)) => self.relay_plain(client, &exchange, *relay).await,
-            Ok(Done::Upgraded(worker, claim)) => {
-                let request = RequestLine::of(client.req_header()).to_owned();
-                let tunnel = Tunnel::open(client, *worker);
-                self.spawn_tunnel(tunnel, claim, exchange, request, connection.slot.clone());
-                None
-            }
-            Err(failure) => self.fail(client, &exchange, failure).await,
-        }
+        (exchange, result)
     }
 
     /// The phases before a worker is chosen: the checks, then the start of any body.
-    async fn admit_and_read(
+    async fn admit_and_read<C: ClientSide>(
         &self,
-        client: &mut DownstreamSession,
+        client: &mut C,
         exchange: &mut Exchange,
     ) -> Result<(), Failure> {
         admit(client, &exchange.settings)?;
@@ -105,18 +127,19 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Answers a failed request (unless an answer has begun), counts and logs it.
-    async fn fail(
+    /// Answers a failed request (unless an answer has begun), counts and logs it. True
+    /// when the refusal was answered whole and the connection may go on.
+    pub(super) async fn fail<C: ClientSide>(
         &self,
-        mut client: DownstreamSession,
+        client: &mut C,
         exchange: &Exchange,
         failure: Failure,
-    ) -> Option<Reusable> {
+    ) -> bool {
         let answered = client
             .response_written()
             .is_some_and(|h| h.status.as_u16() >= 200);
         if failure.status > 0 && !answered {
-            if let Err(e) = respond(&mut client, &failure, exchange).await {
+            if let Err(e) = respond(client, &failure, exchange).await {
                 tracing::debug!(error = %e, "cannot send the error response");
             }
         }
@@ -127,23 +150,17 @@ impl Forwarder {
             Some(h) if h.status.as_u16() >= 200 => h.status.as_u16(),
             _ => failure.status,
         };
-        self.finish(&client, exchange, status, failure.refused);
+        self.finish(client, exchange, status, failure.refused);
         if let Some(rule) = &failure.rate_limit {
             tracing::debug!(request_id = %exchange.request_id, rule = &**rule, client_ip = %exchange.client.ip_text, "rate limited");
         }
-        // The refusal was answered whole; the connection may go on.
-        if failure.keep_alive && client.response_written().is_some() {
-            reuse(client).await
-        } else {
-            linger::close(client).await;
-            None
-        }
+        failure.keep_alive && client.response_written().is_some()
     }
 
     /// Chooses a worker and forwards; after a failed attempt, [`retry::next`] decides.
-    async fn forward(
+    async fn forward<C: ClientSide>(
         &self,
-        client: &mut DownstreamSession,
+        client: &mut C,
         exchange: &mut Exchange,
     ) -> Result<Done, Failure> {
         let upgrade = client.is_upgrade_req();
@@ -236,9 +253,9 @@ impl Forwarder {
     }
 
     /// Sends the request to one worker and relays its answer.
-    async fn attempt(
+    async fn attempt<C: ClientSide>(
         &self,
-        client: &mut DownstreamSession,
+        client: &mut C,
         mut worker: Stream,
         claim: Claim,
         exchange: &mut Exchange,

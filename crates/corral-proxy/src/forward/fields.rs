@@ -157,43 +157,58 @@ pub(super) struct Outbound<T> {
     pub(super) forged: u32,
 }
 
-/// The request for the worker as bytes, for the common case of an HTTP/1.1 request without
-/// upgrade or `HEAD` (the caller checks it has no body): the client's own header lines are
-/// copied as the rules allow and the forwarded fields appended, with no header map cloned
-/// or edited. `None` when the head needs the header-map path.
+/// The request for the worker as bytes, for the common case of a request without body,
+/// upgrade or `HEAD` (the caller checks the body): the client's own header lines (`raw`,
+/// from HTTP/1.1) or fields (from HTTP/2, which has no text) are copied as the rules allow
+/// and the forwarded fields appended, with no header map cloned or edited. `None` when the
+/// head needs the header-map path.
 pub(super) fn request_bytes(
     head: &RequestHeader,
-    raw: &[u8],
+    raw: Option<&[u8]>,
     client: &ClientIdentity,
     request_id: &str,
 ) -> Option<Outbound<BytesMut>> {
-    if head.version != Version::HTTP_11
-        || head.method == Method::HEAD
-        || head.headers.contains_key(UPGRADE)
-    {
+    let version_ok = match raw {
+        Some(_) => head.version == Version::HTTP_11,
+        None => head.version == Version::HTTP_2,
+    };
+    if !version_ok || head.method == Method::HEAD || head.headers.contains_key(UPGRADE) {
         return None;
     }
     let rules = RequestRules::of(head, false, client.trusted_peer);
     let mut forged = 0;
-    let mut out = BytesMut::with_capacity(raw.len() + 200);
+    let mut out = BytesMut::with_capacity(raw.map_or(512, <[u8]>::len) + 200);
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(head.raw_path());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for line in raw.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        // A line without a name (a folded continuation) takes the header-map path.
-        let name = &line[..line.iter().position(|&b| b == b':')?];
-        match rules.fate(name) {
-            Fate::Keep => {
-                out.extend_from_slice(line);
-                out.extend_from_slice(b"\r\n");
+    let mut copy = |name: &[u8], line: &[&[u8]]| match rules.fate(name) {
+        Fate::Keep => {
+            for part in line {
+                out.extend_from_slice(part);
             }
-            Fate::Drop => {}
-            Fate::Forged => forged += 1,
+            out.extend_from_slice(b"\r\n");
+        }
+        Fate::Drop => {}
+        Fate::Forged => forged += 1,
+    };
+    match raw {
+        Some(raw) => {
+            for line in raw.split(|&b| b == b'\n').skip(1) {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.is_empty() {
+                    break;
+                }
+                // A line without a name (a folded continuation) takes the header-map path.
+                let name = &line[..line.iter().position(|&b| b == b':')?];
+                copy(name, &[line]);
+            }
+        }
+        None => {
+            for (name, value) in &head.headers {
+                let name = name.as_str().as_bytes();
+                copy(name, &[name, b": ", value.as_bytes()]);
+            }
         }
     }
     for (name, value) in forwarded(client, head, request_id) {

@@ -3,7 +3,6 @@
 
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{Method, Version};
-use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::limits;
@@ -32,11 +31,11 @@ pub(super) fn is_upgrade(head: &RequestHeader) -> bool {
 
 /// A request whose raw head had both `Transfer-Encoding` and `Content-Length` (pingora
 /// drops the length and lets the coding win; corral refuses such requests).
-pub(super) fn smuggled_length(client: &DownstreamSession) -> Option<limits::Refusal> {
-    if !client.req_header().headers.contains_key(TRANSFER_ENCODING) {
+pub(super) fn smuggled_length(head: &RequestHeader, raw: &[u8]) -> Option<limits::Refusal> {
+    if !head.headers.contains_key(TRANSFER_ENCODING) {
         return None;
     }
-    limits::raw_has_content_length(&client.get_headers_raw_bytes()).then_some(limits::Refusal {
+    limits::raw_has_content_length(raw).then_some(limits::Refusal {
         status: 400,
         reason: "both Content-Length and Transfer-Encoding",
     })

@@ -3,12 +3,16 @@
 //! Closing a socket with unread bytes makes the kernel send a RST, and a RST that reaches the
 //! client before it has read the answer destroys that answer: the client sees "connection
 //! reset" instead of the 413. So corral finishes its side (FIN), then reads and discards what
-//! the client still sends, for a bounded time, before closing.
+//! the client still sends, for a bounded time, before closing. An HTTP/2 stream answered
+//! before its body was read lingers the same way ([`drain`]): clients that see the stream
+//! reset while they upload may drop the answer too.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
+
+use pingora_core::protocols::http::v2::server::HttpSession as H2Stream;
 
 use super::DownstreamSession;
 
@@ -32,6 +36,19 @@ pub(super) async fn close(client: DownstreamSession) {
         let quiet = (Instant::now() + LINGER_QUIET).min(end);
         match timeout_at(quiet, stream.read(&mut sink)).await {
             Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// Discards the rest of an answered stream's body until it ends, pauses for
+/// `LINGER_QUIET`, or `LINGER_TIME` passes.
+pub(super) async fn drain(stream: &mut H2Stream) {
+    let end = Instant::now() + LINGER_TIME;
+    while !stream.is_body_done() {
+        let quiet = (Instant::now() + LINGER_QUIET).min(end);
+        match timeout_at(quiet, stream.read_body_bytes()).await {
+            Ok(Ok(Some(_))) => {}
             _ => return,
         }
     }

@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use corral_supervisor::routes::Report;
 use corral_supervisor::{Backend, ExitReason, WorkerId};
-use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::client::ClientSide;
 use super::context::{Exchange, RequestLine};
 use super::Forwarder;
 use crate::access_log::{self, AccessEntry};
@@ -104,8 +104,8 @@ impl AttemptError {
 }
 
 /// Answers the client directly with an empty body.
-pub(super) async fn respond(
-    client: &mut DownstreamSession,
+pub(super) async fn respond<C: ClientSide>(
+    client: &mut C,
     failure: &Failure,
     exchange: &Exchange,
 ) -> pingora_error::Result<()> {
@@ -125,14 +125,14 @@ pub(super) async fn respond(
     // A refused head may have left unread bytes behind: reuse only where that cannot be.
     client.set_server_keepalive(if failure.keep_alive { keepalive } else { None });
     client.write_response_header(Box::new(head)).await?;
-    client.finish_body().await.map(|_| ())
+    client.finish_body().await
 }
 
 impl Forwarder {
     /// Counts the request, retires a worker at `max_requests`, writes the access line.
-    pub(super) fn finish(
+    pub(super) fn finish<C: ClientSide>(
         &self,
-        client: &DownstreamSession,
+        client: &C,
         exchange: &Exchange,
         status: u16,
         refused: Option<&'static str>,

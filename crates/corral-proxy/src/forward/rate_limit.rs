@@ -5,17 +5,17 @@
 
 use corral_ratelimit::{Request, Verdict};
 use http::header::{HeaderValue, HOST, UPGRADE};
-use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 
+use super::client::ClientSide;
 use super::context::Exchange;
 use super::outcome::Failure;
 use super::Forwarder;
 
 impl Forwarder {
     /// Applies every matching rule; the refusal to answer when one is over its limit.
-    pub(super) async fn rate_limit(
+    pub(super) async fn rate_limit<C: ClientSide>(
         &self,
-        client: &DownstreamSession,
+        client: &C,
         exchange: &mut Exchange,
     ) -> Result<(), Failure> {
         if exchange.settings.limiter.is_empty() {

@@ -14,6 +14,7 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 
 use super::answer::{self, Answer, PlainAnswer};
+use super::client::ClientSide;
 use super::compress;
 use super::conns;
 use super::context::{Exchange, RequestLine};
@@ -44,16 +45,16 @@ pub(super) struct PlainRelay {
 impl Forwarder {
     /// Reads the answer to a request already sent on `worker` (or, with `pending`, still to
     /// be sent through pingora's session) and relays it.
-    pub(super) async fn relay(
+    pub(super) async fn relay<C: ClientSide>(
         &self,
-        client: &mut DownstreamSession,
+        client: &mut C,
         mut worker: Stream,
         pending: Option<Box<RequestHeader>>,
         claim: Claim,
         exchange: &mut Exchange,
         timeout: Option<Duration>,
     ) -> Result<Done, AttemptError> {
-        if pending.is_none() {
+        if pending.is_none() && C::RAW_ANSWER {
             // The whole request is sent: the answer comes next.
             let compression = exchange.compression();
             let rules = &exchange.settings.answer;
@@ -246,10 +247,10 @@ impl Forwarder {
 
     /// Turns a worker's read error into the answer: 504 when it said nothing within
     /// `timeout` (and a stuck sync worker is reported), 502 otherwise.
-    fn worker_error(
+    fn worker_error<C: ClientSide>(
         &self,
         e: Box<Error>,
-        client: &DownstreamSession,
+        client: &C,
         claim: &Claim,
         exchange: &Exchange,
         before_answer: bool,

@@ -1,8 +1,9 @@
 //! Sending the request to the worker: as ready bytes in the common case, or through
 //! pingora's session when a body, `HEAD` or an upgrade needs it to know the request.
 
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::Version;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
-use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use super::body::BodyStart;
+use super::client::ClientSide;
 use super::fields;
 use super::identity::ClientIdentity;
 use super::outcome::{AttemptError, Failure};
@@ -28,22 +30,31 @@ pub(super) enum Outgoing {
 impl Outgoing {
     /// The head for the request `client` has read, by the rules of [`fields`], with the
     /// number of forged forwarding fields it left out.
-    pub(super) fn of(
-        client: &mut DownstreamSession,
+    pub(super) fn of<C: ClientSide>(
+        client: &mut C,
         identity: &ClientIdentity,
         request_id: &str,
         upgrade: bool,
     ) -> pingora_error::Result<(Outgoing, u32)> {
-        if client.is_body_empty() {
-            let raw = client.get_headers_raw_bytes();
+        let empty = client.is_body_empty();
+        if empty {
+            let raw = client.raw_head();
             if let Some(out) =
-                fields::request_bytes(client.req_header(), &raw, identity, request_id)
+                fields::request_bytes(client.req_header(), raw.as_deref(), identity, request_id)
             {
                 return Ok((Outgoing::Bytes(out.head), out.forged));
             }
         }
-        fields::request_head(client.req_header(), identity, request_id, upgrade)
-            .map(|out| (Outgoing::Head(out.head), out.forged))
+        let mut out = fields::request_head(client.req_header(), identity, request_id, upgrade)?;
+        if out.head.version == Version::HTTP_2 {
+            // An HTTP/2 stream's body has no framing of its own in HTTP/1.1 unless its
+            // length is known: the worker gets it chunked.
+            out.head.set_version(Version::HTTP_11);
+            if !empty && !out.head.headers.contains_key(CONTENT_LENGTH) {
+                out.head.insert_header(TRANSFER_ENCODING, "chunked")?;
+            }
+        }
+        Ok((Outgoing::Head(out.head), out.forged))
     }
 }
 
@@ -82,8 +93,8 @@ pub(super) async fn write_bytes(
 
 /// Writes the request head and its body, if any, through pingora's session: the part read
 /// ahead first, then the rest as it comes, refused past `body_size`.
-pub(super) async fn send_request(
-    client: &mut DownstreamSession,
+pub(super) async fn send_request<C: ClientSide>(
+    client: &mut C,
     upstream: &mut UpstreamSession,
     head: Box<RequestHeader>,
     body: &mut BodyStart,
