@@ -329,3 +329,26 @@ fn a_client_still_uploading_past_body_size_reads_its_413_not_a_reset() {
         assert_eq!(answer.status, 413, "{}", answer.head);
     }
 }
+
+#[test]
+fn a_quieter_log_level_keeps_the_access_log() {
+    let (port, admin) = (support::free_port(), support::free_port());
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\ncontrol_socket = \"{{dir}}/control.sock\"\nstate_dir = \"{{dir}}/state\"\n\n[log]\nformat = \"json\"\nlevel = \"warn\"\n\n{}",
+        testapp_pool(1, "")
+    );
+    let mut corral = Corral::spawn_with(&text, port, admin, &["run"], &[]);
+    corral.wait_ready(1, Duration::from_secs(20));
+    let (status, body) = support::get(&client(), &corral.url("/quiet")).expect("request");
+    assert_eq!(status, 200, "{body}");
+    corral.wait_log("the access line", Duration::from_secs(5), |e| {
+        e["target"] == "corral::access" && e["path"] == "/quiet"
+    });
+    // The level still holds for everything else: corral's own info lines stay out.
+    let chatty: Vec<_> = corral
+        .log_events()
+        .into_iter()
+        .filter(|e| e["level"] == "INFO" && e["target"] != "corral::access")
+        .collect();
+    assert!(chatty.is_empty(), "{chatty:#?}");
+}

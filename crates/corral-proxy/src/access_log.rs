@@ -43,15 +43,15 @@ pub fn write(e: &AccessEntry) {
     tracing::info!(
         target: ACCESS_TARGET,
         request_id = e.request_id,
-        client_ip = %e.client_ip,
+        client_ip = e.client_ip,
         scheme = e.scheme,
         protocol = e.protocol,
         method = e.method,
         path = e.path,
         status = e.status,
         bytes = e.bytes,
-        duration_ms = e.duration_ms,
-        upstream_ms = e.upstream_ms,
+        duration_ms = to_microseconds(e.duration_ms),
+        upstream_ms = e.upstream_ms.map(to_microseconds),
         pool = e.pool,
         worker = e.worker,
         pid = e.pid,
@@ -60,4 +60,10 @@ pub fn write(e: &AccessEntry) {
         websocket = e.websocket,
         "access"
     );
+}
+
+/// Milliseconds rounded to the microsecond: the clock's useful resolution here, and a
+/// short number to print (`0.225`, not `0.22454199999999999`).
+fn to_microseconds(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }

@@ -61,9 +61,17 @@ impl Fields<'_, '_> {
             return;
         }
         self.result = (|| {
-            self.writer.write_char(',')?;
-            write_string(self.writer, field.name())?;
-            self.writer.write_char(':')?;
+            // A field name is almost always an identifier: written in one piece.
+            let name = field.name();
+            if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+                self.writer.write_str(",\"")?;
+                self.writer.write_str(name)?;
+                self.writer.write_str("\":")?;
+            } else {
+                self.writer.write_char(',')?;
+                write_string(self.writer, name)?;
+                self.writer.write_char(':')?;
+            }
             value(self.writer)
         })();
     }

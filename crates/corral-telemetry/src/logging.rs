@@ -56,7 +56,7 @@ pub fn init_logging(config: &Log) -> std::io::Result<LogGuard> {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_directive(&config.level)));
+        .unwrap_or_else(|| EnvFilter::new(default_directive(&config.level, config.access)));
     let mut guard = LogGuard::default();
     let mut queue = |path: Option<&std::path::Path>| -> std::io::Result<Option<QueuedWriter>> {
         let out: Box<dyn Write + Send> = match path {
@@ -130,9 +130,17 @@ fn stdout_writer() -> Box<dyn Write + Send> {
 
 /// pingora is chatty at info about per-connection errors a proxy sees all day (clients
 /// closing early); keep it at warn unless the user asks for debug.
-fn default_directive(level: &str) -> String {
-    match level {
+fn default_directive(level: &str, access: bool) -> String {
+    let mut directive = match level {
         "trace" | "debug" => level.to_string(),
         _ => format!("{level},pingora_core=warn"),
+    };
+    // `access` is the access log's own switch (nginx's `access_log` beside its `error_log`
+    // level): a quieter `level` does not silence it, unless the level names it.
+    if access && !level.contains(ACCESS_TARGET) {
+        directive.push(',');
+        directive.push_str(ACCESS_TARGET);
+        directive.push_str("=info");
     }
+    directive
 }
