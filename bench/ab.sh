@@ -10,7 +10,8 @@
 #   preset = "strict"' bench/ab.sh BIN BIN     # one build, a setting off (A) and on (B)
 #   WRK_HEADER='X-Forwarded-For: 203.0.113.9'  # a field every request carries
 #   NGINX_HTTP='gzip on;'                      # lines for nginx's http block
-#   B_ACCESS=true bench/ab.sh BIN BIN          # the access log off (A) and on (B)
+#   B_ACCESS=true bench/ab.sh BIN BIN          # the access log off (A) and on (B); level info,
+#                                              # as builds before 97dddfe dropped access lines at warn
 #
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
 set -euo pipefail
@@ -49,7 +50,7 @@ threads = 1
 $3
 [log]
 access = ${5:-false}
-level = "warn"
+level = "$([ "${5:-false}" = true ] && echo info || echo warn)"
 $4
 [pools.bench]
 command = ["$APP", "--port", "{port}"]
