@@ -16,7 +16,6 @@ use pingora_core::server::ShutdownWatch;
 
 use super::accept::Connection;
 use super::client::{ClientSide, H2Client};
-use super::identity::ClientIdentity;
 use super::relay::Done;
 use super::Forwarder;
 
@@ -58,14 +57,6 @@ impl Forwarder {
             }
             Err(_) => return,
         };
-        let identity = ClientIdentity {
-            http2: true,
-            ..(*connection.identity).clone()
-        };
-        let connection = Arc::new(Connection {
-            identity: Arc::new(identity),
-            slot: connection.slot,
-        });
         // The streams run in this task beside the connection they depend on, not spawned:
         // one task per connection, as for HTTP/1.1.
         let mut streams = FuturesUnordered::new();

@@ -33,9 +33,6 @@ pub(crate) struct ClientIdentity {
     pub(crate) request_id: Option<String>,
     /// Whether the peer is a trusted proxy (its forwarded fields are believed).
     pub(crate) trusted_peer: bool,
-    /// Whether the client speaks HTTP/2 to corral (its streams reach the forwarder as
-    /// HTTP/1.1 requests; the access log says `HTTP/2.0`).
-    pub(crate) http2: bool,
 }
 
 /// The connection's own view of its peer.
@@ -68,7 +65,6 @@ impl ClientIdentity {
             host: None,
             request_id: None,
             trusted_peer: peer.addr.is_some_and(|ip| is_trusted(ip, trusted)),
-            http2: false,
         }
     }
 

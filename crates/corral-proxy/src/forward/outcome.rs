@@ -224,11 +224,7 @@ impl Forwarder {
             request_id: &exchange.request_id,
             client_ip: &exchange.client.ip_text,
             scheme: exchange.client.proto,
-            protocol: if exchange.client.http2 {
-                "HTTP/2.0"
-            } else {
-                request.version
-            },
+            protocol: request.version,
             method: request.method,
             path: request.path,
             status,
