@@ -1,5 +1,7 @@
-//! One JSON line per request on the `corral::access` target.
+//! One JSON line per request on the `corral::access` target: written directly when the
+//! log takes JSON lines without a `RUST_LOG` filter, else as a tracing event.
 
+use corral_telemetry::access::AccessLine;
 use corral_telemetry::logging::ACCESS_TARGET;
 
 /// What the access log records of one request.
@@ -38,8 +40,47 @@ pub struct AccessEntry<'a> {
     pub websocket: bool,
 }
 
-/// Emits the line.
+/// Emits the line: straight to the log writer when it may
+/// ([`corral_telemetry::access`]), else as a tracing event.
 pub fn write(e: &AccessEntry) {
+    match corral_telemetry::access::sink() {
+        Some(sink) => write_direct(e, sink),
+        None => write_event(e),
+    }
+}
+
+/// The same fields, in the same order, as [`write_event`]'s line; a field with no value is
+/// left out, as tracing leaves out a `None`.
+fn write_direct(e: &AccessEntry, sink: &corral_telemetry::writer::QueuedWriter) {
+    let mut line = AccessLine::new();
+    line.str("request_id", e.request_id);
+    line.str("client_ip", e.client_ip);
+    line.str("scheme", e.scheme);
+    line.str("protocol", e.protocol);
+    line.str("method", e.method);
+    line.str("path", e.path);
+    line.u64("status", u64::from(e.status));
+    line.u64("bytes", e.bytes as u64);
+    line.f64("duration_ms", to_microseconds(e.duration_ms));
+    if let Some(ms) = e.upstream_ms {
+        line.f64("upstream_ms", to_microseconds(ms));
+    }
+    line.str("pool", e.pool);
+    if let Some(worker) = e.worker {
+        line.u64("worker", u64::from(worker));
+    }
+    if let Some(pid) = e.pid {
+        line.u64("pid", u64::from(pid));
+    }
+    line.str("user_agent", e.user_agent);
+    if let Some(refused) = e.refused {
+        line.str("refused", refused);
+    }
+    line.bool("websocket", e.websocket);
+    line.send(sink);
+}
+
+fn write_event(e: &AccessEntry) {
     tracing::info!(
         target: ACCESS_TARGET,
         request_id = e.request_id,

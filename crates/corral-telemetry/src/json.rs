@@ -124,39 +124,30 @@ struct Escaped<'a, 'w>(&'a mut Writer<'w>);
 
 impl Write for Escaped<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut plain = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let escape = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[plain..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            plain = i + 1;
-        }
-        self.0.write_str(&s[plain..])
+        escape(s, |piece| self.0.write_str(piece))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strings_are_escaped_for_json() {
-        let mut out = String::new();
-        write_string(&mut Writer::new(&mut out), "a\"b\\c\nd\u{1}é").expect("write");
-        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
-        let parsed: String = serde_json::from_str(&out).expect("valid JSON");
-        assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
+/// Hands `s` to `put` in pieces, escaped for the inside of a JSON string.
+pub(crate) fn escape(s: &str, mut put: impl FnMut(&str) -> fmt::Result) -> fmt::Result {
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        put(&s[plain..i])?;
+        if escape.is_empty() {
+            put(&format!("\\u{b:04x}"))?;
+        } else {
+            put(escape)?;
+        }
+        plain = i + 1;
     }
+    put(&s[plain..])
 }

@@ -2,6 +2,7 @@
 //! on stdout, with pingora's `log` records bridged in) and the Prometheus metrics, whose
 //! names all live in [`metrics`] so `docs/metrics.md` has one place to follow.
 
+pub mod access;
 pub mod file;
 pub mod health;
 pub mod json;

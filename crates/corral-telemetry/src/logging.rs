@@ -53,9 +53,12 @@ const LOG_QUEUE: usize = 64 * 1024;
 /// their own. Fails only when a log file cannot be opened. Hold the guard until the end of
 /// the process.
 pub fn init_logging(config: &Log) -> std::io::Result<LogGuard> {
-    let filter = std::env::var("RUST_LOG")
+    let user_filter = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
+        .and_then(|v| EnvFilter::try_new(v).ok());
+    // Access lines take their own path unless a filter of the user's must see them.
+    let direct_access = user_filter.is_none() && config.format == LogFormat::Json;
+    let filter = user_filter
         .unwrap_or_else(|| EnvFilter::new(default_directive(&config.level, config.access)));
     let mut guard = LogGuard::default();
     let mut queue = |path: Option<&std::path::Path>| -> std::io::Result<Option<QueuedWriter>> {
@@ -79,6 +82,11 @@ pub fn init_logging(config: &Log) -> std::io::Result<LogGuard> {
         Some(path) => queue(Some(path))?,
         None => None,
     };
+    if direct_access {
+        if let Some(queue) = access.as_ref().or(main.as_ref()) {
+            crate::access::install(queue.clone());
+        }
+    }
     let writer = match (main, access) {
         (Some(main), Some(access)) => BoxMakeWriter::new(Routed { main, access }),
         (Some(main), None) => BoxMakeWriter::new(main),

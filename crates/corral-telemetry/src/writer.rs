@@ -110,14 +110,22 @@ impl Drop for WriterGuard {
     }
 }
 
-impl Write for &QueuedWriter {
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+impl QueuedWriter {
+    /// Queues one finished line (or several), waking the writer if it sleeps.
+    pub fn send(&self, line: Vec<u8>) -> io::Result<()> {
         self.queue
-            .send(line.to_vec())
+            .send(line)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the log writer has stopped"))?;
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
             self.writer.unpark();
         }
+        Ok(())
+    }
+}
+
+impl Write for &QueuedWriter {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        self.send(line.to_vec())?;
         Ok(line.len())
     }
 
