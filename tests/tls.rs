@@ -454,9 +454,19 @@ fn curl_h2(pki: &Pki, port: u16, path: &str, extra: &[&str]) -> (String, u16, St
 fn http2_streams_get_the_limits_timeouts_and_log_of_any_request() {
     let pki = Pki::new();
     pki.issue("a", &["a.test"], false);
-    let pool = testapp_pool(2, "") + "timeout = \"1s\"\n";
+    let pool = testapp_pool(2, "") + "timeout = \"1s\"\n\n[compression]\nenabled = true\n";
     let limits = "[server.limits]\nbody_size = \"1KiB\"\nheader_size = 4096\n";
     let (corral, https) = start_h2(&pki, &pool, limits);
+    // Compression applies to a stream as to any request.
+    let (_, status, text) = curl_h2(
+        &pki,
+        https,
+        "/payload?n=20000&type=application/json",
+        &["-H", "Accept-Encoding: gzip"],
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("content-encoding: gzip"), "{text}");
+    assert!(text.len() < 20000, "compressed: {} bytes", text.len());
     let (version, status, text) = curl_h2(&pki, https, "/headers", &[]);
     assert_eq!(
         (version.as_str(), status),

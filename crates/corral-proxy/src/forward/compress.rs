@@ -14,9 +14,10 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 /// The coding for this request's answer, when compression is on and the client takes one
 /// of corral's. Not for `HEAD` (no body) nor HTTP/1.0 clients (a compressed body has no
-/// length to send ahead, and HTTP/1.0 has no chunks).
+/// length to send ahead, and HTTP/1.0 has no chunks); HTTP/2 frames any body.
 pub(super) fn accepted(compressor: &Compressor, request: &RequestHeader) -> Option<Choice> {
-    if request.method == Method::HEAD || request.version != Version::HTTP_11 {
+    let framed = matches!(request.version, Version::HTTP_11 | Version::HTTP_2);
+    if request.method == Method::HEAD || !framed {
         return None;
     }
     let mut fields = request.headers.get_all(ACCEPT_ENCODING).iter();
