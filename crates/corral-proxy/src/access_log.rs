@@ -108,3 +108,83 @@ fn write_event(e: &AccessEntry) {
 fn to_microseconds(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// A `Write` the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut out) = self.0.lock() {
+                out.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        /// The one line written, from just after its timestamp; checked to be JSON.
+        fn line(&self) -> String {
+            let text = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+            let text = String::from_utf8(text).unwrap_or_default();
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|e| panic!("{e}: {text:?}"));
+            text.split_once("Z\",")
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or(text)
+        }
+    }
+
+    fn entry(upstream: Option<f64>, refused: Option<&'static str>) -> AccessEntry<'static> {
+        AccessEntry {
+            request_id: "rid",
+            client_ip: "203.0.113.9",
+            scheme: "https",
+            protocol: "HTTP/2.0",
+            method: "GET",
+            path: "/a?b=\"c\"",
+            status: 200,
+            bytes: 17,
+            duration_ms: 1.23456789,
+            upstream_ms: upstream,
+            pool: "web",
+            worker: upstream.map(|_| 3),
+            pid: upstream.map(|_| 4242),
+            user_agent: "curl/8",
+            refused,
+            websocket: false,
+        }
+    }
+
+    /// The direct line and the tracing event's line (the path for text lines and
+    /// `RUST_LOG`) list the fields twice; they must say the same, in the same order.
+    #[test]
+    fn the_direct_line_is_the_tracing_line() {
+        for e in [entry(Some(0.5), None), entry(None, Some("queue full"))] {
+            let via_tracing = Shared::default();
+            let out = via_tracing.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .event_format(corral_telemetry::json::JsonLines)
+                .with_writer(move || out.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || write_event(&e));
+
+            let direct = Shared::default();
+            let (queue, guard) = corral_telemetry::writer::spawn(Box::new(direct.clone()), 4)
+                .unwrap_or_else(|e| panic!("writer thread: {e}"));
+            write_direct(&e, &queue);
+            drop(guard);
+
+            assert_eq!(via_tracing.line(), direct.line());
+        }
+    }
+}
