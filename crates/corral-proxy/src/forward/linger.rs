@@ -31,7 +31,9 @@ pub(super) async fn close(client: DownstreamSession) {
         return;
     }
     let end = Instant::now() + LINGER_TIME;
-    let mut sink = [0u8; 16 * 1024];
+    // On the heap: a buffer in this future would make every connection's task 16 KiB
+    // larger, since the request loop's future has room for its largest state.
+    let mut sink = vec![0u8; 16 * 1024];
     loop {
         let quiet = (Instant::now() + LINGER_QUIET).min(end);
         match timeout_at(quiet, stream.read(&mut sink)).await {
