@@ -154,6 +154,7 @@ frontend f
   bind 127.0.0.1:$HAPROXY
   default_backend b
 backend b
+$HAPROXY_FIELDS
   http-reuse always
   server s1 127.0.0.1:$UP
 HAP
@@ -260,7 +261,7 @@ http {
   upstream app { $3 ${4:-} keepalive 32; }
   server {
     listen 127.0.0.1:$1;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; $NGINX_FIELDS }
   }
 }
 NGINX
