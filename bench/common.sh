@@ -24,9 +24,9 @@ wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 wait_ready() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "corral on admin $1 never ready" >&2; return 1; }
 
 # The fields corral adds to every request it forwards (X-Forwarded-For, -Proto, -Host, -Port,
-# X-Real-IP, X-Request-Id; the client's own Host), sent by nginx and HAProxy too, so that every stack hands the
-# worker the same request: the worker parses each field, and under gunicorn the six cost
-# ~50 µs of its CPU per request (docs/BENCHMARKS.md, tuning log). BENCH_FIELDS=none gives
+# X-Real-IP, X-Request-Id) and the client's own Host, sent by nginx and HAProxy too, so that
+# every stack hands the worker the same request: the worker parses each field, and under
+# gunicorn the six cost ~50 µs of its CPU per request (docs/BENCHMARKS.md, tuning log). BENCH_FIELDS=none gives
 # the tables before 2026-12-03's sixth session, where nginx and HAProxy sent only Host.
 if [ "${BENCH_FIELDS:-same}" = none ]; then
   NGINX_FIELDS=""; HAPROXY_FIELDS=""
