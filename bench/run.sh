@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 SECTIONS=${1:-all}
 DURATION=${DURATION:-4}
 ROUNDS=${ROUNDS:-3}
+LOG_ROUNDS=${LOG_ROUNDS:-$((ROUNDS > 5 ? ROUNDS : 5))}
 # corral holds 2 fds per proxied WebSocket; where the hard fd limit is 20000 (seen on our
 # build machines, not raisable even by root) 10,000 cannot be reached, so 9,000 by default.
 WS_COUNT=${WS_COUNT:-9000}
@@ -87,6 +88,11 @@ vs() {
   paste "$WORK/cells/$1.$2" "$WORK/cells/$1.$3" | awk '{ if ($9 > 0) printf "%.3f\n", $1/$9; else print 0 }' > "$WORK/ratio"
   stat "$WORK/ratio" 1
 }
+# vs_cpu CELL KEY BASE -> the same for CPU per request (a ratio below 1 favours KEY)
+vs_cpu() {
+  paste "$WORK/cells/$1.$2" "$WORK/cells/$1.$3" | awk '{ if ($16 > 0) printf "%.3f\n", $8/$16; else print 0 }' > "$WORK/ratio"
+  stat "$WORK/ratio" 1
+}
 # finding TARGET FIGURE BOUND: a findings row, met when FIGURE's median is at least BOUND
 # (or at most, for a BOUND given as "<=X")
 FINDINGS=$WORK/findings.md
@@ -140,6 +146,11 @@ concurrency = 4096   # the test app is threaded; nginx and HAProxy do not cap ei
 ready = \"tcp\""
   nginx_conf "$WORK" "$NGINX" "$UP"
   nginx -c "$WORK/nginx.conf" & PIDS+=($!)
+  # The same nginx sending only Host (the configs before 2026-12-03's sixth session): what
+  # the six forwarded fields cost nginx and the upstream, beside the like-for-like figure.
+  BARE=$(free_port); mkdir -p "$WORK/bare"
+  NGINX_FIELDS="" nginx_conf "$WORK/bare" "$BARE" "$UP"
+  nginx -c "$WORK/bare/nginx.conf" & PIDS+=($!)
   cat > "$WORK/haproxy.cfg" <<HAP
 global
   nbthread 1
@@ -161,7 +172,10 @@ HAP
   haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
   wait_port "$NGINX"; wait_port "$HAPROXY"
   for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+  for _ in $(seq 50); do [ -s "$WORK/bare/nginx.pid" ] && break; sleep 0.1; done
+  wait_port "$BARE"
   NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+  URL[bare]=http://127.0.0.1:$BARE; CPU[bare]=$(pgrep -P "$(cat "$WORK/bare/nginx.pid")" | head -1)
   URL[direct]=http://127.0.0.1:$UP; CPU[direct]=$UP_PID
   URL[nginx]=http://127.0.0.1:$NGINX; CPU[nginx]=$NGINX_WORKER
   URL[haproxy]=http://127.0.0.1:$HAPROXY; CPU[haproxy]=$HAPROXY_PID
@@ -169,7 +183,9 @@ HAP
   for spec in $PROXY_CELLS; do
     IFS=, read -r size c ka <<< "$spec"
     extra=(); [ "$ka" = close ] && extra=(-H "Connection: close")
-    rounds "proxy-$size-$c-$ka" "/bytes?n=$size" "$c" "direct nginx haproxy corral" "${extra[@]}"
+    stacks="direct nginx haproxy corral"
+    [ "$size" = 0 ] && [ "$ka" = keepalive ] && [ "$c" != 1 ] && stacks="$stacks bare"
+    rounds "proxy-$size-$c-$ka" "/bytes?n=$size" "$c" "$stacks" "${extra[@]}"
     echo "proxy cell $spec done" >&2
   done
   {
@@ -196,6 +212,22 @@ HAP
       finding "2. plain proxy, $c conns: corral µs/req ≤ nginx's ($(mid "$cell" nginx 8))" "$(med "$cell" corral 8)" "<=$(mid "$cell" nginx 8)"
     fi
   done
+  {
+  echo
+  echo "nginx and HAProxy above send the worker the fields corral sends (\`X-Forwarded-For\`, \`-Proto\`,"
+  echo "\`-Host\`, \`-Port\`, \`X-Real-IP\`, \`X-Request-Id\`, the client's \`Host\`; \`bench/common.sh\`). The"
+  echo "same nginx sending only \`Host\` (as these tables did before 2026-12-03's sixth session), in"
+  echo "the same rounds:"
+  echo
+  echo "| conns | nginx (Host only) rps | corral/nginx (Host only) | µs/req nginx (Host only) | µs/req nginx (fields) | µs/req corral |"
+  echo "|---|---|---|---|---|---|"
+  for spec in $PROXY_CELLS; do
+    IFS=, read -r size c ka <<< "$spec"; cell="proxy-$size-$c-$ka"
+    [ -f "$WORK/cells/$cell.bare" ] || continue
+    echo "| $c | $(mid "$cell" bare 1) | $(vs "$cell" corral bare) | $(mid "$cell" bare 8) | $(mid "$cell" nginx 8) | $(mid "$cell" corral 8) |"
+    finding "2. plain proxy, $c conns: corral/nginx (Host only) rps" "$(vs "$cell" corral bare)" 1.0
+  done
+  } >> "$OUT"
   echo >> "$OUT"; echo "corral RSS after this section: $(rss_kb "$CORRAL_PID") kB." >> "$OUT"
   # The same corral with its access log on (JSON lines to a file), beside the quiet one.
   QUIET_PID=$CORRAL_PID
@@ -205,20 +237,22 @@ workers = 1
 concurrency = 4096
 ready = \"tcp\""
   URL[logged]=http://127.0.0.1:$CORRAL_PORT; CPU[logged]=$CORRAL_PID
-  for c in 16 64; do rounds "log-$c" "/bytes?n=0" "$c" "corral logged"; done
+  # An effect of a few percent: more rounds than the other cells, as one round's noise is larger.
+  for c in 16 64; do ROUNDS=$LOG_ROUNDS rounds "log-$c" "/bytes?n=0" "$c" "corral logged"; done
   {
   echo
   echo "### Access log cost"
   echo
-  echo "The same corral with \`log.access = true\` (a JSON line per request, to a file), 0 B, keep-alive;"
-  echo "the on/off ratio per round, median (min-max)."
+  echo "The same corral with \`log.access = true\` (a JSON line per request, to a file), 0 B, keep-alive,"
+  echo "$LOG_ROUNDS rounds; the on/off ratios per round, median (min-max)."
   echo
-  echo "| conns | access log off rps | access log on rps | on/off | µs/req off | µs/req on |"
-  echo "|---|---|---|---|---|---|"
+  echo "| conns | access log off rps | access log on rps | on/off rps | µs/req off | µs/req on | on/off µs/req |"
+  echo "|---|---|---|---|---|---|---|"
   } >> "$OUT"
   for c in 16 64; do
-    echo "| $c | $(med "log-$c" corral 1) | $(med "log-$c" logged 1) | $(vs "log-$c" logged corral) | $(mid "log-$c" corral 8) | $(mid "log-$c" logged 8) |" >> "$OUT"
+    echo "| $c | $(med "log-$c" corral 1) | $(med "log-$c" logged 1) | $(vs "log-$c" logged corral) | $(mid "log-$c" corral 8) | $(mid "log-$c" logged 8) | $(vs_cpu "log-$c" logged corral) |" >> "$OUT"
     finding "3. access log on/off rps, $c conns" "$(vs "log-$c" logged corral)" 0.95
+    finding "3. access log on/off CPU per request, $c conns" "$(vs_cpu "log-$c" logged corral)" "<=1.05"
   done
   kill "$CORRAL_PID" "$QUIET_PID" "$HAPROXY_PID"
 fi
@@ -319,10 +353,11 @@ if want python; then
   SECTION_PIDS=()
   G=$(free_port); NG=$(free_port); NLC=$(free_port)
   start_app gunicorn "$G" -w 4; start_nginx_for "$NG" shared "server 127.0.0.1:$G;"; stack g4 "$G"; stack ng4 "$NG" "$NGINX_PY_WORKER"
+  NB=$(free_port); NGINX_FIELDS="" start_nginx_for "$NB" bare "server 127.0.0.1:$G;"; stack ngb "$NB" "$NGINX_PY_WORKER"
   four_singles gunicorn; start_nginx_for "$NLC" lc "$SINGLES" "least_conn;"; stack nlc "$NLC" "$NGINX_PY_WORKER"
   start_corral python "$(python_pool gunicorn tcp 1)"; stack ctcp "$CORRAL_PORT" "$CORRAL_PID"; SECTION_PIDS+=("$CORRAL_PID")
   start_corral python-unix "$(python_pool gunicorn unix 1)"; stack cunix "$CORRAL_PORT" "$CORRAL_PID"; SECTION_PIDS+=("$CORRAL_PID")
-  rounds gunicorn / 32 "g4 ng4 nlc ctcp cunix"
+  rounds gunicorn / 32 "g4 ng4 ngb nlc ctcp cunix"
   echo "python: gunicorn done" >&2
   {
   echo
@@ -338,15 +373,21 @@ if want python; then
   echo "only when idle, so the kernel's accept queue is idle-worker routing); *nginx → gunicorn -w 4*;"
   echo "*nginx least_conn* over four \`gunicorn -w 1\` on their own ports (corral's topology);"
   echo "*corral*: four \`gunicorn -w 1\` supervised with \`concurrency = 1\`, over TCP and over Unix"
-  echo "sockets (\`bind = \"unix\"\`)."
+  echo "sockets (\`bind = \"unix\"\`). Every nginx sends the fields corral sends (\`X-Forwarded-*\`,"
+  echo "\`X-Real-IP\`, \`X-Request-Id\`, the client's \`Host\`), which gunicorn parses for every request;"
+  echo "the row *sending only Host* is the same nginx without them, in the same rounds."
   python_table_head "gunicorn -w 4"
   python_row gunicorn g4 "gunicorn -w 4" g4
   python_row gunicorn ng4 "nginx → gunicorn -w 4" g4
+  python_row gunicorn ngb "nginx → gunicorn -w 4, sending only Host" g4
   python_row gunicorn nlc "nginx least_conn → 4 × gunicorn -w 1" g4
   python_row gunicorn ctcp "corral → 4 × gunicorn -w 1 (TCP)" g4
   python_row gunicorn cunix "corral → 4 × gunicorn -w 1 (Unix sockets)" g4
   } >> "$OUT"
   python_findings gunicorn "gunicorn sync" g4 ng4 ctcp cunix
+  for key in ctcp cunix; do
+    finding "1. gunicorn sync, corral ($key) / nginx sending only Host" "$(vs gunicorn "$key" ngb)" 1.05
+  done
   # The open loop: 90% fast, 10% slow, each request on its own connection.
   for rate in 50 100; do
     for r in $(seq "$ROUNDS"); do
