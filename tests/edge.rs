@@ -60,6 +60,41 @@ fn forged_forwarding_fields_from_an_untrusted_peer_never_reach_the_worker() {
     assert_eq!(refused.header("x-request-id").map(str::len), Some(32));
 }
 
+#[test]
+fn forward_fields_leaves_out_what_is_not_listed_and_still_removes_the_clients_own() {
+    let corral = Corral::start(
+        &testapp_pool(1, ""),
+        "forward_fields = [\"X-Forwarded-For\", \"x-forwarded-proto\"]",
+        1,
+    );
+    let mut raw = Raw::connect(corral.port);
+    raw.send(b"GET /headers HTTP/1.1\r\nHost: t\r\nX-Real-IP: 6.6.6.6\r\nX-Request-Id: forged\r\nX-Forwarded-Port: 1\r\n\r\n");
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 200);
+    let seen = headers_seen(&answer);
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "http", "{seen}");
+    for gone in [
+        "x-real-ip",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-request-id",
+    ] {
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the worker: {seen}"
+        );
+    }
+    // The id is still made, logged and answered; only the worker does not get it.
+    assert_eq!(answer.header("x-request-id").map(str::len), Some(32));
+    assert_eq!(
+        corral.metric("corral_untrusted_forwarded_fields_total"),
+        3.0,
+        "{}",
+        corral.metrics()
+    );
+}
+
 /// corral on 127.0.0.1 and ::1 with the given `[server]` extras.
 fn corral_on_both_stacks(server_extra: &str) -> (Corral, u16) {
     let (port, port6, admin) = (free_port(), free_port(), free_port());

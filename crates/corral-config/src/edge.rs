@@ -1,4 +1,5 @@
-//! Lowering the edge settings: `server.trusted_proxies` and the `[headers]` table.
+//! Lowering the edge settings: `server.trusted_proxies`, `server.forward_fields` and the
+//! `[headers]` table.
 
 use crate::cidr::Cidr;
 use crate::model::{HeaderPreset, Headers};
@@ -6,6 +7,86 @@ use crate::reader::{as_string, Reader, Table};
 
 /// Response fields removed when `[headers] remove` is not given: they tell versions.
 pub const DEFAULT_REMOVED: [&str; 2] = ["Server", "X-Powered-By"];
+
+/// One of the fields corral adds to every request it forwards. Each costs the worker a parse
+/// per request, so `server.forward_fields` may leave some out, as an nginx config sets only
+/// the `proxy_set_header`s its app reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedField {
+    /// `X-Forwarded-For`: the chain of client addresses.
+    XForwardedFor,
+    /// `X-Real-IP`: the client address alone.
+    XRealIp,
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    XForwardedProto,
+    /// `X-Forwarded-Host`: the host the client asked for.
+    XForwardedHost,
+    /// `X-Forwarded-Port`: the port the client connected to.
+    XForwardedPort,
+    /// `X-Request-Id`: the request's id, as in the access log and the answer.
+    XRequestId,
+}
+
+impl ForwardedField {
+    /// Every field, in the order corral writes them; the default of `forward_fields`.
+    pub const ALL: [ForwardedField; 6] = [
+        ForwardedField::XForwardedFor,
+        ForwardedField::XRealIp,
+        ForwardedField::XForwardedProto,
+        ForwardedField::XForwardedHost,
+        ForwardedField::XForwardedPort,
+        ForwardedField::XRequestId,
+    ];
+
+    /// The field's name as written to the worker.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedField::XForwardedFor => "X-Forwarded-For",
+            ForwardedField::XRealIp => "X-Real-IP",
+            ForwardedField::XForwardedProto => "X-Forwarded-Proto",
+            ForwardedField::XForwardedHost => "X-Forwarded-Host",
+            ForwardedField::XForwardedPort => "X-Forwarded-Port",
+            ForwardedField::XRequestId => "X-Request-Id",
+        }
+    }
+}
+
+/// `forward_fields = ["X-Forwarded-For", "X-Forwarded-Proto"]`: which of the six go to the
+/// worker (all by default); names in any case, each once, errors at the entry.
+pub(crate) fn forward_fields(r: &mut Reader, t: &mut Table) -> Vec<ForwardedField> {
+    let names: Vec<&str> = ForwardedField::ALL.iter().map(|f| f.name()).collect();
+    let expected = "an array of field names like [\"X-Forwarded-For\", \"X-Forwarded-Proto\"]";
+    let Some((path, items)) = t.array(r, "forward_fields", expected) else {
+        return ForwardedField::ALL.to_vec();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let Some(text) = as_string(r, item, &item_path) else {
+            continue;
+        };
+        let known = ForwardedField::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(&text));
+        match known {
+            Some(field) if out.contains(&field) => r.error(
+                item.span(),
+                &item_path,
+                format!("{} is listed twice; list each field once", field.name()),
+            ),
+            Some(field) => out.push(field),
+            None => r.error(
+                item.span(),
+                &item_path,
+                format!(
+                    "{text:?} is not a field corral adds; expected one of {}",
+                    names.join(", ")
+                ),
+            ),
+        }
+    }
+    out
+}
 
 /// `trusted_proxies = ["10.0.0.0/8", "::1"]`: each entry checked, errors at the entry.
 pub(crate) fn trusted_proxies(r: &mut Reader, t: &mut Table) -> Vec<Cidr> {

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use cidr::Cidr;
 pub use compression::{compressed_already, DEFAULT_LEVELS, DEFAULT_TYPES};
-pub use edge::DEFAULT_REMOVED;
+pub use edge::{ForwardedField, DEFAULT_REMOVED};
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
 pub use health::DEFAULT_FAIL_STATUS;

@@ -106,6 +106,7 @@ fn server(r: &mut Reader, top: &mut Table, source: &std::path::Path) -> Server {
         .map_or(cores, |n| n as usize);
     let limits = limits(r, &mut t);
     let trusted_proxies = crate::edge::trusted_proxies(r, &mut t);
+    let forward_fields = crate::edge::forward_fields(r, &mut t);
     let proxy_protocol = t.boolean(r, "proxy_protocol").unwrap_or(false);
     let watch_config = t.boolean(r, "watch_config").unwrap_or(false);
     let max_connections = t
@@ -114,6 +115,7 @@ fn server(r: &mut Reader, top: &mut Table, source: &std::path::Path) -> Server {
     t.finish(r);
     Server {
         trusted_proxies,
+        forward_fields,
         proxy_protocol,
         watch_config,
         max_connections,

@@ -61,6 +61,8 @@ pub struct Server {
     pub limits: Limits,
     /// Peers whose `X-Forwarded-*`/`Forwarded` fields are believed; empty = nobody.
     pub trusted_proxies: Vec<Cidr>,
+    /// The forwarded fields the worker gets, in the order written; all six by default.
+    pub forward_fields: Vec<crate::edge::ForwardedField>,
     /// Every client connection starts with a PROXY protocol header (v1 or v2).
     pub proxy_protocol: bool,
     /// Client connections open at once; more are answered 503 and closed.

@@ -49,6 +49,12 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(out, "threads = {}", s.threads);
     let trusted: Vec<String> = s.trusted_proxies.iter().map(|c| c.to_string()).collect();
     let _ = writeln!(out, "trusted_proxies = [{}]", list(&trusted));
+    let fields: Vec<String> = s
+        .forward_fields
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    let _ = writeln!(out, "forward_fields = [{}]", list(&fields));
     let _ = writeln!(out, "proxy_protocol = {}", s.proxy_protocol);
     let _ = writeln!(out, "max_connections = {}", s.max_connections);
     let _ = writeln!(out, "watch_config = {}", s.watch_config);

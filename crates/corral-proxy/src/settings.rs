@@ -5,7 +5,7 @@ use corral_config::{Cidr, Coding, Config, Limits, WebSocket};
 use corral_ratelimit::Limiter;
 use corral_telemetry::Metrics;
 
-use crate::forward::AnswerRules;
+use crate::forward::{AnswerRules, ForwardMask};
 
 /// The proxy's settings; swapped whole on reload, read once per request.
 pub struct ProxySettings {
@@ -15,6 +15,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// Peers whose forwarding fields are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// `server.forward_fields`, made once: which forwarded fields the worker gets.
+    pub(crate) forward_fields: ForwardMask,
     /// Whether every client connection starts with a PROXY protocol header.
     pub proxy_protocol: bool,
     /// Client connections open at once before new ones are refused.
@@ -48,6 +50,7 @@ impl ProxySettings {
                 .map_or(corral_config::DEFAULT_H2_MAX_STREAMS, |t| t.max_streams),
             access_log: config.log.access,
             trusted_proxies: config.server.trusted_proxies.clone(),
+            forward_fields: ForwardMask::of(&config.server.forward_fields),
             proxy_protocol: config.server.proxy_protocol,
             max_connections: config.server.max_connections,
             answer: AnswerRules::new(&config.headers),

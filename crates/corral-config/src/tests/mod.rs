@@ -203,6 +203,41 @@ fn edge_settings_default_to_trusting_nobody_and_hiding_versions() {
 }
 
 #[test]
+fn forward_fields_default_to_all_six_and_take_a_subset_in_any_case() {
+    assert_eq!(ok(MINIMAL).server.forward_fields, ForwardedField::ALL);
+    let c = ok(&format!(
+        "[server]\nforward_fields = [\"x-forwarded-proto\", \"X-Forwarded-For\"]\n{MINIMAL}"
+    ));
+    assert_eq!(
+        c.server.forward_fields,
+        [
+            ForwardedField::XForwardedProto,
+            ForwardedField::XForwardedFor
+        ]
+    );
+    assert_eq!(
+        ok(&render(&c)).server.forward_fields,
+        c.server.forward_fields
+    );
+    let none = ok(&format!("[server]\nforward_fields = []\n{MINIMAL}"));
+    assert!(none.server.forward_fields.is_empty());
+
+    let bad = errs(&format!(
+        "[server]\nforward_fields = [\"X-Forwarded-For\", \"Forwarded\", \"x-forwarded-for\"]\n{MINIMAL}"
+    ));
+    assert!(
+        bad.iter().any(|e| e.contains("corral.toml:2:38: server.forward_fields[1]")
+            && e.contains("\"Forwarded\" is not a field corral adds; expected one of X-Forwarded-For, X-Real-IP")),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("server.forward_fields[2]") && e.contains("listed twice")),
+        "{bad:?}"
+    );
+}
+
+#[test]
 fn edge_settings_are_read_and_checked() {
     let c = ok(&format!(
         "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nproxy_protocol = true\nmax_connections = 50\n\

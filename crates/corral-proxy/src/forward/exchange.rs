@@ -261,8 +261,15 @@ impl Forwarder {
         exchange: &mut Exchange,
         upgrade: bool,
     ) -> Result<Done, AttemptError> {
-        let (head, forged) = Outgoing::of(client, &exchange.client, &exchange.request_id, upgrade)
-            .map_err(|e| AttemptError::ends(Failure::worker(500, e)))?;
+        let send = exchange.settings.forward_fields;
+        let (head, forged) = Outgoing::of(
+            client,
+            &exchange.client,
+            &exchange.request_id,
+            upgrade,
+            send,
+        )
+        .map_err(|e| AttemptError::ends(Failure::worker(500, e)))?;
         exchange.forged = forged;
         let timeout = (!upgrade).then_some(exchange.route().timeout);
         exchange.upstream_start = Instant::now();

@@ -11,6 +11,7 @@ use http::{Method, Version};
 use pingora_http::RequestHeader;
 
 use super::identity::ClientIdentity;
+use corral_config::ForwardedField;
 
 /// Fields a client could use to forge where a request came from, and the request id corral
 /// sets: always replaced by corral's own (from a trusted proxy, corral's own values are
@@ -127,28 +128,55 @@ impl<'a> RequestRules<'a> {
     }
 }
 
-/// The fields corral adds to every request, in order, with their values; `None` where the
-/// value is unknown (no peer address, no `Host`).
+/// Which of the forwarded fields go to the worker (`server.forward_fields`): bit i for
+/// `ForwardedField::ALL[i]`, the order [`forwarded`] writes them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ForwardMask(u8);
+
+impl ForwardMask {
+    /// All six, the default.
+    #[cfg(test)]
+    pub(crate) const ALL: ForwardMask = ForwardMask(0b11_1111);
+
+    /// The mask of the fields listed.
+    pub(crate) fn of(fields: &[ForwardedField]) -> ForwardMask {
+        let bit = |f: &ForwardedField| ForwardedField::ALL.iter().position(|a| a == f);
+        ForwardMask(fields.iter().filter_map(bit).fold(0, |m, i| m | 1 << i))
+    }
+
+    fn sends(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+}
+
+/// The fields corral adds to the request, in order, with their values; `None` where the
+/// value is unknown (no peer address, no `Host`) or `send` leaves the field out. A field
+/// left out is still removed from what the client sent (`REPLACED`): the worker must not
+/// take the client's word for it.
 pub(super) fn forwarded<'a>(
     client: &'a ClientIdentity,
     head: &'a RequestHeader,
     request_id: &'a str,
+    send: ForwardMask,
 ) -> [(&'static str, Option<&'a [u8]>); 6] {
     let host = client.host.as_ref().or_else(|| head.headers.get(HOST));
-    [
-        (
-            "X-Forwarded-For",
-            client.forwarded_for.as_ref().map(HeaderValue::as_bytes),
-        ),
-        ("X-Real-IP", client.ip.as_ref().map(HeaderValue::as_bytes)),
-        ("X-Forwarded-Proto", Some(client.proto.as_bytes())),
-        ("X-Forwarded-Host", host.map(HeaderValue::as_bytes)),
-        (
-            "X-Forwarded-Port",
-            client.port.as_ref().map(HeaderValue::as_bytes),
-        ),
-        ("X-Request-Id", Some(request_id.as_bytes())),
-    ]
+    let values = [
+        client.forwarded_for.as_ref().map(HeaderValue::as_bytes),
+        client.ip.as_ref().map(HeaderValue::as_bytes),
+        Some(client.proto.as_bytes()),
+        host.map(HeaderValue::as_bytes),
+        client.port.as_ref().map(HeaderValue::as_bytes),
+        Some(request_id.as_bytes()),
+    ];
+    let mut i = 0;
+    values.map(|value| {
+        let field = (
+            ForwardedField::ALL[i].name(),
+            value.filter(|_| send.sends(i)),
+        );
+        i += 1;
+        field
+    })
 }
 
 /// A request as the worker gets it, with the number of forged fields left out.
@@ -167,6 +195,7 @@ pub(super) fn request_bytes(
     raw: Option<&[u8]>,
     client: &ClientIdentity,
     request_id: &str,
+    send: ForwardMask,
 ) -> Option<Outbound<BytesMut>> {
     let version_ok = match raw {
         Some(_) => head.version == Version::HTTP_11,
@@ -211,7 +240,7 @@ pub(super) fn request_bytes(
             }
         }
     }
-    for (name, value) in forwarded(client, head, request_id) {
+    for (name, value) in forwarded(client, head, request_id, send) {
         if let Some(value) = value {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
@@ -230,6 +259,7 @@ pub(super) fn request_head(
     client: &ClientIdentity,
     request_id: &str,
     upgrade: bool,
+    send: ForwardMask,
 ) -> pingora_error::Result<Outbound<Box<RequestHeader>>> {
     let mut out = Box::new(head.clone());
     let rules = RequestRules::of(head, upgrade, client.trusted_peer);
@@ -248,7 +278,7 @@ pub(super) fn request_head(
     for name in dropped {
         out.remove_header(name);
     }
-    for (name, value) in forwarded(client, head, request_id) {
+    for (name, value) in forwarded(client, head, request_id, send) {
         if let Some(value) = value {
             out.append_header(name, value)?;
         }

@@ -45,7 +45,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 
 use crate::settings::ProxySettings;
-pub(crate) use fields::AnswerRules;
+pub(crate) use fields::{AnswerRules, ForwardMask};
 pub(crate) use identity::{ClientIdentity, Peer};
 pub use websocket::Tunnels;
 

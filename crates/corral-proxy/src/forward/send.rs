@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::body::BodyStart;
 use super::client::ClientSide;
-use super::fields;
+use super::fields::{self, ForwardMask};
 use super::identity::ClientIdentity;
 use super::outcome::{AttemptError, Failure};
 use crate::settings::ProxySettings;
@@ -35,17 +35,20 @@ impl Outgoing {
         identity: &ClientIdentity,
         request_id: &str,
         upgrade: bool,
+        send: ForwardMask,
     ) -> pingora_error::Result<(Outgoing, u32)> {
         let empty = client.is_body_empty();
         if empty {
             let raw = client.raw_head();
+            let head = client.req_header();
             if let Some(out) =
-                fields::request_bytes(client.req_header(), raw.as_deref(), identity, request_id)
+                fields::request_bytes(head, raw.as_deref(), identity, request_id, send)
             {
                 return Ok((Outgoing::Bytes(out.head), out.forged));
             }
         }
-        let mut out = fields::request_head(client.req_header(), identity, request_id, upgrade)?;
+        let head = client.req_header();
+        let mut out = fields::request_head(head, identity, request_id, upgrade, send)?;
         if out.head.version == Version::HTTP_2 {
             // An HTTP/2 stream's body has no framing of its own in HTTP/1.1 unless its
             // length is known: the worker gets it chunked.

@@ -106,11 +106,13 @@ proptest! {
     fn both_paths_give_the_worker_the_same_fields(
         method in prop::sample::select(vec!["GET", "DELETE", "OPTIONS", "POST"]),
         fields in prop::collection::vec((0..NAMES.len(), 0..VALUES.len()), 0..14),
+        mask in prop_oneof![Just(ForwardMask::ALL.0), 0u8..64],
     ) {
         let (raw, head) = request(method, &fields);
-        let bytes = request_bytes(&head, Some(&raw), &client(), "rid").expect("a plain request");
+        let send = ForwardMask(mask);
+        let bytes = request_bytes(&head, Some(&raw), &client(), "rid", send).expect("a plain request");
         let by_bytes = fields_of_bytes(&bytes.head);
-        let map = request_head(&head, &client(), "rid", false).expect("head");
+        let map = request_head(&head, &client(), "rid", false, send).expect("head");
         let by_map = fields_of_head(&map.head);
         prop_assert_eq!(&by_bytes, &by_map);
         prop_assert_eq!(bytes.forged, map.forged);
@@ -120,16 +122,21 @@ proptest! {
             n.starts_with("x-forwarded") || ["forwarded", "x-real-ip", "x-request-id", "script-name"].contains(&n.as_str())
         }).count();
         prop_assert_eq!(bytes.forged as usize, forging);
-        // Whatever the client sent, each forwarded field is corral's, once.
-        for (name, value) in [
-            ("x-forwarded-for", &b"127.0.0.9"[..]),
-            ("x-real-ip", b"127.0.0.9"),
-            ("x-forwarded-proto", b"http"),
-            ("x-forwarded-port", b"8080"),
-            ("x-request-id", b"rid"),
+        // Whatever the client sent, each forwarded field is corral's, once, or (left out of
+        // `forward_fields`) not there at all.
+        for (bit, name, value) in [
+            (0, "x-forwarded-for", &b"127.0.0.9"[..]),
+            (1, "x-real-ip", b"127.0.0.9"),
+            (2, "x-forwarded-proto", b"http"),
+            (4, "x-forwarded-port", b"8080"),
+            (5, "x-request-id", b"rid"),
         ] {
             let values: Vec<&[u8]> = by_bytes.iter().filter(|f| f.0 == name).map(|f| &f.1[..]).collect();
-            prop_assert_eq!(values, vec![value]);
+            let expected = if send.sends(bit) { vec![value] } else { vec![] };
+            prop_assert_eq!(values, expected);
+        }
+        if !send.sends(3) {
+            prop_assert!(by_bytes.iter().all(|f| f.0 != "x-forwarded-host"));
         }
         for gone in ["forwarded", "connection", "keep-alive", "te", "trailer", "proxy-connection", "expect", "x_forwarded_for", "x_request_id", "script_name", "x_real-ip"] {
             prop_assert!(by_bytes.iter().all(|f| f.0 != gone), "{} reached the worker", gone);
@@ -146,19 +153,19 @@ proptest! {
 fn requests_that_need_the_session_take_the_header_map_path() {
     let (raw, mut head) = request("GET", &[(0, 0)]);
     head.set_version(Version::HTTP_10);
-    assert!(request_bytes(&head, Some(&raw), &client(), "r").is_none());
+    assert!(request_bytes(&head, Some(&raw), &client(), "r", ForwardMask::ALL).is_none());
     let (raw, head) = request("HEAD", &[(0, 0)]);
-    assert!(request_bytes(&head, Some(&raw), &client(), "r").is_none());
+    assert!(request_bytes(&head, Some(&raw), &client(), "r", ForwardMask::ALL).is_none());
     let folded = b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n";
     let (_, head) = request("GET", &[(0, 0)]);
-    assert!(request_bytes(&head, Some(folded), &client(), "r").is_none());
+    assert!(request_bytes(&head, Some(folded), &client(), "r", ForwardMask::ALL).is_none());
 }
 
 #[test]
 fn http_1_0_keeps_its_connection_fields_and_an_upgrade_its_handshake() {
     let (_, mut head) = request("GET", &[(11, 3), (12, 0)]);
     head.set_version(Version::HTTP_10);
-    let out = request_head(&head, &client(), "r", false).expect("head");
+    let out = request_head(&head, &client(), "r", false, ForwardMask::ALL).expect("head");
     assert_eq!(
         out.head.headers.get("connection").map(|v| v.as_bytes()),
         Some(&b"keep-alive"[..])
@@ -170,7 +177,7 @@ fn http_1_0_keeps_its_connection_fields_and_an_upgrade_its_handshake() {
         .expect("field");
     head.append_header("Upgrade", "websocket").expect("field");
     head.append_header("X-Secret", "s").expect("field");
-    let out = request_head(&head, &client(), "r", true).expect("head");
+    let out = request_head(&head, &client(), "r", true, ForwardMask::ALL).expect("head");
     assert!(out.head.headers.contains_key("upgrade"));
     assert!(out.head.headers.contains_key("connection"));
     assert!(!out.head.headers.contains_key("x-secret"));
