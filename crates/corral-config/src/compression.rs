@@ -1,5 +1,6 @@
 //! Lowering `[compression]`: which codings, at which levels, for which answers.
 
+use crate::choices::Choices;
 use crate::model::{Coding, Compression};
 use crate::reader::{as_string, Reader, Table};
 
@@ -57,35 +58,24 @@ pub(crate) fn compression(r: &mut Reader, top: &mut Table) -> Compression {
 
 /// `algorithms = ["zstd", "br", "gzip"]`: known codings, each once, at least one.
 fn algorithms(r: &mut Reader, t: &mut Table) -> Vec<Coding> {
-    let expected = "an array of codings like [\"zstd\", \"br\", \"gzip\"]";
-    let Some((path, items)) = t.array(r, "algorithms", expected) else {
+    let choices = Choices {
+        key: "algorithms",
+        expected: "an array of codings like [\"zstd\", \"br\", \"gzip\"]",
+        entry: "a coding corral applies",
+        all: &Coding::ALL,
+        name: Coding::token,
+        any_case: false,
+    };
+    let Some((path, codings, entries)) = choices.read(r, t) else {
         return Coding::ALL.to_vec();
     };
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Some(text) = as_string(r, item, &item_path) else {
-            continue;
-        };
-        match Coding::ALL.into_iter().find(|c| c.token() == text) {
-            Some(coding) if out.contains(&coding) => {
-                r.error(item.span(), &item_path, format!("{text:?} is listed twice"))
-            }
-            Some(coding) => out.push(coding),
-            None => r.error(
-                item.span(),
-                &item_path,
-                format!("{text:?} is not a coding corral applies; expected \"zstd\", \"br\" or \"gzip\""),
-            ),
-        }
-    }
-    if items.is_empty() {
+    if entries == 0 {
         r.error_nowhere(
             &path,
             "needs at least one coding; set enabled = false to turn compression off",
         );
     }
-    out
+    codings
 }
 
 /// `types = ["text/*", "application/json"]`: media types or `type/*` and `type/*+suffix`

@@ -1,6 +1,7 @@
 //! Lowering the edge settings: `server.trusted_proxies`, `server.forward_fields` and the
 //! `[headers]` table.
 
+use crate::choices::Choices;
 use crate::cidr::Cidr;
 use crate::model::{HeaderPreset, Headers};
 use crate::reader::{as_string, Reader, Table};
@@ -54,38 +55,17 @@ impl ForwardedField {
 /// `forward_fields = ["X-Forwarded-For", "X-Forwarded-Proto"]`: which of the six go to the
 /// worker (all by default); names in any case, each once, errors at the entry.
 pub(crate) fn forward_fields(r: &mut Reader, t: &mut Table) -> Vec<ForwardedField> {
-    let names: Vec<&str> = ForwardedField::ALL.iter().map(|f| f.name()).collect();
-    let expected = "an array of field names like [\"X-Forwarded-For\", \"X-Forwarded-Proto\"]";
-    let Some((path, items)) = t.array(r, "forward_fields", expected) else {
-        return ForwardedField::ALL.to_vec();
+    let choices = Choices {
+        key: "forward_fields",
+        expected: "an array of field names like [\"X-Forwarded-For\", \"X-Forwarded-Proto\"]",
+        entry: "a field corral adds",
+        all: &ForwardedField::ALL,
+        name: ForwardedField::name,
+        any_case: true,
     };
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Some(text) = as_string(r, item, &item_path) else {
-            continue;
-        };
-        let known = ForwardedField::ALL
-            .into_iter()
-            .find(|f| f.name().eq_ignore_ascii_case(&text));
-        match known {
-            Some(field) if out.contains(&field) => r.error(
-                item.span(),
-                &item_path,
-                format!("{} is listed twice; list each field once", field.name()),
-            ),
-            Some(field) => out.push(field),
-            None => r.error(
-                item.span(),
-                &item_path,
-                format!(
-                    "{text:?} is not a field corral adds; expected one of {}",
-                    names.join(", ")
-                ),
-            ),
-        }
-    }
-    out
+    choices
+        .read(r, t)
+        .map_or(ForwardedField::ALL.to_vec(), |(_, fields, _)| fields)
 }
 
 /// `trusted_proxies = ["10.0.0.0/8", "::1"]`: each entry checked, errors at the entry.

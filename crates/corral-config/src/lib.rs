@@ -6,6 +6,7 @@
 //! table by table and keeps going after an error, so one run reports them all. Only this
 //! crate knows TOML: everything downstream sees plain types (`Duration`, `SocketAddr`).
 
+mod choices;
 mod cidr;
 mod compression;
 mod edge;
