@@ -9,6 +9,14 @@ use nix::sys::signal::Signal;
 use support::{client, free_port, get, Corral};
 
 fn serve(workers: &str, extra_env: &[(&str, &str)]) -> Corral {
+    serve_command(
+        workers,
+        &["python3", "examples/app.py", "--port", "{port}"],
+        extra_env,
+    )
+}
+
+fn serve_command(workers: &str, command: &[&str], extra_env: &[(&str, &str)]) -> Corral {
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().expect("temp dir");
     let argv: Vec<String> = [
@@ -22,12 +30,9 @@ fn serve(workers: &str, extra_env: &[(&str, &str)]) -> Corral {
         "--runtime-dir",
         &dir.path().display().to_string(),
         "--",
-        "python3",
-        "examples/app.py",
-        "--port",
-        "{port}",
     ]
     .iter()
+    .chain(command)
     .map(|a| a.to_string())
     .collect();
     Corral::spawn_args(dir, &argv, port, admin, extra_env)
@@ -74,6 +79,25 @@ fn serve_runs_four_workers_of_the_example_like_a_config_file() {
     corral.signal(Signal::SIGTERM);
     assert!(corral.wait_exit(Duration::from_secs(30)).success());
     assert!(!generated.exists(), "the generated file is removed at exit");
+}
+
+#[test]
+fn a_command_naming_a_socket_is_served_over_unix_sockets_without_bind() {
+    let app = support::testapp_bin().display().to_string();
+    let mut corral = serve_command("2", &[&app, "--unix", "{socket}"], &[]);
+    corral.wait_ready(2, Duration::from_secs(30));
+    let (status, body) = get(&client(), &corral.url("/")).expect("GET / through corral");
+    assert_eq!(status, 200, "{body}");
+    let status = corral.status().expect("/status");
+    let workers = status["pools"][0]["workers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(workers.len(), 2, "{status}");
+    for worker in &workers {
+        let address = worker["addr"].as_str().unwrap_or_default();
+        assert!(address.starts_with("unix:"), "{worker}");
+    }
 }
 
 #[test]

@@ -71,13 +71,17 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         Some(list) => Some(list.len() as u32),
         None => workers(r, &mut t),
     };
+    let uses = |p: &str| command.iter().flatten().any(|a| a.contains(p));
     let bind = match t.choice(r, "bind", &["tcp", "fd", "unix"]) {
         Some("fd") => Bind::Fd,
         Some("unix") => Bind::Unix,
-        _ => Bind::Tcp,
+        Some(_) => Bind::Tcp,
+        // Not given: a command that names `{socket}` (and no `{port}`) says its worker
+        // listens on a Unix socket, the cheaper way to reach it.
+        None if uses("{socket}") && !uses("{port}") => Bind::Unix,
+        None => Bind::Tcp,
     };
-    if let (Some(c), Some(node)) = (&command, command_node) {
-        let uses = |p: &str| c.iter().any(|a| a.contains(p));
+    if let (Some(_), Some(node)) = (&command, command_node) {
         if uses("{socket}") && bind != Bind::Unix {
             r.error(
                 node.span(),

@@ -19,9 +19,10 @@ pub struct ServeArgs {
     /// Worker processes, or "auto" (else $WEB_CONCURRENCY, else 1).
     #[arg(short, long, value_name = "N|auto")]
     pub workers: Option<String>,
-    /// How a worker gets its socket: `{port}`/$PORT, fd 3, or `{socket}`.
-    #[arg(long, value_enum, default_value_t = BindArg::Tcp)]
-    pub bind: BindArg,
+    /// How a worker gets its socket: `{port}`/$PORT, fd 3, or `{socket}` (else unix when
+    /// CMD names `{socket}`, tcp otherwise).
+    #[arg(long, value_enum)]
+    pub bind: Option<BindArg>,
     /// The port corral listens on for clients (else $PORT, else 8080).
     #[arg(short, long, value_name = "P")]
     pub port: Option<u16>,
@@ -114,9 +115,12 @@ pub fn config_text(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> St
     }
     // The option values are the config's words: clap's names for them say it once.
     let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
-    let bind = name(args.bind.to_possible_value()).unwrap_or_default();
+    // Without --bind the config reader picks it from the command's placeholders.
+    if let Some(bind) = args.bind.and_then(|b| name(b.to_possible_value())) {
+        let _ = writeln!(text, "bind = \"{bind}\"");
+    }
     let ready = name(args.ready.to_possible_value()).unwrap_or_default();
-    let _ = writeln!(text, "bind = \"{bind}\"\nready = \"{ready}\"");
+    let _ = writeln!(text, "ready = \"{ready}\"");
     if let Some(n) = args.concurrency {
         let _ = writeln!(text, "concurrency = {n}");
     }
@@ -223,6 +227,17 @@ mod tests {
         let c = parses(&text(&["--bind", "fd", "--", "gunicorn", odd], &[]));
         assert_eq!(c.pools[0].command[1], odd);
         assert_eq!(c.pools[0].bind, corral_config::Bind::Fd);
+    }
+
+    #[test]
+    fn a_socket_placeholder_without_bind_serves_over_a_unix_socket() {
+        let c = parses(&text(
+            &["--", "gunicorn", "-b", "unix:{socket}", "app:app"],
+            &[],
+        ));
+        assert_eq!(c.pools[0].bind, corral_config::Bind::Unix);
+        let c = parses(&text(&["--", "app", "--port", "{port}"], &[]));
+        assert_eq!(c.pools[0].bind, corral_config::Bind::Tcp);
     }
 
     #[test]

@@ -163,12 +163,20 @@ fn rendered_config_reads_back_the_same() {
 }
 
 #[test]
-fn socket_placeholder_is_refused_until_unix_binding_exists() {
-    let e = errs("[pools.web]\ncommand = [\"app\", \"--unix\", \"{socket}\"]\n");
+fn a_socket_placeholder_means_unix_unless_bind_says_otherwise() {
+    let c = ok("[pools.web]\ncommand = [\"app\", \"--unix\", \"{socket}\"]\n");
+    assert_eq!(c.pools[0].bind, Bind::Unix);
+    assert_eq!(ok(&render(&c)).pools[0].bind, Bind::Unix);
+    let c = ok("[pools.web]\ncommand = [\"app\", \"--port\", \"{port}\"]\n");
+    assert_eq!(c.pools[0].bind, Bind::Tcp);
+    let e = errs("[pools.web]\ncommand = [\"app\", \"--unix\", \"{socket}\"]\nbind = \"tcp\"\n");
     assert!(
         e[0].starts_with("corral.toml:2:11: pools.web.command: uses {socket}"),
         "{e:#?}"
     );
+    // Both placeholders: the command is wrong whichever way, and says so.
+    let e = errs("[pools.web]\ncommand = [\"app\", \"{port}\", \"{socket}\"]\n");
+    assert!(e[0].contains("uses {socket}"), "{e:#?}");
 }
 
 #[test]
