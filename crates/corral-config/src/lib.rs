@@ -30,15 +30,15 @@ use std::path::{Path, PathBuf};
 
 pub use cidr::Cidr;
 pub use compression::{compressed_already, DEFAULT_LEVELS, DEFAULT_TYPES};
-pub use edge::{ForwardedField, DEFAULT_REMOVED};
+pub use edge::DEFAULT_REMOVED;
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
 pub use health::DEFAULT_FAIL_STATUS;
 pub use lower::{default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
 pub use model::{
-    Bind, Certificate, Coding, Compression, Config, HeaderPreset, Headers, Health, Limits, Log,
-    LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit, RateMatch, RateStore, Ready,
-    Rollback, Rotation, Routing, RunAs, Server, Smoke, StoreKind, Tls, Upstream, WebSocket,
+    Bind, Certificate, Coding, Compression, Config, ForwardedField, HeaderPreset, Headers, Health,
+    Limits, Log, LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit, RateMatch, RateStore,
+    Ready, Rollback, Rotation, Routing, RunAs, Server, Smoke, StoreKind, Tls, Upstream, WebSocket,
 };
 pub use pool::{auto_workers, unknown_pool};
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
