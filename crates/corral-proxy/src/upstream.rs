@@ -22,11 +22,15 @@ impl Claim {
     }
 
     /// Frees the worker's slot once it has answered in full, counting the answer first so
-    /// `max_requests`'s cap never misses a request between the two.
-    pub fn answered(self) {
+    /// `max_requests`'s cap never misses a request between the two. True when a queued
+    /// request was woken to take the slot.
+    pub fn answered(self) -> bool {
         if self.backend.max_requests > 0 {
             self.backend.recycle.answered.fetch_add(1, Ordering::SeqCst);
         }
+        let queued = self.queue.waiting.load(Ordering::SeqCst) > 0;
+        drop(self);
+        queued
     }
 }
 

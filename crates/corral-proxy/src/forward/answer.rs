@@ -234,7 +234,7 @@ impl PlainAnswer {
         client: &mut Stream,
         keep_alive: bool,
         timeout: Option<Duration>,
-        release: impl FnOnce(Option<Stream>),
+        release: impl FnOnce(Option<Stream>) -> bool,
     ) -> Relayed {
         let PlainAnswer {
             mut head,
@@ -252,7 +252,11 @@ impl PlainAnswer {
         });
         head.extend_from_slice(&body);
         if remaining == 0 {
-            release(reusable.then_some(worker));
+            if release(reusable.then_some(worker)) {
+                // A queued request takes the worker: let it go out first, so the worker
+                // finds it waiting instead of sleeping until this answer is written.
+                tokio::task::yield_now().await;
+            }
             let complete = write(client, &head).await;
             return Relayed::ended(body.len(), None, complete);
         }

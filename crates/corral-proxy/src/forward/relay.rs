@@ -219,7 +219,7 @@ impl Forwarder {
                 Some(kept) => conns::of(claim.backend()).put(kept),
                 None => conns::of(claim.backend()).not_kept(),
             }
-            claim.answered();
+            claim.answered()
         };
         let relayed = answer
             .relay(worker, &mut stream, keepalive.is_some(), timeout, release)
