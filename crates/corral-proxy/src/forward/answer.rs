@@ -227,7 +227,8 @@ impl PlainAnswer {
 
     /// Sends the answer to `client`, reading the rest of the body from `worker`. `release`
     /// gets the worker's connection back (when it can carry another request) as soon as the
-    /// body is read, before the client's last write, and is called exactly once.
+    /// body is read, before the client's last write, and is called exactly once; it says
+    /// whether a queued request was woken to take the worker.
     pub(super) async fn relay(
         self,
         mut worker: Stream,
@@ -254,7 +255,8 @@ impl PlainAnswer {
         if remaining == 0 {
             if release(reusable.then_some(worker)) {
                 // A queued request takes the worker: let it go out first, so the worker
-                // finds it waiting instead of sleeping until this answer is written.
+                // finds it waiting instead of sleeping until this answer is written. (So
+                // below, once a longer body is read whole.)
                 tokio::task::yield_now().await;
             }
             let complete = write(client, &head).await;
@@ -293,7 +295,9 @@ impl PlainAnswer {
                 continue;
             }
             // The whole body is read: the worker's connection goes back before the last write.
-            release((reusable && n == take).then_some(worker));
+            if release((reusable && n == take).then_some(worker)) {
+                tokio::task::yield_now().await;
+            }
             let complete = write(client, &buf[..take]).await;
             return Relayed::ended(sent + take, None, complete);
         };
