@@ -114,10 +114,18 @@ pub fn choose(
             .compare_exchange(load, load + 1, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            return Choice::Claimed(Claim {
+            let claim = Claim {
                 backend: b.clone(),
                 queue: queue.clone(),
-            });
+            };
+            // The count may have gone down and up again since `is_spent` looked (a request
+            // answered, another claimed, on other threads): with ours counted, a retiring
+            // worker must still be within its cap, or the claim is given back.
+            if b.is_spent_with(b.load()) {
+                drop(claim);
+                continue;
+            }
+            return Choice::Claimed(claim);
         }
     }
     if any_untried {
@@ -333,6 +341,37 @@ mod tests {
         // gunicorn worker that restarts.
         let alone = vec![b[0].clone()];
         assert!(matches!(choose(&alone, &q, 2, &[], 0), Choice::Busy));
+    }
+
+    /// Claims and answers racing on several threads (as on a multi-thread runtime): the
+    /// in-flight count goes down and up between a claimer's look and its claim, and a
+    /// retiring worker must still never be given more than its cap.
+    #[test]
+    fn racing_claims_never_take_a_retiring_worker_past_its_cap() {
+        let mut over = Vec::new();
+        for round in 0..5000 {
+            let q = Arc::new(Queue::default());
+            let b = vec![backend(0, 10)];
+            b[0].retiring.store(true, Ordering::Relaxed);
+            let granted = std::sync::atomic::AtomicU64::new(0);
+            std::thread::scope(|scope| {
+                for _ in 0..4 {
+                    scope.spawn(|| {
+                        for _ in 0..200 {
+                            if let Choice::Claimed(claim) = choose(&b, &q, 2, &[], 0) {
+                                granted.fetch_add(1, Ordering::SeqCst);
+                                claim.answered();
+                            }
+                        }
+                    });
+                }
+            });
+            let granted = granted.load(Ordering::SeqCst);
+            if granted != 11 {
+                over.push((round, granted));
+            }
+        }
+        assert!(over.is_empty(), "a cap of 11: (round, granted) {over:?}");
     }
 
     #[test]

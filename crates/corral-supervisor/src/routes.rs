@@ -100,6 +100,17 @@ impl Backend {
             && self.recycle.answered.load(Ordering::SeqCst) + u64::from(self.load())
                 >= self.recycle.cap
     }
+
+    /// Whether a retiring worker with `in_flight` requests (one just claimed among them) is
+    /// past its cap. `in_flight` is read before `answered`: an answer is counted before its
+    /// slot is freed, so a request finishing between the two reads is counted twice, never
+    /// missed.
+    pub fn is_spent_with(&self, in_flight: u32) -> bool {
+        self.is_retiring()
+            && self.recycle.cap > 0
+            && self.recycle.answered.load(Ordering::SeqCst) + u64::from(in_flight)
+                > self.recycle.cap
+    }
 }
 
 /// How a worker with `max_requests` is replaced close to its limit: its replacement starts

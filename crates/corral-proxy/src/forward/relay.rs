@@ -203,8 +203,11 @@ impl Forwarder {
                 client.set_server_keepalive(keepalive);
                 match client.reuse().await {
                     Ok(Some(reusable)) => reusable.into_parts(),
-                    // The client's side broke before the answer could go out.
+                    // The client's side broke before the answer could go out. The worker
+                    // served the request all the same: it counts toward its `max_requests`
+                    // cap as it does in `served`.
                     _ => {
+                        claim.answered();
                         self.count(exchange, 0);
                         let line = RequestLine::of(&request);
                         self.log_access(line, exchange, 0, 0, Some("client error"));
