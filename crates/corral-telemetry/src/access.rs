@@ -8,6 +8,7 @@
 //!
 //! [`JsonLines`]: crate::json::JsonLines
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +16,11 @@ use crate::logging::ACCESS_TARGET;
 use crate::writer::QueuedWriter;
 
 static SINK: OnceLock<QueuedWriter> = OnceLock::new();
+
+thread_local! {
+    /// The memory of this thread's last line, so a line allocates nothing.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
 
 /// Makes `writer` the access lines' direct way out (the first call wins, as the first
 /// subscriber does).
@@ -35,7 +41,9 @@ pub struct AccessLine {
 impl AccessLine {
     /// A line stamped now, at level `INFO`, message `access`.
     pub fn new() -> AccessLine {
-        let mut buf = Vec::with_capacity(512);
+        let mut buf = SCRATCH.try_with(Cell::take).unwrap_or_default();
+        buf.clear();
+        buf.reserve(512);
         buf.extend_from_slice(b"{\"timestamp\":\"");
         timestamp(SystemTime::now(), &mut buf);
         buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"access\"");
@@ -69,7 +77,10 @@ impl AccessLine {
     /// finite).
     pub fn f64(&mut self, name: &str, value: f64) {
         use std::io::Write;
-        if value.is_finite() {
+        if let Some(short) = crate::json::Thousandths::of(value) {
+            self.name(name);
+            self.buf.extend_from_slice(short.as_bytes());
+        } else if value.is_finite() {
             self.name(name);
             let _ = write!(self.buf, "{value}");
         } else {
@@ -84,13 +95,14 @@ impl AccessLine {
             .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
-    /// Ends the line and queues it; a writer that has stopped (the process is ending)
-    /// takes nothing more, as with any other line.
+    /// Ends the line and hands it to the writer; a writer that has stopped (the process is
+    /// ending) takes nothing more, as with any other line.
     pub fn send(mut self, sink: &QueuedWriter) {
         self.buf.extend_from_slice(b",\"target\":\"");
         self.buf.extend_from_slice(ACCESS_TARGET.as_bytes());
         self.buf.extend_from_slice(b"\"}\n");
-        let _ = sink.send(self.buf);
+        let _ = sink.send(&self.buf);
+        let _ = SCRATCH.try_with(|scratch| scratch.set(self.buf));
     }
 
     /// The line so far (for tests).

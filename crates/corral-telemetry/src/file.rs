@@ -1,7 +1,7 @@
 //! `[log] file`: a log file that rotates by size or day, keeps `keep` old files
 //! (`name.1` newest), and reopens its path on request (SIGUSR1, after logrotate moved it).
-//! It is written only by the log writer thread, one whole line per `write`, so a rotation
-//! or reopen always falls between lines and none is split or lost.
+//! It is written only by the log writer thread, whole lines per `write`, taken here one by
+//! one, so a rotation or reopen always falls between lines and none is split or lost.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -87,8 +87,8 @@ impl RotatingFile {
     }
 }
 
-impl Write for RotatingFile {
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+impl RotatingFile {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         if self.reopen.swap(false, Ordering::AcqRel) {
             self.reopen_now()?;
         }
@@ -103,7 +103,16 @@ impl Write for RotatingFile {
         }
         self.out.write_all(line)?;
         self.size += line.len() as u64;
-        Ok(line.len())
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, lines: &[u8]) -> io::Result<usize> {
+        for line in lines.split_inclusive(|b| *b == b'\n') {
+            self.write_line(line)?;
+        }
+        Ok(lines.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -157,9 +166,10 @@ mod tests {
         };
         let mut file = RotatingFile::open(&path, rotation, Arc::default()).expect("open");
         let sent: Vec<String> = (0..200).map(|i| format!("line {i:04}")).collect();
-        for line in &sent {
-            file.write_all(format!("{line}\n").as_bytes())
-                .expect("write");
+        // In batches, as the writer thread hands them over: each line is placed on its own.
+        for batch in sent.chunks(7) {
+            let text: String = batch.iter().map(|line| format!("{line}\n")).collect();
+            file.write_all(text.as_bytes()).expect("write");
         }
         file.flush().expect("flush");
         let mut expected = sent.clone();

@@ -92,7 +92,9 @@ impl Visit for Fields<'_, '_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.field(field, |w| {
-            if value.is_finite() {
+            if let Some(short) = Thousandths::of(value) {
+                w.write_str(short.as_str())
+            } else if value.is_finite() {
                 write!(w, "{value}")
             } else {
                 write_string(w, &value.to_string())
@@ -130,6 +132,15 @@ impl Write for Escaped<'_, '_> {
 
 /// Hands `s` to `put` in pieces, escaped for the inside of a JSON string.
 pub(crate) fn escape(s: &str, mut put: impl FnMut(&str) -> fmt::Result) -> fmt::Result {
+    // Almost every value needs no escape: one pass without an early exit, which the compiler
+    // turns into whole-register compares, then one piece. Byte by byte, the access line's
+    // strings cost more than the rest of the line.
+    let dirty = s.bytes().fold(false, |dirty, b| {
+        dirty | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !dirty {
+        return put(s);
+    }
     let mut plain = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape = match b {
@@ -150,4 +161,100 @@ pub(crate) fn escape(s: &str, mut put: impl FnMut(&str) -> fmt::Result) -> fmt::
         plain = i + 1;
     }
     put(&s[plain..])
+}
+
+/// A number that is a whole count of thousandths (a duration in milliseconds rounded to the
+/// microsecond, as every duration corral logs is), written as `Display` writes it but without
+/// the shortest-digits search, which cost each access line two of its ~1.7 µs.
+pub(crate) struct Thousandths {
+    /// The text, right-aligned: `text[start..]`.
+    text: [u8; 24],
+    start: usize,
+}
+
+impl Thousandths {
+    /// `None` unless `value` is the double nearest some `k / 1000` with `0 <= k < 10^15`:
+    /// then `k / 1000` with its trailing zeros dropped is the shortest decimal that reads
+    /// back as `value` (15 significant digits always do), so the text is `Display`'s.
+    pub(crate) fn of(value: f64) -> Option<Thousandths> {
+        if !(0.0..1e12).contains(&value) || value.is_sign_negative() {
+            return None;
+        }
+        let count = (value * 1000.0).round();
+        if count / 1000.0 != value {
+            return None;
+        }
+        let count = count as u64;
+        let mut out = Thousandths {
+            text: [0; 24],
+            start: 24,
+        };
+        let mut fraction = count % 1000;
+        if fraction != 0 {
+            let mut places = 3;
+            while fraction.is_multiple_of(10) {
+                fraction /= 10;
+                places -= 1;
+            }
+            for _ in 0..places {
+                out.push_front(b'0' + (fraction % 10) as u8);
+                fraction /= 10;
+            }
+            out.push_front(b'.');
+        }
+        let mut whole = count / 1000;
+        loop {
+            out.push_front(b'0' + (whole % 10) as u8);
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        Some(out)
+    }
+
+    fn push_front(&mut self, byte: u8) {
+        self.start -= 1;
+        self.text[self.start] = byte;
+    }
+
+    /// The digits, as `Display` would write them.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.text[self.start..]
+    }
+
+    /// The same, as text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII digits and a point were pushed.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Thousandths;
+
+    #[test]
+    fn thousandths_read_as_display_writes_them() {
+        let mut checked = 0;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut samples: Vec<f64> = vec![0.0, 0.001, 0.01, 0.1, 1.0, 10.0, 0.225, 1.5, 999.999];
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let ms = (seed % 10_000_000_000) as f64 / 1000.0;
+            samples.push(ms);
+            samples.push((seed % 100_000) as f64 / 1000.0);
+        }
+        for value in samples {
+            let short = Thousandths::of(value).expect("a count of thousandths");
+            assert_eq!(short.as_str(), format!("{value}"), "{value:?}");
+            checked += 1;
+        }
+        assert!(checked > 400_000);
+        for other in [-0.0, -1.0, 0.0001, 1.0 / 3.0, f64::NAN, f64::INFINITY, 1e13] {
+            assert!(Thousandths::of(other).is_none(), "{other:?}");
+        }
+    }
 }
