@@ -579,7 +579,7 @@ echo "Where the time goes for the targets not met, with what was tried, is in th
 echo "the end: Python over TCP and the plain proxy at 256 connections under *2026-12-03 (sixth"
 echo "session)* (CPU per request of every process, the worker's side included), the TCP connect"
 echo "per request under *fourth session* and *Python, only fast requests*, the access line under"
-echo "*fifth session*."
+echo "*fifth session* and *seventh session*."
 cat "$OUT"
 } > "$DOC"
 cat "$DOC"
