@@ -2,6 +2,7 @@
 //! log takes JSON lines without a `RUST_LOG` filter, else as a tracing event.
 
 use corral_telemetry::access::AccessLine;
+use corral_telemetry::access_key;
 use corral_telemetry::logging::ACCESS_TARGET;
 
 /// What the access log records of one request.
@@ -53,30 +54,30 @@ pub fn write(e: &AccessEntry) {
 /// left out, as tracing leaves out a `None`.
 fn write_direct(e: &AccessEntry, sink: &corral_telemetry::writer::QueuedWriter) {
     let mut line = AccessLine::new();
-    line.str("request_id", e.request_id);
-    line.str("client_ip", e.client_ip);
-    line.str("scheme", e.scheme);
-    line.str("protocol", e.protocol);
-    line.str("method", e.method);
-    line.str("path", e.path);
-    line.u64("status", u64::from(e.status));
-    line.u64("bytes", e.bytes as u64);
-    line.f64("duration_ms", to_microseconds(e.duration_ms));
+    line.str(access_key!("request_id"), e.request_id);
+    line.str(access_key!("client_ip"), e.client_ip);
+    line.str(access_key!("scheme"), e.scheme);
+    line.str(access_key!("protocol"), e.protocol);
+    line.str(access_key!("method"), e.method);
+    line.str(access_key!("path"), e.path);
+    line.u64(access_key!("status"), u64::from(e.status));
+    line.u64(access_key!("bytes"), e.bytes as u64);
+    line.f64(access_key!("duration_ms"), to_microseconds(e.duration_ms));
     if let Some(ms) = e.upstream_ms {
-        line.f64("upstream_ms", to_microseconds(ms));
+        line.f64(access_key!("upstream_ms"), to_microseconds(ms));
     }
-    line.str("pool", e.pool);
+    line.str(access_key!("pool"), e.pool);
     if let Some(worker) = e.worker {
-        line.u64("worker", u64::from(worker));
+        line.u64(access_key!("worker"), u64::from(worker));
     }
     if let Some(pid) = e.pid {
-        line.u64("pid", u64::from(pid));
+        line.u64(access_key!("pid"), u64::from(pid));
     }
-    line.str("user_agent", e.user_agent);
+    line.str(access_key!("user_agent"), e.user_agent);
     if let Some(refused) = e.refused {
-        line.str("refused", refused);
+        line.str(access_key!("refused"), refused);
     }
-    line.bool("websocket", e.websocket);
+    line.bool(access_key!("websocket"), e.websocket);
     line.send(sink);
 }
 

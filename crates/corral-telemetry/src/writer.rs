@@ -23,6 +23,9 @@ use tracing_subscriber::fmt::MakeWriter;
 /// How long a busy writer waits before looking again: the most a line waits.
 const BUSY_POLL: Duration = Duration::from_millis(5);
 
+/// The most buffer capacity kept between batches (a busy proxy thread's 5 ms of lines).
+const KEEP: usize = 256 << 10;
+
 /// Hands lines to the writer thread; when a thread's unwritten lines fill its room, the
 /// thread waits for the writer to take them (no line is dropped).
 #[derive(Clone)]
@@ -162,6 +165,8 @@ fn take_all(
         // would wait for room forever.
         let _ = out.write_all(batch);
         batch.clear();
+        // A burst's buffer is not kept for good: it goes to the next thread in the swap.
+        batch.shrink_to(KEEP);
         wrote = true;
     }
     threads.clear();
