@@ -121,7 +121,7 @@ pub fn choose(
             // The count may have gone down and up again since `is_spent` looked (a request
             // answered, another claimed, on other threads): with ours counted, a retiring
             // worker must still be within its cap, or the claim is given back.
-            if b.is_spent_with(b.load()) {
+            if b.would_pass_cap(b.load()) {
                 drop(claim);
                 continue;
             }

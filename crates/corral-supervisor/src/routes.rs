@@ -95,17 +95,14 @@ impl Backend {
     /// Whether a retiring worker has served, or is serving, all it may (`max_requests` plus
     /// a tenth): it takes no more requests.
     pub fn is_spent(&self) -> bool {
-        self.is_retiring()
-            && self.recycle.cap > 0
-            && self.recycle.answered.load(Ordering::SeqCst) + u64::from(self.load())
-                >= self.recycle.cap
+        self.would_pass_cap(self.load() + 1)
     }
 
     /// Whether a retiring worker with `in_flight` requests (one just claimed among them) is
     /// past its cap. `in_flight` is read before `answered`: an answer is counted before its
     /// slot is freed, so a request finishing between the two reads is counted twice, never
     /// missed.
-    pub fn is_spent_with(&self, in_flight: u32) -> bool {
+    pub fn would_pass_cap(&self, in_flight: u32) -> bool {
         self.is_retiring()
             && self.recycle.cap > 0
             && self.recycle.answered.load(Ordering::SeqCst) + u64::from(in_flight)
