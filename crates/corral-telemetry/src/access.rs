@@ -138,18 +138,9 @@ impl Default for AccessLine {
     }
 }
 
-fn decimal(mut value: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+/// `value` in decimal, by itoa (two digits per step from a table, not one per division).
+fn decimal(value: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// `now` as RFC 3339 in UTC with microseconds (`2026-12-03T15:03:00.986452Z`), the form of

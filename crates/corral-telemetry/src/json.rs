@@ -202,14 +202,10 @@ impl Thousandths {
             }
             out.push_front(b'.');
         }
-        let mut whole = count / 1000;
-        loop {
-            out.push_front(b'0' + (whole % 10) as u8);
-            whole /= 10;
-            if whole == 0 {
-                break;
-            }
-        }
+        let mut digits = itoa::Buffer::new();
+        let whole = digits.format(count / 1000).as_bytes();
+        out.start -= whole.len();
+        out.text[out.start..out.start + whole.len()].copy_from_slice(whole);
         Some(out)
     }
 
