@@ -2,7 +2,9 @@
 # Two corral binaries against nginx in one run: the before/after check of a change to the
 # request path. Cells are interleaved in rounds (nginx, A, B in a rotating order), so noise
 # on this shared machine falls on all three alike; medians and spreads are reported, with
-# CPU per request, which is steadier than requests per second.
+# CPU per request, which is steadier than requests per second. One binary in both places
+# (A A) has come out 0.93-0.98 in front of gunicorn over Unix sockets: for an effect of a few
+# percent, run both ways (A B, then B A) and read the two together.
 #
 #   bench/ab.sh BEFORE_BIN AFTER_BIN          # e.g. a release build of main's parent
 #   ROUNDS=5 DURATION=4 CONNS="16 64" bench/ab.sh A B
@@ -12,6 +14,10 @@
 #   NGINX_HTTP='gzip on;'                      # lines for nginx's http block
 #   B_ACCESS=true bench/ab.sh BIN BIN          # the access log off (A) and on (B); level info,
 #                                              # as builds before 97dddfe dropped access lines at warn
+#   UPSTREAM=gunicorn BIND=unix bench/ab.sh A B  # in front of Python: each corral supervises four
+#                                              # `gunicorn -w 1` sync workers (`concurrency = 1`, over
+#                                              # BIND = tcp or unix), nginx proxies `gunicorn -w 4`;
+#                                              # `/` at 32 connections unless PATH_Q / CONNS say
 #
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
 set -euo pipefail
@@ -22,8 +28,12 @@ A=${1:?usage: bench/ab.sh BEFORE_CORRAL AFTER_CORRAL}
 B=${2:?usage: bench/ab.sh BEFORE_CORRAL AFTER_CORRAL}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-4}
-CONNS=${CONNS:-"16 64"}
-PATH_Q=${PATH_Q:-/bytes?n=0}
+UPSTREAM=${UPSTREAM:-testapp}
+case $UPSTREAM in
+  testapp) CONNS=${CONNS:-"16 64"}; PATH_Q=${PATH_Q:-/bytes?n=0} ;;
+  gunicorn) CONNS=${CONNS:-32}; PATH_Q=${PATH_Q:-/} ;;
+  *) echo "UPSTREAM is testapp or gunicorn, not $UPSTREAM" >&2; exit 2 ;;
+esac
 work_dir ab
 
 need=()
@@ -32,6 +42,29 @@ command -v nginx >/dev/null || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build --release -q -p corral-testapp
 APP=$PWD/target/release/corral-testapp
+if [ "$UPSTREAM" = gunicorn ]; then
+  VENV=bench/.venv
+  [ -x "$VENV/bin/gunicorn" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q gunicorn; }
+  GUNICORN=$PWD/$VENV/bin/gunicorn
+  case ${BIND:-tcp} in
+    tcp) listen='"127.0.0.1:{port}"' ;;
+    unix) listen='"unix:{socket}"' ;;
+    *) echo "BIND is tcp or unix, not $BIND" >&2; exit 2 ;;
+  esac
+  POOL="command = [\"$GUNICORN\", \"-w\", \"1\", \"-b\", $listen, \"--chdir\", \"$PWD/bench\", \"wsgi:app\"]
+bind = \"${BIND:-tcp}\"
+workers = 4
+concurrency = 1
+queue_size = 10000
+ready = \"http\"
+[pools.bench.health]
+path = \"/\""
+else
+  POOL="command = [\"$APP\", \"--port\", \"{port}\"]
+workers = 1
+concurrency = 4096
+ready = \"tcp\""
+fi
 TICK=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -53,10 +86,7 @@ access = ${5:-false}
 level = "$([ "${5:-false}" = true ] && echo info || echo warn)"
 $4
 [pools.bench]
-command = ["$APP", "--port", "{port}"]
-workers = 1
-concurrency = 4096
-ready = "tcp"
+$POOL
 TOML
   "$2" run -c "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
   local pid=$!; PIDS+=("$pid")
@@ -65,7 +95,11 @@ TOML
 }
 
 UP=$(free_port); NGINX_PORT=$(free_port)
-"$APP" --port "$UP" >/dev/null 2>&1 & PIDS+=($!)
+if [ "$UPSTREAM" = gunicorn ]; then
+  "$GUNICORN" -w 4 -b "127.0.0.1:$UP" --chdir bench wsgi:app >"$WORK/gunicorn.log" 2>&1 & PIDS+=($!)
+else
+  "$APP" --port "$UP" >/dev/null 2>&1 & PIDS+=($!)
+fi
 wait_port "$UP"
 nginx_conf "$WORK" "$NGINX_PORT" "$UP" "${NGINX_HTTP:-}"
 nginx -c "$WORK/nginx.conf" & PIDS+=($!)
@@ -95,17 +129,21 @@ for name in nginx before after; do
   sizes+=("$name $(curl -s -o /dev/null -w '%{size_download}' "${hdr[@]}" "http://127.0.0.1:${!port_var}$PATH_Q")")
 done
 
-order=(nginx before after)
+stacks=(nginx before after)
 for round in $(seq "$ROUNDS"); do
+  # Rotated each round and run backwards every other round, so that each stack follows each
+  # other one as often: in a plain rotation "after" always runs right after "before".
+  order=()
+  for i in 0 1 2; do order+=("${stacks[$(( (i + round) % 3 ))]}"); done
+  [ $((round % 2)) -eq 0 ] && order=("${order[2]}" "${order[1]}" "${order[0]}")
   for c in $CONNS; do
     for name in "${order[@]}"; do cell "$name" "$c"; done
   done
-  order=("${order[@]:1}" "${order[0]}")
   echo "round $round of $ROUNDS done" >&2
 done
 
 echo
-echo "$ROUNDS rounds of ${DURATION} s cells, wrk -t1, $PATH_Q, keep-alive; corral 1 proxy thread, nginx 1 worker."
+echo "$ROUNDS rounds of ${DURATION} s cells, wrk -t1, $PATH_Q, keep-alive; corral 1 proxy thread, nginx 1 worker; upstream: $UPSTREAM${BIND:+ over $BIND}."
 echo "Requests/s and CPU µs per request (user+system) of the proxy process: median (min-max)."
 echo "Body bytes of one answer: ${sizes[*]}."
 echo
