@@ -110,15 +110,15 @@ PORT_nginx=$NGINX_PORT
 start_corral before "$A" "${A_SERVER:-}" "${A_TABLES:-}" "${A_ACCESS:-false}"
 start_corral after "$B" "${B_SERVER:-}" "${B_TABLES:-}" "${B_ACCESS:-false}"
 
-# cell NAME CONNS -> appends "rps us_per_req" to $WORK/NAME-CONNS
+# cell NAME CONNS -> appends "rps us_per_req p50_us p99_us" to $WORK/NAME-CONNS
 cell() {
   local port_var="PORT_$1" pid_var="PID_$1" before after rps
   before=$(cpu_ticks "${!pid_var}")
   local extra=(); [ -n "${WRK_HEADER:-}" ] && extra=(-H "$WRK_HEADER")
-  rps=$(wrk -t1 -c"$2" -d"${DURATION}s" -s bench/latency.lua "${extra[@]}" "http://127.0.0.1:${!port_var}$PATH_Q" 2>/dev/null | awk '/^RESULT/ {print $2}')
+  read -r rps p50 p99 < <(wrk -t1 -c"$2" -d"${DURATION}s" -s bench/latency.lua "${extra[@]}" "http://127.0.0.1:${!port_var}$PATH_Q" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4}')
   after=$(cpu_ticks "${!pid_var}")
-  awk -v r="$rps" -v b="$before" -v a="$after" -v t="$TICK" -v d="$DURATION" \
-    'BEGIN { printf "%s %.2f\n", r, (a-b)/t/(r*d)*1e6 }' >> "$WORK/$1-$2"
+  awk -v r="$rps" -v b="$before" -v a="$after" -v t="$TICK" -v d="$DURATION" -v p50="$p50" -v p99="$p99" \
+    'BEGIN { printf "%s %.2f %d %d\n", r, (a-b)/t/(r*d)*1e6, p50, p99 }' >> "$WORK/$1-$2"
 }
 
 # What one answer weighs on each stack (compressed or not), with the load's own header.
@@ -151,8 +151,8 @@ echo "| conns | nginx rps | before rps | after rps | before/nginx | after/nginx 
 echo "|---|---|---|---|---|---|---|---|---|"
 for c in $CONNS; do
   # Ratios are taken per round (the cells of one round ran side by side), then the median.
-  paste "$WORK/before-$c" "$WORK/nginx-$c" | awk '{printf "%.3f\n", $1/$3}' > "$WORK/rb-$c"
-  paste "$WORK/after-$c" "$WORK/nginx-$c" | awk '{printf "%.3f\n", $1/$3}' > "$WORK/ra-$c"
+  paste "$WORK/before-$c" "$WORK/nginx-$c" | awk '{printf "%.3f\n", $1/$5}' > "$WORK/rb-$c"
+  paste "$WORK/after-$c" "$WORK/nginx-$c" | awk '{printf "%.3f\n", $1/$5}' > "$WORK/ra-$c"
   echo "| $c | $(stat "$WORK/nginx-$c" 1) | $(stat "$WORK/before-$c" 1) | $(stat "$WORK/after-$c" 1) | $(stat "$WORK/rb-$c" 1) | $(stat "$WORK/ra-$c" 1) | $(stat "$WORK/nginx-$c" 2) | $(stat "$WORK/before-$c" 2) | $(stat "$WORK/after-$c" 2) |"
 done
 echo
@@ -162,6 +162,16 @@ echo
 echo "| conns | after/before rps | after/before CPU µs/req |"
 echo "|---|---|---|"
 for c in $CONNS; do
-  paste "$WORK/after-$c" "$WORK/before-$c" | awk '{printf "%.3f %.3f\n", $1/$3, $2/$4}' > "$WORK/ab-$c"
+  paste "$WORK/after-$c" "$WORK/before-$c" | awk '{printf "%.3f %.3f\n", $1/$5, $2/$6}' > "$WORK/ab-$c"
   echo "| $c | $(stat "$WORK/ab-$c" 1) | $(stat "$WORK/ab-$c" 2) |"
+done
+echo
+echo "Latency, p50 / p99 in µs, medians of the rounds."
+echo
+echo "| conns | nginx | before | after |"
+echo "|---|---|---|---|"
+# lat NAME CONNS -> "p50 / p99", the medians
+lat() { echo "$(stat "$WORK/$1-$2" 3 | cut -d' ' -f1) / $(stat "$WORK/$1-$2" 4 | cut -d' ' -f1)"; }
+for c in $CONNS; do
+  echo "| $c | $(lat nginx "$c") | $(lat before "$c") | $(lat after "$c") |"
 done

@@ -186,6 +186,10 @@ pub struct Queue {
     pub notify: Notify,
     /// Requests waiting now.
     pub waiting: AtomicU32,
+    /// Slots freed while requests waited, each with a waiter woken for it that has not yet
+    /// run: a request that was not woken leaves a free slot alone while any is promised, so
+    /// the longest waiter gets it rather than whoever looks first.
+    pub promised: AtomicU32,
 }
 
 /// The ready workers of one pool and how the proxy may use them.

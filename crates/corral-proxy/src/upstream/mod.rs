@@ -5,7 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use corral_supervisor::routes::Queue;
-use corral_supervisor::{Backend, RoutingTable, SharedRoutes, WorkerId};
+use corral_supervisor::{Backend, WorkerId};
+
+mod wait;
+
+pub use wait::{claim, NoWorker};
 
 /// A claim on one worker for one request: counts in its `in_flight` until dropped, so the
 /// count is right on every path out of a request (errors and retries included), and wakes
@@ -38,8 +42,10 @@ impl Drop for Claim {
     fn drop(&mut self) {
         self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
         // SeqCst pairs with the waiter's increment of `waiting` before its re-check: either
-        // it sees our decrement, or we see it waiting and wake it.
+        // it sees our decrement, or we see it waiting and wake it. The slot is promised to
+        // the one woken, so that a request arriving before it runs leaves the slot alone.
         if self.queue.waiting.load(Ordering::SeqCst) > 0 {
+            self.queue.promised.fetch_add(1, Ordering::SeqCst);
             self.queue.notify.notify_one();
         }
     }
@@ -135,79 +141,12 @@ pub fn choose(
     }
 }
 
-/// Why a request got no worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoWorker {
-    /// Every ready worker was tried (or none is ready).
-    Exhausted,
-    /// All workers are busy and the wait queue is full.
-    QueueFull,
-    /// All workers stayed busy for the pool's `queue_timeout`.
-    QueueTimeout,
-}
-
-/// Claims a worker of the pool `ticket` is routed to for one attempt, waiting in the pool's bounded queue
-/// while every worker is at its concurrency. `table` is refreshed after each wake-up, since
-/// workers may have become ready or retired meanwhile.
-pub async fn claim(
-    routes: &SharedRoutes,
-    table: &mut Arc<RoutingTable>,
-    ticket: u32,
-    tried: &[WorkerId],
-    spread: usize,
-) -> Result<Claim, NoWorker> {
-    let mut deadline = None;
-    let mut counted = false;
-    loop {
-        let route = table.route(ticket);
-        match choose(
-            &route.backends,
-            &route.queue,
-            route.concurrency,
-            tried,
-            spread,
-        ) {
-            Choice::Claimed(claim) => return Ok(claim),
-            Choice::Exhausted => return Err(NoWorker::Exhausted),
-            Choice::Busy => {}
-        }
-        let queue = route.queue.clone();
-        if !counted {
-            if queue.waiting.load(Ordering::SeqCst) >= route.queue_size {
-                return Err(NoWorker::QueueFull);
-            }
-            counted = true;
-        }
-        let until =
-            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + route.queue_timeout);
-        let metrics = route.metrics.clone();
-        let notified = queue.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        queue.waiting.fetch_add(1, Ordering::SeqCst);
-        metrics.queue_depth.inc();
-        // Re-check after registering: a slot freed before `enable` would not wake us.
-        let woke = match choose(
-            &route.backends,
-            &route.queue,
-            route.concurrency,
-            tried,
-            spread,
-        ) {
-            Choice::Claimed(claim) => {
-                queue.waiting.fetch_sub(1, Ordering::SeqCst);
-                metrics.queue_depth.dec();
-                return Ok(claim);
-            }
-            _ => tokio::time::timeout_at(until, notified).await.is_ok(),
-        };
-        queue.waiting.fetch_sub(1, Ordering::SeqCst);
-        metrics.queue_depth.dec();
-        if !woke {
-            return Err(NoWorker::QueueTimeout);
-        }
-        *table = routes.load_full();
-    }
+/// Whether some worker could take one more request now: a woken waiter that took its slot
+/// asks this before waking the next, for room freed while no one was woken for it.
+fn has_room(backends: &[Arc<Backend>], concurrency: u32) -> bool {
+    backends
+        .iter()
+        .any(|b| b.load() < concurrency && !b.is_spent())
 }
 
 /// A per-thread counter that spreads ties between equally idle workers.
@@ -233,7 +172,7 @@ mod tests {
         (0..n).map(|i| backend(i, 0)).collect()
     }
 
-    fn backend(i: u32, max_requests: u64) -> Arc<Backend> {
+    pub(super) fn backend(i: u32, max_requests: u64) -> Arc<Backend> {
         Arc::new(Backend {
             id: corral_supervisor::WorkerId(u64::from(i)),
             pool: Arc::from("web"),
