@@ -41,6 +41,9 @@ pub struct RedisStore {
     timeout: Duration,
     conn: ArcSwapOption<ConnectionManager>,
     connecting: AtomicBool,
+    /// Woken when a connection attempt ends, either way: a decision that comes while the
+    /// first attempt is under way waits for it (within `timeout`) instead of failing.
+    attempted: tokio::sync::Notify,
     down: AtomicBool,
     script: redis::Script,
     errors: prometheus::IntCounter,
@@ -60,6 +63,7 @@ impl RedisStore {
             timeout,
             conn: ArcSwapOption::empty(),
             connecting: AtomicBool::new(false),
+            attempted: tokio::sync::Notify::new(),
             down: AtomicBool::new(false),
             script: redis::Script::new(SCRIPT),
             errors,
@@ -73,8 +77,7 @@ impl RedisStore {
 
     /// Decides one request of `key`; `Err` when Redis did not answer in time.
     pub async fn decide(self: &Arc<Self>, key: &[u8], rate: Rate) -> Result<Decision, ()> {
-        let Some(conn) = self.conn.load_full() else {
-            self.connect_in_background();
+        let Some(conn) = self.connection().await else {
             self.failed("not connected yet");
             return Err(());
         };
@@ -96,6 +99,26 @@ impl RedisStore {
                 Err(())
             }
         }
+    }
+
+    /// The connection; before the first one, waits up to `timeout` for the attempt under
+    /// way, so requests that come just after a start or reload are decided, not refused.
+    /// Once an attempt has failed (the store is down), answers at once.
+    async fn connection(self: &Arc<Self>) -> Option<Arc<ConnectionManager>> {
+        if let Some(conn) = self.conn.load_full() {
+            return Some(conn);
+        }
+        self.connect_in_background();
+        if self.down.load(Ordering::Acquire) {
+            return None;
+        }
+        let attempted = self.attempted.notified();
+        tokio::pin!(attempted);
+        attempted.as_mut().enable();
+        if self.conn.load().is_none() && !self.down.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(self.timeout, attempted).await;
+        }
+        self.conn.load_full()
     }
 
     /// Starts connecting, when called on a tokio runtime (else on first use).
@@ -120,10 +143,12 @@ impl RedisStore {
                 {
                     Ok(conn) => {
                         store.conn.store(Some(Arc::new(conn)));
+                        store.attempted.notify_waiters();
                         return;
                     }
                     Err(e) => {
                         store.failed(&e.to_string());
+                        store.attempted.notify_waiters();
                         tokio::time::sleep(CONNECT_RETRY).await;
                     }
                 }

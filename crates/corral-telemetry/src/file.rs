@@ -185,16 +185,22 @@ mod tests {
         all
     }
 
-    #[test]
-    fn rotation_by_size_keeps_every_line_until_keep_runs_out() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("corral.log");
+    /// A log file in `dir` rotated at 100 bytes, keeping 50 old ones.
+    fn files_of_100_bytes(dir: &Path, name: &str) -> (PathBuf, Rotation, RotatingFile) {
+        let path = dir.join(name);
         let rotation = Rotation {
             max_size: Some(100),
             daily: false,
             keep: 50,
         };
-        let mut file = RotatingFile::open(&path, rotation, Arc::default()).expect("open");
+        let file = RotatingFile::open(&path, rotation, Arc::default()).expect("open");
+        (path, rotation, file)
+    }
+
+    #[test]
+    fn rotation_by_size_keeps_every_line_until_keep_runs_out() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (path, rotation, mut file) = files_of_100_bytes(dir.path(), "corral.log");
         let sent: Vec<String> = (0..200).map(|i| format!("line {i:04}")).collect();
         // In batches, as the writer thread hands them over: each line is placed on its own.
         for batch in sent.chunks(7) {
@@ -228,13 +234,7 @@ mod tests {
     #[test]
     fn a_batch_larger_than_the_limit_is_rotated_within() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("access.log");
-        let rotation = Rotation {
-            max_size: Some(100),
-            daily: false,
-            keep: 50,
-        };
-        let mut file = RotatingFile::open(&path, rotation, Arc::default()).expect("open");
+        let (_, _, mut file) = files_of_100_bytes(dir.path(), "access.log");
         let sent: Vec<String> = (0..30).map(|i| format!("line {i:04}")).collect();
         let batch: String = sent.iter().map(|line| format!("{line}\n")).collect();
         file.write_all(batch.as_bytes()).expect("write");
@@ -247,13 +247,7 @@ mod tests {
     #[test]
     fn a_file_moved_away_before_the_reopen_loses_no_line_when_it_is_full() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("access.log");
-        let rotation = Rotation {
-            max_size: Some(100),
-            daily: false,
-            keep: 50,
-        };
-        let mut file = RotatingFile::open(&path, rotation, Arc::default()).expect("open");
+        let (path, _, mut file) = files_of_100_bytes(dir.path(), "access.log");
         let mut sent: Vec<String> = (0..9).map(|i| format!("line {i:04}")).collect();
         for line in &sent {
             file.write_all(format!("{line}\n").as_bytes())
