@@ -131,17 +131,19 @@ fn a_hung_sync_worker_gets_504_and_is_replaced() {
     );
 }
 
-/// The acceptance case of exact recycling: Flask under waitress (over half a second to
-/// become ready, more under load), 4 workers, `max_requests = 200` with jitter 20, 16
-/// clients, 4,000 requests: no retired worker serves more than its limit plus a tenth
-/// (242 at most), no request fails, and the pool never has fewer than 4 workers serving.
+/// The acceptance case of exact recycling: Flask under waitress, 4 workers, `max_requests =
+/// 200` with jitter 20, 16 clients, 4,000 requests: no retired worker serves more than its
+/// limit plus a tenth (242 at most), no request fails, and the pool never has fewer than 4
+/// workers serving. Each worker starts 0.5 s late (a shell that sleeps, then execs waitress),
+/// so that a worker takes over half a second to become ready even on a fast machine (waitress
+/// and Flask alone take 0.3-0.6 s idle, depending on the machine), and more under load.
 #[test]
 fn waitress_workers_retire_within_a_tenth_of_their_limit_under_saturating_load() {
     let Some(venv) = apps::venv_with("waitress-serve") else {
         return;
     };
     let body = format!(
-        "[pools.web]\ncommand = [{:?}, \"--host=127.0.0.1\", \"--port={{port}}\", \"--threads=2\", \"app:app\"]\ncwd = {:?}\nworkers = 4\nconcurrency = 2\nready = \"http\"\nmax_requests = 200\nmax_requests_jitter = 20\nstart_timeout = \"30s\"\nkill_timeout = \"5s\"\n",
+        "[pools.web]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 0.5 && exec \\\"$0\\\" \\\"$@\\\"\", {:?}, \"--host=127.0.0.1\", \"--port={{port}}\", \"--threads=2\", \"app:app\"]\ncwd = {:?}\nworkers = 4\nconcurrency = 2\nready = \"http\"\nmax_requests = 200\nmax_requests_jitter = 20\nstart_timeout = \"30s\"\nkill_timeout = \"5s\"\n",
         venv.join("bin").join("waitress-serve").display().to_string(),
         repo_root().join("examples").join("flask").display().to_string(),
     );
@@ -153,6 +155,10 @@ fn waitress_workers_retire_within_a_tenth_of_their_limit_under_saturating_load()
         .filter_map(|e| e["startup_ms"].as_u64())
         .collect();
     println!("startup on an idle machine: {startups:?} ms");
+    assert!(
+        startups.iter().all(|ms| *ms > 500),
+        "the case needs workers that take over half a second to be ready: {startups:?}"
+    );
     // Workers serving (ready, or retiring and still taking requests), sampled throughout.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
