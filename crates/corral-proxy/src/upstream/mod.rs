@@ -120,18 +120,18 @@ pub fn choose(
             .compare_exchange(load, load + 1, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            let claim = Claim {
-                backend: b.clone(),
-                queue: queue.clone(),
-            };
             // The count may have gone down and up again since `is_spent` looked (a request
             // answered, another claimed, on other threads): with ours counted, a retiring
-            // worker must still be within its cap, or the claim is given back.
+            // worker must still be within its cap, or the count is taken back. Not through
+            // a `Claim`'s drop: a worker at its cap frees no slot to promise a waiter.
             if b.would_pass_cap(b.load()) {
-                drop(claim);
+                b.in_flight.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
-            return Choice::Claimed(claim);
+            return Choice::Claimed(Claim {
+                backend: b.clone(),
+                queue: queue.clone(),
+            });
         }
     }
     if any_untried {
