@@ -69,6 +69,21 @@ impl ConfigWatch {
     }
 }
 
+/// The watch `config` asks for (`server.watch_config`); `None` when it does not, or when the
+/// directory cannot be watched (logged: SIGHUP still reloads).
+pub fn start_if_asked(config: &corral_config::Config) -> Option<ConfigWatch> {
+    if !config.server.watch_config {
+        return None;
+    }
+    match ConfigWatch::start(&config.source) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(event = "watch_failed", config = %config.source.display(), error = %e, "cannot watch the config file; reload with SIGHUP instead");
+            None
+        }
+    }
+}
+
 /// Waits for a change when watching, forever otherwise.
 pub async fn changed(watch: &mut Option<ConfigWatch>) {
     match watch {

@@ -6,15 +6,18 @@ mod cli;
 mod client;
 mod config_watch;
 mod listeners;
+mod master;
 mod reload;
 mod routing_state;
 mod run;
 mod serve;
 mod services;
 mod signals;
+mod stop;
 mod switch;
 mod tls;
 mod upgrade;
+mod wiring;
 
 use std::process::ExitCode;
 

@@ -1,8 +1,30 @@
-//! SIGHUP: read the config again. An invalid file changes nothing; every error is logged
-//! and counted. A valid one is returned for the proxy and supervisor to apply.
+//! Reading the config again, whatever asked for it (SIGHUP, the file watch, `corral
+//! reload`). An invalid file changes nothing; every error is logged and counted. A valid one
+//! is returned for the master to apply (`Master::reload`, the one reload path).
 
 use corral_config::Config;
 use corral_telemetry::Metrics;
+
+/// What asked for a reload; logged with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// SIGHUP.
+    Signal,
+    /// `server.watch_config`: the file changed.
+    FileWatch,
+    /// `corral reload`, on the control socket.
+    Control,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Signal => "SIGHUP",
+            Source::FileWatch => "file changed",
+            Source::Control => "corral reload",
+        }
+    }
+}
 
 /// A new config that passed every check, with its certificates loaded.
 pub struct Reloaded {
@@ -15,8 +37,12 @@ pub struct Reloaded {
 /// Reads and validates the config `current` came from (with the same environment
 /// overrides), and loads the certificates it names. Returns them, or every error (also
 /// logged) to keep `current` and the certificates in use.
-pub fn reload(current: &Config, metrics: &Metrics) -> Result<Reloaded, Vec<String>> {
-    tracing::info!(event = "reloading", config = %current.source.display(), "SIGHUP: reading the config again");
+pub fn reload(
+    current: &Config,
+    metrics: &Metrics,
+    source: Source,
+) -> Result<Reloaded, Vec<String>> {
+    tracing::info!(event = "reloading", config = %current.source.display(), source = source.as_str(), "{}: reading the config again", source.as_str());
     let loaded = corral_config::load(Some(&current.source), &|name| std::env::var(name).ok())
         .and_then(|config| match corral_tls::load(&config) {
             Ok(certificates) => Ok(Reloaded {

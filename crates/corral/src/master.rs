@@ -1,0 +1,287 @@
+//! The master's serving loop and its state. [`Master`] holds what changes while corral runs
+//! (the config in force, its generation, a switch or upgrade under way, what systemd has
+//! been told) and has one entry point per input: a signal, the config file changing, a
+//! control request, the switch or the upgrade ending, the announce tick. Every reload,
+//! whoever asks for it, goes through [`Master::reload`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use corral_config::Config;
+use corral_proxy::{ControlRequest, ProxySettings};
+use corral_supervisor::{Scale, Supervisor};
+use corral_systemd::{Successor, UpgradeError};
+use corral_telemetry::{LogGuard, Metrics};
+use pingora_core::server::ListenFds;
+use serde_json::json;
+
+use crate::announce::{Announcer, Turn};
+use crate::reload::{self, Source};
+use crate::signals::{Request, Signals};
+use crate::stop::Ending;
+use crate::upgrade::{self, UpgradeWait};
+use crate::wiring::Wired;
+use crate::{config_watch, routing_state, switch};
+
+/// How often readiness, the status line and the watchdog are looked at.
+const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
+/// How long a successor that will not take over has to stop before it is killed.
+const ABANDON_GRACE: Duration = Duration::from_secs(10);
+
+/// The master while it serves.
+pub struct Master<'a> {
+    /// The config in force: the start one, then each applied reload's.
+    current: Config,
+    /// The config generation, counted here where reloads are decided (the supervisor's
+    /// snapshot follows it asynchronously): 1 at start, +1 per applied reload.
+    generation: u64,
+    supervisor: &'a Supervisor,
+    metrics: Arc<Metrics>,
+    settings: Arc<ArcSwap<ProxySettings>>,
+    /// The HTTPS listeners' certificates, swapped on reload.
+    certificates: Option<Arc<corral_tls::Certificates>>,
+    /// Every listening socket, handed to a successor on SIGUSR2.
+    fds: ListenFds,
+    log: &'a LogGuard,
+    announcer: Announcer,
+    switching: switch::Switching<'a>,
+    upgrading: Option<UpgradeWait>,
+}
+
+/// What the master is built from: the services it runs and the handles they left.
+pub struct Parts<'a> {
+    /// The supervisor of the workers.
+    pub supervisor: &'a Supervisor,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The proxy's settings.
+    pub settings: Arc<ArcSwap<ProxySettings>>,
+    /// The certificates in use.
+    pub certificates: Option<Arc<corral_tls::Certificates>>,
+    /// The listening sockets.
+    pub fds: ListenFds,
+    /// The log, reopened on SIGUSR1.
+    pub log: &'a LogGuard,
+    /// What systemd (or the old master) hears.
+    pub announcer: Announcer,
+}
+
+impl<'a> Master<'a> {
+    /// The master serving `config`.
+    pub fn new(config: Config, parts: Parts<'a>) -> Self {
+        Master {
+            current: config,
+            generation: 1,
+            supervisor: parts.supervisor,
+            metrics: parts.metrics,
+            settings: parts.settings,
+            certificates: parts.certificates,
+            fds: parts.fds,
+            log: parts.log,
+            announcer: parts.announcer,
+            switching: None,
+            upgrading: None,
+        }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.current
+    }
+
+    /// The announcer, for the stop sequence.
+    pub fn announcer(&mut self) -> &mut Announcer {
+        &mut self.announcer
+    }
+
+    /// Serves until a stop signal, a hand-over or a failed start; an error when a listener
+    /// ended on its own (the listeners are then closed).
+    pub async fn serve(
+        &mut self,
+        signals: &mut Signals,
+        wired: &mut Wired,
+    ) -> anyhow::Result<Ending> {
+        let mut watch = config_watch::start_if_asked(&self.current);
+        let mut tick = tokio::time::interval(ANNOUNCE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ending = tokio::select! {
+                request = signals.next() => self.on_signal(request),
+                () = config_watch::changed(&mut watch) => self.on_config_changed(),
+                Some(request) = wired.control.recv() => self.on_control(request),
+                () = switch::finished(&mut self.switching) => None,
+                (successor, result) = UpgradeWait::wait(&mut self.upgrading) => self.on_upgrade(successor, result),
+                Some(reason) = wired.failed.recv() => {
+                    let _ = wired.shutdown.send(true);
+                    anyhow::bail!("{reason}; stopping");
+                }
+                _ = tick.tick() => self.on_tick(),
+            };
+            if let Some(ending) = ending {
+                return Ok(ending);
+            }
+        }
+    }
+
+    /// A signal: stop, reload, scale the active pool, reopen the logs or upgrade.
+    fn on_signal(&mut self, request: Request) -> Option<Ending> {
+        match request {
+            Request::Stop(mode) => return Some(Ending::Stop(mode)),
+            Request::Reload => {
+                let _ = self.reload(Source::Signal);
+            }
+            Request::Scale(delta) => self.supervisor.scale(None, Scale::By(delta)),
+            Request::ReopenLogs => {
+                self.log.reopen();
+                tracing::info!(
+                    event = "logs_reopened",
+                    files = self.log.has_files(),
+                    "SIGUSR1: log files reopened"
+                );
+            }
+            Request::Upgrade if self.upgrading.is_some() => {
+                tracing::warn!(
+                    event = "upgrade_ignored",
+                    "SIGUSR2: an upgrade is already under way"
+                );
+            }
+            Request::Upgrade => match upgrade::start(&self.fds) {
+                Ok(successor) => {
+                    let timeout = upgrade::ready_timeout(&self.current);
+                    self.upgrading = Some(UpgradeWait::new(successor, timeout));
+                }
+                Err(e) => {
+                    tracing::error!(event = "upgrade_failed", error = %e, "the upgrade did not start; still serving")
+                }
+            },
+        }
+        None
+    }
+
+    /// `server.watch_config`: the file changed and settled.
+    fn on_config_changed(&mut self) -> Option<Ending> {
+        tracing::info!(event = "config_changed", config = %self.current.source.display(), "the config file changed");
+        let _ = self.reload(Source::FileWatch);
+        None
+    }
+
+    /// A request from the control socket; each answers on its own channel.
+    fn on_control(&mut self, request: ControlRequest) -> Option<Ending> {
+        match request {
+            ControlRequest::Reload(reply) => {
+                let answer = self
+                    .reload(Source::Control)
+                    .map(|generation| json!({ "reloaded": true, "generation": generation }));
+                let _ = reply.send(answer);
+            }
+            ControlRequest::Switch { to, reply } => {
+                let (supervisor, metrics) = (self.supervisor, &self.metrics);
+                switch::begin(
+                    &mut self.switching,
+                    &self.current,
+                    supervisor,
+                    metrics,
+                    to,
+                    reply,
+                );
+            }
+            ControlRequest::Scale {
+                pool,
+                workers,
+                reply,
+            } => {
+                let name = pool.unwrap_or_else(|| self.current.routing.active.clone());
+                let answer = match corral_config::unknown_pool(&name, &self.current.pools) {
+                    None => {
+                        self.supervisor
+                            .scale(Some(name.clone()), Scale::To(workers));
+                        Ok(json!({ "pool": name, "workers": workers }))
+                    }
+                    Some(why) => Err(vec![why]),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        None
+    }
+
+    /// The successor started by SIGUSR2 is ready (hand over) or will not be (go on).
+    fn on_upgrade(
+        &mut self,
+        successor: Successor,
+        result: Result<u32, UpgradeError>,
+    ) -> Option<Ending> {
+        match result {
+            Ok(pid) => {
+                tracing::info!(
+                    event = "upgrade_ready",
+                    new_master = pid,
+                    "the new master is ready; this one stops accepting and drains"
+                );
+                corral_systemd::Notifier::new().main_pid(pid);
+                successor.release();
+                Some(Ending::HandedOver(pid))
+            }
+            Err(e) => {
+                tracing::error!(event = "upgrade_failed", error = %e, "the new binary did not take over; still serving");
+                tokio::spawn(successor.abandon(ABANDON_GRACE));
+                None
+            }
+        }
+    }
+
+    /// Readiness, the status line and the watchdog; a successor whose pool cannot start
+    /// gives up.
+    fn on_tick(&mut self) -> Option<Ending> {
+        let status = self.supervisor.status.load();
+        match self.announcer.tick(&status, &self.supervisor.heartbeat) {
+            Turn::SuccessorFailed(reason) => {
+                tracing::error!(event = "upgrade_abandoned", reason = %reason, "the active pool cannot start; leaving the previous master serving");
+                Some(Ending::SuccessorFailed)
+            }
+            Turn::Quiet => None,
+        }
+    }
+
+    /// The one reload path: reads and validates the file again and, if it is valid, applies
+    /// it (certificates, proxy settings, supervisor); returns the new generation, or every
+    /// error of a file that changes nothing.
+    pub fn reload(&mut self, source: Source) -> Result<u64, Vec<String>> {
+        self.announcer.reloading();
+        match reload::reload(&self.current, &self.metrics, source) {
+            Ok(new) => {
+                let generation = self.apply(new);
+                self.announcer.reload_applied(generation);
+                Ok(generation)
+            }
+            Err(errors) => {
+                self.announcer.reload_rejected();
+                Err(errors)
+            }
+        }
+    }
+
+    /// Puts a valid config in force.
+    fn apply(&mut self, reloaded: reload::Reloaded) -> u64 {
+        let new = reloaded.config;
+        if let (Some(set), Some(in_use)) = (reloaded.certificates, &self.certificates) {
+            crate::tls::announce(&set);
+            in_use.store(set);
+        }
+        // A file whose routing changed wins over a switch made at run time, also after a
+        // restart.
+        if new.routing.traffic() != self.current.routing.traffic() {
+            routing_state::forget(&new);
+        }
+        self.settings.store(Arc::new(ProxySettings::new(
+            &new,
+            Some(&self.settings.load()),
+            &self.metrics,
+        )));
+        self.supervisor.reload(new.clone());
+        self.current = new;
+        self.generation += 1;
+        self.generation
+    }
+}
