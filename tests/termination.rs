@@ -204,3 +204,63 @@ fn sigttin_and_sigttou_add_and_remove_a_worker() {
     assert_eq!(corral.workers().len(), 1);
     assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
 }
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` from `stream`; (head, body length).
+fn read_answer(stream: &mut std::net::TcpStream) -> std::io::Result<(String, usize)> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    Ok((head, length))
+}
+
+#[test]
+fn a_kept_alive_client_still_reading_its_answer_at_stop_may_send_one_more_request() {
+    // Regression: at a stop (or a SIGUSR2 hand-over) an idle kept-alive connection was
+    // closed 1 s after the stop, counted from when corral had written the answer, not from
+    // when the client had it: a client still reading found the connection closed.
+    use std::io::Write;
+    let mut corral = Corral::start(&testapp_pool(1, ""), "graceful_timeout = \"15s\"", 1);
+    const SIZE: usize = 512 * 1024;
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    // A small window, so most of the answer waits in corral's socket for the client.
+    socket.set_recv_buffer_size(8 * 1024).expect("rcvbuf");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], corral.port).into();
+    socket.connect(&addr.into()).expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    let request = format!("GET /bytes?n={SIZE} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    // corral has written the whole answer (its access line) while the client reads nothing.
+    corral.wait_log("the big answer written", Duration::from_secs(10), |e| {
+        e["message"] == "access" && e["path"] == format!("/bytes?n={SIZE}")
+    });
+    corral.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_secs(3));
+    let (head, length) = read_answer(&mut stream).expect("the first answer");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(length, SIZE);
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("send the next request");
+    let next = read_answer(&mut stream);
+    assert!(
+        matches!(&next, Ok((head, _)) if head.starts_with("http/1.1 200") && head.contains("connection: close")),
+        "the next request on the connection: {next:?}\n{}",
+        corral.logs()
+    );
+    assert_eq!(corral.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}

@@ -2,13 +2,15 @@
 //! (not merely started, which is what Gunicorn reports), `STATUS=` lines as they change,
 //! `RELOADING=1` then `READY=1` around each reload, and `WATCHDOG=1` only while both of the
 //! master's loops turn. After a `SIGUSR2` the new master tells the old one instead of
-//! systemd that it is ready (the old one then names it `MAINPID`).
+//! systemd that it is ready (the old one then names it `MAINPID`), and only then starts
+//! accepting on the sockets it shares with the old one (`services.rs`).
 
 use std::time::{Duration, Instant};
 
 use corral_supervisor::heartbeat::Heartbeat;
 use corral_supervisor::{PoolView, StateKind, StatusSnapshot};
 use corral_systemd::{Notifier, SuccessorReport};
+use tokio::sync::watch;
 
 /// The longest `systemctl reload` waits for a rollout that does not finish (its workers
 /// cannot start): READY=1 then goes out anyway, the status line saying so.
@@ -40,19 +42,32 @@ pub struct Announcer {
     phase: Phase,
     last_status: String,
     watchdog: Option<(Duration, Instant)>,
+    /// Opens this master's listeners: true from the start, or after a SIGUSR2 once the
+    /// active pool is ready.
+    accepting: watch::Sender<bool>,
 }
 
 impl Announcer {
     /// For this process: `successor` is the previous master's report socket after a
     /// SIGUSR2, `watchdog` the ping interval when systemd's watchdog is on.
     pub fn new(successor: Option<SuccessorReport>, watchdog: Option<Duration>) -> Self {
+        let (accepting, _) = watch::channel(successor.is_none());
         Announcer {
             notifier: Notifier::new(),
             successor,
             phase: Phase::Starting,
             last_status: String::new(),
             watchdog: watchdog.map(|every| (every, Instant::now())),
+            accepting,
         }
+    }
+
+    /// Turns true when the listeners may accept: at once for a master started on its own;
+    /// for one started by a SIGUSR2, once its active pool is ready, just before it tells
+    /// the old master (connections meanwhile wait in the shared sockets' queue, for the
+    /// old master to take).
+    pub fn accepting(&self) -> watch::Receiver<bool> {
+        self.accepting.subscribe()
     }
 
     /// Called often (every 200 ms): readiness, status line, watchdog.
@@ -69,6 +84,7 @@ impl Announcer {
                 self.phase = Phase::Serving;
                 match self.successor.take() {
                     Some(report) => {
+                        self.accepting.send_replace(true);
                         report.ready();
                         self.notifier.status(&line);
                     }

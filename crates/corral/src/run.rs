@@ -111,7 +111,7 @@ async fn serve(
     announcer: Announcer,
     log: &LogGuard,
 ) -> anyhow::Result<Ending> {
-    let mut wired = wiring::start(config, &opened, supervisor, &metrics)?;
+    let mut wired = wiring::start(config, &opened, supervisor, &metrics, announcer.accepting())?;
     let parts = Parts {
         supervisor,
         metrics: metrics.clone(),

@@ -1,5 +1,11 @@
 //! The proxy and admin listeners each run as a pingora service in a task of their own,
 //! watched so that one ending before the stop sequence asks it to stops corral.
+//!
+//! A master started by a SIGUSR2 upgrade shares its listening sockets with the old one, and
+//! a connection goes to whichever calls `accept` first. So its services start accepting only
+//! once `accepting` turns true (its active pool is ready, see `announce.rs`): until then every
+//! connection waits in the sockets' shared queue for the old master, which serves as before,
+//! and a successor that never gets ready never takes one.
 
 use pingora_core::apps::ServerApp;
 use pingora_core::server::ListenFds;
@@ -15,6 +21,9 @@ pub struct Listening {
     pub shutdown: watch::Receiver<bool>,
     /// Where a service that ends on its own says why.
     pub failed: mpsc::UnboundedSender<String>,
+    /// Turns true when this master may take connections: at once, or after a SIGUSR2 once
+    /// its active pool is ready.
+    pub accepting: watch::Receiver<bool>,
 }
 
 impl Listening {
@@ -25,12 +34,28 @@ impl Listening {
         mut service: Service<A>,
     ) -> tokio::task::JoinHandle<()> {
         let (fds, shutdown) = (self.fds.clone(), self.shutdown.clone());
+        let accepting = self.accepting.clone();
         spawn(
             name,
-            async move { service.start_service(Some(fds), shutdown, 1).await },
+            async move {
+                if until_accepting(accepting, shutdown.clone()).await {
+                    service.start_service(Some(fds), shutdown, 1).await
+                }
+            },
             self.shutdown.clone(),
             self.failed.clone(),
         )
+    }
+}
+
+/// Waits until this master may accept (true) or stops before it may (false).
+async fn until_accepting(
+    mut accepting: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        open = accepting.wait_for(|open| *open) => open.is_ok(),
+        _ = shutdown.wait_for(|stop| *stop) => false,
     }
 }
 

@@ -36,12 +36,14 @@ pub struct Wired {
     pub control: mpsc::UnboundedReceiver<ControlRequest>,
 }
 
-/// Starts every listening service of `config` on the sockets `opened`.
+/// Starts every listening service of `config` on the sockets `opened`; they accept once
+/// `accepting` turns true (at once, or after a SIGUSR2 once the active pool is ready).
 pub fn start(
     config: &Config,
     opened: &listeners::Opened,
     supervisor: &Supervisor,
     metrics: &Arc<Metrics>,
+    accepting: watch::Receiver<bool>,
 ) -> anyhow::Result<Wired> {
     let draining = Arc::new(AtomicBool::new(false));
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -61,6 +63,7 @@ pub fn start(
         fds: opened.fds.clone(),
         shutdown: shutdown_rx,
         failed: failed_tx,
+        accepting,
     };
     let mut proxy_tasks = Vec::new();
     if let (Some(tls), Some(certificates)) = (&config.server.tls, &opened.certificates) {

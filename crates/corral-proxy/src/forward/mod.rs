@@ -13,6 +13,7 @@ mod compress;
 mod conns;
 mod context;
 mod copy;
+mod delivered;
 mod exchange;
 mod fields;
 mod h2;
@@ -52,7 +53,9 @@ pub use websocket::Tunnels;
 /// Once corral stops accepting (SIGTERM, or a SIGUSR2 hand-over), how long an idle
 /// keep-alive connection is kept for its next request, which is then answered with
 /// `Connection: close`. Closing idle connections at once would race requests already on
-/// their way (a client sees a reset); a quiet connection closes after this.
+/// their way (a client sees a reset); a quiet connection closes after this, counted from
+/// when the client has received its last answer whole (`delivered.rs`): a client still
+/// reading it has not had the chance to send its next request.
 const STOP_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long one read of a request body may wait for the client.
@@ -154,17 +157,20 @@ impl ServerApp for Forwarder {
                 client.set_server_keepalive(Some(self.settings.load().keepalive_secs()));
                 None
             };
+            let socket = pingora_core::protocols::UniqueID::id(client.stream().as_ref());
             let stop_grace = async {
                 if !*shutdown.borrow() {
                     let _ = shutdown.changed().await;
                 }
+                delivered::until_delivered(socket).await;
                 tokio::time::sleep(STOP_IDLE_GRACE).await;
             };
             let read = tokio::select! {
                 biased;
                 read = client.read_request() => read,
                 // Stopping: an idle connection gets one more request (answered with
-                // `Connection: close`) or closes after the grace; one being read goes on.
+                // `Connection: close`) or closes after the grace, which starts once the
+                // client has received its last answer whole; one being read goes on.
                 _ = stop_grace => return None,
                 _ = sleep_or_never(header_timeout) => {
                     tracing::debug!("request head not complete within header_timeout");
