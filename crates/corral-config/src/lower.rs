@@ -148,6 +148,9 @@ fn limits(r: &mut Reader, server: &mut Table) -> Limits {
         header_timeout: t
             .duration(r, "header_timeout")
             .unwrap_or(Duration::from_secs(10)),
+        body_timeout: t
+            .positive_duration(r, "body_timeout")
+            .unwrap_or(Duration::from_secs(60)),
         keepalive_timeout: t
             .duration(r, "keepalive_timeout")
             .unwrap_or(Duration::from_secs(5)),

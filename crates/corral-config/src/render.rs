@@ -94,6 +94,7 @@ pub fn render(c: &Config) -> String {
         "header_timeout = {:?}",
         format_duration(l.header_timeout)
     );
+    let _ = writeln!(out, "body_timeout = {:?}", format_duration(l.body_timeout));
     let _ = writeln!(
         out,
         "keepalive_timeout = {:?}",

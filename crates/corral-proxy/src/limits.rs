@@ -53,10 +53,7 @@ pub fn check(head: &RequestHeader, limits: &Limits) -> Option<Refusal> {
                 reason: "conflicting Content-Length",
             });
         }
-        match std::str::from_utf8(first.as_bytes())
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-        {
+        match content_length(first.as_bytes()) {
             None => {
                 return Some(Refusal {
                     status: 400,
@@ -73,6 +70,15 @@ pub fn check(head: &RequestHeader, limits: &Limits) -> Option<Refusal> {
         }
     }
     None
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 8.6: no sign, no space), leading zeros
+/// allowed; `None` when malformed or past `u64`.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Whether a raw request head has a `Content-Length` field. pingora drops that field when
@@ -99,6 +105,7 @@ mod tests {
             header_size: 50,
             body_size: 1000,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(5),
         }
     }
@@ -164,5 +171,21 @@ mod tests {
             Some(400)
         );
         assert_eq!(status(&head("/", &[("content-length", "five")])), Some(400));
+        assert_eq!(status(&head("/", &[("content-length", "+5")])), Some(400));
+        assert_eq!(status(&head("/", &[("content-length", "")])), Some(400));
+    }
+
+    #[test]
+    fn content_length_is_digits_only_with_any_leading_zeros() {
+        assert_eq!(content_length(b"5"), Some(5));
+        assert_eq!(
+            content_length(&[b"0".repeat(5000), b"5".to_vec()].concat()),
+            Some(5)
+        );
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(content_length(b"18446744073709551616"), None);
+        for bad in [&b"+5"[..], b"-5", b" 5", b"5 ", b"0x5", b""] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
     }
 }

@@ -39,6 +39,8 @@ pub fn answer<S: Write>(conn: &mut S, path: &str, n: usize) -> Option<io::Result
             b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbye\n",
             false,
         ),
+        // Reads the request and closes without a word.
+        "/drop" => Ok(false),
         // Promises `n` bytes, sends half, closes.
         "/truncate" => {
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");

@@ -91,6 +91,9 @@ pub struct Limits {
     pub body_size: u64,
     /// Time a new connection has to send its first request head (slowloris guard).
     pub header_timeout: Duration,
+    /// Longest wait between two reads of a request body (nginx's `client_body_timeout`):
+    /// a body that stops arriving is answered 408 and its connection closed.
+    pub body_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub keepalive_timeout: Duration,
 }

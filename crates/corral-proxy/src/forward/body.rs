@@ -16,6 +16,10 @@ const BUFFER: usize = 64 * 1024;
 /// What was read of a body before the request went to a worker.
 #[derive(Default)]
 pub(super) struct BodyStart {
+    /// Whether the head announced a body (`Content-Length` above 0 or `Transfer-Encoding`),
+    /// even one that turned out empty: its framing goes to the worker whole, so a chunked
+    /// body of no bytes still gets its last chunk.
+    pub(super) declared: bool,
     pub(super) chunks: Vec<Bytes>,
     /// Whether the body ended within the buffer.
     pub(super) complete: bool,
@@ -42,7 +46,10 @@ pub(super) async fn read_start<C: ClientSide>(
             .await
             .map_err(|e| Failure::client(&e))?;
     }
-    let mut start = BodyStart::default();
+    let mut start = BodyStart {
+        declared: true,
+        ..BodyStart::default()
+    };
     while start.len < BUFFER as u64 {
         match client.read_body_bytes().await.map_err(client_error)? {
             Some(chunk) => {

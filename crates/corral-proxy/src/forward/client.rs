@@ -5,6 +5,7 @@
 //! the worker side stays HTTP/1.1 either way.
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -14,7 +15,7 @@ use pingora_core::protocols::http::v2::server::HttpSession as H2Stream;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::{linger, BODY_READ_TIMEOUT};
+use super::linger;
 
 /// What the request path needs of the client's side of an exchange.
 pub(super) trait ClientSide: Send + Sync {
@@ -23,6 +24,9 @@ pub(super) trait ClientSide: Send + Sync {
     const RAW_ANSWER: bool;
 
     fn req_header(&self) -> &RequestHeader;
+
+    /// The request head, for the checks that normalise it before it goes on (`admit`).
+    fn req_header_mut(&mut self) -> &mut RequestHeader;
 
     /// The request head as the client sent it, for the checks on its exact bytes and the
     /// request-bytes fast path; `None` where there is no HTTP/1.x text (HTTP/2).
@@ -63,6 +67,10 @@ impl ClientSide for DownstreamSession {
 
     fn req_header(&self) -> &RequestHeader {
         DownstreamSession::req_header(self)
+    }
+
+    fn req_header_mut(&mut self) -> &mut RequestHeader {
+        DownstreamSession::req_header_mut(self)
     }
 
     fn raw_head(&self) -> Option<Bytes> {
@@ -118,12 +126,14 @@ impl ClientSide for DownstreamSession {
 /// HTTP/1.1 worker once, when the stream opens ([`H2Client::open`]).
 pub(super) struct H2Client {
     stream: H2Stream,
+    /// The longest wait for the next piece of the body (`body_timeout`).
+    body_timeout: Duration,
 }
 
 impl H2Client {
     /// The stream with `Host` from `:authority` and its cookies in one field (RFC 9113
     /// §8.2.3); `None` (the stream answered 400) when its head cannot go to a worker.
-    pub(super) fn open(mut stream: H2Stream) -> Option<H2Client> {
+    pub(super) fn open(mut stream: H2Stream, body_timeout: Duration) -> Option<H2Client> {
         if fit_for_http1(stream.req_header_mut()).is_none() {
             if let Ok(mut head) = ResponseHeader::build(400, Some(1)) {
                 let _ = head.insert_header(CONTENT_LENGTH, "0");
@@ -131,7 +141,10 @@ impl H2Client {
             }
             return None;
         }
-        Some(H2Client { stream })
+        Some(H2Client {
+            stream,
+            body_timeout,
+        })
     }
 
     /// Ends the stream: with a reset when its answer was not written whole, so the client
@@ -185,6 +198,10 @@ impl ClientSide for H2Client {
         self.stream.req_header()
     }
 
+    fn req_header_mut(&mut self) -> &mut RequestHeader {
+        self.stream.req_header_mut()
+    }
+
     fn raw_head(&self) -> Option<Bytes> {
         None
     }
@@ -212,7 +229,7 @@ impl ClientSide for H2Client {
     }
 
     async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        match tokio::time::timeout(BODY_READ_TIMEOUT, self.stream.read_body_bytes()).await {
+        match tokio::time::timeout(self.body_timeout, self.stream.read_body_bytes()).await {
             Ok(read) => read,
             Err(_) => Error::e_explain(ErrorType::ReadTimedout, "reading the request body"),
         }

@@ -167,7 +167,9 @@ impl Forwarder {
         if upgrade {
             self.admit_upgrade(exchange)?;
         }
-        let replayable = client.req_header().method.is_idempotent() && client.is_body_empty();
+        // An upgrade is never replayed: the worker may have acted on it (and switched).
+        let replayable =
+            client.req_header().method.is_idempotent() && !exchange.body.declared && !upgrade;
         let spread = upstream::spread_seed();
         let mut skipped = [WorkerId(0); MAX_TRIES];
         let mut tries = Tries::default();
@@ -267,11 +269,14 @@ impl Forwarder {
             &exchange.client,
             &exchange.request_id,
             upgrade,
+            exchange.body.declared,
             send,
         )
         .map_err(|e| AttemptError::ends(Failure::worker(500, e)))?;
         exchange.forged = forged;
-        let timeout = (!upgrade).then_some(exchange.route().timeout);
+        // The worker's answer to an upgrade is bounded like any other; the tunnel after it
+        // has its own `idle_timeout`.
+        let timeout = Some(exchange.route().timeout);
         exchange.upstream_start = Instant::now();
         // The request goes out here, unless the answer to it must be framed by pingora's
         // session knowing the request (`HEAD`, upgrades): then the relay sends it.

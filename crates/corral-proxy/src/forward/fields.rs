@@ -6,7 +6,7 @@
 //! property test holds them to the same result.
 
 use bytes::BytesMut;
-use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
 use http::{Method, Version};
 use pingora_http::RequestHeader;
 
@@ -102,6 +102,11 @@ impl<'a> RequestRules<'a> {
         let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
         // corral answers `Expect: 100-continue` itself.
         if is("expect") {
+            return Fate::Drop;
+        }
+        // `Upgrade` is the handshake of an upgrade and nothing else: never passed on
+        // otherwise (an `h2c` one was taken out by `admit`), nor `h2c`'s `HTTP2-Settings`.
+        if is("http2-settings") || (is("upgrade") && !self.upgrade) {
             return Fate::Drop;
         }
         if self.keep_hops {
@@ -230,7 +235,13 @@ pub(super) fn request_bytes(
                 }
                 // A line without a name (a folded continuation) takes the header-map path.
                 let name = &line[..line.iter().position(|&b| b == b':')?];
-                copy(name, &[line]);
+                match head.headers.get(CONTENT_LENGTH) {
+                    // The length as `admit` normalised it, not as written.
+                    Some(length) if name.eq_ignore_ascii_case(b"content-length") => {
+                        copy(name, &[name, b": ", length.as_bytes()])
+                    }
+                    _ => copy(name, &[line]),
+                }
             }
         }
         None => {

@@ -94,7 +94,8 @@ impl Forwarder {
 
     /// One stream: its request through the forwarder's phases, the answer back on it.
     async fn serve_stream(self: &Arc<Self>, stream: H2Stream, connection: &Connection) {
-        let Some(mut client) = H2Client::open(stream) else {
+        let body_timeout = self.settings.load().limits.body_timeout;
+        let Some(mut client) = H2Client::open(stream, body_timeout) else {
             return;
         };
         // As a last request on its connection: a stream carries one exchange.

@@ -58,9 +58,6 @@ pub use websocket::Tunnels;
 /// reading it has not had the chance to send its next request.
 const STOP_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How long one read of a request body may wait for the client.
-pub(super) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// The public proxy: a pingora `ServerApp` serving every client connection.
 pub struct Forwarder {
     routes: SharedRoutes,
@@ -178,9 +175,11 @@ impl ServerApp for Forwarder {
                 }
             };
             match read {
-                // Reading the body may pause longer than a head may take (nginx's
-                // client_body_timeout); pingora's default applies to each read.
-                Ok(Some(_)) => client.set_read_timeout(Some(BODY_READ_TIMEOUT)),
+                // Each read of the body waits at most `body_timeout` (nginx's
+                // client_body_timeout): a body that stops arriving is answered 408.
+                Ok(Some(_)) => {
+                    client.set_read_timeout(Some(self.settings.load().limits.body_timeout))
+                }
                 Ok(None) => return None,
                 Err(e) => {
                     if e.etype() == &ErrorType::InvalidHTTPHeader {

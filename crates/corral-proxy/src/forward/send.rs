@@ -29,15 +29,17 @@ pub(super) enum Outgoing {
 
 impl Outgoing {
     /// The head for the request `client` has read, by the rules of [`fields`], with the
-    /// number of forged forwarding fields it left out.
+    /// number of forged forwarding fields it left out. `has_body` is whether the head
+    /// announced a body (an empty chunked one included), not whether any bytes came.
     pub(super) fn of<C: ClientSide>(
         client: &mut C,
         identity: &ClientIdentity,
         request_id: &str,
         upgrade: bool,
+        has_body: bool,
         send: ForwardMask,
     ) -> pingora_error::Result<(Outgoing, u32)> {
-        let empty = client.is_body_empty();
+        let empty = !has_body;
         if empty {
             let raw = client.raw_head();
             let head = client.req_header();
@@ -107,7 +109,7 @@ pub(super) async fn send_request<C: ClientSide>(
         .write_request_header(head)
         .await
         .map_err(AttemptError::no_answer)?;
-    if client.is_body_empty() {
+    if !body.declared {
         return Ok(());
     }
     let client_error = |e: Box<Error>| AttemptError::ends(Failure::client(&e));
