@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::control::{ControlRequest, ControlSender};
 use crate::forward::{ClientIdentity, Peer};
 use crate::settings::ProxySettings;
+use corral_control::{Refusal, Request};
 use corral_supervisor::health::HealthView;
 
 /// State the admin endpoints report on.
@@ -52,77 +53,24 @@ impl Admin {
         }
     }
 
+    /// A control verb (`corral-control`'s protocol), carried to the master and answered.
     async fn control(&self, head: &pingora_http::RequestHeader) -> Response<Vec<u8>> {
         let Some(control) = &self.control else {
             return reply(404, "text/plain", "not found\n".into());
         };
+        let request = match Request::parse(head.uri.path(), head.uri.query().unwrap_or("")) {
+            None => return reply(404, "text/plain", "not found\n".into()),
+            Some(Ok(request)) => request,
+            Some(Err(refusal)) => return answer(&Err(refusal)),
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let query = head.uri.query().unwrap_or("");
-        let param = |key: &str| {
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        let sent = control.send(ControlRequest { request, reply: tx });
+        // A master that is gone, or drops the request unanswered, is stopping.
+        let outcome = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(Refusal::Stopping)),
+            Err(_) => Err(Refusal::Stopping),
         };
-        let request = match head.uri.path() {
-            "/reload" => ControlRequest::Reload(tx),
-            "/scale" => {
-                let workers = param("workers")
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .filter(|n| (1..=1024).contains(n));
-                let Some(workers) = workers else {
-                    return reply(
-                        400,
-                        "application/json",
-                        json!({"errors": ["workers must be 1..1024"]}).to_string(),
-                    );
-                };
-                ControlRequest::Scale {
-                    pool: param("pool").map(str::to_string),
-                    workers,
-                    reply: tx,
-                }
-            }
-            "/switch" => {
-                let to = match (
-                    param("pool").filter(|p| !p.is_empty()),
-                    param("weights"),
-                ) {
-                    (Some(pool), None) => Ok(corral_config::Traffic::to(pool)),
-                    (None, Some(weights)) => corral_config::Traffic::parse_weights(weights),
-                    _ => Err("say where traffic goes: /switch?pool=NAME or /switch?weights=blue=90,green=10".to_string()),
-                };
-                match to {
-                    Ok(to) => ControlRequest::Switch { to, reply: tx },
-                    Err(e) => {
-                        return reply(
-                            400,
-                            "application/json",
-                            json!({ "errors": [e] }).to_string(),
-                        )
-                    }
-                }
-            }
-            _ => return reply(404, "text/plain", "not found\n".into()),
-        };
-        let stopping = || {
-            reply(
-                503,
-                "application/json",
-                json!({"errors": ["corral is stopping"]}).to_string(),
-            )
-        };
-        if control.send(request).is_err() {
-            return stopping();
-        }
-        match rx.await {
-            Ok(Ok(value)) => reply(200, "application/json", value.to_string()),
-            Ok(Err(errors)) => reply(
-                422,
-                "application/json",
-                json!({ "errors": errors }).to_string(),
-            ),
-            Err(_) => stopping(),
-        }
+        answer(&outcome)
     }
 
     fn readiness(&self, snapshot: &StatusSnapshot) -> Result<String, String> {
@@ -270,6 +218,12 @@ fn count_backends(metrics: &Metrics, snapshot: &StatusSnapshot) {
         metrics.set_backends(&pool.name, counts);
         metrics.set_active_pool(&pool.name, pool.active);
     }
+}
+
+/// A control reply as HTTP.
+fn answer(outcome: &corral_control::Reply) -> Response<Vec<u8>> {
+    let (status, body) = corral_control::to_http(outcome);
+    reply(status, "application/json", body)
 }
 
 fn reply(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {

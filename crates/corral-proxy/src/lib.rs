@@ -33,7 +33,7 @@ use pingora_core::server::ListenFds;
 use pingora_core::services::listening::Service;
 
 pub use admin::Admin;
-pub use control::{ControlRequest, ControlSender, Reply};
+pub use control::{ControlRequest, ControlSender};
 pub use forward::{Forwarder, Tunnels};
 pub use settings::ProxySettings;
 

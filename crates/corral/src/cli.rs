@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use corral_config::{Config, ConfigErrors};
+use corral_control::{Answer, Refusal, Request};
 use serde_json::Value;
 
 use crate::client::{self, ClientError};
@@ -19,6 +20,29 @@ pub const EXIT_BAD_CONFIG: u8 = 64;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Runs the verb asked for; its exit code.
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            Command::Check(args) => check(&args),
+            Command::Run(args) => run(&args),
+            Command::Serve(args) => crate::serve::serve(&args),
+            Command::Reload(args) => reload(&args),
+            Command::Status { args, json } => status(&args, json),
+            Command::Scale {
+                args,
+                pool,
+                workers,
+            } => scale(&args, &pool, workers),
+            Command::Switch {
+                args,
+                pool,
+                weights,
+            } => switch(&args, pool.as_deref(), weights.as_deref()),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -131,89 +155,77 @@ fn failed(e: &ClientError) -> ExitCode {
 
 /// `corral reload`: exit 0 once the new config is accepted; the errors and 64 if not.
 pub fn reload(args: &ControlArgs) -> ExitCode {
-    match client::request(&socket(args), "POST", "/reload") {
-        Ok((200, body)) => {
-            let generation = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v["generation"].as_u64());
-            println!(
-                "reloaded: generation {}; workers are being replaced",
-                generation.unwrap_or(0)
-            );
-            ExitCode::SUCCESS
+    ask(args, Request::Reload, |answer| match answer {
+        Answer::Reloaded { generation, .. } => {
+            println!("reloaded: generation {generation}; workers are being replaced")
         }
-        Ok((status, body)) => control_errors(status, &body),
-        Err(e) => failed(&e),
-    }
+        other => println!("{other:?}"),
+    })
 }
 
 /// `corral scale POOL N`.
 pub fn scale(args: &ControlArgs, pool: &str, workers: u32) -> ExitCode {
-    let path = format!("/scale?pool={pool}&workers={workers}");
-    match client::request(&socket(args), "POST", &path) {
-        Ok((200, _)) => {
-            println!("pool {pool}: scaling to {workers} workers");
-            ExitCode::SUCCESS
-        }
-        Ok((status, body)) => control_errors(status, &body),
-        Err(e) => failed(&e),
-    }
+    let request = Request::Scale {
+        pool: Some(pool.to_string()),
+        workers,
+    };
+    ask(args, request, |_| {
+        println!("pool {pool}: scaling to {workers} workers")
+    })
 }
 
 /// `corral switch POOL` or `corral switch --weights blue=90,green=10`.
 pub fn switch(args: &ControlArgs, pool: Option<&str>, weights: Option<&str>) -> ExitCode {
-    let path = match (pool, weights) {
+    let to = match (pool, weights) {
         (_, Some(weights)) => match corral_config::Traffic::parse_weights(weights) {
-            Ok(_) => format!("/switch?weights={}", weights.replace(' ', "")),
+            Ok(to) => to,
             Err(e) => {
                 eprintln!("corral: --weights {e}");
-                return ExitCode::from(64);
+                return ExitCode::from(EXIT_BAD_CONFIG);
             }
         },
-        (Some(pool), None) => format!("/switch?pool={pool}"),
+        (Some(pool), None) => corral_config::Traffic::to(pool),
         (None, None) => {
             eprintln!("corral: say where traffic goes: a POOL or --weights");
-            return ExitCode::from(64);
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    match client::request_waiting(&socket(args), "POST", &path, SWITCH_WAIT) {
-        Ok((200, body)) => {
-            let v: Value = serde_json::from_str(&body).unwrap_or_default();
-            println!(
-                "switched from {} to {} ({} workers checked, {} ms); {}",
-                v["from"].as_str().unwrap_or("?"),
-                v["to"].as_str().unwrap_or("?"),
-                v["workers"],
-                v["took_ms"],
-                v["previous"].as_str().unwrap_or("")
-            );
-            ExitCode::SUCCESS
-        }
-        Ok((status, body)) => control_errors(status, &body),
-        Err(e) => failed(&e),
-    }
+    ask(args, Request::Switch { to }, |answer| match answer {
+        Answer::Switched(s) => println!(
+            "switched from {} to {} ({} workers checked, {} ms); {}",
+            s.from, s.to, s.workers, s.took_ms, s.previous
+        ),
+        other => println!("{other:?}"),
+    })
 }
 
-/// How long `corral switch` waits for its answer: starting a pool takes up to its
-/// `start_timeout`.
-const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(900);
-
-fn control_errors(status: u16, body: &str) -> ExitCode {
-    let errors: Vec<String> = serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v["errors"].as_array().map(|a| {
-                a.iter()
-                    .filter_map(|e| e.as_str().map(str::to_string))
-                    .collect()
-            })
-        })
-        .unwrap_or_else(|| vec![format!("status {status}: {}", body.trim())]);
+/// Sends `request` to the running master; `done` prints its answer. A refusal prints why
+/// and exits 64 (the master refused: the running config is unchanged) or 1.
+fn ask(args: &ControlArgs, request: Request, done: impl FnOnce(Answer)) -> ExitCode {
+    let refusal = match client::send(&socket(args), &request) {
+        Ok(Ok(answer)) => {
+            done(answer);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Err(refusal)) => refusal,
+        Err(e) => return failed(&e),
+    };
+    let (errors, code) = match refusal {
+        Refusal::Refused(errors) => (errors, EXIT_BAD_CONFIG),
+        Refusal::BadRequest(why) => (vec![why], 1),
+        Refusal::Stopping => (vec!["corral is stopping".to_string()], 1),
+    };
     eprintln!("corral: refused; the running config is unchanged:");
     for e in &errors {
         eprintln!("  {e}");
     }
-    ExitCode::from(if status == 422 { EXIT_BAD_CONFIG } else { 1 })
+    ExitCode::from(code)
+}
+
+/// A failed `GET /status`.
+fn control_errors(status: u16, body: &str) -> ExitCode {
+    eprintln!("corral: status {status}: {}", body.trim());
+    ExitCode::FAILURE
 }
 
 /// `corral status`: a table for humans, or `--json`.

@@ -1,5 +1,5 @@
 //! The CLI's side of the control socket: one HTTP/1.1 request over a Unix socket to the
-//! running master (`corral reload`, `corral status`, `corral scale`).
+//! running master: a control verb (`corral-control`'s [`Request`]) or `GET /status`.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral_config::Config;
+use corral_control::{Reply, Request};
 
 /// How long the CLI waits for the master.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,14 +60,25 @@ pub fn socket_path(explicit: Option<&Path>, config: Option<&Config>) -> PathBuf 
         .unwrap_or_else(|| corral_config::default_runtime_dir().join("control.sock"))
 }
 
-/// Sends `method path` and returns the status and body.
-pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, String), ClientError> {
-    request_waiting(socket, method, path, TIMEOUT)
+/// Asks the master to carry out `request` and returns its reply, waiting as long as the
+/// verb's work takes (`corral switch` waits for a pool to start and pass its checks).
+pub fn send(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
+    let (status, body) = exchange(
+        socket,
+        Request::METHOD,
+        &request.target(),
+        request.patience(),
+    )?;
+    Ok(corral_control::from_http(status, &body))
 }
 
-/// [`request`] for answers that take as long as the work they report on (`corral switch`
-/// waits for a pool to start and pass its checks).
-pub fn request_waiting(
+/// Sends `method path` and returns the status and body.
+pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, String), ClientError> {
+    exchange(socket, method, path, TIMEOUT)
+}
+
+/// One HTTP/1.1 exchange on the control socket, waiting up to `wait` for the answer.
+fn exchange(
     socket: &Path,
     method: &str,
     path: &str,

@@ -30,22 +30,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     upgrade::remember_command();
-    let cli = cli::Cli::parse();
-    match cli.command {
-        cli::Command::Check(args) => cli::check(&args),
-        cli::Command::Run(args) => cli::run(&args),
-        cli::Command::Serve(args) => serve::serve(&args),
-        cli::Command::Reload(args) => cli::reload(&args),
-        cli::Command::Status { args, json } => cli::status(&args, json),
-        cli::Command::Scale {
-            args,
-            pool,
-            workers,
-        } => cli::scale(&args, &pool, workers),
-        cli::Command::Switch {
-            args,
-            pool,
-            weights,
-        } => cli::switch(&args, pool.as_deref(), weights.as_deref()),
-    }
+    cli::Cli::parse().run()
 }

@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use corral_config::Config;
+use corral_control::{Answer, Refusal, Reply, Request};
 use corral_proxy::{ControlRequest, ProxySettings};
 use corral_supervisor::{Scale, Supervisor};
 use corral_systemd::{Successor, UpgradeError};
 use corral_telemetry::{LogGuard, Metrics};
 use pingora_core::server::ListenFds;
-use serde_json::json;
 
 use crate::announce::{Announcer, Turn};
 use crate::reload::{self, Source};
-use crate::signals::{Request, Signals};
+use crate::signals::{self, Signals};
 use crate::stop::Ending;
 use crate::upgrade::{self, UpgradeWait};
 use crate::wiring::Wired;
@@ -125,14 +125,14 @@ impl<'a> Master<'a> {
     }
 
     /// A signal: stop, reload, scale the active pool, reopen the logs or upgrade.
-    fn on_signal(&mut self, request: Request) -> Option<Ending> {
+    fn on_signal(&mut self, request: signals::Request) -> Option<Ending> {
         match request {
-            Request::Stop(mode) => return Some(Ending::Stop(mode)),
-            Request::Reload => {
+            signals::Request::Stop(mode) => return Some(Ending::Stop(mode)),
+            signals::Request::Reload => {
                 let _ = self.reload(Source::Signal);
             }
-            Request::Scale(delta) => self.supervisor.scale(None, Scale::By(delta)),
-            Request::ReopenLogs => {
+            signals::Request::Scale(delta) => self.supervisor.scale(None, Scale::By(delta)),
+            signals::Request::ReopenLogs => {
                 self.log.reopen();
                 tracing::info!(
                     event = "logs_reopened",
@@ -140,13 +140,13 @@ impl<'a> Master<'a> {
                     "SIGUSR1: log files reopened"
                 );
             }
-            Request::Upgrade if self.upgrading.is_some() => {
+            signals::Request::Upgrade if self.upgrading.is_some() => {
                 tracing::warn!(
                     event = "upgrade_ignored",
                     "SIGUSR2: an upgrade is already under way"
                 );
             }
-            Request::Upgrade => match upgrade::start(&self.fds) {
+            signals::Request::Upgrade => match upgrade::start(&self.fds) {
                 Ok(successor) => {
                     let timeout = upgrade::ready_timeout(&self.current);
                     self.upgrading = Some(UpgradeWait::new(successor, timeout));
@@ -166,16 +166,18 @@ impl<'a> Master<'a> {
         None
     }
 
-    /// A request from the control socket; each answers on its own channel.
-    fn on_control(&mut self, request: ControlRequest) -> Option<Ending> {
-        match request {
-            ControlRequest::Reload(reply) => {
-                let answer = self
-                    .reload(Source::Control)
-                    .map(|generation| json!({ "reloaded": true, "generation": generation }));
-                let _ = reply.send(answer);
-            }
-            ControlRequest::Switch { to, reply } => {
+    /// A control verb from the control socket; each answers on its own channel.
+    fn on_control(&mut self, ControlRequest { request, reply }: ControlRequest) -> Option<Ending> {
+        let answer = match request {
+            Request::Reload => self
+                .reload(Source::Control)
+                .map(|generation| Answer::Reloaded {
+                    reloaded: true,
+                    generation,
+                })
+                .map_err(Refusal::Refused),
+            // The switch answers itself once it has flipped or been refused.
+            Request::Switch { to } => {
                 let (supervisor, metrics) = (self.supervisor, &self.metrics);
                 switch::begin(
                     &mut self.switching,
@@ -185,25 +187,23 @@ impl<'a> Master<'a> {
                     to,
                     reply,
                 );
+                return None;
             }
-            ControlRequest::Scale {
-                pool,
-                workers,
-                reply,
-            } => {
-                let name = pool.unwrap_or_else(|| self.current.routing.active.clone());
-                let answer = match corral_config::unknown_pool(&name, &self.current.pools) {
-                    None => {
-                        self.supervisor
-                            .scale(Some(name.clone()), Scale::To(workers));
-                        Ok(json!({ "pool": name, "workers": workers }))
-                    }
-                    Some(why) => Err(vec![why]),
-                };
-                let _ = reply.send(answer);
-            }
-        }
+            Request::Scale { pool, workers } => self.scale(pool, workers),
+        };
+        let _ = reply.send(answer);
         None
+    }
+
+    /// `corral scale`: a pool's worker count (the active pool's when none is named).
+    fn scale(&mut self, pool: Option<String>, workers: u32) -> Reply {
+        let pool = pool.unwrap_or_else(|| self.current.routing.active.clone());
+        if let Some(why) = corral_config::unknown_pool(&pool, &self.current.pools) {
+            return Err(Refusal::Refused(vec![why]));
+        }
+        self.supervisor
+            .scale(Some(pool.clone()), Scale::To(workers));
+        Ok(Answer::Scaled { pool, workers })
     }
 
     /// The successor started by SIGUSR2 is ready (hand over) or will not be (go on).

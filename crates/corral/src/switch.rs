@@ -17,7 +17,6 @@ use corral_config::{Config, Pool, Rollback, Traffic};
 use corral_supervisor::ready::{probe_within, status_of};
 use corral_supervisor::{Backend, Supervisor};
 use corral_telemetry::Metrics;
-use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -27,8 +26,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// pool before its drain begins: one of them must not find it stopped.
 const FLIP_GRACE: Duration = Duration::from_millis(250);
 
-/// The answer to a control request.
-type Reply = corral_proxy::Reply;
+use corral_control::{Answer, Refusal, Reply, Switched};
 
 /// A switch under way, which answers its caller itself (after the flip) and then, with a
 /// rollback window, watches the new pool until the window is over.
@@ -204,7 +202,7 @@ impl Plan {
                             supervisor.stop_pool(p.name.clone());
                         }
                     }
-                    return Err(vec![why]);
+                    return Err(Refusal::Refused(vec![why]));
                 }
             }
         }
@@ -216,18 +214,22 @@ impl Plan {
         let took_ms = started.elapsed().as_millis() as u64;
         let left = Self::left_out(from, to);
         tracing::info!(event = "switched", from = %from, to = %to, workers, took_ms, previous_kept = self.keep_previous, "traffic switched");
-        Ok(json!({
-            "from": from.to_string(),
-            "to": to.to_string(),
-            "workers": workers,
-            "took_ms": took_ms,
-            "left": left,
-            "previous": match (left.is_empty(), self.keep_previous, self.rollback) {
-                (true, _, _) => "every pool keeps a share".to_string(),
-                (false, true, _) => "kept warm".to_string(),
-                (false, false, Some(rb)) => format!("kept warm for the {:?} rollback window, then stopped", rb.window),
-                (false, false, None) => "draining, then stopped".to_string(),
-            },
+        let previous = match (left.is_empty(), self.keep_previous, self.rollback) {
+            (true, _, _) => "every pool keeps a share".to_string(),
+            (false, true, _) => "kept warm".to_string(),
+            (false, false, Some(rb)) => format!(
+                "kept warm for the {:?} rollback window, then stopped",
+                rb.window
+            ),
+            (false, false, None) => "draining, then stopped".to_string(),
+        };
+        Ok(Answer::Switched(Switched {
+            from: from.to_string(),
+            to: to.to_string(),
+            workers,
+            took_ms,
+            left,
+            previous,
         }))
     }
 }
@@ -317,14 +319,16 @@ pub fn begin<'a>(
     reply: oneshot::Sender<Reply>,
 ) {
     if switching.is_some() {
-        let _ = reply.send(Err(vec!["a switch is already under way".into()]));
+        let _ = reply.send(Err(Refusal::Refused(vec![
+            "a switch is already under way".into()
+        ])));
         return;
     }
     let from = supervisor.routes.load().traffic();
     match Plan::new(config, from, to) {
         Ok(plan) => *switching = Some(Box::pin(plan.run(supervisor, metrics.clone(), reply))),
         Err(e) => {
-            let _ = reply.send(Err(e));
+            let _ = reply.send(Err(Refusal::Refused(e)));
         }
     }
 }
