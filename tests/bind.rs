@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{client, get, testapp_bin, wait_for, Corral};
+use support::{apps, client, get, repo_root, testapp_bin, wait_for, Corral};
 
 fn pool(bind: &str, ready: &str, workers: u32) -> String {
     format!(
@@ -223,4 +223,92 @@ fn a_worker_that_never_notifies_hits_start_timeout() {
         timeout["last_probe"], "no READY=1 on $NOTIFY_SOCKET",
         "{timeout}"
     );
+}
+
+/// A WebSocket to corral's `/ws` with a read timeout, so a dead one is noticed.
+fn websocket(
+    port: u16,
+) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
+    let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/ws")).expect("upgrade");
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+    }
+    ws
+}
+
+#[test]
+fn fd_bind_readiness_after_a_reload_is_proved_by_the_new_process_not_the_old_one() {
+    // Regression: with `bind = "fd"` a replacement shared its slot's socket with the worker
+    // it replaces, so the old worker answered the new one's readiness probe (ready in ms for
+    // an app that takes 1.5 s), and WebSockets routed to the new worker were held by the old
+    // process, cut by the app's own close when it stopped, before the drain deadline.
+    let Some(venv) = apps::venv_with("uvicorn") else {
+        return;
+    };
+    let body = format!(
+        "[pools.web]\ncommand = [{:?}, \"--fd\", \"3\", \"--no-access-log\", \"slow_start:app\"]\n\
+         cwd = {:?}\nenv = {{ SLOW_START = \"1.5\" }}\nworkers = 2\nconcurrency = 32\nbind = \"fd\"\n\
+         ready = \"http\"\nkill_timeout = \"3s\"\nstart_timeout = \"30s\"\n",
+        venv.join("bin").join("uvicorn").display().to_string(),
+        repo_root().join("tests").join("apps").display().to_string(),
+    );
+    let mut corral = Corral::start(&body, "graceful_timeout = \"4s\"", 0);
+    let old = corral.wait_ready(2, Duration::from_secs(60));
+    // One WebSocket opened just before the reload, more while the replacements start.
+    let mut sockets = vec![websocket(corral.port)];
+    corral.signal(Signal::SIGHUP);
+    let reloaded = std::time::Instant::now();
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(200));
+        sockets.push(websocket(corral.port));
+    }
+    let fresh = corral.wait_replaced(2, 2, &old, Duration::from_secs(60));
+    // Each socket echoes until it is closed; when it was, counted from the reload.
+    let mut lived = vec![None; sockets.len()];
+    while lived.iter().any(Option::is_none) && reloaded.elapsed() < Duration::from_secs(30) {
+        for (ws, lived) in sockets.iter_mut().zip(lived.iter_mut()) {
+            if lived.is_some() {
+                continue;
+            }
+            let echoed = match ws.send(tungstenite::Message::text("ping")) {
+                Ok(()) => ws.read().ok(),
+                Err(_) => None,
+            };
+            if !matches!(echoed, Some(tungstenite::Message::Text(ref t)) if t.as_str() == "ping") {
+                *lived = Some(reloaded.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("sockets closed after the reload: {lived:?}");
+    // The old workers drain once their replacements are ready (1.5 s at least), and their
+    // WebSockets are closed by corral `graceful_timeout` (4 s) after that.
+    for (i, lived) in lived.iter().enumerate() {
+        let lived = lived.unwrap_or_else(|| panic!("socket {i} never closed\n{}", corral.logs()));
+        assert!(
+            lived >= Duration::from_secs(4),
+            "socket {i} closed {lived:?} after the reload, before the drain deadline\n{}",
+            corral.logs()
+        );
+        // Not left open either on a process corral no longer accounts it to.
+        assert!(
+            lived < Duration::from_secs(15),
+            "socket {i} still open {lived:?} after the reload, past its worker's drain\n{}",
+            corral.logs()
+        );
+    }
+    let events = corral.log_events();
+    for pid in &fresh {
+        let ready = events
+            .iter()
+            .find(|e| e["event"] == "worker_ready" && e["pid"] == *pid)
+            .unwrap_or_else(|| panic!("no worker_ready for {pid}"));
+        let startup = ready["startup_ms"].as_u64().unwrap_or(0);
+        assert!(
+            startup >= 1500,
+            "worker {pid} ready {startup} ms after its spawn; the app takes 1.5 s to start\n{}",
+            corral.logs()
+        );
+    }
 }

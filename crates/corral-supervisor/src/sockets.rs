@@ -19,7 +19,7 @@ pub(crate) struct WorkerSockets {
 }
 
 /// Prepares the sockets of worker `id` of `pool`. `listener` is the slot's own socket for
-/// `bind = "fd"`, bound once and kept across the slot's workers.
+/// `bind = "fd"`, kept across the slot's workers after an exit (`None` binds a new one).
 pub(crate) fn prepare(
     pool: &Pool,
     id: u64,

@@ -1,6 +1,7 @@
 //! Starting one worker for [`Action::Spawn`](crate::policy::Action::Spawn): its sockets, its
 //! process, and the tasks that watch it (exit, output, readiness).
 
+use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -24,8 +25,16 @@ impl Runner {
             error: error.to_string(),
         };
         let pool = &order.config;
-        let listener = self.listeners.remove(&(order.pool, order.slot));
-        let mut listener = listener;
+        let mut listener = self.listeners.remove(&(order.pool, order.slot));
+        // `bind = "fd"`: a replacement started while the slot's worker still runs (reload,
+        // recycle) gets a socket of its own. On the shared one the old process would answer
+        // the new one's readiness probe and take its connections (WebSockets included). The
+        // old process keeps its copy until it exits, after its drain; the master's is
+        // dropped here. After a crash the slot's socket is reused, so the connections queued
+        // on it while the worker restarts are served by the next one, not lost.
+        if listener.as_ref().is_some_and(|l| self.in_use(l)) {
+            listener = None;
+        }
         let prepared = sockets::prepare(pool, worker.0, &mut listener, &order.runtime_dir);
         if let Some(l) = listener {
             self.listeners.insert((order.pool, order.slot), l);
@@ -124,5 +133,14 @@ impl Runner {
             let _ = events.send(Internal::Event(event));
         });
         Event::Spawned { worker, pid, addr }
+    }
+
+    /// Whether a worker still running listens on `listener` (its address is the worker's).
+    fn in_use(&self, listener: &TcpListener) -> bool {
+        listener.local_addr().is_ok_and(|addr| {
+            self.workers
+                .values()
+                .any(|w| w.addr == crate::routes::Address::Tcp(addr))
+        })
     }
 }

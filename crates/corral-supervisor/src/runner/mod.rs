@@ -63,7 +63,8 @@ pub(crate) struct Runner {
     status: SharedStatus,
     heartbeat: Arc<Heartbeat>,
     workers: HashMap<WorkerId, WorkerIo>,
-    /// With `bind = "fd"`: the socket every worker of a slot accepts on, kept across them.
+    /// With `bind = "fd"`: the socket of each slot's newest worker, kept for the next one
+    /// after an exit; a replacement started while it runs gets its own (`launch.rs`).
     listeners: HashMap<(PoolId, u32), TcpListener>,
     /// The resolver task of each remote pool.
     resolvers: HashMap<PoolId, tokio::task::JoinHandle<()>>,
