@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use corral_supervisor::{PoolView, SharedStatus, StatusSnapshot};
+use corral_routes::{PoolView, SharedStatus, StatusSnapshot};
 use corral_telemetry::Metrics;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
@@ -18,7 +18,7 @@ use crate::control::{ControlRequest, ControlSender};
 use crate::forward::{ClientIdentity, Peer};
 use crate::settings::ProxySettings;
 use corral_control::{Refusal, Request};
-use corral_supervisor::health::HealthView;
+use corral_routes::health::HealthView;
 
 /// State the admin endpoints report on.
 pub struct Admin {

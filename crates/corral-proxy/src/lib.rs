@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use corral_supervisor::SharedStatus;
+use corral_routes::SharedStatus;
 use corral_telemetry::Metrics;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::listeners::ListenerConfig;

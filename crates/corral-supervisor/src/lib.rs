@@ -9,21 +9,18 @@
 //! which matters: `PR_SET_PDEATHSIG` fires when the *thread* that forked a worker ends, so
 //! forking from a short-lived thread would kill workers at random. After each event the
 //! runner republishes two immutable snapshots the policy builds: the
-//! [`routes::RoutingTable`] of every pool, which the proxy reads per request, and the
-//! [`status::StatusSnapshot`] the admin API reads. Nothing here knows pingora.
+//! [`RoutingTable`] of every pool, which the proxy reads per request, and the
+//! [`StatusSnapshot`] the admin API reads. Nothing here knows pingora.
 
 pub mod backoff;
-pub mod health;
 pub mod heartbeat;
 mod output;
 mod policy;
 pub mod ready;
-pub mod routes;
 mod runner;
 mod sockets;
 mod spawn;
-pub mod status;
-pub mod worker;
+mod worker;
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -34,9 +31,10 @@ use corral_config::Config;
 use corral_telemetry::Metrics;
 use tokio::sync::mpsc;
 
-pub use routes::{next_ticket, Backend, PoolRoute, RoutingTable, SharedRoutes};
-pub use status::{PoolView, SharedStatus, StatusSnapshot, WorkerView};
-pub use worker::{ExitReason, StateKind, WorkerId};
+pub use corral_routes::{
+    Backend, ExitReason, PoolRoute, PoolView, Reporter, RoutingTable, SharedRoutes, SharedStatus,
+    StateKind, StatusSnapshot, WorkerId, WorkerView,
+};
 
 /// Why the supervisor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +85,7 @@ pub struct Supervisor {
     pub status: SharedStatus,
     /// When the supervisor's loop last turned (every second at least), for the watchdog.
     pub heartbeat: Arc<heartbeat::Heartbeat>,
-    reporter: routes::Reporter,
+    reporter: Reporter,
 }
 
 /// Starts every pool's workers on the supervisor thread and returns at once; workers become
@@ -108,7 +106,7 @@ pub fn start(
     let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(policy.routing_table()));
     let status: SharedStatus = Arc::new(ArcSwap::from_pointee(policy.status()));
     let (control, control_rx) = mpsc::unbounded_channel();
-    let (reports, reports_rx) = mpsc::unbounded_channel();
+    let (reporter, reports_rx) = Reporter::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -123,13 +121,13 @@ pub fn start(
         routes,
         status,
         heartbeat,
-        reporter: routes::Reporter(reports),
+        reporter,
     })
 }
 
 impl Supervisor {
     /// The channel the proxy reports workers to retire or kill on.
-    pub fn reporter(&self) -> routes::Reporter {
+    pub fn reporter(&self) -> Reporter {
         self.reporter.clone()
     }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_supervisor::routes::Address;
-use corral_supervisor::Backend;
+use corral_routes::routes::Address;
+use corral_routes::Backend;
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
 use parking_lot::Mutex;

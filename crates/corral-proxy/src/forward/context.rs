@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use corral_compress::{Choice, Compressor};
-use corral_supervisor::{Backend, PoolRoute, RoutingTable};
+use corral_routes::{Backend, PoolRoute, RoutingTable};
 use http::header::USER_AGENT;
 use pingora_http::RequestHeader;
 
@@ -63,7 +63,7 @@ impl Exchange {
         let ticket = if table.split.is_empty() {
             0
         } else {
-            corral_supervisor::next_ticket()
+            crate::upstream::next_ticket()
         };
         Exchange {
             ticket,

@@ -32,7 +32,7 @@ use super::tunnel::Tunnel;
 use super::{Forwarder, Reusable};
 use crate::request_id;
 use crate::upstream::{self, Claim, NoWorker};
-use corral_supervisor::WorkerId;
+use corral_routes::WorkerId;
 
 impl Forwarder {
     /// Serves the request `client` has just read. Returns the connection when it may carry

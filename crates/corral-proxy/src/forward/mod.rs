@@ -36,8 +36,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use corral_supervisor::routes::Reporter;
-use corral_supervisor::SharedRoutes;
+use corral_routes::routes::Reporter;
+use corral_routes::SharedRoutes;
 use corral_telemetry::Metrics;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;

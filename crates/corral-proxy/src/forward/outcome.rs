@@ -3,8 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
-use corral_supervisor::routes::Report;
-use corral_supervisor::{Backend, ExitReason, WorkerId};
+use corral_routes::routes::Report;
+use corral_routes::{Backend, ExitReason, WorkerId};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 

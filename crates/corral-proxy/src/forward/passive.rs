@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use corral_supervisor::{Backend, PoolRoute};
+use corral_routes::{Backend, PoolRoute};
 
 use super::context::Exchange;
 use super::Forwarder;

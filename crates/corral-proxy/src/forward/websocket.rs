@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use corral_supervisor::Backend;
+use corral_routes::Backend;
 use tokio::sync::watch;
 
 use super::context::{Exchange, RequestLine};

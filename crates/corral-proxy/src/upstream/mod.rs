@@ -4,11 +4,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use corral_supervisor::routes::Queue;
-use corral_supervisor::{Backend, WorkerId};
+use corral_routes::routes::Queue;
+use corral_routes::{Backend, WorkerId};
 
+mod ticket;
 mod wait;
 
+pub use ticket::next_ticket;
 pub use wait::{claim, NoWorker};
 
 /// A claim on one worker for one request: counts in its `in_flight` until dropped, so the
@@ -174,18 +176,18 @@ mod tests {
 
     pub(super) fn backend(i: u32, max_requests: u64) -> Arc<Backend> {
         Arc::new(Backend {
-            id: corral_supervisor::WorkerId(u64::from(i)),
+            id: corral_routes::WorkerId(u64::from(i)),
             pool: Arc::from("web"),
             worker: i + 1,
             pid: 100 + i,
-            addr: corral_supervisor::routes::Address::Tcp(
+            addr: corral_routes::routes::Address::Tcp(
                 format!("127.0.0.1:{}", 9000 + i).parse().expect("addr"),
             ),
             proxy_data: Default::default(),
             in_flight: AtomicU32::new(0),
             served: AtomicU64::new(0),
             max_requests,
-            recycle: corral_supervisor::routes::Recycle::new(
+            recycle: corral_routes::routes::Recycle::new(
                 max_requests,
                 std::time::Duration::from_secs(1),
                 Instant::now(),

@@ -9,8 +9,8 @@ use nix::sys::signal::Signal;
 
 use super::{Action, Exit, Policy, SpawnOrder, Timer};
 use crate::backoff::Backoff;
-use crate::routes::{Address, Backend};
 use crate::worker::{ExitReason, PoolId, State, Worker, WorkerId};
+use corral_routes::routes::{Address, Backend};
 
 impl Policy {
     /// Spawns a worker for every slot of `pool` that lacks one, and ends workers beyond
@@ -144,7 +144,7 @@ impl Policy {
             in_flight: Default::default(),
             served: Default::default(),
             max_requests,
-            recycle: crate::routes::Recycle::new(max_requests, replacement, now),
+            recycle: corral_routes::routes::Recycle::new(max_requests, replacement, now),
             retiring: Default::default(),
             started: since,
             health: Default::default(),

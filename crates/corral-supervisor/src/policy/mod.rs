@@ -34,9 +34,9 @@ use corral_config::{Config, Pool, Traffic};
 use corral_telemetry::Metrics;
 use nix::sys::signal::Signal;
 
-use crate::routes::{Address, Backend};
 use crate::worker::{ExitReason, PoolId, WorkerId};
 use crate::{Scale, StopMode};
+use corral_routes::routes::{Address, Backend};
 use pool::PoolState;
 
 /// Something that happened, as the runner saw it.

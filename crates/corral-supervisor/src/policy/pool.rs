@@ -9,8 +9,8 @@ use corral_config::Pool;
 use corral_telemetry::{Metrics, PoolMetrics};
 
 use crate::backoff::Backoff;
-use crate::routes::Queue;
 use crate::worker::{PoolId, Worker};
+use corral_routes::routes::Queue;
 
 /// Per-slot memory that outlives each worker of the slot.
 #[derive(Debug, Default)]

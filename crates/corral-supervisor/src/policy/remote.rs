@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Action, Policy};
-use crate::routes::{Address, Backend};
 use crate::worker::{PoolId, WorkerId};
+use corral_routes::routes::{Address, Backend};
 
 /// What one upstream name resolved to, in `upstreams` order.
 pub(crate) type Resolution = Vec<Result<Vec<SocketAddr>, String>>;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use super::Policy;
-use crate::routes::{PoolRoute, RoutingTable};
-use crate::status::{PoolView, StatusSnapshot, WorkerView};
 use crate::worker::StateKind;
+use corral_routes::routes::{PoolRoute, RoutingTable};
+use corral_routes::status::{PoolView, StatusSnapshot, WorkerView};
 
 impl Policy {
     /// The routing table of every pool that is not being removed.

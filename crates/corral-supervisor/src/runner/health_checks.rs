@@ -9,11 +9,11 @@ use std::sync::Weak;
 use corral_config::{Health, Ready};
 use corral_telemetry::health::PoolHealth;
 
-use crate::health::Turned;
 use crate::policy::Event;
 use crate::ready::probe_within;
-use crate::routes::Backend;
 use crate::worker::WorkerId;
+use corral_routes::health::Turned;
+use corral_routes::routes::Backend;
 
 /// Checks `backend` until it is gone (the worker stopped) or told to close (drained);
 /// `report` returns false once the supervisor is gone.

@@ -18,11 +18,11 @@ use tokio::sync::mpsc;
 
 use crate::heartbeat::Heartbeat;
 use crate::policy::{Action, Event, Exit, Policy};
-use crate::routes::{Address, Report, SharedRoutes};
 use crate::sockets;
-use crate::status::SharedStatus;
 use crate::worker::{PoolId, WorkerId};
 use crate::Control;
+use corral_routes::routes::{Address, Report, SharedRoutes};
+use corral_routes::status::SharedStatus;
 
 /// How long an exited worker's output pumps may take to drain before the exit is reported.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(300);

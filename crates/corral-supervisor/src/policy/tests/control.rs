@@ -154,11 +154,14 @@ fn switch_to(pool: &str) -> Event {
     }
 }
 
-/// How many of `n` tickets in a row each pool of the table gets.
+/// How many of `n` tickets in a row each pool of the table gets, tickets drawn as the proxy
+/// draws them (a golden-ratio sequence).
 fn shares(table: &crate::RoutingTable, n: usize) -> Vec<(String, usize)> {
     let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut ticket = 0u32;
     for _ in 0..n {
-        let name = table.route(crate::next_ticket()).name.to_string();
+        ticket = ticket.wrapping_add(0x9E37_79B9);
+        let name = table.route(ticket).name.to_string();
         match counts.iter_mut().find(|(p, _)| *p == name) {
             Some((_, c)) => *c += 1,
             None => counts.push((name, 1)),

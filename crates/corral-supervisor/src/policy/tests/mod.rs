@@ -14,8 +14,8 @@ use corral_telemetry::Metrics;
 use nix::sys::signal::Signal;
 
 use super::{Action, Event, Exit, Policy, Timer};
-use crate::routes::{Address, Backend};
 use crate::worker::{StateKind, WorkerId};
+use corral_routes::routes::{Address, Backend};
 
 const QUICK: Duration = Duration::from_millis(50);
 

@@ -233,8 +233,8 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
-    /// The pool a request with `ticket` goes to. Tickets spread evenly over `u32`
-    /// ([`next_ticket`]), so each pool of a split gets its weight's share; without a split
+    /// The pool a request with `ticket` goes to. Tickets spread evenly over `u32` (the
+    /// proxy draws them from a golden-ratio sequence), so each pool of a split gets its weight's share; without a split
     /// it is `active`, whatever the ticket.
     pub fn route(&self, ticket: u32) -> &Arc<PoolRoute> {
         let Some((_, total)) = self.split.last() else {
@@ -270,20 +270,6 @@ impl RoutingTable {
     }
 }
 
-/// A request's ticket for [`RoutingTable::route`]: a per-thread golden-ratio sequence, whose
-/// values cover `u32` evenly over any run of requests, so a 10% canary gets 10% of every
-/// few hundred requests rather than 10% on average.
-pub fn next_ticket() -> u32 {
-    thread_local! {
-        static NEXT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    }
-    NEXT.with(|n| {
-        let v = n.get().wrapping_add(0x9E37_79B9);
-        n.set(v);
-        v
-    })
-}
-
 /// The table shared between the supervisor (writer) and the proxy (reader).
 pub type SharedRoutes = Arc<ArcSwap<RoutingTable>>;
 
@@ -314,9 +300,15 @@ pub enum Report {
 
 /// The proxy's end of the report channel; sending never blocks the request path.
 #[derive(Clone)]
-pub struct Reporter(pub(crate) mpsc::UnboundedSender<Report>);
+pub struct Reporter(mpsc::UnboundedSender<Report>);
 
 impl Reporter {
+    /// A report channel: the proxy's end, and the supervisor's.
+    pub fn channel() -> (Reporter, mpsc::UnboundedReceiver<Report>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Reporter(tx), rx)
+    }
+
     /// Sends a report; if the supervisor is gone (shutting down) there is no one to tell.
     pub fn send(&self, report: Report) {
         let _ = self.0.send(report);
