@@ -140,7 +140,7 @@ impl Runner {
         listener.local_addr().is_ok_and(|addr| {
             self.workers
                 .values()
-                .any(|w| w.addr == crate::routes::Address::Tcp(addr))
+                .any(|w| w.addr == corral_routes::Address::Tcp(addr))
         })
     }
 }
