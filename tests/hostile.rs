@@ -208,3 +208,28 @@ fn a_content_length_with_leading_zeros_reaches_the_worker_in_its_shortest_form()
     let seen: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
     assert_eq!(seen["content-length"], "0", "{seen}");
 }
+
+#[test]
+fn field_names_with_underscores_are_dropped_unless_kept() {
+    let request = "GET /headers HTTP/1.1\r\nHost: t\r\nTransfer_Encoding: chunked\r\nX_Custom: 1\r\nX-Plain: 2\r\n\r\n";
+    let corral = Corral::start(&testapp_pool(1, ""), "", 1);
+    let mut raw = Raw::connect(corral.port);
+    raw.send(request.as_bytes());
+    let answer = raw.response(false);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+    assert_eq!(seen["x-plain"], "2", "{seen}");
+    assert!(seen.get("transfer_encoding").is_none(), "{seen}");
+    assert!(seen.get("x_custom").is_none(), "{seen}");
+    support::wait_for("the dropped fields counted", Duration::from_secs(5), || {
+        (corral.metric("corral_underscore_fields_dropped_total") == 2.0).then_some(())
+    });
+
+    // `underscores_in_headers = true` keeps them, as nginx's setting of that name does.
+    let corral = Corral::start(&testapp_pool(1, ""), "underscores_in_headers = true\n", 1);
+    let mut raw = Raw::connect(corral.port);
+    raw.send(request.as_bytes());
+    let answer = raw.response(false);
+    let seen: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+    assert_eq!(seen["x_custom"], "1", "{seen}");
+}

@@ -66,6 +66,11 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static [u16])> {
         "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "b".repeat(8200)
     );
+    // Name, colon, space and value are 8190 bytes; the extra spaces make the line longer.
+    let spaced_field = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big:    {}\r\n\r\n",
+        "b".repeat(8190 - 7)
+    );
     let big_body = format!(
         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n{}",
         "c".repeat(2000)
@@ -124,6 +129,12 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static [u16])> {
         ("no version", r("GET /\r\nHost: t\r\n\r\n"), BAD),
         ("bad method", r("G@T / HTTP/1.1\r\nHost: t\r\n\r\n"), BAD),
         ("CONNECT", r("CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"), &[400, 405]),
+        // Request targets (RFC 9112 §3.2).
+        ("asterisk without OPTIONS", r("GET * HTTP/1.1\r\nHost: t\r\n\r\n"), BAD),
+        ("authority form", r("GET example.com:443 HTTP/1.1\r\nHost: t\r\n\r\n"), BAD),
+        ("no leading slash", r("GET foo/bar HTTP/1.1\r\nHost: t\r\n\r\n"), BAD),
+        ("raw non-ASCII in the target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), BAD),
+        ("a field line over header_size by its spaces", r(&spaced_field), &[431]),
         // An Upgrade request gets every check a normal one gets.
         ("upgrade with CL and TE", r("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), BAD),
         ("upgrade with two Hosts", r("GET /ws HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"), BAD),
@@ -200,6 +211,10 @@ fn requests_just_under_each_limit_are_served() {
         ("a body of body_size", format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1024\r\n\r\n{body}")),
         ("a chunked body of body_size", format!("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}")),
         ("HTTP/1.0 without Host", "GET / HTTP/1.0\r\n\r\n".to_string()),
+        ("OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n".to_string()),
+        ("absolute form", "GET http://t/ HTTP/1.1\r\nHost: t\r\n\r\n".to_string()),
+        ("an empty line before the request line", "\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n".to_string()),
+        ("bare LF line ends", "GET / HTTP/1.1\nHost: t\n\n".to_string()),
         ("a chunk extension", "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;name=v\r\nhello\r\n0\r\n\r\n".to_string()),
     ] {
         let request = request.replacen("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1);

@@ -108,6 +108,7 @@ fn server(r: &mut Reader, top: &mut Table, source: &std::path::Path) -> Server {
     let trusted_proxies = crate::edge::trusted_proxies(r, &mut t);
     let forward_fields = crate::edge::forward_fields(r, &mut t);
     let proxy_protocol = t.boolean(r, "proxy_protocol").unwrap_or(false);
+    let underscores_in_headers = t.boolean(r, "underscores_in_headers").unwrap_or(false);
     let watch_config = t.boolean(r, "watch_config").unwrap_or(false);
     let max_connections = t
         .integer(r, "max_connections", 1, 1_000_000)
@@ -116,6 +117,7 @@ fn server(r: &mut Reader, top: &mut Table, source: &std::path::Path) -> Server {
     Server {
         trusted_proxies,
         forward_fields,
+        underscores_in_headers,
         proxy_protocol,
         watch_config,
         max_connections,

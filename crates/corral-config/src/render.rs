@@ -55,6 +55,7 @@ pub fn render(c: &Config) -> String {
         .map(|f| f.name().to_string())
         .collect();
     let _ = writeln!(out, "forward_fields = [{}]", list(&fields));
+    let _ = writeln!(out, "underscores_in_headers = {}", s.underscores_in_headers);
     let _ = writeln!(out, "proxy_protocol = {}", s.proxy_protocol);
     let _ = writeln!(out, "max_connections = {}", s.max_connections);
     let _ = writeln!(out, "watch_config = {}", s.watch_config);

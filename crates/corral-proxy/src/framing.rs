@@ -21,12 +21,59 @@ const fn bad(reason: &'static str) -> Option<Refusal> {
 
 /// Checks the request whose raw head is `raw`; `None` when it may pass.
 pub fn check(raw: &[u8], head: &RequestHeader) -> Option<Refusal> {
+    let raw = skip_empty_lines(raw);
     let line = raw.split(|&b| b == b'\n').next().unwrap_or(raw);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if !request_line_ok(line) {
         return bad("malformed request line");
     }
+    if let Some(refusal) = check_target(head) {
+        return Some(refusal);
+    }
     check_fields(head)
+}
+
+/// A raw head without the empty lines a client may send before its request line (RFC 9112
+/// §2.2: a server ignores at least one): what follows is the request.
+pub fn skip_empty_lines(mut raw: &[u8]) -> &[u8] {
+    loop {
+        match raw {
+            [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] => raw = rest,
+            _ => return raw,
+        }
+    }
+}
+
+/// The request target's form (RFC 9112 §3.2): origin form (`/path?query`) or absolute form
+/// (`http://host/path`), and the asterisk form only for `OPTIONS`. The authority form is
+/// `CONNECT`'s alone, which is refused anyway; anything else (`foo/bar`) is no target.
+pub fn check_target(head: &RequestHeader) -> Option<Refusal> {
+    let target = head.raw_path();
+    if head.method == http::Method::CONNECT {
+        // Refused as a method (405) by `admit`.
+        return None;
+    }
+    if target == b"*" {
+        return if head.method == http::Method::OPTIONS {
+            None
+        } else {
+            bad("asterisk target without OPTIONS")
+        };
+    }
+    // pingora keeps the target as sent (`raw_path`); its `uri` holds only a path.
+    let fits = target.first() == Some(&b'/')
+        || {
+            // Absolute form: `http://` or `https://` with a host.
+            http::Uri::try_from(target).is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+                && uri.authority().is_some_and(|a| !a.host().is_empty())
+        })
+        };
+    if fits {
+        None
+    } else {
+        bad("request target not in origin or absolute form")
+    }
 }
 
 /// The checks on the parsed fields alone: `Host`, `Content-Length` and `Transfer-Encoding`
@@ -68,7 +115,8 @@ pub fn check_fields(head: &RequestHeader) -> Option<Refusal> {
     None
 }
 
-/// `method SP request-target SP HTTP/1.x`, single spaces, a target of visible bytes.
+/// `method SP request-target SP HTTP/1.x`, single spaces, a target of visible ASCII bytes
+/// (no control byte, space or raw byte over 0x7e: RFC 3986 has them percent-encoded).
 fn request_line_ok(line: &[u8]) -> bool {
     let mut parts = line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -78,7 +126,7 @@ fn request_line_ok(line: &[u8]) -> bool {
     };
     !method.is_empty()
         && !target.is_empty()
-        && target.iter().all(|&b| b > 0x20 && b != 0x7f)
+        && target.iter().all(|&b| b > 0x20 && b < 0x7f)
         && (version == b"HTTP/1.1" || version == b"HTTP/1.0")
 }
 
@@ -143,5 +191,27 @@ mod tests {
         ] {
             assert_eq!(status(raw), Some(expected), "{raw:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    fn target_status(method: &str, target: &[u8]) -> Option<u16> {
+        let head = RequestHeader::build(method, target, None).expect("head");
+        check_target(&head).map(|r| r.status)
+    }
+
+    #[test]
+    fn targets_by_form() {
+        assert_eq!(target_status("GET", b"/a?b"), None);
+        assert_eq!(target_status("GET", b"http://t/"), None);
+        assert_eq!(target_status("GET", b"https://t:8443/x?y"), None);
+        assert_eq!(target_status("OPTIONS", b"*"), None);
+        assert_eq!(target_status("GET", b"*"), Some(400));
+        assert_eq!(target_status("GET", b"example.com:443"), Some(400));
+        assert_eq!(target_status("GET", b"foo/bar"), Some(400));
+        assert_eq!(target_status("GET", b"ftp://t/"), Some(400));
     }
 }

@@ -81,6 +81,22 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// The field lines of a raw head against `header_size`, each counted whole as sent (name,
+/// colon, spaces and value, without its line end), as Gunicorn and nginx count them.
+pub fn check_raw_lines(raw: &[u8], limits: &Limits) -> Option<Refusal> {
+    let raw = crate::framing::skip_empty_lines(raw);
+    let too_long = raw
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .take_while(|line| !line.is_empty())
+        .any(|line| line.len() > limits.header_size);
+    too_long.then_some(Refusal {
+        status: 431,
+        reason: "header field too large",
+    })
+}
+
 /// Whether a raw request head has a `Content-Length` field. pingora drops that field when
 /// `Transfer-Encoding` is also present (letting TE win); we refuse such requests instead, so
 /// callers check the raw bytes whenever the parsed head has `Transfer-Encoding`.

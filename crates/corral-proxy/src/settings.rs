@@ -15,7 +15,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// Peers whose forwarding fields are believed.
     pub trusted_proxies: Vec<Cidr>,
-    /// `server.forward_fields`, made once: which forwarded fields the worker gets.
+    /// `server.forward_fields`, made once: which forwarded fields the worker gets (and
+    /// `server.underscores_in_headers`).
     pub(crate) forward_fields: ForwardMask,
     /// Whether every client connection starts with a PROXY protocol header.
     pub proxy_protocol: bool,
@@ -50,7 +51,8 @@ impl ProxySettings {
                 .map_or(corral_config::DEFAULT_H2_MAX_STREAMS, |t| t.max_streams),
             access_log: config.log.access,
             trusted_proxies: config.server.trusted_proxies.clone(),
-            forward_fields: ForwardMask::of(&config.server.forward_fields),
+            forward_fields: ForwardMask::of(&config.server.forward_fields)
+                .keeping_underscores(config.server.underscores_in_headers),
             proxy_protocol: config.server.proxy_protocol,
             max_connections: config.server.max_connections,
             answer: AnswerRules::new(&config.headers),

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Forwarding fields (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Request-Id`, their
     /// underscore spellings, `SCRIPT_NAME`) removed from requests of untrusted peers.
     pub untrusted_forwarded_fields: IntCounter,
+    /// Request fields with `_` in their name, dropped (`server.underscores_in_headers`).
+    pub underscore_fields: IntCounter,
     /// Client connections refused at `server.max_connections`.
     pub connections_refused: IntCounter,
     /// Client connections open now.
@@ -137,6 +139,10 @@ impl Metrics {
             "corral_untrusted_forwarded_fields_total",
             "Forwarding fields removed from requests of peers not in server.trusted_proxies",
         )?;
+        let underscore_fields = IntCounter::new(
+            "corral_underscore_fields_dropped_total",
+            "Request fields with an underscore in their name, dropped (server.underscores_in_headers)",
+        )?;
         let connections_refused = IntCounter::new(
             "corral_connections_refused_total",
             "Client connections answered 503 and closed at server.max_connections",
@@ -213,6 +219,7 @@ impl Metrics {
         }
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(untrusted_forwarded_fields.clone()))?;
+        registry.register(Box::new(underscore_fields.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
@@ -242,6 +249,7 @@ impl Metrics {
             switches,
             no_ready_worker,
             untrusted_forwarded_fields,
+            underscore_fields,
             connections_refused,
             connections,
             rate_limited,

@@ -70,6 +70,10 @@ pub struct Server {
     pub trusted_proxies: Vec<Cidr>,
     /// The forwarded fields the worker gets, in the order written; all six by default.
     pub forward_fields: Vec<ForwardedField>,
+    /// Whether request fields with `_` in their name reach workers (nginx's
+    /// `underscores_in_headers`); off, they are dropped: a WSGI or CGI environ reads
+    /// `Transfer_Encoding` as `Transfer-Encoding`.
+    pub underscores_in_headers: bool,
     /// Every client connection starts with a PROXY protocol header (v1 or v2).
     pub proxy_protocol: bool,
     /// Client connections open at once; more are answered 503 and closed.

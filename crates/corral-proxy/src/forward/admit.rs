@@ -22,7 +22,9 @@ pub(super) fn admit<C: ClientSide>(
     // The checks of the exact bytes apply to HTTP/1.x; HTTP/2's framing is its own.
     let raw = client.raw_head();
     let refusal = limits::check(head, &settings.limits).or_else(|| match &raw {
-        Some(raw) => smuggled_length(head, raw).or_else(|| framing::check(raw, head)),
+        Some(raw) => limits::check_raw_lines(raw, &settings.limits)
+            .or_else(|| smuggled_length(head, raw))
+            .or_else(|| framing::check(raw, head)),
         None => framing::check_fields(head),
     });
     if let Some(refusal) = refusal {

@@ -38,6 +38,8 @@ pub(super) struct Exchange {
     pub(super) upstream_ms: Option<f64>,
     /// Forwarding fields an untrusted peer sent, left out of the worker's request.
     pub(super) forged: u32,
+    /// Fields with `_` in their name, left out (`server.underscores_in_headers` off).
+    pub(super) underscored: u32,
     /// The body read before a worker was chosen.
     pub(super) body: BodyStart,
     /// The rate limit state for the answer (`RateLimit`, `RateLimit-Policy`).
@@ -77,6 +79,7 @@ impl Exchange {
             upstream_start: start,
             upstream_ms: None,
             forged: 0,
+            underscored: 0,
             body: BodyStart::default(),
             rate_fields: Vec::new(),
             rate_guards: Vec::new(),

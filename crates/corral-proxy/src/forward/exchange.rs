@@ -264,7 +264,7 @@ impl Forwarder {
         upgrade: bool,
     ) -> Result<Done, AttemptError> {
         let send = exchange.settings.forward_fields;
-        let (head, forged) = Outgoing::of(
+        let (head, [forged, underscored]) = Outgoing::of(
             client,
             &exchange.client,
             &exchange.request_id,
@@ -274,6 +274,7 @@ impl Forwarder {
         )
         .map_err(|e| AttemptError::ends(Failure::worker(500, e)))?;
         exchange.forged = forged;
+        exchange.underscored = underscored;
         // The worker's answer to an upgrade is bounded like any other; the tunnel after it
         // has its own `idle_timeout`.
         let timeout = Some(exchange.route().timeout);

@@ -55,6 +55,9 @@ pub(super) enum Fate {
     /// It is left out, and it was a forwarding field from a peer that is not trusted: a
     /// forgery or a misconfiguration, counted and logged.
     Forged,
+    /// It is left out for the `_` in its name (`server.underscores_in_headers` off): a WSGI
+    /// or CGI environ reads `Transfer_Encoding` as `Transfer-Encoding`. Counted.
+    Underscore,
 }
 
 /// What the request's own head says about how its fields are treated.
@@ -69,16 +72,24 @@ pub(super) struct RequestRules<'a> {
     keep_hops: bool,
     /// The peer is a trusted proxy: its `SCRIPT_NAME` may pass.
     trusted_peer: bool,
+    /// `server.underscores_in_headers`: names with `_` pass.
+    keep_underscores: bool,
 }
 
 impl<'a> RequestRules<'a> {
-    pub(super) fn of(head: &'a RequestHeader, upgrade: bool, trusted_peer: bool) -> Self {
+    pub(super) fn of(
+        head: &'a RequestHeader,
+        upgrade: bool,
+        trusted_peer: bool,
+        keep_underscores: bool,
+    ) -> Self {
         let old = matches!(head.version, Version::HTTP_10 | Version::HTTP_09);
         RequestRules {
             head,
             upgrade,
             keep_hops: !upgrade && old,
             trusted_peer,
+            keep_underscores,
         }
     }
 
@@ -96,8 +107,12 @@ impl<'a> RequestRules<'a> {
                 .any(|n| n.as_bytes().eq_ignore_ascii_case(name));
             return if exact { forged } else { Fate::Forged };
         }
-        if is_spelling_of(name, "script-name") && !self.trusted_peer {
-            return Fate::Forged;
+        if is_spelling_of(name, "script-name") {
+            if !self.trusted_peer {
+                return Fate::Forged;
+            }
+        } else if !self.keep_underscores && name.contains(&b'_') {
+            return Fate::Underscore;
         }
         let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
         // corral answers `Expect: 100-continue` itself.
@@ -142,6 +157,22 @@ impl ForwardMask {
     /// All six, the default.
     #[cfg(test)]
     pub(crate) const ALL: ForwardMask = ForwardMask(0b11_1111);
+    /// Not a forwarded field: `server.underscores_in_headers`, the one other per-config
+    /// rule of the request's fields, carried in the same byte.
+    const UNDERSCORES: u8 = 1 << 7;
+
+    /// The mask, also saying whether fields with `_` in their name pass.
+    pub(crate) fn keeping_underscores(self, keep: bool) -> ForwardMask {
+        if keep {
+            ForwardMask(self.0 | Self::UNDERSCORES)
+        } else {
+            ForwardMask(self.0 & !Self::UNDERSCORES)
+        }
+    }
+
+    fn keeps_underscores(self) -> bool {
+        self.0 & Self::UNDERSCORES != 0
+    }
 
     /// The mask of the fields listed.
     pub(crate) fn of(fields: &[ForwardedField]) -> ForwardMask {
@@ -188,6 +219,8 @@ pub(super) fn forwarded<'a>(
 pub(super) struct Outbound<T> {
     pub(super) head: T,
     pub(super) forged: u32,
+    /// Fields left out for the `_` in their name.
+    pub(super) underscored: u32,
 }
 
 /// The request for the worker as bytes, for the common case of a request without body,
@@ -209,8 +242,9 @@ pub(super) fn request_bytes(
     if !version_ok || head.method == Method::HEAD || head.headers.contains_key(UPGRADE) {
         return None;
     }
-    let rules = RequestRules::of(head, false, client.trusted_peer);
+    let rules = RequestRules::of(head, false, client.trusted_peer, send.keeps_underscores());
     let mut forged = 0;
+    let mut underscored = 0;
     let mut out = BytesMut::with_capacity(raw.map_or(512, <[u8]>::len) + 200);
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -225,9 +259,11 @@ pub(super) fn request_bytes(
         }
         Fate::Drop => {}
         Fate::Forged => forged += 1,
+        Fate::Underscore => underscored += 1,
     };
     match raw {
         Some(raw) => {
+            let raw = crate::framing::skip_empty_lines(raw);
             for line in raw.split(|&b| b == b'\n').skip(1) {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.is_empty() {
@@ -260,7 +296,11 @@ pub(super) fn request_bytes(
         }
     }
     out.extend_from_slice(b"\r\n");
-    Some(Outbound { head: out, forged })
+    Some(Outbound {
+        head: out,
+        forged,
+        underscored,
+    })
 }
 
 /// The request for the worker as a header for pingora's session: the client's head with
@@ -273,8 +313,9 @@ pub(super) fn request_head(
     send: ForwardMask,
 ) -> pingora_error::Result<Outbound<Box<RequestHeader>>> {
     let mut out = Box::new(head.clone());
-    let rules = RequestRules::of(head, upgrade, client.trusted_peer);
+    let rules = RequestRules::of(head, upgrade, client.trusted_peer, send.keeps_underscores());
     let mut forged = 0;
+    let mut underscored = 0;
     let mut dropped: Vec<&HeaderName> = Vec::new();
     for (name, _) in head.headers.iter() {
         match rules.fate(name.as_str().as_bytes()) {
@@ -282,6 +323,10 @@ pub(super) fn request_head(
             Fate::Drop => dropped.push(name),
             Fate::Forged => {
                 forged += 1;
+                dropped.push(name);
+            }
+            Fate::Underscore => {
+                underscored += 1;
                 dropped.push(name);
             }
         }
@@ -294,7 +339,11 @@ pub(super) fn request_head(
             out.append_header(name, value)?;
         }
     }
-    Ok(Outbound { head: out, forged })
+    Ok(Outbound {
+        head: out,
+        forged,
+        underscored,
+    })
 }
 
 /// The field names a `Connection` field lists (its other tokens, like `close`, name no field

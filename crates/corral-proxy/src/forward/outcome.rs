@@ -161,6 +161,11 @@ impl Forwarder {
                 "forwarding fields from a peer that is not a trusted proxy were removed"
             );
         }
+        if exchange.underscored > 0 {
+            self.metrics
+                .underscore_fields
+                .inc_by(u64::from(exchange.underscored));
+        }
         let route = exchange.route();
         route
             .metrics

@@ -29,7 +29,7 @@ pub(super) enum Outgoing {
 
 impl Outgoing {
     /// The head for the request `client` has read, by the rules of [`fields`], with the
-    /// number of forged forwarding fields it left out. `has_body` is whether the head
+    /// numbers of forged forwarding fields and of `_` fields it left out. `has_body` is whether the head
     /// announced a body (an empty chunked one included), not whether any bytes came.
     pub(super) fn of<C: ClientSide>(
         client: &mut C,
@@ -38,7 +38,7 @@ impl Outgoing {
         upgrade: bool,
         has_body: bool,
         send: ForwardMask,
-    ) -> pingora_error::Result<(Outgoing, u32)> {
+    ) -> pingora_error::Result<(Outgoing, [u32; 2])> {
         let empty = !has_body;
         if empty {
             let raw = client.raw_head();
@@ -46,7 +46,7 @@ impl Outgoing {
             if let Some(out) =
                 fields::request_bytes(head, raw.as_deref(), identity, request_id, send)
             {
-                return Ok((Outgoing::Bytes(out.head), out.forged));
+                return Ok((Outgoing::Bytes(out.head), [out.forged, out.underscored]));
             }
         }
         let head = client.req_header();
@@ -59,7 +59,7 @@ impl Outgoing {
                 out.head.insert_header(TRANSFER_ENCODING, "chunked")?;
             }
         }
-        Ok((Outgoing::Head(out.head), out.forged))
+        Ok((Outgoing::Head(out.head), [out.forged, out.underscored]))
     }
 }
 

@@ -116,6 +116,7 @@ proptest! {
         let by_map = fields_of_head(&map.head);
         prop_assert_eq!(&by_bytes, &by_map);
         prop_assert_eq!(bytes.forged, map.forged);
+        prop_assert_eq!(bytes.underscored, map.underscored);
         // Every forwarding field the untrusted client sent, in any spelling, is counted.
         let forging = fields.iter().filter(|(n, _)| {
             let n = NAMES[*n].to_ascii_lowercase().replace('_', "-");
