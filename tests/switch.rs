@@ -343,3 +343,39 @@ fn a_run_time_switch_survives_a_reload_and_a_restart_until_the_file_changes_acti
             .then_some(())
     });
 }
+
+/// Issue 37: `corral scale blue 1` on a stopped standby pool started one worker, and the
+/// `corral switch blue` after it waited for the configured count and was refused. A switch
+/// now waits for the count the supervisor wants of the pool, the one `scale` set.
+#[test]
+fn switch_to_a_stopped_standby_pool_scaled_to_1_succeeds_with_its_1_worker() {
+    // A short start_timeout, so the old wait for 2 workers gives up in 8 s, not 15.
+    let pool = |name: &str| {
+        testapp_pool(2, "")
+            .replace("[pools.web]", &format!("[pools.{name}]"))
+            .replace("start_timeout = \"10s\"", "start_timeout = \"3s\"")
+    };
+    let body = format!(
+        "[routing]\nactive = \"blue\"\n\n{}\n{}",
+        pool("blue"),
+        pool("green")
+    );
+    let corral = start_both(&body, "");
+    let (code, out, err) = corral.cli(&["switch", "green"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("blue stopped", Duration::from_secs(20), || {
+        pool_pids(&corral, "blue").is_empty().then_some(())
+    });
+    let (code, out, err) = corral.cli(&["scale", "blue", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = corral.cli(&["switch", "blue"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", corral.logs());
+    assert!(
+        out.contains("switched from green to blue (1 workers checked"),
+        "{out}"
+    );
+    let blue = pool_pids(&corral, "blue");
+    assert_eq!(blue.len(), 1, "{blue:?}");
+    let served = answering(&corral);
+    assert_eq!(served, blue);
+}

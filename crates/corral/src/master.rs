@@ -20,9 +20,10 @@ use crate::announce::{Announcer, Turn};
 use crate::reload::{self, Source};
 use crate::signals::{self, Signals};
 use crate::stop::Ending;
+use crate::switch::Switching;
 use crate::upgrade::{self, UpgradeWait};
 use crate::wiring::Wired;
-use crate::{config_watch, routing_state, switch};
+use crate::{config_watch, routing_state};
 
 /// How often readiness, the status line and the watchdog are looked at.
 const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
@@ -45,7 +46,7 @@ pub struct Master<'a> {
     fds: ListenFds,
     log: &'a LogGuard,
     announcer: Announcer,
-    switching: switch::Switching<'a>,
+    switching: Switching<'a>,
     upgrading: Option<UpgradeWait>,
 }
 
@@ -74,13 +75,13 @@ impl<'a> Master<'a> {
             current: config,
             generation: 1,
             supervisor: parts.supervisor,
-            metrics: parts.metrics,
+            metrics: parts.metrics.clone(),
             settings: parts.settings,
             certificates: parts.certificates,
             fds: parts.fds,
             log: parts.log,
             announcer: parts.announcer,
-            switching: None,
+            switching: Switching::new(parts.supervisor, parts.metrics.clone()),
             upgrading: None,
         }
     }
@@ -110,7 +111,7 @@ impl<'a> Master<'a> {
                 request = signals.next() => self.on_signal(request),
                 () = config_watch::changed(&mut watch) => self.on_config_changed(),
                 Some(request) = wired.control.recv() => self.on_control(request),
-                () = switch::finished(&mut self.switching) => None,
+                () = self.switching.step() => None,
                 (successor, result) = UpgradeWait::wait(&mut self.upgrading) => self.on_upgrade(successor, result),
                 Some(reason) = wired.failed.recv() => {
                     let _ = wired.shutdown.send(true);
@@ -127,7 +128,10 @@ impl<'a> Master<'a> {
     /// A signal: stop, reload, scale the active pool, reopen the logs or upgrade.
     fn on_signal(&mut self, request: signals::Request) -> Option<Ending> {
         match request {
-            signals::Request::Stop(mode) => return Some(Ending::Stop(mode)),
+            signals::Request::Stop(mode) => {
+                self.switching.stopping();
+                return Some(Ending::Stop(mode));
+            }
             signals::Request::Reload => {
                 let _ = self.reload(Source::Signal);
             }
@@ -178,15 +182,7 @@ impl<'a> Master<'a> {
                 .map_err(Refusal::Refused),
             // The switch answers itself once it has flipped or been refused.
             Request::Switch { to } => {
-                let (supervisor, metrics) = (self.supervisor, &self.metrics);
-                switch::begin(
-                    &mut self.switching,
-                    &self.current,
-                    supervisor,
-                    metrics,
-                    to,
-                    reply,
-                );
+                self.switching.request(&self.current, to, reply);
                 return None;
             }
             Request::Scale { pool, workers } => self.scale(pool, workers),
