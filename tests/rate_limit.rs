@@ -361,3 +361,38 @@ fn a_redis_outage_follows_on_error_fast_and_limiting_resumes() {
     assert!(allow.metric("corral_rate_limit_store_errors_total") >= 20.0);
     drop(redis);
 }
+
+#[test]
+fn a_429_keeps_the_http11_connection_open_when_the_request_was_read_whole() {
+    // Regression: every 429 closed the connection, costing the client a reconnect per
+    // refusal (nginx's limit_req keeps it).
+    let body = testapp_pool(1, "") + &rule("api", "rate = \"1/m\"\nburst = 1");
+    let corral = Corral::start(&body, "", 1);
+    let mut raw = Raw::connect(corral.port);
+    let keep = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    raw.send(keep.as_bytes());
+    assert_eq!(raw.response(false).status, 200);
+    for _ in 0..3 {
+        raw.send(keep.as_bytes());
+        let refused = raw.response(false);
+        assert_eq!(refused.status, 429, "{}", refused.head);
+        assert_ne!(
+            refused.header("connection"),
+            Some("close"),
+            "{}",
+            refused.head
+        );
+    }
+    // A refused request whose body was not read closes: its bytes would be taken for the
+    // next request.
+    raw.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    let refused = raw.response(false);
+    assert_eq!(refused.status, 429, "{}", refused.head);
+    assert_eq!(
+        refused.header("connection"),
+        Some("close"),
+        "{}",
+        refused.head
+    );
+    assert!(raw.closed());
+}

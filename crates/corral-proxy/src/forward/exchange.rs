@@ -120,7 +120,13 @@ impl Forwarder {
         exchange: &mut Exchange,
     ) -> Result<(), Failure> {
         admit(client, &exchange.settings)?;
-        self.rate_limit(client, exchange).await?;
+        if let Err(mut refused) = self.rate_limit(client, exchange).await {
+            // The connection goes on when the request was read whole (no body): the next
+            // bytes are then the next request, as after nginx's `limit_req`. A body not read
+            // yet would be taken for one, so it closes (lingering) instead.
+            refused.keep_alive = client.is_body_empty();
+            return Err(refused);
+        }
         if !client.is_body_empty() {
             exchange.body = body::read_start(client, exchange.settings.limits.body_size).await?;
         }

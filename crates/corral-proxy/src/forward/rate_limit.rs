@@ -1,7 +1,8 @@
 //! The rate limit phase: after the checks (so it keys on the resolved client identity,
 //! never on a field an untrusted peer wrote) and before the body is read or a worker is
 //! chosen. Over a limit: 429 with `Retry-After` and the `RateLimit` fields; within it, the
-//! fields go on the answer and in-flight places are held until the request ends.
+//! fields go on the answer and in-flight places are held until the request ends. A refused
+//! request without a body leaves the connection open (`exchange.rs`).
 
 use corral_ratelimit::{Request, Verdict};
 use http::header::{HeaderValue, HOST, UPGRADE};
