@@ -296,3 +296,49 @@ fn a_remote_upstream_that_hangs_gets_its_request_a_504_and_is_not_killed() {
     let (status, _) = get(&client(), &corral.url("/")).expect("request after");
     assert_eq!(status, 200);
 }
+
+#[test]
+fn health_events_of_a_worker_stop_with_its_exit() {
+    // Regression: a worker's checks went on while anything still held its backend (here a
+    // request whose client stalls mid-upload; in a soak, requests queued on an old table),
+    // so `worker_unhealthy` was logged seconds after the worker had exited.
+    use std::io::Write;
+    let body = format!(
+        "{}\n[pools.web.health]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nunhealthy = 2\nhealthy = 2\n",
+        testapp_pool(1, "")
+    );
+    let mut corral = Corral::start(&body, "", 1);
+    let pid = corral.ready_pids()[0];
+    let mut upload = std::net::TcpStream::connect(("127.0.0.1", corral.port)).expect("connect");
+    upload
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+        .expect("head");
+    upload.write_all(&[b'x'; 70_000]).expect("part of the body");
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    corral.wait_log("the worker's exit", Duration::from_secs(10), |e| {
+        e["event"] == "worker_exited" && e["pid"] == pid
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = upload.write_all(&[b'x'; 30_000]);
+    drop(upload);
+    let events = corral.log_events();
+    let exit = events
+        .iter()
+        .position(|e| e["event"] == "worker_exited" && e["pid"] == pid)
+        .expect("exit logged");
+    let late: Vec<&Value> = events[exit..]
+        .iter()
+        .filter(|e| {
+            e["pid"] == pid
+                && e["event"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with("worker_") && name.contains("health"))
+        })
+        .collect();
+    assert!(late.is_empty(), "health events after the exit: {late:?}");
+}

@@ -3,8 +3,12 @@
 //! row leaves the rotation at once (the proxy reads its health); a worker that stays
 //! unhealthy for as many checks again is reported to the policy, which replaces it. `healthy`
 //! passes in a row bring it back before that. A remote upstream only leaves and rejoins.
+//! The checks of a worker end with its process: a backend may outlive its worker for a while
+//! (a request or a queued table still holds it), and a check of an exited worker would only
+//! log health events about a process that is gone.
 
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use corral_config::{Health, Ready};
 use corral_telemetry::health::PoolHealth;
@@ -15,11 +19,16 @@ use crate::worker::WorkerId;
 use corral_routes::health::Turned;
 use corral_routes::routes::Backend;
 
-/// Checks `backend` until it is gone (the worker stopped) or told to close (drained);
-/// `report` returns false once the supervisor is gone.
+/// How long a failed check waits for a dying worker's exit to be seen before it counts.
+const EXIT_SEEN: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Checks `backend` until it is gone, told to close (drained) or its process has exited
+/// (`alive`, cleared when it exits; `None` for a remote upstream); `report` returns false
+/// once the supervisor is gone.
 pub(super) async fn watch(
     worker: WorkerId,
     backend: Weak<Backend>,
+    alive: Option<Arc<AtomicBool>>,
     health: Health,
     path: String,
     counters: PoolHealth,
@@ -35,10 +44,19 @@ pub(super) async fn watch(
         let Some(backend) = backend.upgrade() else {
             return;
         };
-        if *backend.closing.borrow() {
+        let exited = || alive.as_ref().is_some_and(|a| !a.load(Ordering::Acquire));
+        if *backend.closing.borrow() || exited() {
             return;
         }
         let result = probe_within(Ready::Http, &backend.addr, &path, health.timeout).await;
+        // A check that failed because the worker died meanwhile says nothing of its health.
+        // Its sockets close before its exit is seen: give the exit a moment to be seen.
+        if result.is_err() && alive.is_some() {
+            tokio::time::sleep(EXIT_SEEN).await;
+        }
+        if exited() {
+            return;
+        }
         match &result {
             Ok(()) => counters.checks_passed.inc(),
             Err(_) => counters.checks_failed.inc(),

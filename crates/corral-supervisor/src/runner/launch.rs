@@ -102,8 +102,12 @@ impl Runner {
             }),
         ];
         let events = self.events_tx.clone();
+        let running = alive.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
+            // At once, not when the exit is reaped after its output: probes and health
+            // checks of this worker stop now.
+            running.store(false, std::sync::atomic::Ordering::Release);
             let ran = started.elapsed();
             for pump in pumps.into_iter().flatten() {
                 let _ = tokio::time::timeout(OUTPUT_DRAIN, pump).await;

@@ -194,9 +194,12 @@ impl Runner {
                         counters,
                     } => {
                         let tx = self.events_tx.clone();
+                        // A remote upstream has no process: its checks end with its backend.
+                        let alive = self.workers.get(&worker).map(|io| io.alive.clone());
                         tokio::spawn(health_checks::watch(
                             worker,
                             Arc::downgrade(&backend),
+                            alive,
                             health,
                             path,
                             counters,
