@@ -633,3 +633,28 @@ fn sigusr2_hands_the_https_listener_to_the_new_master() {
         .then_some(())
     });
 }
+
+#[test]
+fn an_http2_stream_whose_client_closes_the_connection_at_a_slow_worker_gets_one_access_line() {
+    // Regression: the connection's streams were dropped with it, so a request that had
+    // reached a worker left no access line (HTTP/1.1 logs it).
+    let pki = Pki::new();
+    pki.issue("a", &["a.test"], false);
+    let (corral, https) = start_h2(&pki, &testapp_pool(1, ""), "");
+    let path = "/sleep?ms=2500&h2-client-gone";
+    // curl gives up (and closes the connection) after 1 s, while the worker sleeps.
+    let (_, status, _) = curl_h2(&pki, https, path, &["--max-time", "1"]);
+    assert_eq!(status, 0, "curl was meant to give up");
+    let line = corral.wait_log("the stream's access line", Duration::from_secs(10), |e| {
+        e["message"] == "access" && e["path"] == path
+    });
+    println!("{line}");
+    assert_eq!(line["protocol"], "HTTP/2.0", "{line}");
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = corral
+        .log_events()
+        .into_iter()
+        .filter(|e| e["message"] == "access" && e["path"] == path)
+        .count();
+    assert_eq!(lines, 1, "{}", corral.logs());
+}

@@ -5,7 +5,8 @@
 //! access line; the worker side stays HTTP/1.1. The connection offers at most
 //! `max_streams` concurrent streams, closes after `keepalive_timeout` without one, and on a
 //! graceful stop sends GOAWAY and serves the streams already opened to their end.
-//! A connection's streams run in its own task, beside the connection that carries them.
+//! A connection's streams run in its own task, beside the connection that carries them, and
+//! outlive it: a stream whose client closed the connection runs to its end and is logged.
 
 use std::sync::Arc;
 
@@ -18,6 +19,10 @@ use super::accept::Connection;
 use super::client::{ClientSide, H2Client};
 use super::relay::Done;
 use super::Forwarder;
+
+/// How long the streams of a connection that ended may take to finish (their requests'
+/// own timeouts end them sooner).
+const STREAMS_AFTER_CLOSE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The most a request's decoded header list may take, whatever the limits allow.
 const MAX_HEADER_LIST: usize = 1 << 20;
@@ -89,6 +94,16 @@ impl Forwarder {
                     }
                 },
             }
+        }
+        // The connection is over (the client closed it, or it broke), but its streams'
+        // requests may be at workers: each runs to its end (an answer it can no longer
+        // deliver fails at once) and gets its access line, as on HTTP/1.1.
+        let finished = async { while streams.next().await.is_some() {} };
+        if tokio::time::timeout(STREAMS_AFTER_CLOSE, finished)
+            .await
+            .is_err()
+        {
+            tracing::debug!("HTTP/2 streams still open long after their connection ended");
         }
     }
 
