@@ -318,3 +318,62 @@ fn sigterm_keeps_websockets_until_graceful_timeout_then_exits() {
         stopped.elapsed()
     );
 }
+
+/// The close code corral's close frame carried, reading (and dropping) messages until it
+/// comes; `None` when the connection ended without one (what a browser reports as 1006).
+fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
+    let start = Instant::now();
+    set_read_timeout(ws, Duration::from_millis(200));
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return Some(frame.map_or(1005, |f| u16::from(f.code))),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                println!("ended without a close frame: {e}");
+                return None;
+            }
+        }
+        assert!(start.elapsed() < within, "still open after {within:?}");
+    }
+}
+
+#[test]
+fn a_websocket_open_across_a_reload_gets_close_code_1012_at_the_drain_deadline() {
+    let body = testapp_pool(1, "");
+    let corral = Corral::start(&body, "graceful_timeout = \"2s\"", 1);
+    let mut idle = connect(corral.port).expect("socket");
+    echo(&mut idle, Message::text("before the reload")).expect("echo");
+    // The worker is in the middle of one endless message, sent in fragments and half
+    // frames: the close frame must come between two frames, never inside one.
+    let mut busy = connect(corral.port).expect("socket");
+    busy.send(Message::text("fragments")).expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    corral
+        .rewrite_config(&body.replace("workers = 1", "workers = 1\nenv = { GENERATION = \"2\" }"));
+    corral.signal(Signal::SIGHUP);
+    let reloaded = Instant::now();
+    assert_eq!(
+        close_code(&mut busy, Duration::from_secs(15)),
+        Some(1012),
+        "{}",
+        corral.logs()
+    );
+    assert_eq!(close_code(&mut idle, Duration::from_secs(15)), Some(1012));
+    let took = reloaded.elapsed();
+    assert!(took >= Duration::from_millis(1500), "closed after {took:?}");
+}
+
+#[test]
+fn a_websocket_open_at_sigterm_gets_close_code_1001_at_the_drain_deadline() {
+    let mut corral = Corral::start(&testapp_pool(1, ""), "graceful_timeout = \"1s\"", 1);
+    let mut ws = connect(corral.port).expect("socket");
+    echo(&mut ws, Message::text("before")).expect("echo");
+    corral.signal(Signal::SIGTERM);
+    assert_eq!(close_code(&mut ws, Duration::from_secs(15)), Some(1001));
+    assert!(corral.wait_exit(Duration::from_secs(15)).success());
+}

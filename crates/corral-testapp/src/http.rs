@@ -335,6 +335,10 @@ fn websocket<S: Conn>(mut conn: S, request: &Request) {
     let mut ws = WebSocket::from_raw_socket(conn, Role::Server, None);
     loop {
         match ws.read() {
+            Ok(Message::Text(t)) if t.as_str() == "fragments" => {
+                endless_fragments(ws.get_mut());
+                return;
+            }
             Ok(Message::Text(t)) => {
                 if ws.send(Message::Text(t)).is_err() {
                     return;
@@ -352,6 +356,26 @@ fn websocket<S: Conn>(mut conn: S, request: &Request) {
             }
             Err(_) => return,
             Ok(_) => {}
+        }
+    }
+}
+
+/// One text message that never ends: fragments of 1000 bytes, each written in two halves
+/// 10 ms apart, so a reader that cuts in at any moment is as likely inside a frame as
+/// between two. Ends when the connection does.
+fn endless_fragments<S: Write>(conn: &mut S) {
+    let payload = [b'f'; 1000];
+    for i in 0u64.. {
+        let opcode = if i == 0 { 0x01 } else { 0x00 };
+        let mut frame = vec![opcode, 126];
+        frame.extend_from_slice(&1000u16.to_be_bytes());
+        frame.extend_from_slice(&payload);
+        let (first, second) = frame.split_at(500);
+        for half in [first, second] {
+            if conn.write_all(half).and_then(|()| conn.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

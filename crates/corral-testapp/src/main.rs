@@ -8,7 +8,7 @@
 //! `/headers` (request headers as JSON), `/status/NNN`, `/bytes?n=N`, `/alloc?mb=N`,
 //! `/env?name=VAR` (an environment variable), `/echo` (the request body), `/count`
 //! (requests this process has read: proof that a refused request never reached it),
-//! `/ws` (WebSocket echo), and answers shaped like other servers' (see `shapes`: `/chunked`,
+//! `/ws` (WebSocket echo; the text `fragments` starts one endless fragmented message), and answers shaped like other servers' (see `shapes`: `/chunked`,
 //! `/hop-fields`, `/dated`, `/split-head`, `/many-fields`, `/until-close`, `/http10`, `/worker-close`, `/truncate`, `/drop`,
 //! `/stall`), and `/payload` (a text body of any size, type, framing and pace, see `payload`).
 //! `--fail-every N` answers 500 to every Nth request of `/` (and other unlisted paths);

@@ -3,16 +3,22 @@
 //! cannot take yet is kept, in a buffer of its own that is freed once written. An idle
 //! WebSocket (most of them, most of the time) costs its two sockets and this small state,
 //! not the 8 KiB that two fixed copy buffers would hold for its whole life.
+//!
+//! For a WebSocket the way back (worker to client) follows the framing (`frames`), so the
+//! copy can be asked to stop at the next frame boundary: the tunnel then writes its close
+//! frame where the client's parser expects a frame.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use super::frames::Frames;
 
 /// Bytes one read may bring; shared by every tunnel of a thread.
 const SCRATCH: usize = 16 * 1024;
@@ -41,26 +47,49 @@ struct Direction {
     /// The source has ended; the sink is shut down next.
     ended: bool,
     done: bool,
+    /// The WebSocket framing of what passed, when followed.
+    frames: Option<Frames>,
+    /// Asked to stop at the next frame boundary.
+    cut: bool,
+    /// Stopped there: everything up to the boundary was written.
+    cut_done: bool,
+}
+
+/// How a copy ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Copied {
+    /// Both directions ended.
+    Closed,
+    /// The way back stopped at a frame boundary, as asked.
+    Cut,
 }
 
 /// Copies both ways until both directions have ended (each source's end shuts the other
-/// side's write half, as `tokio::io::copy_bidirectional` does).
+/// side's write half, as `tokio::io::copy_bidirectional` does). With `cut_back`, the way
+/// back (`b` to `a`) follows WebSocket framing from the state given, and once the flag is
+/// set (and the future polled again) the copy ends at the next frame boundary of that way.
 pub async fn both_ways<A, B>(
     a: &mut A,
     b: &mut B,
     a_meter: Meter<'_>,
     b_meter: Meter<'_>,
-) -> io::Result<()>
+    cut_back: Option<(Frames, &AtomicBool)>,
+) -> io::Result<Copied>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut a_to_b, mut b_to_a) = (Direction::default(), Direction::default());
+    b_to_a.frames = cut_back.map(|(frames, _)| frames);
     poll_fn(|cx| {
+        b_to_a.cut = cut_back.is_some_and(|(_, cut)| cut.load(Ordering::Relaxed));
         let forth = a_to_b.poll(cx, a, b, &a_meter)?;
         let back = b_to_a.poll(cx, b, a, &b_meter)?;
+        if b_to_a.cut_done {
+            return Poll::Ready(Ok(Copied::Cut));
+        }
         match (forth, back) {
-            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(Copied::Closed)),
             _ => Poll::Pending,
         }
     })
@@ -99,6 +128,10 @@ impl Direction {
                 ready!(Pin::new(&mut *to).poll_flush(cx))?;
                 self.unflushed = false;
             }
+            if self.cut && self.frames.is_some_and(|f| f.at_boundary()) {
+                self.cut_done = true;
+                return Poll::Ready(Ok(()));
+            }
             if self.ended {
                 ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
                 self.done = true;
@@ -134,6 +167,18 @@ impl Direction {
             meter
                 .last
                 .store(meter.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            // Stopping at a boundary: what comes after it is never passed on.
+            let read = match &mut self.frames {
+                Some(frames) if self.cut => match frames.until_boundary(read) {
+                    Some(end) => &read[..end],
+                    None => read,
+                },
+                Some(frames) => {
+                    frames.follow(read);
+                    read
+                }
+                None => read,
+            };
             let mut sent = 0;
             while sent < read.len() {
                 match Pin::new(&mut *to).poll_write(cx, &read[sent..]) {
@@ -194,9 +239,9 @@ mod tests {
                     start,
                 },
             );
-            both_ways(&mut a, &mut b, meters.0, meters.1)
+            both_ways(&mut a, &mut b, meters.0, meters.1, None)
                 .await
-                .map(|()| (forth.load(Ordering::Relaxed), back.load(Ordering::Relaxed)))
+                .map(|_| (forth.load(Ordering::Relaxed), back.load(Ordering::Relaxed)))
         });
         // More than the pipes hold at once, so writes wait and bytes are kept pending.
         let up: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();

@@ -16,6 +16,7 @@ mod copy;
 mod delivered;
 mod exchange;
 mod fields;
+mod frames;
 mod h2;
 mod headers;
 mod identity;

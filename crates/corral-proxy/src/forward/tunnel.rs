@@ -1,13 +1,16 @@
 //! Upgraded connections (WebSocket): once the worker has answered 101, bytes are copied both
 //! ways until either side closes, the tunnel has been silent for `idle_timeout`, or a drain
-//! deadline closes it. An open tunnel holds its two sockets and, while quiet, no buffer
+//! deadline closes it. A WebSocket closed at a drain deadline gets a close frame first, at
+//! the next frame boundary of what the worker was sending (`frames`): 1012 "service
+//! restart" when its worker is being replaced (reload, recycle, switch, scale down), 1001
+//! "going away" when corral itself stops; a browser sees a clean close and reconnects. An open tunnel holds its two sockets and, while quiet, no buffer
 //! (see `copy`); pingora's HTTP sessions would hold 64 KiB per direction (and a fixed 60 s
 //! read timeout) for as long as it lives.
 
 use std::future::Future;
 use std::io;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -20,9 +23,19 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::copy::{self, Meter};
+use super::frames;
 
 /// How long closing one side may wait for its unsent bytes to go out.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a WebSocket closed at a drain deadline may take to reach the end of the frame
+/// the worker is sending, for the close frame to go in after it; past this, a bare close.
+const FRAME_END_WAIT: Duration = Duration::from_secs(2);
+
+/// The close code for a worker being replaced (RFC 6455 registry: "Service Restart").
+const SERVICE_RESTART: u16 = 1012;
+/// The close code for corral stopping ("Going Away").
+const GOING_AWAY: u16 = 1001;
 
 /// The two ends of an upgraded connection, taken out of their HTTP sessions.
 pub struct Tunnel {
@@ -30,6 +43,8 @@ pub struct Tunnel {
     worker: Stream,
     early_from_client: Option<Bytes>,
     early_from_worker: Option<Bytes>,
+    /// The client asked for `Upgrade: websocket`: the tunnel carries WebSocket frames.
+    websocket: bool,
 }
 
 /// Why a tunnel ended.
@@ -39,8 +54,9 @@ pub enum End {
     Closed,
     /// No byte either way for `idle_timeout`.
     Idle,
-    /// A drain deadline (the worker's, or corral's own) closed it.
-    Drained,
+    /// A drain deadline (the worker's, or corral's own) closed it; with the close code
+    /// the client was sent, when it was a WebSocket and the frame it was in ended in time.
+    Drained(Option<u16>),
     /// A socket failed.
     Failed(io::Error),
 }
@@ -56,6 +72,11 @@ impl Tunnel {
     /// Takes the sockets out of the sessions, keeping bytes that arrived with the handshake
     /// (a client or worker that spoke first) to hand over before copying starts.
     pub fn open(mut client: DownstreamSession, mut worker: UpstreamSession) -> Tunnel {
+        let websocket = client
+            .req_header()
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let early_from_client = ready_now(client.read_body_bytes()).and_then(|r| r.ok().flatten());
         let early_from_worker = ready_now(worker.read_body_ref())
             .and_then(|r| r.ok().flatten().map(Bytes::copy_from_slice));
@@ -64,15 +85,25 @@ impl Tunnel {
             worker: worker.into_inner(),
             early_from_client,
             early_from_worker,
+            websocket,
         }
     }
 
-    /// Copies bytes both ways until the tunnel ends; `closing` turning true ends it early.
+    /// Copies bytes both ways until the tunnel ends; `closing` turning true ends it early
+    /// (`[worker's drain, corral's]`), a WebSocket with a close frame first.
     pub async fn run(mut self, idle: Duration, closing: [watch::Receiver<bool>; 2]) -> Carried {
+        let websocket = self.websocket;
         let from_client = AtomicU64::new(0);
         let from_worker = AtomicU64::new(0);
         let last = AtomicU64::new(0);
         let start = Instant::now();
+        let cut = AtomicBool::new(false);
+        let mut frame_end = false;
+        // The worker's first bytes, sent with its 101, are frames too.
+        let mut back_frames = frames::Frames::default();
+        if let Some(early) = &self.early_from_worker {
+            back_frames.follow(early);
+        }
         let end = match self.hand_over_early(&from_client, &from_worker).await {
             Err(e) => End::Failed(e),
             Ok(()) => {
@@ -89,18 +120,49 @@ impl Tunnel {
                         last: &last,
                         start,
                     },
+                    websocket.then_some((back_frames, &cut)),
                 );
+                let mut copy = pin!(copy);
                 let [worker_closing, corral_closing] = closing;
-                tokio::select! {
-                    copied = copy => match copied {
-                        Ok(()) => End::Closed,
+                let end = tokio::select! {
+                    copied = &mut copy => match copied {
+                        Ok(_) => End::Closed,
                         Err(e) => End::Failed(e),
                     },
                     () = until_silent(&last, start, idle) => End::Idle,
-                    () = until_true(worker_closing) => End::Drained,
-                    () = until_true(corral_closing) => End::Drained,
+                    () = until_true(worker_closing) => End::Drained(Some(SERVICE_RESTART)),
+                    () = until_true(corral_closing) => End::Drained(Some(GOING_AWAY)),
+                };
+                if websocket && matches!(end, End::Drained(_)) {
+                    // The close frame goes in where the worker's frame ends.
+                    cut.store(true, Ordering::Relaxed);
+                    frame_end = matches!(
+                        tokio::time::timeout(FRAME_END_WAIT, &mut copy).await,
+                        Ok(Ok(copy::Copied::Cut))
+                    );
+                }
+                end
+            }
+        };
+        let end = match end {
+            End::Drained(Some(code)) if frame_end => {
+                let reason = if code == SERVICE_RESTART {
+                    "service restart"
+                } else {
+                    "going away"
+                };
+                let frame = frames::close_frame(code, reason);
+                let sent = async {
+                    self.client.write_all(&frame).await?;
+                    self.client.flush().await
+                };
+                match tokio::time::timeout(SHUTDOWN_WAIT, sent).await {
+                    Ok(Ok(())) => End::Drained(Some(code)),
+                    _ => End::Drained(None),
                 }
             }
+            End::Drained(_) => End::Drained(None),
+            end => end,
         };
         if !matches!(end, End::Closed) {
             for side in [&mut self.client, &mut self.worker] {
