@@ -379,3 +379,50 @@ fn switch_to_a_stopped_standby_pool_scaled_to_1_succeeds_with_its_1_worker() {
     let served = answering(&corral);
     assert_eq!(served, blue);
 }
+
+/// A stop during a switch ends it where it is: the caller still waiting hears at once that
+/// corral is stopping, traffic never moved, and corral stops as usual.
+#[test]
+fn sigterm_during_a_switch_tells_the_waiting_caller_corral_is_stopping() {
+    // green listens only after a minute: the switch waits for it.
+    let pool = |name: &str, extra: &str| {
+        testapp_pool(2, extra).replace("[pools.web]", &format!("[pools.{name}]"))
+    };
+    let body = format!(
+        "[routing]\nactive = \"blue\"\n\n{}\n{}",
+        pool("blue", ""),
+        pool("green", ", \"--startup-delay-ms\", \"60000\"")
+    );
+    let mut corral = Corral::start(&body, "", 2);
+    let (socket, bin) = (corral.socket(), corral_bin());
+    let switch = std::thread::spawn(move || {
+        std::process::Command::new(bin)
+            .args(["switch", "green", "--socket"])
+            .arg(socket)
+            .output()
+            .expect("corral switch")
+    });
+    wait_for("the switch under way", Duration::from_secs(20), || {
+        corral
+            .log_events()
+            .iter()
+            .any(|e| e["event"] == "switch_started")
+            .then_some(())
+    });
+    let asked = std::time::Instant::now();
+    corral.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = switch.join().expect("the switch thread");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("corral is stopping"), "{err}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(corral.wait_exit(Duration::from_secs(30)).success());
+    let events = corral.log_events();
+    assert!(!events
+        .iter()
+        .any(|e| e["event"] == "switched" || e["event"] == "traffic_routed"));
+}

@@ -40,7 +40,9 @@ pub enum Request {
     },
 }
 
-/// The answer to a request the master carried out; the JSON object of a 200.
+/// The answer to a request the master carried out; the JSON object of a 200. Untagged, so
+/// the JSON keys stay those the API has always had: each variant's required keys must tell
+/// it apart from the others (the tests read every one back).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Answer {
