@@ -181,3 +181,37 @@ fn new_code_that_cannot_start_never_replaces_the_serving_workers() {
         assert_eq!(get(&client(), &corral.url("/")).expect("request").0, 200);
     }
 }
+
+#[test]
+fn a_request_whose_body_arrives_across_a_reload_goes_to_a_worker_that_still_runs() {
+    // Regression (found by bench/soak): a request kept the routing table of its arrival while
+    // its body came in, then was sent to a worker that the reload had drained and stopped
+    // meanwhile: 502 for a POST, which cannot be replayed.
+    use std::io::{Read, Write};
+    let mut corral = Corral::start(&testapp_pool(1, ""), "", 1);
+    let old = corral.ready_pids();
+    let mut upload = std::net::TcpStream::connect(("127.0.0.1", corral.port)).expect("connect");
+    upload
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    upload
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20000\r\nConnection: close\r\n\r\n",
+        )
+        .expect("head");
+    upload.write_all(&[b'x'; 10_000]).expect("half the body");
+    corral.signal(Signal::SIGHUP);
+    corral.wait_replaced(1, 2, &old, Duration::from_secs(20));
+    corral.wait_log("the old worker's exit", Duration::from_secs(20), |e| {
+        e["event"] == "worker_exited" && e["pid"] == old[0]
+    });
+    upload.write_all(&[b'x'; 10_000]).expect("the rest");
+    let mut answer = String::new();
+    let _ = upload.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}\n{}",
+        answer.lines().next().unwrap_or("no answer"),
+        corral.logs()
+    );
+}

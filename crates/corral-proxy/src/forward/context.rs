@@ -25,7 +25,8 @@ pub(super) struct Exchange {
     /// The keep-alive timeout to offer the client, or `None` to close after this request.
     pub(super) keepalive: Option<u64>,
     pub(super) start: Instant,
-    /// The routing table the request was routed by (refreshed while it waits in a queue).
+    /// The routing table the request was routed by (read again to choose a worker, and
+    /// while it waits in a queue).
     pub(super) table: Arc<RoutingTable>,
     /// Which pool of a canary split the request goes to ([`RoutingTable::route`]); drawn
     /// once, so a retry or a wait in a queue stays in the same pool.

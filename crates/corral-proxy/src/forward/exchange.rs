@@ -238,6 +238,10 @@ impl Forwarder {
         spread: usize,
         tries: Tries,
     ) -> Result<Claim, Failure> {
+        // The table of now, not of the request's arrival: reading a body or asking Redis
+        // takes time, and a worker drained and stopped meanwhile (a reload, a recycle) must
+        // not be chosen. The ticket keeps the request in its pool of a split.
+        exchange.table = self.routes.load_full();
         match upstream::claim(
             &self.routes,
             &mut exchange.table,
