@@ -14,8 +14,6 @@
 
 mod checks;
 pub mod plan;
-#[cfg(test)]
-mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
