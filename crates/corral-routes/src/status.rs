@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::routes::Backend;
+use crate::backend::Backend;
 use crate::worker::StateKind;
 
 /// A worker as `/status` shows it.

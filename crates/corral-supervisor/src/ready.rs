@@ -6,7 +6,7 @@ use corral_config::Ready;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use corral_routes::routes::Address;
+use corral_routes::Address;
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use corral_config::{Bind, Pool, Ready};
 use tokio::net::UnixDatagram;
 
-use corral_routes::routes::Address;
+use corral_routes::Address;
 
 /// What one worker gets.
 pub(crate) struct WorkerSockets {

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use corral_config::{Bind, Pool};
 use tokio::process::{Child, Command};
 
-use corral_routes::routes::Address;
+use corral_routes::Address;
 
 use corral_systemd::LISTEN_PID_SHIM;
 

@@ -94,7 +94,7 @@ impl Worker {
     /// the limit yet (the proxy marks the backend retiring at the limit).
     pub(crate) fn replaced_ahead(&self) -> bool {
         self.retiring == Some(ExitReason::MaxRequests)
-            && self.backend().is_some_and(|b| !b.is_retiring())
+            && self.backend().is_some_and(|b| !b.load.is_retiring())
     }
 
     /// Whether it fills its slot for the future: starting, or ready and not being replaced.

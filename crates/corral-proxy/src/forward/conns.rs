@@ -7,14 +7,19 @@
 //! the worker's accept queue, so the moment the answer is in the next request is one write
 //! away and the worker finds it as soon as it accepts again. Only the connection is early:
 //! a request still goes only to a worker with room.
+//!
+//! The connections are the proxy's own, so they live in the proxy's [`ConnMap`], not on the
+//! supervisor's `Backend`: a list sorted by worker id behind an `ArcSwap`, read per request
+//! with one lock-free `load` and a binary search (a pool has tens of workers, so that beats
+//! hashing), and copied only when a worker is first used. No global lock on the request path.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use corral_routes::routes::Address;
-use corral_routes::Backend;
+use arc_swap::ArcSwap;
+use corral_routes::{Address, Backend, WorkerId};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
 use parking_lot::Mutex;
@@ -51,57 +56,131 @@ pub struct WorkerConns {
     sweeping: AtomicBool,
 }
 
-/// The connection set of `backend`, made on first use and kept on the backend.
-pub fn of(backend: &Backend) -> &WorkerConns {
-    let data = backend
-        .proxy_data
-        .get_or_init(|| Box::new(WorkerConns::default()));
-    // Only this module sets `proxy_data`, so the type always matches.
-    data.downcast_ref::<WorkerConns>()
-        .unwrap_or_else(|| unreachable!("proxy_data holds WorkerConns"))
+/// Every worker's connections, by worker id, for the whole proxy (the HTTPS forwarder shares
+/// the plain one's).
+#[derive(Default)]
+pub struct ConnMap {
+    /// Sorted by id. A worker's entry is made on its first request; entries of workers
+    /// whose `Backend` is gone (exited and out of every table) are dropped whenever an entry
+    /// is made, so their connections close.
+    map: ArcSwap<Vec<Entry>>,
 }
 
-/// A connection to `backend` for one request: an idle one, the spare, or a new one; true
-/// when it was open before (the worker may have closed it just now, so a replayable request
-/// that fails on it is tried again). A connection idle for a while, or any when `check` is
-/// set, is first checked to be open (one non-blocking peek); skipping that on the hot path
-/// saves a system call per request.
-///
-/// For a worker that closes after each answer, the next request's spare is opened here, as
-/// this one goes out, with the spare lock held: the worker accepts connections in the order
-/// they were opened, so the connection a request uses must never queue behind a spare
-/// opened before it and not yet used.
-pub async fn get(backend: &Arc<Backend>, check: bool) -> io::Result<(Stream, bool)> {
-    let conns = of(backend);
-    while let Some((stream, since)) = conns.idle.lock().pop() {
-        let idle = since.elapsed();
-        if idle < MAX_IDLE_AGE && (!(check || idle > CHECK_AFTER) || still_open(&stream)) {
-            return Ok((stream, true));
+#[derive(Clone)]
+struct Entry {
+    id: WorkerId,
+    backend: Weak<Backend>,
+    conns: Arc<WorkerConns>,
+}
+
+/// The entry of `id` in `map`, sorted by id.
+fn find(map: &[Entry], id: WorkerId) -> Option<&Arc<WorkerConns>> {
+    map.binary_search_by_key(&id, |e| e.id)
+        .ok()
+        .map(|i| &map[i].conns)
+}
+
+impl ConnMap {
+    /// A connection to `backend` for one request: an idle one, the spare, or a new one;
+    /// true when it was open before (the worker may have closed it just now, so a
+    /// replayable request that fails on it is tried again). A connection idle for a while,
+    /// or any when `check` is set, is first checked to be open (one non-blocking peek);
+    /// skipping that on the hot path saves a system call per request.
+    pub async fn get(&self, backend: &Arc<Backend>, check: bool) -> io::Result<(Stream, bool)> {
+        if let Some(ready) = self.ready(backend, check) {
+            return Ok(ready);
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&backend.info.addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        Ok((stream, false))
+    }
+
+    /// Keeps a connection to `backend` whose last response was read in full for the next
+    /// request (closed if the worker has no entry: it is gone).
+    pub fn put(&self, backend: &Backend, stream: Stream) {
+        if let Some(conns) = find(&self.map.load(), backend.info.id) {
+            conns.put(stream);
         }
     }
-    if conns.closes.load(Ordering::Relaxed) {
+
+    /// Notes that `backend` closed its connection after an answer (see
+    /// [`WorkerConns::not_kept`]).
+    pub fn not_kept(&self, backend: &Backend) {
+        if let Some(conns) = find(&self.map.load(), backend.info.id) {
+            conns.not_kept();
+        }
+    }
+
+    /// A connection to `backend` that needs no waiting: an idle one, or for a worker that
+    /// closes after each answer the spare or one begun now.
+    ///
+    /// For such a worker the next request's spare is opened here, as this one goes out, with
+    /// the spare lock held: the worker accepts connections in the order they were opened,
+    /// so the connection a request uses must never queue behind a spare opened before it
+    /// and not yet used.
+    fn ready(&self, backend: &Arc<Backend>, check: bool) -> Option<(Stream, bool)> {
+        let map = self.map.load();
+        let conns = match find(&map, backend.info.id) {
+            Some(conns) => conns,
+            None => &self.insert(backend),
+        };
+        while let Some((stream, since)) = conns.idle.lock().pop() {
+            let idle = since.elapsed();
+            if idle < MAX_IDLE_AGE && (!(check || idle > CHECK_AFTER) || still_open(&stream)) {
+                return Some((stream, true));
+            }
+        }
+        if !conns.closes.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut spare = conns.spare.lock();
         let usable = spare.take().filter(|(stream, since)| {
             since.elapsed() < SPARE_MAX_AGE && (!check || still_open(stream))
         });
         // The spare, or else a fresh connection; either way the next spare behind it.
         let this = match usable {
-            Some((stream, _)) => Some((stream, true)),
-            None => open_now(&backend.addr).map(|stream| (stream, false)),
+            Some((stream, _)) => (stream, true),
+            None => (open_now(&backend.info.addr)?, false),
         };
-        if let Some(this) = this {
-            if !backend.is_retiring() {
-                *spare = open_now(&backend.addr).map(|s| (s, Instant::now()));
-            }
-            drop(spare);
-            start_sweeping(backend, conns);
-            return Ok(this);
+        if !backend.load.is_retiring() {
+            *spare = open_now(&backend.info.addr).map(|s| (s, Instant::now()));
         }
+        drop(spare);
+        start_sweeping(backend, conns);
+        Some(this)
     }
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&backend.addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    Ok((stream, false))
+
+    /// Makes `backend`'s entry (once, however many requests race to), dropping those of
+    /// workers that are gone.
+    fn insert(&self, backend: &Arc<Backend>) -> Arc<WorkerConns> {
+        let id = backend.info.id;
+        let fresh = Arc::new(WorkerConns::default());
+        let mut chosen = fresh.clone();
+        self.map.rcu(|old| {
+            if let Some(conns) = find(old, id) {
+                chosen = conns.clone();
+                return Arc::clone(old);
+            }
+            chosen = fresh.clone();
+            let mut next: Vec<Entry> = old
+                .iter()
+                .filter(|e| e.backend.strong_count() > 0)
+                .cloned()
+                .collect();
+            let at = next.partition_point(|e| e.id < id);
+            next.insert(
+                at,
+                Entry {
+                    id,
+                    backend: Arc::downgrade(backend),
+                    conns: fresh.clone(),
+                },
+            );
+            Arc::new(next)
+        });
+        chosen
+    }
 }
 
 impl WorkerConns {
@@ -155,30 +234,31 @@ fn open_now(addr: &Address) -> Option<Stream> {
 
 /// Starts, once per worker, the task that closes its spare when unused for
 /// [`SPARE_MAX_AGE`] or when the worker retires; it ends with the worker.
-fn start_sweeping(backend: &Arc<Backend>, conns: &WorkerConns) {
+fn start_sweeping(backend: &Arc<Backend>, conns: &Arc<WorkerConns>) {
     if conns.sweeping.swap(true, Ordering::AcqRel) {
         return;
     }
     let backend = Arc::downgrade(backend);
+    let conns = Arc::downgrade(conns);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SPARE_MAX_AGE / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(backend) = backend.upgrade() else {
+            let (Some(backend), Some(conns)) = (backend.upgrade(), conns.upgrade()) else {
                 return;
             };
-            sweep(&backend);
+            sweep(&backend, &conns);
         }
     });
 }
 
-fn sweep(backend: &Backend) {
-    let mut spare = of(backend).spare.lock();
+fn sweep(backend: &Backend, conns: &WorkerConns) {
+    let mut spare = conns.spare.lock();
     let stale = spare
         .as_ref()
         .is_some_and(|(_, since)| since.elapsed() >= SPARE_MAX_AGE);
-    if stale || backend.is_retiring() {
+    if stale || backend.load.is_retiring() {
         spare.take();
     }
 }

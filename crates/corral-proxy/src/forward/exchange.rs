@@ -20,7 +20,6 @@ use super::admit::admit;
 use super::body;
 use super::client::ClientSide;
 use super::compress;
-use super::conns;
 use super::context::{Exchange, RequestLine};
 use super::identity::ClientIdentity;
 use super::linger;
@@ -186,7 +185,7 @@ impl Forwarder {
             exchange.backend = Some(backend.clone());
             // Only a replayable request may skip checking a recently used connection.
             let checked = !replayable || tries.stale_retried;
-            let outcome = match conns::get(&backend, checked).await {
+            let outcome = match self.conns.get(&backend, checked).await {
                 Ok((worker, reused)) => self
                     .attempt(client, worker, claim, exchange, upgrade)
                     .await
@@ -202,7 +201,7 @@ impl Forwarder {
                     self.record_connect_failure(exchange.route(), &backend);
                     let e = Error::because(
                         ErrorType::ConnectError,
-                        format!("worker {}", backend.addr),
+                        format!("worker {}", backend.info.addr),
                         e,
                     );
                     Err((Failure::worker(502, e), Failed::Connect))
@@ -216,13 +215,13 @@ impl Forwarder {
             match next {
                 Next::GiveUp => return Err(failure),
                 Next::Again => {
-                    tracing::debug!(worker = %backend.addr, "kept-open connection was closed by the worker; trying again");
+                    tracing::debug!(worker = %backend.info.addr, "kept-open connection was closed by the worker; trying again");
                 }
                 Next::OtherWorker => {
                     if let Some(e) = &failure.error {
-                        tracing::warn!(worker = %backend.addr, error = %e, "worker failed before answering; trying another");
+                        tracing::warn!(worker = %backend.info.addr, error = %e, "worker failed before answering; trying another");
                     }
-                    skipped[tries.failed_workers] = backend.id;
+                    skipped[tries.failed_workers] = backend.info.id;
                 }
             }
             retry::record(&mut tries, next);

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use corral_routes::routes::Reporter;
+use corral_routes::Reporter;
 use corral_routes::SharedRoutes;
 use corral_telemetry::Metrics;
 use pingora_core::apps::ServerApp;
@@ -69,6 +69,8 @@ pub struct Forwarder {
     connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Open tunnels, for `[websocket] max_connections` and the stop sequence.
     tunnels: Arc<Tunnels>,
+    /// Connections to each worker, kept open between requests.
+    conns: Arc<conns::ConnMap>,
     /// The TLS side of an HTTPS listener's forwarder; `None` for plain HTTP.
     tls: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
 }
@@ -89,6 +91,7 @@ impl Forwarder {
             reporter,
             connections: Arc::default(),
             tunnels,
+            conns: Arc::default(),
             tls: None,
         }
     }
@@ -103,6 +106,7 @@ impl Forwarder {
             reporter: self.reporter.clone(),
             connections: self.connections.clone(),
             tunnels: self.tunnels.clone(),
+            conns: self.conns.clone(),
             tls: Some(Arc::new(acceptor)),
         }
     }

@@ -1,9 +1,7 @@
 //! The last phase of a request: what a failure means for the client (the status corral
 //! answers itself), and counting and logging the request however it ended.
 
-use std::sync::atomic::Ordering;
-
-use corral_routes::routes::Report;
+use corral_routes::Report;
 use corral_routes::{Backend, ExitReason, WorkerId};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -171,8 +169,8 @@ impl Forwarder {
             .metrics
             .observe(status, exchange.start.elapsed().as_secs_f64());
         if let Some(b) = &exchange.backend {
-            let served = b.served.fetch_add(1, Ordering::Relaxed) + 1;
-            if b.max_requests > 0 {
+            let served = b.load.count_served();
+            if b.info.max_requests > 0 {
                 self.count_toward_limit(b, served);
             }
         }
@@ -182,33 +180,23 @@ impl Forwarder {
     /// be ready at the limit; at that count the supervisor is told to start it; at the
     /// limit the worker is retiring. Each report is sent once.
     fn count_toward_limit(&self, b: &Backend, served: u64) {
-        let recycle = &b.recycle;
-        if served == b.max_requests / 2 {
-            let at = recycle.reckon(served, b.max_requests, std::time::Instant::now());
-            let _ = recycle.start_replacement_at.compare_exchange(
-                0,
-                at,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+        let max_requests = b.info.max_requests;
+        if served == max_requests / 2 {
+            let at = b
+                .info
+                .recycle
+                .reckon(served, max_requests, std::time::Instant::now());
+            b.load.plan_replacement(at);
         }
-        let start_at = recycle.start_replacement_at.load(Ordering::Relaxed);
-        if start_at > 0
-            && start_at < b.max_requests
-            && served >= start_at
-            && recycle
-                .start_replacement_at
-                .compare_exchange(start_at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if b.load.replacement_due(served, max_requests) {
             self.reporter
-                .send(Report::StartReplacement { worker: b.id });
+                .send(Report::StartReplacement { worker: b.info.id });
         }
         // Exactly one request sees the count reach the limit, so one report is sent.
-        if served == b.max_requests {
-            b.retiring.store(true, Ordering::Relaxed);
+        if served == max_requests {
+            b.load.retire();
             self.reporter.send(Report::Retire {
-                worker: b.id,
+                worker: b.info.id,
                 reason: ExitReason::MaxRequests,
             });
         }
@@ -237,8 +225,8 @@ impl Forwarder {
             duration_ms: exchange.start.elapsed().as_secs_f64() * 1000.0,
             upstream_ms: exchange.upstream_ms,
             pool: &exchange.route().name,
-            worker: exchange.backend.as_ref().map(|b| b.worker),
-            pid: exchange.backend.as_ref().map(|b| b.pid),
+            worker: exchange.backend.as_ref().map(|b| b.info.worker),
+            pid: exchange.backend.as_ref().map(|b| b.info.pid),
             user_agent: request.user_agent,
             refused,
             websocket: request.websocket,

@@ -55,9 +55,9 @@ fn record_failure(route: &PoolRoute, backend: &Arc<Backend>, what: &'static str)
         tracing::warn!(
             event = "backend_ejected",
             pool = &*route.name,
-            worker = backend.worker,
-            pid = backend.pid,
-            addr = %backend.addr,
+            worker = backend.info.worker,
+            pid = backend.info.pid,
+            addr = %backend.info.addr,
             failures = health.max_fails,
             last_failure = what,
             seconds = length.as_secs_f64(),

@@ -16,7 +16,6 @@ use pingora_http::RequestHeader;
 use super::answer::{self, Answer, PlainAnswer};
 use super::client::ClientSide;
 use super::compress;
-use super::conns;
 use super::context::{Exchange, RequestLine};
 use super::headers::ends_by_closing;
 use super::outcome::{AttemptError, Failure};
@@ -157,10 +156,10 @@ impl Forwarder {
         upstream.respect_keepalive();
         if upstream.will_keepalive() {
             if let Some(stream) = upstream.reuse().await.and_then(Replay::unwrap) {
-                conns::of(claim.backend()).put(stream);
+                self.conns.put(claim.backend(), stream);
             }
         } else {
-            conns::of(claim.backend()).not_kept();
+            self.conns.not_kept(claim.backend());
         }
         claim.answered();
         if let Some(encoder) = encoder {
@@ -191,7 +190,7 @@ impl Forwarder {
         } = relay;
         answer.add_fields(&exchange.settings.answer, &exchange.answer_context());
         let status = answer.status;
-        let worker_id = claim.backend().id;
+        let worker_id = claim.backend().info.id;
         let keepalive = exchange.keepalive;
         // The request head outlives the session, for the access line and a hung-worker report.
         let request = std::mem::replace(
@@ -217,10 +216,11 @@ impl Forwarder {
             }
             None => (client.into_inner(), None),
         };
+        let conns = &self.conns;
         let release = move |kept: Option<Stream>| {
             match kept {
-                Some(kept) => conns::of(claim.backend()).put(kept),
-                None => conns::of(claim.backend()).not_kept(),
+                Some(kept) => conns.put(claim.backend(), kept),
+                None => conns.not_kept(claim.backend()),
             }
             claim.answered()
         };
@@ -259,7 +259,7 @@ impl Forwarder {
         before_answer: bool,
     ) -> AttemptError {
         if e.etype() == &ErrorType::ReadTimedout {
-            self.report_hung(client.req_header(), claim.backend().id, exchange);
+            self.report_hung(client.req_header(), claim.backend().info.id, exchange);
             return AttemptError::ends(Failure::worker(504, e));
         }
         AttemptError {

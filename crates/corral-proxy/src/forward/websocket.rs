@@ -71,14 +71,14 @@ struct Riding(Arc<Backend>);
 
 impl Riding {
     fn on(backend: &Arc<Backend>) -> Riding {
-        backend.tunnels.fetch_add(1, Ordering::SeqCst);
+        backend.load.tunnel_opened();
         Riding(backend.clone())
     }
 }
 
 impl Drop for Riding {
     fn drop(&mut self) {
-        self.0.tunnels.fetch_sub(1, Ordering::SeqCst);
+        self.0.load.tunnel_closed();
     }
 }
 
@@ -123,10 +123,7 @@ impl Forwarder {
         let metrics = exchange.route().metrics.websocket.clone();
         metrics.open.inc();
         metrics.total.inc();
-        let closing = [
-            backend.closing.subscribe(),
-            self.tunnels.closing.subscribe(),
-        ];
+        let closing = [backend.load.closing(), self.tunnels.closing.subscribe()];
         let forwarder = self.clone();
         tokio::spawn(async move {
             let _connection = connection_slot;

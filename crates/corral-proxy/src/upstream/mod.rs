@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use corral_routes::routes::Queue;
+use corral_routes::Queue;
 use corral_routes::{Backend, WorkerId};
 
 mod ticket;
@@ -31,9 +31,7 @@ impl Claim {
     /// `max_requests`'s cap never misses a request between the two. True when a queued
     /// request was woken to take the slot.
     pub fn answered(self) -> bool {
-        if self.backend.max_requests > 0 {
-            self.backend.recycle.answered.fetch_add(1, Ordering::SeqCst);
-        }
+        self.backend.answered();
         let queued = self.queue.waiting.load(Ordering::SeqCst) > 0;
         drop(self);
         queued
@@ -42,7 +40,7 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.backend.load.release();
         // SeqCst pairs with the waiter's increment of `waiting` before its re-check: either
         // it sees our decrement, or we see it waiting and wake it. The slot is promised to
         // the one woken, so that a request arriving before it runs leaves the slot alone.
@@ -87,7 +85,7 @@ pub fn choose(
         let mut any_in = false;
         for i in 0..n {
             let b = &backends[(spread + i) % n];
-            if tried.contains(&b.id) {
+            if tried.contains(&b.info.id) {
                 continue;
             }
             // A retiring worker past its limit plus a tenth takes nothing more: requests
@@ -101,8 +99,8 @@ pub fn choose(
                 continue;
             }
             any_in = true;
-            let load = b.load();
-            let rank = (b.is_retiring(), load);
+            let load = b.load.in_flight();
+            let rank = (b.load.is_retiring(), load);
             if load < concurrency && best.is_none_or(|(_, r)| rank < r) {
                 best = Some((b, rank));
                 if rank == (false, 0) {
@@ -118,16 +116,13 @@ pub fn choose(
         looks += 1;
         let Some((b, (_, load))) = best else { break };
         // Claim only if nobody took the slot since we looked; else look again once.
-        if b.in_flight
-            .compare_exchange(load, load + 1, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
+        if b.load.claim(load) {
             // The count may have gone down and up again since `is_spent` looked (a request
             // answered, another claimed, on other threads): with ours counted, a retiring
             // worker must still be within its cap, or the count is taken back. Not through
             // a `Claim`'s drop: a worker at its cap frees no slot to promise a waiter.
-            if b.would_pass_cap(b.load()) {
-                b.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if b.would_pass_cap(b.load.in_flight()) {
+                b.load.release();
                 continue;
             }
             return Choice::Claimed(Claim {
@@ -148,7 +143,7 @@ pub fn choose(
 fn has_room(backends: &[Arc<Backend>], concurrency: u32) -> bool {
     backends
         .iter()
-        .any(|b| b.load() < concurrency && !b.is_spent())
+        .any(|b| b.load.in_flight() < concurrency && !b.is_spent())
 }
 
 /// A per-thread counter that spreads ties between equally idle workers.
@@ -165,7 +160,7 @@ pub fn spread_seed() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, AtomicU64};
+
     use std::time::Instant;
 
     use super::*;
@@ -175,51 +170,61 @@ mod tests {
     }
 
     pub(super) fn backend(i: u32, max_requests: u64) -> Arc<Backend> {
-        Arc::new(Backend {
+        Arc::new(Backend::new(corral_routes::BackendInfo {
             id: corral_routes::WorkerId(u64::from(i)),
             pool: Arc::from("web"),
             worker: i + 1,
             pid: 100 + i,
-            addr: corral_routes::routes::Address::Tcp(
+            addr: corral_routes::Address::Tcp(
                 format!("127.0.0.1:{}", 9000 + i).parse().expect("addr"),
             ),
-            proxy_data: Default::default(),
-            in_flight: AtomicU32::new(0),
-            served: AtomicU64::new(0),
+            started: Instant::now(),
             max_requests,
-            recycle: corral_routes::routes::Recycle::new(
+            recycle: corral_routes::Recycle::new(
                 max_requests,
                 std::time::Duration::from_secs(1),
                 Instant::now(),
             ),
-            retiring: Default::default(),
-            started: Instant::now(),
-            health: Default::default(),
-            tunnels: Default::default(),
-            closing: tokio::sync::watch::Sender::new(false),
-        })
+        }))
     }
 
     fn pid(choice: Choice) -> Option<u32> {
         match choice {
-            Choice::Claimed(c) => Some(c.backend().pid),
+            Choice::Claimed(c) => Some(c.backend().info.pid),
             _ => None,
+        }
+    }
+
+    /// Moves `b`'s in-flight count to `n` the way requests do: claims and releases.
+    fn set_in_flight(b: &Backend, n: u32) {
+        while b.load.in_flight() < n {
+            assert!(b.load.claim(b.load.in_flight()));
+        }
+        while b.load.in_flight() > n {
+            b.load.release();
+        }
+    }
+
+    /// Counts `n` more answers given in full by `b`.
+    fn answer(b: &Backend, n: u32) {
+        for _ in 0..n {
+            b.answered();
         }
     }
 
     #[test]
     fn picks_the_least_loaded_and_counts_the_claim() {
         let (b, q) = (backends(3), Arc::new(Queue::default()));
-        b[0].in_flight.store(2, Ordering::Relaxed);
-        b[1].in_flight.store(1, Ordering::Relaxed);
-        b[2].in_flight.store(3, Ordering::Relaxed);
+        set_in_flight(&b[0], 2);
+        set_in_flight(&b[1], 1);
+        set_in_flight(&b[2], 3);
         let Choice::Claimed(claim) = choose(&b, &q, 10, &[], 0) else {
             panic!("expected a claim")
         };
-        assert_eq!(claim.backend().pid, 101);
-        assert_eq!(b[1].load(), 2);
+        assert_eq!(claim.backend().info.pid, 101);
+        assert_eq!(b[1].load.in_flight(), 2);
         drop(claim);
-        assert_eq!(b[1].load(), 1);
+        assert_eq!(b[1].load.in_flight(), 1);
     }
 
     #[test]
@@ -235,7 +240,7 @@ mod tests {
         let claims: Vec<Choice> = (0..4).map(|s| choose(&b, &q, 2, &[], s)).collect();
         assert!(claims.iter().all(|c| matches!(c, Choice::Claimed(_))));
         assert!(matches!(choose(&b, &q, 2, &[], 0), Choice::Busy));
-        assert_eq!((b[0].load(), b[1].load()), (2, 2));
+        assert_eq!((b[0].load.in_flight(), b[1].load.in_flight()), (2, 2));
         drop(claims);
         assert!(matches!(choose(&b, &q, 2, &[], 0), Choice::Claimed(_)));
     }
@@ -243,14 +248,14 @@ mod tests {
     #[test]
     fn retiring_workers_take_only_the_overflow() {
         let (b, q) = (backends(2), Arc::new(Queue::default()));
-        b[0].retiring.store(true, Ordering::Relaxed);
-        b[1].in_flight.store(1, Ordering::Relaxed);
+        b[0].load.retire();
+        set_in_flight(&b[1], 1);
         let first = choose(&b, &q, 2, &[], 0);
         let second = choose(&b, &q, 2, &[], 0);
         let pids: Vec<Option<u32>> = [&first, &second]
             .iter()
             .map(|c| match c {
-                Choice::Claimed(c) => Some(c.backend().pid),
+                Choice::Claimed(c) => Some(c.backend().info.pid),
                 _ => None,
             })
             .collect();
@@ -265,18 +270,18 @@ mod tests {
     fn a_retiring_worker_past_its_limit_and_a_tenth_takes_no_more_requests() {
         let q = Arc::new(Queue::default());
         let b = vec![backend(0, 100), backend(1, 100)];
-        b[0].retiring.store(true, Ordering::Relaxed);
-        b[0].recycle.answered.store(108, Ordering::Relaxed);
-        b[1].in_flight.store(2, Ordering::Relaxed);
+        b[0].load.retire();
+        answer(&b[0], 108);
+        set_in_flight(&b[1], 2);
         let overflow = choose(&b, &q, 2, &[], 0);
         assert_eq!(pid(overflow), Some(100), "up to 110 it takes the overflow");
-        b[0].recycle.answered.store(109, Ordering::Relaxed);
-        b[0].in_flight.store(1, Ordering::Relaxed);
+        answer(&b[0], 1);
+        set_in_flight(&b[0], 1);
         assert!(
             matches!(choose(&b, &q, 2, &[], 0), Choice::Busy),
             "with the other busy, the request waits rather than overshoot"
         );
-        b[1].in_flight.store(1, Ordering::Relaxed);
+        set_in_flight(&b[1], 1);
         assert_eq!(pid(choose(&b, &q, 2, &[], 0)), Some(101));
         // Alone too: its requests wait for its replacement, as they would behind a
         // gunicorn worker that restarts.
@@ -293,7 +298,7 @@ mod tests {
         for round in 0..5000 {
             let q = Arc::new(Queue::default());
             let b = vec![backend(0, 10)];
-            b[0].retiring.store(true, Ordering::Relaxed);
+            b[0].load.retire();
             let granted = std::sync::atomic::AtomicU64::new(0);
             std::thread::scope(|scope| {
                 for _ in 0..4 {
@@ -323,19 +328,19 @@ mod tests {
         }
         // Even when the one in rotation is busy: the request waits rather than go to it.
         let first = choose(&b, &q, 1, &[], 0);
-        assert!(matches!(&first, Choice::Claimed(c) if c.backend().pid == 101));
+        assert!(matches!(&first, Choice::Claimed(c) if c.backend().info.pid == 101));
         assert!(matches!(choose(&b, &q, 1, &[], 1), Choice::Busy));
         drop(first);
         // Alone (the other tried, as on a retry), it is all there is.
-        assert_eq!(pid(choose(&b, &q, 1, &[b[1].id], 0)), Some(100));
+        assert_eq!(pid(choose(&b, &q, 1, &[b[1].info.id], 0)), Some(100));
     }
 
     #[test]
     fn skips_tried_workers_and_says_when_none_is_left() {
         let (b, q) = (backends(2), Arc::new(Queue::default()));
-        assert_eq!(pid(choose(&b, &q, 1, &[b[0].id], 0)), Some(101));
+        assert_eq!(pid(choose(&b, &q, 1, &[b[0].info.id], 0)), Some(101));
         assert!(matches!(
-            choose(&b, &q, 1, &[b[0].id, b[1].id], 0),
+            choose(&b, &q, 1, &[b[0].info.id, b[1].info.id], 0),
             Choice::Exhausted
         ));
         assert!(matches!(choose(&[], &q, 1, &[], 0), Choice::Exhausted));

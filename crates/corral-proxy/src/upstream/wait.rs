@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use corral_routes::routes::Queue;
+use corral_routes::Queue;
 use corral_routes::{RoutingTable, SharedRoutes, WorkerId};
 use corral_telemetry::PoolMetrics;
 
@@ -100,7 +100,7 @@ fn take_promise(queue: &Queue) {
 /// After a woken waiter took its slot: when requests still wait, none is woken for a slot,
 /// and a worker has room (freed while nobody was woken for it, or passed over by a waiter
 /// that could not use it), wakes the next, which would otherwise wait for the next answer.
-fn wake_next_if_room(queue: &Queue, route: &corral_routes::routes::PoolRoute) {
+fn wake_next_if_room(queue: &Queue, route: &corral_routes::PoolRoute) {
     if queue.waiting.load(Ordering::SeqCst) > 0
         && !is_promised(queue)
         && has_room(&route.backends, route.concurrency)
@@ -142,7 +142,7 @@ mod tests {
     use std::time::Duration;
 
     use arc_swap::ArcSwap;
-    use corral_routes::routes::PoolRoute;
+    use corral_routes::PoolRoute;
 
     use super::*;
     use crate::upstream::tests::backend;

@@ -1,6 +1,5 @@
 //! What operators ask for: reload, scale, start, stop or switch one pool, stop everything.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use corral_config::{Config, Traffic, MAX_WORKERS};
@@ -74,7 +73,7 @@ impl Policy {
                     starting.push(w.pid);
                 }
                 State::Ready { backend, .. } => {
-                    backend.retiring.store(true, Ordering::Relaxed);
+                    backend.load.retire();
                     w.retiring = Some(ExitReason::Reload);
                 }
                 _ => {}

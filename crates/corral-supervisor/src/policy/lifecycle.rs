@@ -1,7 +1,6 @@
 //! A worker's life up to its end: filling slots, spawns, readiness, retirement, hangs and
 //! draining. Exits and restarts are in `exit`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use nix::sys::signal::Signal;
 use super::{Action, Exit, Policy, SpawnOrder, Timer};
 use crate::backoff::Backoff;
 use crate::worker::{ExitReason, PoolId, State, Worker, WorkerId};
-use corral_routes::routes::{Address, Backend};
+use corral_routes::{Address, Backend, BackendInfo};
 
 impl Policy {
     /// Spawns a worker for every slot of `pool` that lacks one, and ends workers beyond
@@ -134,23 +133,16 @@ impl Policy {
             return;
         }
         let since = *since;
-        let backend = Arc::new(Backend {
+        let backend = Arc::new(Backend::new(BackendInfo {
             id,
             pool: pool.name.clone(),
             worker: w.slot,
             pid: w.pid,
             addr: addr.clone(),
-            proxy_data: Default::default(),
-            in_flight: Default::default(),
-            served: Default::default(),
-            max_requests,
-            recycle: corral_routes::routes::Recycle::new(max_requests, replacement, now),
-            retiring: Default::default(),
             started: since,
-            health: Default::default(),
-            tunnels: Default::default(),
-            closing: tokio::sync::watch::Sender::new(false),
-        });
+            max_requests,
+            recycle: corral_routes::Recycle::new(max_requests, replacement, now),
+        }));
         let watch = pool
             .config
             .health
@@ -189,7 +181,7 @@ impl Policy {
                 .filter(|o| o.slot == slot && o.id != id && o.replaced_ahead())
                 .filter_map(|o| {
                     let b = o.backend()?;
-                    Some((o.id, b.recycle.time_to_limit(b, now)))
+                    Some((o.id, b.time_to_limit(now)))
                 })
                 .collect();
             let others: Vec<WorkerId> = pool
@@ -259,9 +251,9 @@ impl Policy {
         if !w.routable() || w.retiring.is_some() {
             return;
         }
-        let (served, limit) = w.backend().map_or((0, 0), |b| {
-            (b.served.load(Ordering::Relaxed), b.max_requests)
-        });
+        let (served, limit) = w
+            .backend()
+            .map_or((0, 0), |b| (b.load.served(), b.info.max_requests));
         tracing::info!(
             event = "worker_retiring",
             reason = ExitReason::MaxRequests.as_str(),
@@ -297,7 +289,7 @@ impl Policy {
             }
             return;
         }
-        let served = w.backend().map_or(0, |b| b.served.load(Ordering::Relaxed));
+        let served = w.backend().map_or(0, |b| b.load.served());
         tracing::info!(
             event = "worker_retiring",
             reason = reason.as_str(),
@@ -309,7 +301,7 @@ impl Policy {
         );
         w.retiring = Some(reason);
         if let Some(b) = w.backend() {
-            b.retiring.store(true, Ordering::Relaxed);
+            b.load.retire();
         }
         self.ensure_slots(pool_id, now);
     }
@@ -375,8 +367,8 @@ impl Policy {
             pool = &*pool.name,
             worker = w.slot,
             pid = w.pid,
-            served = backend.served.load(Ordering::Relaxed),
-            limit = backend.max_requests,
+            served = backend.load.served(),
+            limit = backend.info.max_requests,
             "worker drained; stopping it"
         );
         w.state = State::Stopping { since: now };

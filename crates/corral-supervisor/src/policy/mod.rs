@@ -36,7 +36,7 @@ use nix::sys::signal::Signal;
 
 use crate::worker::{ExitReason, PoolId, WorkerId};
 use crate::{Scale, StopMode};
-use corral_routes::routes::{Address, Backend};
+use corral_routes::{Address, Backend};
 use pool::PoolState;
 
 /// Something that happened, as the runner saw it.

@@ -10,7 +10,7 @@ use corral_telemetry::{Metrics, PoolMetrics};
 
 use crate::backoff::Backoff;
 use crate::worker::{PoolId, Worker};
-use corral_routes::routes::Queue;
+use corral_routes::Queue;
 
 /// Per-slot memory that outlives each worker of the slot.
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::{Action, Policy};
 use crate::worker::{PoolId, WorkerId};
-use corral_routes::routes::{Address, Backend};
+use corral_routes::{Address, Backend, BackendInfo};
 
 /// What one upstream name resolved to, in `upstreams` order.
 pub(crate) type Resolution = Vec<Result<Vec<SocketAddr>, String>>;
@@ -73,7 +73,7 @@ impl Policy {
                     pool.remote
                         .iter()
                         .filter(|r| r.upstream == i)
-                        .filter_map(|r| match &r.backend.addr {
+                        .filter_map(|r| match &r.backend.info.addr {
                             Address::Tcp(a) => Some(*a),
                             Address::Unix(_) => None,
                         })
@@ -83,33 +83,26 @@ impl Policy {
             for addr in addrs {
                 if kept
                     .iter()
-                    .any(|r| matches!(&r.backend.addr, Address::Tcp(a) if *a == addr))
+                    .any(|r| matches!(&r.backend.info.addr, Address::Tcp(a) if *a == addr))
                 {
                     continue;
                 }
                 let existing = pool.remote.iter().find(|r| {
-                    r.upstream == i && matches!(&r.backend.addr, Address::Tcp(a) if *a == addr)
+                    r.upstream == i && matches!(&r.backend.info.addr, Address::Tcp(a) if *a == addr)
                 });
                 let backend = match existing {
                     Some(r) => r.backend.clone(),
                     None => {
-                        let backend = Arc::new(Backend {
+                        let backend = Arc::new(Backend::new(BackendInfo {
                             id: WorkerId(next_worker),
                             pool: pool.name.clone(),
                             worker: kept.len() as u32 + 1,
                             pid: 0,
                             addr: Address::Tcp(addr),
-                            proxy_data: Default::default(),
-                            in_flight: Default::default(),
-                            served: Default::default(),
+                            started: now,
                             max_requests: 0,
                             recycle: Default::default(),
-                            retiring: Default::default(),
-                            started: now,
-                            health: Default::default(),
-                            tunnels: Default::default(),
-                            closing: tokio::sync::watch::Sender::new(false),
-                        });
+                        }));
                         next_worker += 1;
                         tracing::info!(event = "upstream_added", pool = &*pool.name, upstream = %upstream, addr = %addr, "remote backend added");
                         added.push(backend.clone());
@@ -127,7 +120,7 @@ impl Policy {
             .iter()
             .filter(|r| !kept.iter().any(|k| Arc::ptr_eq(&k.backend, &r.backend)))
         {
-            tracing::info!(event = "upstream_removed", pool = &*pool.name, addr = %gone.backend.addr, "remote backend no longer resolved; removed");
+            tracing::info!(event = "upstream_removed", pool = &*pool.name, addr = %gone.backend.info.addr, "remote backend no longer resolved; removed");
         }
         pool.remote = kept;
         let health = pool.config.health.clone();
@@ -137,7 +130,7 @@ impl Policy {
         if health.interval.is_some() {
             for backend in added {
                 self.actions.push(Action::WatchHealth {
-                    worker: backend.id,
+                    worker: backend.info.id,
                     backend,
                     health: health.clone(),
                     path: path.clone(),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::Policy;
 use crate::worker::StateKind;
-use corral_routes::routes::{PoolRoute, RoutingTable};
 use corral_routes::status::{PoolView, StatusSnapshot, WorkerView};
+use corral_routes::{PoolRoute, RoutingTable};
 
 impl Policy {
     /// The routing table of every pool that is not being removed.
@@ -119,10 +119,10 @@ impl Policy {
                 })
                 .collect();
             workers.extend(pool.remote.iter().map(|r| WorkerView {
-                worker: r.backend.worker,
+                worker: r.backend.info.worker,
                 pid: None,
                 state: StateKind::Ready,
-                since: r.backend.started,
+                since: r.backend.info.started,
                 started: None,
                 backend: Some(r.backend.clone()),
                 restarts: 0,

@@ -17,7 +17,7 @@ use crate::policy::Event;
 use crate::ready::probe_within;
 use crate::worker::WorkerId;
 use corral_routes::health::Turned;
-use corral_routes::routes::Backend;
+use corral_routes::Backend;
 
 /// How long a failed check waits for a dying worker's exit to be seen before it counts.
 const EXIT_SEEN: std::time::Duration = std::time::Duration::from_millis(50);
@@ -45,10 +45,10 @@ pub(super) async fn watch(
             return;
         };
         let exited = || alive.as_ref().is_some_and(|a| !a.load(Ordering::Acquire));
-        if *backend.closing.borrow() || exited() {
+        if backend.load.is_closing() || exited() {
             return;
         }
-        let result = probe_within(Ready::Http, &backend.addr, &path, health.timeout).await;
+        let result = probe_within(Ready::Http, &backend.info.addr, &path, health.timeout).await;
         // A check that failed because the worker died meanwhile says nothing of its health.
         // Its sockets close before its exit is seen: give the exit a moment to be seen.
         if result.is_err() && alive.is_some() {
@@ -68,21 +68,21 @@ pub(super) async fn watch(
         match (turned, result) {
             (Turned::Unhealthy, Err(why)) => tracing::warn!(
                 event = "worker_unhealthy",
-                pool = &*backend.pool,
-                worker = backend.worker,
-                pid = backend.pid,
-                addr = %backend.addr,
+                pool = &*backend.info.pool,
+                worker = backend.info.worker,
+                pid = backend.info.pid,
+                addr = %backend.info.addr,
                 checks = health.unhealthy,
                 last_check = %why,
                 "failed its health checks; no new requests"
             ),
             // Still unhealthy as many checks later: a worker corral runs is replaced.
-            (_, Err(why)) if backend.pid != 0 && failed_in_a_row == 2 * health.unhealthy => {
+            (_, Err(why)) if backend.info.pid != 0 && failed_in_a_row == 2 * health.unhealthy => {
                 tracing::warn!(
                     event = "worker_still_unhealthy",
-                    pool = &*backend.pool,
-                    worker = backend.worker,
-                    pid = backend.pid,
+                    pool = &*backend.info.pool,
+                    worker = backend.info.worker,
+                    pid = backend.info.pid,
                     checks = failed_in_a_row,
                     last_check = %why,
                     "still failing its health checks; replacing the worker"
@@ -93,10 +93,10 @@ pub(super) async fn watch(
             }
             (Turned::Healthy, _) => tracing::info!(
                 event = "worker_healthy",
-                pool = &*backend.pool,
-                worker = backend.worker,
-                pid = backend.pid,
-                addr = %backend.addr,
+                pool = &*backend.info.pool,
+                worker = backend.info.worker,
+                pid = backend.info.pid,
+                addr = %backend.info.addr,
                 checks = health.healthy,
                 "passes its health checks again; back in rotation"
             ),

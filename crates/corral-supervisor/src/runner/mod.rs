@@ -21,8 +21,8 @@ use crate::policy::{Action, Event, Exit, Policy};
 use crate::sockets;
 use crate::worker::{PoolId, WorkerId};
 use crate::Control;
-use corral_routes::routes::{Address, Report, SharedRoutes};
 use corral_routes::status::SharedStatus;
+use corral_routes::{Address, Report, SharedRoutes};
 
 /// How long an exited worker's output pumps may take to drain before the exit is reported.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
@@ -171,15 +171,15 @@ impl Runner {
                         let tx = self.events_tx.clone();
                         tokio::spawn(async move {
                             let deadline = tokio::time::Instant::now() + within;
-                            while backend.busy() > 0 && tokio::time::Instant::now() < deadline {
+                            while backend.load.busy() > 0 && tokio::time::Instant::now() < deadline
+                            {
                                 tokio::time::sleep(DRAIN_POLL).await;
                             }
                             // Past the deadline, the proxy closes the worker's open tunnels
                             // itself before the worker hears SIGTERM.
-                            backend.closing.send_replace(true);
+                            backend.load.close_tunnels();
                             let closed = tokio::time::Instant::now() + TUNNEL_CLOSE_WAIT;
-                            while backend.tunnels.load(Ordering::SeqCst) > 0
-                                && tokio::time::Instant::now() < closed
+                            while backend.load.tunnels() > 0 && tokio::time::Instant::now() < closed
                             {
                                 tokio::time::sleep(DRAIN_POLL).await;
                             }

@@ -27,7 +27,7 @@ async fn health(pool: &Pool, backends: &[Arc<Backend>]) -> Result<(), String> {
     for b in backends {
         if let Err(why) = probe_within(
             corral_config::Ready::Http,
-            &b.addr,
+            &b.info.addr,
             &pool.health_path,
             timeout,
         )
@@ -35,13 +35,13 @@ async fn health(pool: &Pool, backends: &[Arc<Backend>]) -> Result<(), String> {
         {
             return Err(format!(
                 "health check GET {} on {} worker {} ({}): {why}",
-                pool.health_path, pool.name, b.worker, b.addr
+                pool.health_path, pool.name, b.info.worker, b.info.addr
             ));
         }
         if !b.health.in_rotation(&mut None) {
             return Err(format!(
                 "{} worker {} ({}) is out of rotation (failed health checks or ejected)",
-                pool.name, b.worker, b.addr
+                pool.name, b.info.worker, b.info.addr
             ));
         }
     }
@@ -53,18 +53,18 @@ async fn smoke(pool: &Pool, backends: &[Arc<Backend>]) -> Result<(), String> {
     let timeout = pool.health.timeout;
     for (i, smoke) in pool.smoke.iter().enumerate() {
         let b = &backends[i % backends.len()];
-        match status_of(&b.addr, &smoke.path, timeout).await {
+        match status_of(&b.info.addr, &smoke.path, timeout).await {
             Ok(status) if status == smoke.status => {}
             Ok(status) => {
                 return Err(format!(
                     "smoke check GET {} on {} worker {} answered {status}, expected {}",
-                    smoke.path, pool.name, b.worker, smoke.status
+                    smoke.path, pool.name, b.info.worker, smoke.status
                 ))
             }
             Err(why) => {
                 return Err(format!(
                     "smoke check GET {} on {} worker {}: {why}",
-                    smoke.path, pool.name, b.worker
+                    smoke.path, pool.name, b.info.worker
                 ))
             }
         }

@@ -52,14 +52,14 @@ fn a_remote_pool_routes_to_what_its_names_resolve_to_and_keeps_them_through_a_fa
             .active
             .backends
             .iter()
-            .map(|b| b.addr.to_string())
+            .map(|b| b.info.addr.to_string())
             .collect()
     };
     assert_eq!(
         backends(&w),
         vec!["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
     );
-    let first_id = w.policy.routing_table().active.backends[0].id;
+    let first_id = w.policy.routing_table().active.backends[0].info.id;
     assert_eq!(
         w.health_watched.len(),
         3,
@@ -75,7 +75,10 @@ fn a_remote_pool_routes_to_what_its_names_resolve_to_and_keeps_them_through_a_fa
         backends(&w),
         vec!["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
     );
-    assert_eq!(w.policy.routing_table().active.backends[0].id, first_id);
+    assert_eq!(
+        w.policy.routing_table().active.backends[0].info.id,
+        first_id
+    );
     // b.internal now resolves to one address: the other goes.
     w.send(Event::Resolved {
         pool,

@@ -1,7 +1,6 @@
 //! A worker's life: starts, crashes and backoff, the start limit, draining, reloads,
 //! scaling, memory and hang retirement, and stopping (`max_requests` is in `recycle.rs`).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -108,7 +107,7 @@ fn a_draining_worker_is_signalled_only_after_its_requests_finish() {
     w.ready_all("web");
     let old = w.in_state("web", StateKind::Ready)[0];
     let old_pid = w.pid_of(old);
-    w.backend(old).in_flight.store(1, Ordering::SeqCst);
+    assert!(w.backend(old).load.claim(0));
     w.reload("web", &[("web", "workers = 1")]);
     w.ready_all("web");
     assert_eq!(
@@ -121,7 +120,7 @@ fn a_draining_worker_is_signalled_only_after_its_requests_finish() {
         w.signals.is_empty(),
         "no signal while a request is in flight"
     );
-    w.backend(old).in_flight.store(0, Ordering::SeqCst);
+    w.backend(old).load.release();
     w.advance(Duration::from_millis(20));
     assert_eq!(w.signals, [(old_pid, Signal::SIGTERM)]);
     // It ignores SIGTERM: SIGKILL after kill_timeout.
@@ -136,7 +135,7 @@ fn a_drain_ends_at_graceful_timeout_even_with_requests_in_flight() {
     let mut w = World::new("web", &[("web", "workers = 1")]);
     w.ready_all("web");
     let old = w.in_state("web", StateKind::Ready)[0];
-    w.backend(old).in_flight.store(1, Ordering::SeqCst);
+    assert!(w.backend(old).load.claim(0));
     w.reload("web", &[("web", "workers = 1")]);
     w.ready_all("web");
     w.advance(Duration::from_secs(29));

@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 
 use super::{Action, Event, Exit, Policy, Timer};
 use crate::worker::{StateKind, WorkerId};
-use corral_routes::routes::{Address, Backend};
+use corral_routes::{Address, Backend};
 
 const QUICK: Duration = Duration::from_millis(50);
 
@@ -117,7 +117,7 @@ impl World {
             let over: Vec<WorkerId> = self
                 .drains
                 .iter()
-                .filter(|(_, b, deadline)| b.load() == 0 || *deadline <= self.now)
+                .filter(|(_, b, deadline)| b.load.in_flight() == 0 || *deadline <= self.now)
                 .map(|(w, _, _)| *w)
                 .collect();
             self.drains.retain(|(w, _, _)| !over.contains(w));
@@ -205,7 +205,7 @@ impl World {
         let table = self.policy.routing_table();
         table
             .pool(pool)
-            .map(|r| r.backends.iter().map(|b| b.pid).collect())
+            .map(|r| r.backends.iter().map(|b| b.info.pid).collect())
             .unwrap_or_default()
     }
 

@@ -42,7 +42,7 @@ fn a_replacement_started_ahead_takes_over_at_the_limit_and_the_worker_keeps_its_
         "its replacement starts"
     );
     assert!(
-        !w.backend(tired).is_retiring(),
+        !w.backend(tired).load.is_retiring(),
         "before its limit it keeps its full share"
     );
     assert_eq!(w.routed("web").len(), 2);
@@ -56,9 +56,7 @@ fn a_replacement_started_ahead_takes_over_at_the_limit_and_the_worker_keeps_its_
         "ready early: both serve until the limit"
     );
     // The proxy counts the limit: it marks the backend and reports.
-    w.backend(tired)
-        .retiring
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    w.backend(tired).load.retire();
     w.send(Event::Retire {
         worker: tired,
         reason: ExitReason::MaxRequests,
@@ -94,11 +92,11 @@ fn the_replacement_estimate_is_the_longest_recent_start() {
     w.advance(Duration::from_millis(1400));
     w.send(Event::Ready(first[1]));
     w.send(Event::Ready(first[2]));
-    let slow = w.backend(first[1]).recycle.replacement;
+    let slow = w.backend(first[1]).info.recycle.replacement;
     assert!(slow >= Duration::from_millis(2000), "{slow:?}");
-    assert!(w.backend(first[2]).recycle.replacement >= slow);
+    assert!(w.backend(first[2]).info.recycle.replacement >= slow);
     assert_eq!(
-        w.backend(first[0]).recycle.cap,
+        w.backend(first[0]).info.recycle.cap,
         110,
         "the limit plus a tenth"
     );
@@ -117,7 +115,7 @@ fn max_requests_gets_a_jitter_within_its_bound() {
     let limits: Vec<u64> = w
         .in_state("web", StateKind::Ready)
         .into_iter()
-        .map(|id| w.backend(id).max_requests)
+        .map(|id| w.backend(id).info.max_requests)
         .collect();
     assert!(limits.iter().all(|m| (100..=110).contains(m)), "{limits:?}");
     assert!(
