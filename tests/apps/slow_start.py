@@ -1,6 +1,7 @@
 """A plain ASGI app that takes a while to start, as users' apps do (imports, warm-up):
 it sleeps `SLOW_START` seconds (default 1.5) at import. Serves `/` (its pid), `/health`,
-`/sleep?ms=N`, `/big?kib=N` and a WebSocket echo on `/ws`. Used by corral's upgrade,
+`/sleep?ms=N`, `/big?kib=N`, `POST /echo` (answers the body's length) and a WebSocket
+echo on `/ws`. Used by corral's upgrade,
 `bind = "fd"` and soak tests under uvicorn or gunicorn's uvicorn worker."""
 import asyncio
 import os
@@ -55,6 +56,14 @@ async def app(scope, receive, send):
     if scope["type"] == "websocket":
         return await echo(receive, send)
     path = scope["path"]
+    if path == "/echo":
+        size = 0
+        while True:
+            event = await receive()
+            size += len(event.get("body", b""))
+            if not event.get("more_body"):
+                break
+        return await answer(send, str(size).encode())
     if path == "/sleep":
         await asyncio.sleep(query(scope, "ms", 0) / 1000)
         return await answer(send, b"slept " + PID)
