@@ -219,3 +219,43 @@ fn waitress_workers_retire_within_a_tenth_of_their_limit_under_saturating_load()
     }
     assert!(fewest >= 4, "only {fewest} workers serving at one point");
 }
+
+/// Each drained worker's `served` against its limit, from the log: the ones past a tenth.
+fn past_the_bound(corral: &Corral) -> (usize, Vec<String>) {
+    let drained: Vec<_> = corral
+        .log_events()
+        .into_iter()
+        .filter(|e| e["event"] == "worker_drained" && e["limit"].as_u64() > Some(0))
+        .collect();
+    let past = drained
+        .iter()
+        .filter_map(|e| {
+            let (served, limit) = (e["served"].as_u64()?, e["limit"].as_u64()?);
+            (served > limit + limit / 10)
+                .then(|| format!("{} served {served} of {limit}", e["reason"]))
+        })
+        .collect();
+    (drained.len(), past)
+}
+
+#[test]
+fn max_requests_plus_a_tenth_holds_under_concurrent_load_at_recycles_and_reloads() {
+    // Regression: the cap applied only once a worker was retiring, which it became when its
+    // count reached the limit, by which time up to `concurrency` more requests were in
+    // flight on it: workers served up to 1.12x their limit.
+    let body = format!(
+        "[pools.web]\ncommand = [{:?}, \"--port\", \"{{port}}\"]\nworkers = 2\nconcurrency = 16\n\
+         max_requests = 20\nready = \"http\"\nkill_timeout = \"3s\"\n",
+        testapp_bin().display().to_string()
+    );
+    let corral = Corral::start(&body, "", 2);
+    let load = Load::start(&corral.url("/sleep?ms=30"), 24, Duration::from_secs(120));
+    load.wait_more(300, Duration::from_secs(60));
+    corral.signal(nix::sys::signal::Signal::SIGHUP);
+    load.wait_more(200, Duration::from_secs(60));
+    let result = load.stop();
+    result.assert_no_failures(&corral.logs());
+    let (drained, past) = past_the_bound(&corral);
+    assert!(drained >= 10, "only {drained} workers drained");
+    assert!(past.is_empty(), "{} of {drained}: {past:?}", past.len());
+}

@@ -75,25 +75,25 @@ impl Backend {
         }
     }
 
-    /// Whether a retiring worker has served, or is serving, all it may (`max_requests` plus
-    /// a tenth): it takes no more requests.
+    /// Whether a worker has served, or is serving, all it may (`max_requests` plus a
+    /// tenth): it takes no more requests.
     pub fn is_spent(&self) -> bool {
         self.would_pass_cap(self.load.in_flight() + 1)
     }
 
-    /// Whether a retiring worker with `in_flight` requests (one just claimed among them) is
-    /// past its cap. `in_flight` is read before the answers: an answer is counted before its
-    /// slot is freed, so a request finishing between the two reads is counted twice, never
-    /// missed.
+    /// Whether a worker with `in_flight` requests (one just claimed among them) is past its
+    /// cap, retiring or not: it becomes retiring only when its count reaches the limit, by
+    /// which time up to `concurrency` more requests may be in flight on it. `in_flight` is
+    /// read before the requests taken: one is counted there before its slot is freed, so a
+    /// request finishing between the two reads is counted twice, never missed.
     pub fn would_pass_cap(&self, in_flight: u32) -> bool {
         let cap = self.info.recycle.cap;
-        self.load.is_retiring()
-            && cap > 0
-            && self.load.answered.load(Ordering::SeqCst) + u64::from(in_flight) > cap
+        cap > 0 && self.load.answered.load(Ordering::SeqCst) + u64::from(in_flight) > cap
     }
 
-    /// Counts an answer given in full, before its slot is freed, for `max_requests`'s cap;
-    /// a worker without the limit writes nothing, so its cache line stays quiet.
+    /// Counts a request the worker took, answered in full or not, before its slot is freed,
+    /// for `max_requests`'s cap; a worker without the limit writes nothing, so its cache
+    /// line stays quiet.
     pub fn answered(&self) {
         if self.info.max_requests > 0 {
             self.load.answered.fetch_add(1, Ordering::SeqCst);
@@ -171,9 +171,10 @@ pub struct Load {
     in_flight: AtomicU32,
     /// Requests finished by this worker (its client has the answer).
     served: AtomicU64,
-    /// Answers given in full, counted before the slot is freed (`served` counts a request
-    /// only once its client has the answer), so a request is always in `in_flight` or here
-    /// when the cap is checked. Counted only for a worker with `max_requests`.
+    /// Requests taken, answered in full or not, counted before the slot is freed (`served`
+    /// counts a request only once its client has the answer), so a request is always in
+    /// `in_flight` or here when the cap is checked. Counted only for a worker with
+    /// `max_requests`.
     answered: AtomicU64,
     /// The request count at which its replacement is to start; 0 until reckoned, `u64::MAX`
     /// once asked for.
@@ -350,15 +351,17 @@ mod tests {
     }
 
     #[test]
-    fn a_retiring_worker_is_spent_at_its_cap_and_answers_count_only_with_a_limit() {
+    fn a_worker_is_spent_at_its_cap_retiring_or_not_and_answers_count_only_with_a_limit() {
         let b = backend(100);
         assert_eq!(b.info.recycle.cap, 110);
         for _ in 0..109 {
             b.answered();
         }
-        assert!(!b.is_spent(), "not retiring: no cap applies");
-        b.load.retire();
         assert!(!b.is_spent(), "109 answered, one more fits");
+        assert!(
+            b.would_pass_cap(2),
+            "109 answered and two in flight pass the cap"
+        );
         b.answered();
         assert!(b.is_spent());
         let unlimited = backend(0);

@@ -27,11 +27,9 @@ impl Claim {
         &self.backend
     }
 
-    /// Frees the worker's slot once it has answered in full, counting the answer first so
-    /// `max_requests`'s cap never misses a request between the two. True when a queued
-    /// request was woken to take the slot.
+    /// Frees the worker's slot once it has answered in full. True when a queued request was
+    /// woken to take the slot.
     pub fn answered(self) -> bool {
-        self.backend.answered();
         let queued = self.queue.waiting.load(Ordering::SeqCst) > 0;
         drop(self);
         queued
@@ -40,6 +38,9 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        // Every request the worker took counts toward `max_requests`'s cap, whatever its
+        // end, and before its slot is freed so the cap never misses it between the two.
+        self.backend.answered();
         self.backend.load.release();
         // SeqCst pairs with the waiter's increment of `waiting` before its re-check: either
         // it sees our decrement, or we see it waiting and wake it. The slot is promised to
