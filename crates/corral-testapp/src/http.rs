@@ -12,6 +12,21 @@ use crate::Conn;
 /// Requests this process has read (but `/count` itself), for tests that prove a request
 /// never reached a worker.
 static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Where `--record` writes each request read.
+pub(crate) static RECORD: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> =
+    std::sync::OnceLock::new();
+
+/// One line for the record: the request's id, method and target.
+fn record(request: &Request) {
+    if let Some(file) = RECORD.get() {
+        let id = header(request, "x-request-id").unwrap_or("-");
+        let line = format!("{id} {} {}\n", request.method, request.path.escape_debug());
+        if let Ok(mut file) = file.lock() {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+}
 /// Set by `/sick`, cleared by `/well`: `/health` answers 500 while it is set.
 static SICK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -38,6 +53,7 @@ pub fn handle<S: Conn + 'static>(mut conn: S) {
         if request.path != "/count" {
             SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
+        record(&request);
         let chunked = header(&request, "transfer-encoding")
             .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         let body = if chunked {

@@ -16,6 +16,8 @@
 //! exits at once (a crash loop); `--ignore-term` ignores SIGTERM (a stubborn worker);
 //! `--notify-after-ms N` sends `READY=1` to `$NOTIFY_SOCKET` after N ms; `--idle-close-ms N`
 //! closes a TCP connection idle that long (as app servers' keep-alive timeouts do).
+//! `--record DIR` appends a line per request read to `DIR/seen-PID`: its `X-Request-Id`
+//! (`-` without one), method and target, for the network fuzzer (`tests/fuzz.rs`).
 
 mod http;
 mod payload;
@@ -92,6 +94,16 @@ fn parse_args() -> Result<Options, String> {
                         .parse()
                         .map_err(|e| format!("{e}"))?,
                 ))
+            }
+            "--record" => {
+                let dir = value("--record")?;
+                let path = format!("{dir}/seen-{}", std::process::id());
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("--record {path}: {e}"))?;
+                let _ = http::RECORD.set(std::sync::Mutex::new(file));
             }
             "--fail-every" => {
                 let n: u64 = value("--fail-every")?

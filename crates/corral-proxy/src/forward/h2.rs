@@ -24,6 +24,12 @@ use super::Forwarder;
 /// own timeouts end them sooner).
 const STREAMS_AFTER_CLOSE: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How long a closing connection (GOAWAY sent) with no stream left waits for the client to
+/// end it. h2's graceful close waits for the client's PING acknowledgement, and its writes
+/// wait for a client that reads: one that does neither (a SETTINGS or PING flood whose
+/// answers it never reads) would hold the connection forever.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The most a request's decoded header list may take, whatever the limits allow.
 const MAX_HEADER_LIST: usize = 1 << 20;
 
@@ -53,6 +59,19 @@ impl Forwarder {
             proxy_digest: stream.get_proxy_digest(),
             socket_digest: stream.get_socket_digest(),
         });
+        // RFC 9113 §3.4: the preface is followed by SETTINGS; the h2 crate takes any frame.
+        let stream = match tokio::time::timeout(
+            settings.limits.header_timeout,
+            settings_first(stream),
+        )
+        .await
+        {
+            Ok(Some(stream)) => stream,
+            _ => {
+                tracing::debug!("HTTP/2 connection without a preface and SETTINGS first");
+                return;
+            }
+        };
         let handshake = v2::handshake(stream, Some(options));
         let mut conn = match tokio::time::timeout(settings.limits.header_timeout, handshake).await {
             Ok(Ok(conn)) => conn,
@@ -67,11 +86,13 @@ impl Forwarder {
         let mut streams = FuturesUnordered::new();
         let mut shutdown = shutdown.clone();
         let mut closing = false;
+        let mut close_by = tokio::time::Instant::now();
         let keepalive = settings.limits.keepalive_timeout;
         loop {
             if !closing && *shutdown.borrow() {
                 conn.graceful_shutdown();
                 closing = true;
+                close_by = tokio::time::Instant::now() + CLOSE_WAIT;
             }
             let idle = streams.is_empty() && !closing;
             tokio::select! {
@@ -81,6 +102,11 @@ impl Forwarder {
                 () = tokio::time::sleep(keepalive), if idle => {
                     conn.graceful_shutdown();
                     closing = true;
+                    close_by = tokio::time::Instant::now() + CLOSE_WAIT;
+                }
+                () = tokio::time::sleep_until(close_by), if closing && streams.is_empty() => {
+                    tracing::debug!("HTTP/2 client did not end a closing connection; dropped");
+                    break;
                 }
                 accepted = H2Stream::from_h2_conn(&mut conn, digest.clone()) => match accepted {
                     Ok(Some(H2Accept::Session(session))) => {
@@ -137,4 +163,16 @@ impl Forwarder {
         };
         client.end(complete).await;
     }
+}
+
+/// The client's connection preface and the header of its first frame, checked to be a
+/// SETTINGS frame (not an acknowledgement, on stream 0), then put back for the h2 crate.
+async fn settings_first(mut stream: Stream) -> Option<Stream> {
+    use tokio::io::AsyncReadExt;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut first = bytes::BytesMut::zeroed(PREFACE.len() + 9);
+    stream.read_exact(&mut first).await.ok()?;
+    let frame = &first[PREFACE.len()..];
+    let settings = frame[3] == 4 && frame[4] & 1 == 0 && frame[5..9] == [0, 0, 0, 0];
+    (first.starts_with(PREFACE) && settings).then(|| super::replay::Replay::stream(first, stream))
 }
