@@ -33,6 +33,18 @@ impl Drop for ConnectionSlot {
     }
 }
 
+#[cfg(test)]
+impl ConnectionSlot {
+    /// A place under `forwarder`'s `max_connections`, as an accepted connection holds.
+    pub(super) fn for_tests(forwarder: &Forwarder) -> ConnectionSlot {
+        forwarder.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionSlot {
+            count: forwarder.connections.clone(),
+            gauge: forwarder.metrics.connections.clone(),
+        }
+    }
+}
+
 /// What one client connection holds for its life.
 pub(crate) struct Connection {
     pub(crate) identity: Arc<ClientIdentity>,

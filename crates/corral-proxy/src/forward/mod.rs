@@ -33,6 +33,9 @@ mod tls;
 mod tunnel;
 mod websocket;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

@@ -44,7 +44,7 @@ impl Tunnels {
     }
 
     /// A place for one more tunnel, unless `max` are open.
-    fn reserve(self: &Arc<Self>, max: Option<usize>) -> Option<TunnelPlace> {
+    pub(super) fn reserve(self: &Arc<Self>, max: Option<usize>) -> Option<TunnelPlace> {
         let limit = max.unwrap_or(usize::MAX);
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
