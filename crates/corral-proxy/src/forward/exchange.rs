@@ -24,7 +24,7 @@ use super::context::{Exchange, RequestLine};
 use super::identity::ClientIdentity;
 use super::linger;
 use super::outcome::{respond, AttemptError, Failure};
-use super::relay::Done;
+use super::relay::{Done, Sent};
 use super::retry::{self, Failed, Next, Tries, MAX_TRIES};
 use super::send::{self, Outgoing};
 use super::tunnel::Tunnel;
@@ -311,8 +311,12 @@ impl Forwarder {
             }
             Outgoing::Head(head) => Some(head),
         };
-        self.relay(client, worker, pending, claim, exchange, timeout)
-            .await
+        let sent = Sent {
+            worker,
+            pending,
+            timeout,
+        };
+        self.relay(client, sent, claim, exchange).await
     }
 }
 

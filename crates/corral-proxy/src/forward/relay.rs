@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
+use corral_compress::Encoder;
 use http::header::{HeaderValue, TRANSFER_ENCODING};
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::answer::{self, Answer, PlainAnswer};
 use super::client::ClientSide;
@@ -41,18 +42,32 @@ pub(super) struct PlainRelay {
     timeout: Option<Duration>,
 }
 
+/// The request as far as it went before the answer: the connection it went out on, its
+/// head when pingora's session is to send it (`HEAD`, upgrades), and the pool's `timeout`.
+pub(super) struct Sent {
+    pub(super) worker: Stream,
+    pub(super) pending: Option<Box<RequestHeader>>,
+    pub(super) timeout: Option<Duration>,
+}
+
 impl Forwarder {
-    /// Reads the answer to a request already sent on `worker` (or, with `pending`, still to
-    /// be sent through pingora's session) and relays it.
+    /// Reads the answer to a request already sent (or, with `pending`, still to be sent
+    /// through pingora's session) and relays it: a plain answer is left to the caller as
+    /// bytes; anything else goes through the session, in three steps: the answer head
+    /// ([`Forwarder::answer_head`]), its preparation for the client ([`prepare`]) and the
+    /// body pump ([`Forwarder::pump_body`]).
     pub(super) async fn relay<C: ClientSide>(
         &self,
         client: &mut C,
-        mut worker: Stream,
-        pending: Option<Box<RequestHeader>>,
+        sent: Sent,
         claim: Claim,
         exchange: &mut Exchange,
-        timeout: Option<Duration>,
     ) -> Result<Done, AttemptError> {
+        let Sent {
+            mut worker,
+            pending,
+            timeout,
+        } = sent;
         if pending.is_none() && C::RAW_ANSWER {
             // The whole request is sent: the answer comes next.
             let compression = exchange.compression();
@@ -79,47 +94,12 @@ impl Forwarder {
             let settings = &exchange.settings;
             send::send_request(client, &mut upstream, head, &mut exchange.body, settings).await?;
         }
-        // The answer head; informational answers (103) are relayed as they come.
-        loop {
-            if let Err(e) = upstream.read_response().await {
-                return Err(self.worker_error(e, client, &claim, exchange, true));
-            }
-            let status = upstream.resp_header().map_or(0, |h| h.status.as_u16());
-            if !(100..200).contains(&status) || status == 101 {
-                break;
-            }
-            // 100 Continue was corral's to send (it took the `Expect`); others pass.
-            if let Some(head) = upstream.resp_header().filter(|_| status != 100) {
-                let _ = client.write_response_header(Box::new(head.clone())).await;
-            }
+        if let Err(e) = self.answer_head(client, &mut upstream).await {
+            return Err(self.worker_error(e, client, &claim, exchange, true));
         }
         exchange.answer_began();
-        let Some(answer) = upstream.resp_header() else {
-            let e = Error::explain(ErrorType::InvalidHTTPHeader, "worker sent no response head");
-            return Err(AttemptError::no_answer(e));
-        };
-        let mut answer = Box::new(answer.clone());
         let upgraded = upstream.was_upgraded();
-        exchange
-            .settings
-            .answer
-            .apply(&mut answer, &exchange.answer_context())
-            .map_err(|e| AttemptError::ends(Failure::worker(502, e)))?;
-        let mut encoder = match exchange.compression() {
-            Some((compressor, choice)) if !upgraded => {
-                compress::begin(compressor, choice, &mut answer)
-                    .map_err(|e| AttemptError::ends(Failure::worker(502, e)))?
-            }
-            _ => None,
-        };
-        if !upgraded && ends_by_closing(&answer, client.req_header()) {
-            // A body the worker ends by closing goes to an HTTP/1.1 client chunked (as nginx
-            // does), so the client's connection outlives the worker's.
-            answer
-                .insert_header(TRANSFER_ENCODING, HeaderValue::from_static("chunked"))
-                .map_err(|e| AttemptError::ends(Failure::worker(502, e)))?;
-        }
-        let client_error = |e: Box<Error>| AttemptError::ends(Failure::client(&e));
+        let (answer, encoder) = prepare(client, &upstream, exchange, upgraded)?;
         client.set_server_keepalive(exchange.keepalive);
         client
             .write_response_header(answer)
@@ -128,10 +108,40 @@ impl Forwarder {
         if upgraded {
             return Ok(Done::Upgraded(Box::new(upstream), claim));
         }
-        let encode_error = |e: std::io::Error| {
-            let e = Error::because(ErrorType::InternalError, "compressing the answer", e);
-            AttemptError::ends(Failure::worker(0, e))
-        };
+        self.pump_body(client, upstream, encoder, claim, exchange)
+            .await?;
+        Ok(Done::Answered)
+    }
+
+    /// Reads the worker's answer head, relaying informational answers (103) as they come.
+    async fn answer_head<C: ClientSide>(
+        &self,
+        client: &mut C,
+        upstream: &mut UpstreamSession,
+    ) -> Result<(), Box<Error>> {
+        loop {
+            upstream.read_response().await?;
+            let status = upstream.resp_header().map_or(0, |h| h.status.as_u16());
+            if !(100..200).contains(&status) || status == 101 {
+                return Ok(());
+            }
+            // 100 Continue was corral's to send (it took the `Expect`); others pass.
+            if let Some(head) = upstream.resp_header().filter(|_| status != 100) {
+                let _ = client.write_response_header(Box::new(head.clone())).await;
+            }
+        }
+    }
+
+    /// Relays the answer's body (compressed when `encoder` says), gives the worker's slot
+    /// and connection back as soon as it is read, then ends the client's answer.
+    async fn pump_body<C: ClientSide>(
+        &self,
+        client: &mut C,
+        mut upstream: UpstreamSession,
+        mut encoder: Option<Encoder>,
+        claim: Claim,
+        exchange: &Exchange,
+    ) -> Result<(), AttemptError> {
         let mut compressed = Vec::new();
         loop {
             match upstream.read_body_ref().await {
@@ -170,8 +180,7 @@ impl Forwarder {
                 compressor.count(coding, read, written);
             }
         }
-        client.finish_body().await.map_err(client_error)?;
-        Ok(Done::Answered)
+        client.finish_body().await.map_err(client_error)
     }
 
     /// Relays a plain answer straight to the client's connection, which it takes out of
@@ -267,4 +276,50 @@ impl Forwarder {
             no_answer: before_answer,
         }
     }
+}
+
+/// The worker's answer head as the client gets it: the answer rules applied, compression
+/// begun (with its encoder), and a body the worker ends by closing turned chunked.
+fn prepare<C: ClientSide>(
+    client: &C,
+    upstream: &UpstreamSession,
+    exchange: &Exchange,
+    upgraded: bool,
+) -> Result<(Box<ResponseHeader>, Option<Encoder>), AttemptError> {
+    let Some(answer) = upstream.resp_header() else {
+        let e = Error::explain(ErrorType::InvalidHTTPHeader, "worker sent no response head");
+        return Err(AttemptError::no_answer(e));
+    };
+    let worker_error = |e| AttemptError::ends(Failure::worker(502, e));
+    let mut answer = Box::new(answer.clone());
+    exchange
+        .settings
+        .answer
+        .apply(&mut answer, &exchange.answer_context())
+        .map_err(worker_error)?;
+    let encoder = match exchange.compression() {
+        Some((compressor, choice)) if !upgraded => {
+            compress::begin(compressor, choice, &mut answer).map_err(worker_error)?
+        }
+        _ => None,
+    };
+    if !upgraded && ends_by_closing(&answer, client.req_header()) {
+        // A body the worker ends by closing goes to an HTTP/1.1 client chunked (as nginx
+        // does), so the client's connection outlives the worker's.
+        answer
+            .insert_header(TRANSFER_ENCODING, HeaderValue::from_static("chunked"))
+            .map_err(worker_error)?;
+    }
+    Ok((answer, encoder))
+}
+
+/// A failed write to the client: the client is gone or broke the protocol.
+fn client_error(e: Box<Error>) -> AttemptError {
+    AttemptError::ends(Failure::client(&e))
+}
+
+/// The compressor failed mid-answer.
+fn encode_error(e: std::io::Error) -> AttemptError {
+    let e = Error::because(ErrorType::InternalError, "compressing the answer", e);
+    AttemptError::ends(Failure::worker(0, e))
 }
