@@ -7,8 +7,8 @@ use http::header::{CONTENT_LENGTH, UPGRADE};
 use http::Method;
 use pingora_http::RequestHeader;
 
+use super::failure::Failure;
 use super::headers::smuggled_length;
-use super::outcome::Failure;
 use crate::settings::ProxySettings;
 use crate::{framing, limits};
 

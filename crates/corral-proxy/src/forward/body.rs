@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::client::ClientSide;
 
+use super::failure::Failure;
 use super::headers::expects_continue;
-use super::outcome::Failure;
 
 /// Body bytes read ahead, at most this many (plus one read).
 const BUFFER: usize = 64 * 1024;

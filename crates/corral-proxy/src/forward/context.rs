@@ -13,7 +13,7 @@ use super::body::BodyStart;
 use super::fields::AnswerContext;
 use super::headers::is_upgrade;
 use super::identity::ClientIdentity;
-use super::websocket::TunnelPlace;
+use super::tunnels::TunnelPlace;
 use crate::settings::ProxySettings;
 
 /// One request through the proxy.

@@ -15,6 +15,7 @@ mod context;
 mod copy;
 mod delivered;
 mod exchange;
+mod failure;
 mod fields;
 mod frames;
 mod h2;
@@ -31,6 +32,7 @@ mod retry;
 mod send;
 mod tls;
 mod tunnel;
+mod tunnels;
 mod websocket;
 
 #[cfg(test)]
@@ -52,7 +54,7 @@ use pingora_error::ErrorType;
 use crate::settings::ProxySettings;
 pub(crate) use fields::{AnswerRules, ForwardMask};
 pub(crate) use identity::{ClientIdentity, Peer};
-pub use websocket::Tunnels;
+pub use tunnels::Tunnels;
 
 /// Once corral stops accepting (SIGTERM, or a SIGUSR2 hand-over), how long an idle
 /// keep-alive connection is kept for its next request, which is then answered with

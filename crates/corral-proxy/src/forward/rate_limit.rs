@@ -9,7 +9,7 @@ use http::header::{HeaderValue, HOST, UPGRADE};
 
 use super::client::ClientSide;
 use super::context::Exchange;
-use super::outcome::Failure;
+use super::failure::Failure;
 use super::Forwarder;
 
 impl Forwarder {

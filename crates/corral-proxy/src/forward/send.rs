@@ -14,9 +14,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::body::BodyStart;
 use super::client::ClientSide;
+use super::failure::{AttemptError, Failure};
 use super::fields::{self, ForwardMask};
 use super::identity::ClientIdentity;
-use super::outcome::{AttemptError, Failure};
 use crate::settings::ProxySettings;
 
 /// The request head for the worker.

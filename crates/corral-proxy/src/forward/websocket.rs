@@ -4,66 +4,15 @@
 //! `concurrency` only when `counts_against_concurrency` says so, and ends on `idle_timeout`,
 //! its worker's drain deadline or corral's, with its metrics and access line.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use corral_routes::Backend;
-use tokio::sync::watch;
 
 use super::context::{Exchange, RequestLine};
-use super::outcome::Failure;
+use super::failure::Failure;
 use super::tunnel::{End, Tunnel};
 use super::Forwarder;
 use crate::upstream::Claim;
-
-/// Every open tunnel of the proxy, across reloads: the count `max_connections` is held to,
-/// and the signal that closes them all at corral's own drain deadline.
-pub struct Tunnels {
-    open: AtomicUsize,
-    closing: watch::Sender<bool>,
-}
-
-impl Default for Tunnels {
-    fn default() -> Self {
-        Tunnels {
-            open: AtomicUsize::new(0),
-            closing: watch::Sender::new(false),
-        }
-    }
-}
-
-impl Tunnels {
-    /// Upgraded connections open now, or being set up.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// Closes every tunnel: corral's drain deadline has passed and its workers stop next.
-    pub fn close_all(&self) {
-        self.closing.send_replace(true);
-    }
-
-    /// A place for one more tunnel, unless `max` are open.
-    pub(super) fn reserve(self: &Arc<Self>, max: Option<usize>) -> Option<TunnelPlace> {
-        let limit = max.unwrap_or(usize::MAX);
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| TunnelPlace(self.clone()))
-    }
-}
-
-/// One place under `max_connections`, given back when dropped: with the request when the
-/// worker did not upgrade, with the tunnel task when it did.
-pub(super) struct TunnelPlace(Arc<Tunnels>);
-
-impl Drop for TunnelPlace {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// A tunnel riding on a worker without holding one of its `concurrency` slots; counted on
 /// the worker so its drain waits for it.
@@ -123,7 +72,7 @@ impl Forwarder {
         let metrics = exchange.route().metrics.websocket.clone();
         metrics.open.inc();
         metrics.total.inc();
-        let closing = [backend.load.closing(), self.tunnels.closing.subscribe()];
+        let closing = [backend.load.closing(), self.tunnels.closing()];
         let forwarder = self.clone();
         tokio::spawn(async move {
             let _connection = connection_slot;
