@@ -4,6 +4,7 @@
 //! clock: no socket, no process, and timers that move only when every task waits.
 //! pingora's own read timeouts (the pool's `timeout`) run on its timer thread, in real time.
 
+mod conns;
 mod queue;
 mod relay;
 mod retry;
