@@ -394,10 +394,16 @@ timeout = "1s"
             return f"kill -9 {self.active} worker {victim.get('id')} pid {victim['pid']}"
         if kind == "switch":
             target = "green" if self.active == "blue" else "blue"
+            first = ""
+            # A stopped standby pool is sometimes scaled to 1 first: the switch then waits
+            # for that one worker (issue 37).
+            if not self.workers(target) and self.rng.random() < 0.5:
+                first = f"scale {target} 1: {self.cli('scale', target, '1')}; "
             said = self.cli("switch", target)
             if said.startswith("exit 0"):
                 self.active = target
-            return f"switch to {target}: {said}"
+                self.scaled = False
+            return f"{first}switch to {target}: {said}"
         if kind == "scale":
             count = 2 if self.scaled else 3
             self.scaled = not self.scaled
