@@ -42,7 +42,7 @@ pub use model::{
 };
 pub use pool::{auto_workers, unknown_pool};
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
-pub use render::render;
+pub use render::{render, toml_string};
 pub use tls::DEFAULT_H2_MAX_STREAMS;
 pub use traffic::Traffic;
 pub use units::{format_duration, parse_duration, parse_size};

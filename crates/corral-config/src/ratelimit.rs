@@ -198,8 +198,33 @@ mod tests {
         assert_eq!(parse_rate("600/m"), Ok((600, Duration::from_secs(60))));
         assert_eq!(parse_rate("5/2s"), Ok((5, Duration::from_secs(2))));
         assert_eq!(parse_rate(" 3 / h "), Ok((3, Duration::from_secs(3600))));
-        for bad in ["10", "0/s", "x/s", "10/fortnight", "10/0s", "-1/s"] {
+        for bad in [
+            "10",
+            "0/s",
+            "x/s",
+            "10/fortnight",
+            "10/0s",
+            "-1/s",
+            "1/0.0001ms",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text: no panic; a rate accepted has a count above 0 and a period of at
+        /// least a millisecond (a shorter one would limit nothing).
+        #[test]
+        fn any_rate_text_parses_or_is_refused(text in "[0-9 ]{0,6}/?[0-9.]{0,6}(ms|s|m|h|min|sec|x)?") {
+            if let Ok((count, per)) = parse_rate(&text) {
+                proptest::prop_assert!(count > 0);
+                proptest::prop_assert!(per >= Duration::from_millis(1), "{:?}", per);
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,20}") {
+            let _ = parse_rate(&text);
         }
     }
 }

@@ -7,6 +7,28 @@ use crate::model::{
 };
 use crate::units::format_duration;
 
+/// A TOML basic string, escaped by the toml crate: Rust's `{:?}` is not TOML (it writes
+/// `\u{202e}` and `\0`, which no TOML reader takes). The one string writer of every file
+/// corral writes (`corral check`'s print, `corral serve`'s config).
+pub fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A string value as `{:?}` writes it in this module: TOML, not Rust.
+struct Q<'a>(&'a str);
+
+impl std::fmt::Debug for Q<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&toml_string(self.0))
+    }
+}
+
+/// A size as a TOML string of bytes: every `u64` reads back, where a TOML integer stops at
+/// `i64::MAX`.
+fn size(n: u64) -> String {
+    format!("\"{n}\"")
+}
+
 /// The config after defaults and overrides, in the file's own syntax.
 pub fn render(c: &Config) -> String {
     let mut out = String::new();
@@ -14,7 +36,7 @@ pub fn render(c: &Config) -> String {
     let l = &s.limits;
     let list = |v: &[String]| {
         v.iter()
-            .map(|x| format!("{x:?}"))
+            .map(|x| toml_string(x))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -24,7 +46,7 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(
         out,
         "admin = {:?}",
-        s.admin.map(|a| a.to_string()).unwrap_or_default()
+        Q(&s.admin.map(|a| a.to_string()).unwrap_or_default())
     );
     let _ = writeln!(
         out,
@@ -35,16 +57,20 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(
         out,
         "runtime_dir = {:?}",
-        s.runtime_dir.display().to_string()
+        Q(&s.runtime_dir.display().to_string())
     );
-    let _ = writeln!(out, "state_dir = {:?}", s.state_dir.display().to_string());
+    let _ = writeln!(
+        out,
+        "state_dir = {:?}",
+        Q(&s.state_dir.display().to_string())
+    );
     let _ = writeln!(
         out,
         "control_socket = {:?}",
-        s.control_socket
+        Q(&s.control_socket
             .as_ref()
             .map(|p| p.display().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default())
     );
     let _ = writeln!(out, "threads = {}", s.threads);
     let trusted: Vec<String> = s.trusted_proxies.iter().map(|c| c.to_string()).collect();
@@ -76,8 +102,8 @@ pub fn render(c: &Config) -> String {
             .map(|c| {
                 format!(
                     "  {{ cert = {:?}, key = {:?} }},",
-                    c.cert.display().to_string(),
-                    c.key.display().to_string()
+                    Q(&c.cert.display().to_string()),
+                    Q(&c.key.display().to_string())
                 )
             })
             .collect();
@@ -89,7 +115,7 @@ pub fn render(c: &Config) -> String {
         "request_line = {}\nheader_count = {}\nheader_size = {}",
         l.request_line, l.header_count, l.header_size
     );
-    let _ = writeln!(out, "body_size = {}", l.body_size);
+    let _ = writeln!(out, "body_size = {}", size(l.body_size));
     let _ = writeln!(
         out,
         "header_timeout = {:?}",
@@ -108,20 +134,25 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(
         out,
         "\n[log]\nformat = {format:?}\nlevel = {:?}\naccess = {}",
-        c.log.level, c.log.access
+        Q(&c.log.level),
+        c.log.access
     );
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let _ = writeln!(out, "file = {:?}", path(&c.log.file).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "file = {:?}",
+        Q(&path(&c.log.file).unwrap_or_default())
+    );
     let _ = writeln!(
         out,
         "access_file = {:?}",
-        path(&c.log.access_file).unwrap_or_default()
+        Q(&path(&c.log.access_file).unwrap_or_default())
     );
     let rotation = &c.log.rotation;
     let _ = writeln!(
         out,
         "max_size = {}\ndaily = {}\nkeep = {}",
-        rotation.max_size.unwrap_or(0),
+        size(rotation.max_size.unwrap_or(0)),
         rotation.daily,
         rotation.keep
     );
@@ -134,7 +165,7 @@ pub fn render(c: &Config) -> String {
         .headers
         .set
         .iter()
-        .map(|(k, v)| format!("{k:?} = {v:?}"))
+        .map(|(k, v)| format!("{:?} = {:?}", Q(k), Q(v)))
         .collect();
     let _ = writeln!(out, "set = {{ {} }}", set.join(", "));
     let _ = writeln!(out, "remove = [{}]", list(&c.headers.remove));
@@ -148,7 +179,7 @@ pub fn render(c: &Config) -> String {
         z.levels[0],
         z.levels[1],
         z.levels[2],
-        z.min_size,
+        size(z.min_size),
         list(&z.types)
     );
     let w = &c.websocket;
@@ -166,13 +197,13 @@ pub fn render(c: &Config) -> String {
         let m = &rule.matcher;
         let mut conditions = Vec::new();
         if let Some(p) = &m.path_prefix {
-            conditions.push(format!("path_prefix = {p:?}"));
+            conditions.push(format!("path_prefix = {:?}", Q(p)));
         }
         if let Some(v) = &m.method {
-            conditions.push(format!("method = {v:?}"));
+            conditions.push(format!("method = {:?}", Q(v.as_ref())));
         }
         if let Some(h) = &m.host {
-            conditions.push(format!("host = {h:?}"));
+            conditions.push(format!("host = {:?}", Q(h)));
         }
         if m.websocket {
             conditions.push("websocket = true".into());
@@ -184,9 +215,10 @@ pub fn render(c: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "\n[[rate_limits]]\nname = {:?}\nmatch = {{ {} }}\nkey = {key:?}\nrate = \"{}/{}\"\nburst = {}\nin_flight = {}\nheaders = {}",
-            rule.name,
+            "\n[[rate_limits]]\nname = {:?}\nmatch = {{ {} }}\nkey = {:?}\nrate = \"{}/{}\"\nburst = {}\nin_flight = {}\nheaders = {}",
+            Q(&rule.name),
             conditions.join(", "),
+            Q(&key),
             rule.count,
             format_duration(rule.per),
             rule.burst,
@@ -211,7 +243,8 @@ pub fn render(c: &Config) -> String {
             };
             let _ = writeln!(
                 out,
-                "kind = \"redis\"\nurl = {url:?}\ntimeout = {:?}\non_error = {on_error:?}",
+                "kind = \"redis\"\nurl = {:?}\ntimeout = {:?}\non_error = {on_error:?}",
+                Q(url),
                 format_duration(*timeout)
             );
         }
@@ -220,14 +253,15 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(
         out,
         "\n[routing]\nactive = {:?}\nkeep_previous = {}",
-        c.routing.active, c.routing.keep_previous
+        Q(&c.routing.active),
+        c.routing.keep_previous
     );
     if !c.routing.weights.is_empty() {
         let parts: Vec<String> = c
             .routing
             .weights
             .iter()
-            .map(|(p, w)| format!("{p:?} = {w}"))
+            .map(|(p, w)| format!("{:?} = {w}", Q(p)))
             .collect();
         let _ = writeln!(out, "weights = {{ {} }}", parts.join(", "));
     }
@@ -267,15 +301,20 @@ pub fn render(c: &Config) -> String {
             let _ = writeln!(out, "listen_fds_env = {}", p.listen_fds_env);
         }
         if let Some(run_as) = &p.run_as {
-            let _ = writeln!(out, "user = {:?}\ngroup = {:?}", run_as.user, run_as.group);
+            let _ = writeln!(
+                out,
+                "user = {:?}\ngroup = {:?}",
+                Q(&run_as.user),
+                Q(&run_as.group)
+            );
         }
         if let Some(cwd) = &p.cwd {
-            let _ = writeln!(out, "cwd = {:?}", cwd.display().to_string());
+            let _ = writeln!(out, "cwd = {:?}", Q(&cwd.display().to_string()));
         }
         let env: Vec<String> = p
             .env
             .iter()
-            .map(|(k, v)| format!("{k:?} = {v:?}"))
+            .map(|(k, v)| format!("{:?} = {:?}", Q(k), Q(v)))
             .collect();
         let _ = writeln!(out, "env = {{ {} }}", env.join(", "));
         let _ = writeln!(
@@ -300,7 +339,7 @@ pub fn render(c: &Config) -> String {
             "max_requests = {}\nmax_requests_jitter = {}",
             p.max_requests, p.max_requests_jitter
         );
-        let _ = writeln!(out, "max_memory = {}", p.max_memory.unwrap_or(0));
+        let _ = writeln!(out, "max_memory = {}", size(p.max_memory.unwrap_or(0)));
         let _ = writeln!(out, "start_limit_burst = {}", p.start_limit_burst);
         let _ = writeln!(
             out,
@@ -317,7 +356,7 @@ fn render_remote(out: &mut String, p: &Pool) {
     let upstreams: Vec<String> = p
         .upstreams
         .iter()
-        .map(|u| format!("{:?}", u.to_string()))
+        .map(|u| toml_string(&u.to_string()))
         .collect();
     let _ = writeln!(
         out,
@@ -343,7 +382,7 @@ fn render_health(out: &mut String, p: &Pool) {
         let checks: Vec<String> = p
             .smoke
             .iter()
-            .map(|s| format!("{{ path = {:?}, status = {} }}", s.path, s.status))
+            .map(|s| format!("{{ path = {:?}, status = {} }}", Q(&s.path), s.status))
             .collect();
         let _ = writeln!(out, "smoke = [{}]", checks.join(", "));
     }
@@ -351,7 +390,8 @@ fn render_health(out: &mut String, p: &Pool) {
     let _ = writeln!(
         out,
         "\n[pools.{}.health]\npath = {:?}",
-        p.name, p.health_path
+        p.name,
+        Q(&p.health_path)
     );
     if let Some(interval) = h.interval {
         let _ = writeln!(out, "interval = {:?}", format_duration(interval));

@@ -35,7 +35,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += Duration::try_from_secs_f64(seconds).map_err(|_| "is out of range".to_string())?;
         rest = tail;
     }
-    Ok(total)
+    whole_milliseconds(total)
+}
+
+/// A duration in whole milliseconds, the step of every timer of corral (and of the printed
+/// config): one under a millisecond, which would round to 0 and slip past "more than 0",
+/// or between two (`"1.5ms"`), which would not print back the same, is refused. The
+/// decimal's float error (under a microsecond) is rounded away.
+fn whole_milliseconds(d: Duration) -> Result<Duration, String> {
+    let ns = d.as_nanos();
+    let ms = (ns + 500_000) / 1_000_000;
+    let off = ns.abs_diff(ms * 1_000_000);
+    if ns > 0 && ms == 0 {
+        return Err("is under a millisecond, the smallest step corral's timers take".into());
+    }
+    if off > 1_000 {
+        return Err("is not a whole number of milliseconds".into());
+    }
+    let ms = u64::try_from(ms).map_err(|_| "is out of range".to_string())?;
+    Ok(Duration::from_millis(ms))
 }
 
 /// Formats a duration the way the config accepts it back (`"1500ms"`, `"30s"`).
@@ -95,6 +113,53 @@ mod tests {
         for d in ["30s", "1500ms", "0ms", "2s"] {
             let parsed = parse_duration(d).expect("valid");
             assert_eq!(parse_duration(&format_duration(parsed)), Ok(parsed));
+        }
+    }
+
+    #[test]
+    fn a_duration_under_a_millisecond_or_between_two_is_refused() {
+        assert!(parse_duration("0.0001ms").is_err());
+        assert!(parse_duration("0.9ms").is_err());
+        assert!(parse_duration("1.5ms").is_err());
+        assert_eq!(parse_duration("0.001s"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("0.1s"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
+    }
+
+    proptest::proptest! {
+        /// Any text: no panic, and a duration accepted is whole milliseconds that print
+        /// and read back the same.
+        #[test]
+        fn any_duration_text_parses_or_is_refused_and_round_trips(text in "[0-9.]{0,8}(ms|s|m|h|x|)[0-9.]{0,4}(ms|s|)") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert_eq!(d.subsec_nanos() % 1_000_000, 0);
+                proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+            }
+        }
+
+        /// Any text: no panic; a size accepted is what its number times its unit says.
+        #[test]
+        fn any_size_text_parses_or_is_refused(n in 0u64..1 << 40, unit in proptest::sample::select(vec!["", "B", "kB", "KiB", "MiB", "GiB", "MB", "xB", " KiB"])) {
+            let text = format!("{n}{unit}");
+            let factor = match unit.trim() {
+                "" | "B" => Some(1u64),
+                "kB" => Some(1000),
+                "KiB" => Some(1 << 10),
+                "MiB" => Some(1 << 20),
+                "GiB" => Some(1 << 30),
+                "MB" => Some(1_000_000),
+                _ => None,
+            };
+            match factor.and_then(|f| n.checked_mul(f)) {
+                Some(bytes) => proptest::prop_assert_eq!(parse_size(&text), Ok(bytes)),
+                None => proptest::prop_assert!(parse_size(&text).is_err()),
+            }
+        }
+
+        #[test]
+        fn arbitrary_unit_text_never_panics(text in "\\PC{0,24}") {
+            let _ = parse_duration(&text);
+            let _ = parse_size(&text);
         }
     }
 

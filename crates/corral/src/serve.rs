@@ -72,9 +72,9 @@ pub enum ReadyArg {
     Notify,
 }
 
-/// A TOML basic string, escaped by the toml crate (Rust's `{:?}` is not TOML).
+/// A TOML basic string: the config crate's one writer, which `corral check` prints with.
 fn quoted(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+    corral_config::toml_string(s)
 }
 
 /// The config file the options stand for.

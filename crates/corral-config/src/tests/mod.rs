@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod roundtrip;
 mod traffic;
 
 fn ok(text: &str) -> Config {
