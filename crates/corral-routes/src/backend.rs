@@ -188,6 +188,9 @@ pub struct Load {
     /// Turned true when the worker's drain deadline has passed: its tunnels close, and only
     /// then is it stopped.
     closing: watch::Sender<bool>,
+    /// Set when its drain begins (it has left the routing table): a request still holding
+    /// an older table takes it no more (see [`Load::begin_drain`]).
+    draining: AtomicBool,
 }
 
 impl Default for Load {
@@ -200,6 +203,7 @@ impl Default for Load {
             retiring: AtomicBool::new(false),
             tunnels: AtomicU32::new(0),
             closing: watch::Sender::new(false),
+            draining: AtomicBool::new(false),
         }
     }
 }
@@ -227,6 +231,20 @@ impl Load {
     /// Frees a slot taken by [`Load::claim`].
     pub fn release(&self) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The drain begins: from now on no request takes the worker. Called before the drain
+    /// first reads [`Load::busy`]; a request reads [`Load::is_draining`] after its claim,
+    /// both sequentially consistent, so either the drain sees the claim and waits for it,
+    /// or the request sees the drain and gives the slot back: never a request sent to a
+    /// worker the drain found idle and stopped.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the worker's drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Requests served so far.

@@ -89,9 +89,10 @@ pub fn choose(
             if tried.contains(&b.info.id) {
                 continue;
             }
-            // A retiring worker past its limit plus a tenth takes nothing more: requests
-            // wait for the others or for its replacement, as if it were busy.
-            if b.is_spent() {
+            // A worker past its limit plus a tenth takes nothing more, nor one whose drain
+            // has begun (this table is older than the one without it): requests wait for
+            // the others, its replacement or the next table, as if it were busy.
+            if b.is_spent() || b.load.is_draining() {
                 any_in = true;
                 continue;
             }
@@ -121,8 +122,9 @@ pub fn choose(
             // The count may have gone down and up again since `is_spent` looked (a request
             // answered, another claimed, on other threads): with ours counted, a retiring
             // worker must still be within its cap, or the count is taken back. Not through
-            // a `Claim`'s drop: a worker at its cap frees no slot to promise a waiter.
-            if b.would_pass_cap(b.load.in_flight()) {
+            // a `Claim`'s drop: a worker at its cap frees no slot to promise a waiter. The
+            // same for a drain begun meanwhile (see `Load::begin_drain`).
+            if b.would_pass_cap(b.load.in_flight()) || b.load.is_draining() {
                 b.load.release();
                 continue;
             }
@@ -226,6 +228,20 @@ mod tests {
         assert_eq!(b[1].load.in_flight(), 2);
         drop(claim);
         assert_eq!(b[1].load.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_worker_whose_drain_began_is_not_taken_from_an_older_table() {
+        // Regression (bench/soak): a request holding the table of a moment before could
+        // claim a worker its drain had just found idle, and the worker was stopped under it.
+        let (b, q) = (backends(2), Arc::new(Queue::default()));
+        b[0].load.begin_drain();
+        for spread in 0..4 {
+            assert_eq!(pid(choose(&b, &q, 10, &[], spread)), Some(101));
+        }
+        b[1].load.begin_drain();
+        assert!(matches!(choose(&b, &q, 10, &[], 0), Choice::Busy));
+        assert_eq!(b[0].load.in_flight() + b[1].load.in_flight(), 0);
     }
 
     #[test]

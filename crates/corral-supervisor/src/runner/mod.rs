@@ -169,6 +169,7 @@ impl Runner {
                         within,
                     } => {
                         let tx = self.events_tx.clone();
+                        backend.load.begin_drain();
                         tokio::spawn(async move {
                             let deadline = tokio::time::Instant::now() + within;
                             while backend.load.busy() > 0 && tokio::time::Instant::now() < deadline
