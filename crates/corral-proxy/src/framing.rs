@@ -214,4 +214,45 @@ mod target_tests {
         assert_eq!(target_status("GET", b"foo/bar"), Some(400));
         assert_eq!(target_status("GET", b"ftp://t/"), Some(400));
     }
+
+    /// A head built from the request line and fields as pingora would parse them.
+    fn head_of(raw: &[u8]) -> Option<RequestHeader> {
+        let mut storage = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut storage);
+        parsed.parse(raw).ok()?;
+        let mut head = RequestHeader::build(parsed.method?, parsed.path?.as_bytes(), None).ok()?;
+        for h in parsed.headers.iter() {
+            head.append_header(h.name.to_string(), h.value).ok()?;
+        }
+        Some(head)
+    }
+
+    proptest::proptest! {
+        /// Any request bytes: no panic, and the documented result: a target that is not
+        /// origin, absolute or (with OPTIONS) asterisk form, or holds a byte over 0x7e,
+        /// is refused.
+        #[test]
+        fn any_request_is_checked_without_panic(
+            method in proptest::sample::select(vec!["GET", "OPTIONS", "POST", "CONNECT"]),
+            target in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            prefix in proptest::sample::select(vec!["/", "*", "http://h/", "", "h:1", "\r\n"]),
+            fields in "(X-[a-z]{1,3}: [ -~]{0,5}\r\n){0,3}",
+        ) {
+            let mut raw = format!("{method} {prefix}").into_bytes();
+            raw.extend_from_slice(&target);
+            raw.extend_from_slice(format!(" HTTP/1.1\r\nHost: h\r\n{fields}\r\n").as_bytes());
+            let _ = skip_empty_lines(&raw);
+            if let Some(head) = head_of(&raw) {
+                let verdict = check(&raw, &head);
+                let t = head.raw_path();
+                let high = t.iter().any(|&b| b > 0x7e);
+                if high || (t == b"*" && method != "OPTIONS") {
+                    proptest::prop_assert!(verdict.is_some() || method == "CONNECT");
+                }
+                if verdict.is_none() && method != "CONNECT" {
+                    proptest::prop_assert!(t.starts_with(b"/") || t == b"*" || t.starts_with(b"http://"));
+                }
+            }
+        }
+    }
 }

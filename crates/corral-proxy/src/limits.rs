@@ -204,4 +204,31 @@ mod tests {
             assert_eq!(content_length(bad), None, "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        /// A field line is refused exactly when, counted whole, it is over `header_size`.
+        #[test]
+        fn field_lines_count_whole(lens in proptest::collection::vec(0usize..80, 0..5), spaces in 0usize..4) {
+            let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+            let mut longest = 0;
+            for (i, len) in lens.iter().enumerate() {
+                let line = format!("X-{i}:{}{}", " ".repeat(spaces), "v".repeat(*len));
+                longest = longest.max(line.len());
+                raw.extend_from_slice(line.as_bytes());
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"\r\n");
+            let refused = check_raw_lines(&raw, &limits()).is_some();
+            proptest::prop_assert_eq!(refused, longest > limits().header_size);
+        }
+
+        #[test]
+        fn any_content_length_text_never_panics(text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..30)) {
+            if let Some(n) = content_length(&text) {
+                proptest::prop_assert!(text.iter().all(u8::is_ascii_digit));
+                let digits = std::str::from_utf8(&text).expect("digits");
+                proptest::prop_assert_eq!(digits.trim_start_matches('0').parse::<u64>().unwrap_or(0), n);
+            }
+        }
+    }
 }

@@ -92,4 +92,25 @@ proptest! {
         again.source = c.source.clone();
         prop_assert_eq!(again, c);
     }
+
+    /// Any text made of config-shaped pieces: a config or a list of errors, never a panic.
+    #[test]
+    fn any_text_is_a_config_or_errors(
+        pieces in prop::collection::vec(prop::sample::select(vec![
+            "[server]\n", "[server.limits]\n", "[pools.web]\n", "[pools.a.health]\n", "[[rate_limits]]\n",
+            "[websocket]\n", "[routing]\n", "[log]\n", "[headers]\n", "[server.tls]\n",
+            "command = [\"app\", \"{port}\"]\n", "workers = 0\n", "workers = 99999999999\n",
+            "body_size = \"16EiB\"\n", "body_size = -1\n", "timeout = \"0.0001ms\"\n",
+            "rate = \"1/0.0001ms\"\n", "trusted_proxies = [\"10.0.0.1/8\", \" ::1\"]\n",
+            "listen = [\"x\"]\n", "active = \"nope\"\n", "weights = { web = 0 }\n",
+            "name = \"\\u0000\"\n", "set = { \"X\" = \"\\u202e\" }\n", "= 1\n", "[\n", "a.b.c = 1\n",
+            "idle_timeout = \"1ms\"\n", "match = { path_prefix = 5 }\n", "key = \"header:\"\n",
+        ]), 0..12),
+    ) {
+        let text = pieces.concat();
+        if let Ok(c) = parse(Path::new("corral.toml"), &text) {
+            // What loads prints as text that loads too.
+            prop_assert!(parse(Path::new("corral.toml"), &render(&c)).is_ok());
+        }
+    }
 }

@@ -209,4 +209,35 @@ mod tests {
             Some("[::1]:4000".parse().expect("addr"))
         );
     }
+
+    proptest::proptest! {
+        /// Any bytes: no panic; a header accepted takes no more bytes than were given and
+        /// no more than the spec allows, and a prefix of it is `Incomplete`, never another
+        /// header.
+        #[test]
+        fn any_bytes_parse_or_are_refused(
+            start in proptest::sample::select(vec![&b"PROXY "[..], b"PROXY TCP4 ", b"PROXY TCP6 ", b"\r\n\r\n\0\r\nQUIT\n", b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c", b""]),
+            rest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let buf = [start, &rest[..]].concat();
+            if let Ok(h) = parse(&buf) {
+                proptest::prop_assert!(h.len <= buf.len());
+                proptest::prop_assert!(h.len <= V2_MAX.max(V1_MAX));
+                for cut in 0..h.len {
+                    proptest::prop_assert!(parse(&buf[..cut]).is_err());
+                }
+            }
+        }
+
+        /// Every v1 line for a TCP4 source gives that source, whatever follows it.
+        #[test]
+        fn v1_lines_give_their_source(a in proptest::prelude::any::<[u8; 4]>(), port in 0u16.., tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let src = std::net::Ipv4Addr::from(a);
+            let line = format!("PROXY TCP4 {src} 10.0.0.1 {port} 80\r\n");
+            let buf = [line.as_bytes(), &tail[..]].concat();
+            let h = parse(&buf).expect("valid");
+            proptest::prop_assert_eq!(h.len, line.len());
+            proptest::prop_assert_eq!(h.source, Some(SocketAddr::from((src, port))));
+        }
+    }
 }
