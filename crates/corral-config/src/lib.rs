@@ -34,11 +34,14 @@ pub use edge::DEFAULT_REMOVED;
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
 pub use health::DEFAULT_FAIL_STATUS;
-pub use lower::{default_runtime_dir, DEFAULT_ADMIN, DEFAULT_LISTEN, MAX_WORKERS};
+pub use lower::{
+    default_runtime_dir, DEFAULT_ADMIN, DEFAULT_BUFFER_MEMORY, DEFAULT_LISTEN, MAX_WORKERS,
+};
 pub use model::{
-    Bind, Certificate, Coding, Compression, Config, ForwardedField, HeaderPreset, Headers, Health,
-    Limits, Log, LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit, RateMatch, RateStore,
-    Ready, Rollback, Rotation, Routing, RunAs, Server, Smoke, StoreKind, Tls, Upstream, WebSocket,
+    Bind, Buffering, Certificate, Coding, Compression, Config, ForwardedField, HeaderPreset,
+    Headers, Health, Limits, Log, LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit,
+    RateMatch, RateStore, Ready, Rollback, Rotation, Routing, RunAs, Server, Smoke, StoreKind, Tls,
+    Upstream, WebSocket,
 };
 pub use pool::{auto_workers, unknown_pool};
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::model::{Config, Limits, Pool, Routing, Server};
+use crate::model::{Buffering, Config, Limits, Pool, Routing, Server};
 use crate::reader::{Reader, Table};
 use crate::traffic::Traffic;
 
@@ -105,6 +105,7 @@ fn server(r: &mut Reader, top: &mut Table, source: &std::path::Path) -> Server {
         .integer(r, "threads", 1, 256)
         .map_or(cores, |n| n as usize);
     let limits = limits(r, &mut t);
+    let buffering = buffering(r, &mut t);
     let trusted_proxies = crate::edge::trusted_proxies(r, &mut t);
     let forward_fields = crate::edge::forward_fields(r, &mut t);
     let proxy_protocol = t.boolean(r, "proxy_protocol").unwrap_or(false);
@@ -131,6 +132,7 @@ fn server(r: &mut Reader, top: &mut Table, source: &std::path::Path) -> Server {
         control_socket,
         threads,
         limits,
+        buffering,
     }
 }
 
@@ -156,10 +158,30 @@ fn limits(r: &mut Reader, server: &mut Table) -> Limits {
         keepalive_timeout: t
             .duration(r, "keepalive_timeout")
             .unwrap_or(Duration::from_secs(5)),
+        send_timeout: t
+            .positive_duration(r, "send_timeout")
+            .unwrap_or(Duration::from_secs(60)),
     };
     t.finish(r);
     limits
 }
+
+/// `[server.buffering]`, with nginx's size where it has one (`proxy_max_temp_file_size`) and
+/// a per-answer buffer a little above its `proxy_buffers`.
+fn buffering(r: &mut Reader, server: &mut Table) -> Buffering {
+    let mut t = server.table(r, "buffering");
+    let buffering = Buffering {
+        memory: t.size(r, "memory").unwrap_or(DEFAULT_BUFFER_MEMORY),
+        answer_buffer: t.size(r, "answer_buffer").unwrap_or(256 << 10),
+        max_temp_file: t.size(r, "max_temp_file").unwrap_or(1 << 30),
+        temp_dir: t.string(r, "temp_dir").map(PathBuf::from),
+    };
+    t.finish(r);
+    buffering
+}
+
+/// `server.buffering.memory` when not given: room for a few hundred slow clients' buffers.
+pub const DEFAULT_BUFFER_MEMORY: u64 = 128 << 20;
 
 fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
     let mut t = top.table(r, "routing");

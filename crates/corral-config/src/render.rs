@@ -129,6 +129,18 @@ pub fn render(c: &Config) -> String {
         "keepalive_timeout = {:?}",
         format_duration(l.keepalive_timeout)
     );
+    let _ = writeln!(out, "send_timeout = {:?}", format_duration(l.send_timeout));
+    let b = &c.server.buffering;
+    let _ = writeln!(
+        out,
+        "\n[server.buffering]\nmemory = {}\nanswer_buffer = {}\nmax_temp_file = {}",
+        b.memory, b.answer_buffer, b.max_temp_file
+    );
+    match &b.temp_dir {
+        Some(dir) => writeln!(out, "temp_dir = {:?}", dir.display().to_string()),
+        None => writeln!(out, "# temp_dir: runtime_dir"),
+    }
+    .ok();
     let format = match c.log.format {
         LogFormat::Json => "json",
         LogFormat::Text => "text",
@@ -348,6 +360,7 @@ pub fn render(c: &Config) -> String {
             "start_limit_interval = {:?}",
             format_duration(p.start_limit_interval)
         );
+        let _ = writeln!(out, "response_buffering = {}", p.response_buffering);
         render_health(&mut out, p);
     }
     out
@@ -375,6 +388,7 @@ fn render_remote(out: &mut String, p: &Pool) {
         format_duration(p.queue_timeout),
         format_duration(p.timeout)
     );
+    let _ = writeln!(out, "response_buffering = {}", p.response_buffering);
     render_health(out, p);
 }
 

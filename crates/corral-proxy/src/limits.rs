@@ -123,6 +123,7 @@ mod tests {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(60),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The proxy's reloadable settings.
 
+use crate::forward::buffer::BufferSettings;
 use corral_compress::{Compressor, Counters};
 use corral_config::{Cidr, Coding, Config, Limits, WebSocket};
 use corral_ratelimit::Limiter;
@@ -32,6 +33,9 @@ pub struct ProxySettings {
     pub websocket: WebSocket,
     /// `server.tls.max_streams`: concurrent streams one HTTP/2 connection may open.
     pub h2_max_streams: u32,
+    /// `[server.buffering]`: what is held for slow clients, and the opted-out form.
+    pub(crate) buffering: BufferSettings,
+    pub(crate) unbuffered: BufferSettings,
 }
 
 impl ProxySettings {
@@ -63,6 +67,8 @@ impl ProxySettings {
             ),
             compression: Compressor::new(&config.compression, compression_counters(metrics)),
             websocket: config.websocket,
+            buffering: BufferSettings::new(config),
+            unbuffered: BufferSettings::new(config).unbuffered(),
         }
     }
 

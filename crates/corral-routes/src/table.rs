@@ -32,6 +32,9 @@ pub struct PoolRoute {
     pub queue: Arc<Queue>,
     /// Its `[pools.NAME.health]`, for passive ejection.
     pub health: corral_config::Health,
+    /// Whether answers are read off the worker as fast as it sends them
+    /// (`response_buffering`).
+    pub response_buffering: bool,
 }
 
 /// Everything the proxy needs to route one request.

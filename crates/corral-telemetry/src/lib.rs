@@ -3,6 +3,7 @@
 //! names all live in [`metrics`] so `docs/metrics.md` has one place to follow.
 
 pub mod access;
+pub mod buffer;
 pub mod file;
 pub mod health;
 pub mod json;

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub compression_output: IntCounterVec,
     /// TLS handshakes and client connections by protocol.
     pub tls: crate::tls::TlsMetrics,
+    /// What is held between workers and slow clients.
+    pub buffer: crate::buffer::BufferMetrics,
 }
 
 /// The metric handles of one pool, resolved once so the request path does no label lookup.
@@ -230,6 +232,7 @@ impl Metrics {
         let websocket = WebSocketFamilies::register(&registry)?;
         let health = HealthFamilies::register(&registry)?;
         let tls = crate::tls::TlsMetrics::register(&registry)?;
+        let buffer = crate::buffer::BufferMetrics::register(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -258,6 +261,7 @@ impl Metrics {
             compression_input,
             compression_output,
             tls,
+            buffer,
         })
     }
 

@@ -66,6 +66,8 @@ pub struct Server {
     pub threads: usize,
     /// Limits on what clients may send.
     pub limits: Limits,
+    /// `[server.buffering]`: what corral holds between workers and slow clients.
+    pub buffering: Buffering,
     /// Peers whose `X-Forwarded-*`/`Forwarded` fields are believed; empty = nobody.
     pub trusted_proxies: Vec<Cidr>,
     /// The forwarded fields the worker gets, in the order written; all six by default.
@@ -100,6 +102,25 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub keepalive_timeout: Duration,
+    /// Longest wait for a client to take any of an answer (nginx's `send_timeout`): a
+    /// client that takes nothing for this long is dropped.
+    pub send_timeout: Duration,
+}
+
+/// `[server.buffering]`: how much of the answers slow clients have not taken yet corral
+/// holds, so a worker is free as soon as it has answered (nginx's `proxy_buffering`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buffering {
+    /// Bytes of memory all buffers of the process may hold together; past it, answers go
+    /// to temp files sooner.
+    pub memory: u64,
+    /// Bytes of one answer held in memory before the rest goes to a temp file.
+    pub answer_buffer: u64,
+    /// Largest temp file of one answer (nginx's `proxy_max_temp_file_size`); at it, reads
+    /// from the worker wait for the client. 0: no temp files.
+    pub max_temp_file: u64,
+    /// Where temp files are made (and unlinked at once); `None`: `runtime_dir`.
+    pub temp_dir: Option<PathBuf>,
 }
 
 /// `[log]`.
@@ -400,6 +421,9 @@ pub struct Pool {
     pub start_limit_burst: u32,
     /// The window of `start_limit_burst`.
     pub start_limit_interval: Duration,
+    /// Whether a worker's answer is read as fast as it comes and held for a slow client
+    /// (`[server.buffering]`); off, the worker is held until the client has it.
+    pub response_buffering: bool,
 }
 
 /// A user and group resolved when the config is read, so a typo fails `corral check`.

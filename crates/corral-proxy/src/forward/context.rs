@@ -9,7 +9,10 @@ use corral_routes::{Backend, PoolRoute, RoutingTable};
 use http::header::USER_AGENT;
 use pingora_http::RequestHeader;
 
+use corral_telemetry::buffer::BufferMetrics;
+
 use super::body::BodyStart;
+use super::buffer::Buffered;
 use super::fields::AnswerContext;
 use super::headers::is_upgrade;
 use super::identity::ClientIdentity;
@@ -107,6 +110,21 @@ impl Exchange {
     /// The compressor and the request's coding, when its answer may be compressed.
     pub(super) fn compression(&self) -> Option<(&Compressor, Choice)> {
         Some((self.settings.compression.as_ref()?, self.encoding?))
+    }
+
+    /// What relaying the answer holds for a slow client: the pool's buffering, or one
+    /// piece at a time where the pool opted out (`response_buffering = false`).
+    pub(super) fn buffered<'a>(&'a self, metrics: &'a BufferMetrics) -> Buffered<'a> {
+        let settings = if self.route().response_buffering {
+            &self.settings.buffering
+        } else {
+            &self.settings.unbuffered
+        };
+        Buffered {
+            settings,
+            metrics,
+            send_timeout: self.settings.limits.send_timeout,
+        }
     }
 
     /// Marks the moment the answer head arrived.

@@ -1,8 +1,9 @@
 //! Relaying the worker's answer to the client: a plain answer as the worker's own bytes
 //! (`answer`), anything else through pingora's sessions: informational answers as they
 //! come, the answer rules of [`fields`], a close-delimited body turned chunked, compression
-//! ([`compress`]), and the worker's connection handed back to its pool as soon as the body
-//! is read.
+//! ([`compress`]); the body itself is buffered for a slow client ([`pump`](super::pump),
+//! or the plain relay's own), so the worker's connection goes back to its pool, and its
+//! slot is free, as soon as the body is read.
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use super::headers::ends_by_closing;
 use super::replay::Replay;
 use super::{send, Forwarder, Reusable};
 use crate::upstream::Claim;
+use corral_routes::WorkerId;
 
 /// How a relayed answer ended.
 pub(super) enum Done {
@@ -55,7 +57,7 @@ impl Forwarder {
     /// through pingora's session) and relays it: a plain answer is left to the caller as
     /// bytes; anything else goes through the session, in three steps: the answer head
     /// ([`Forwarder::answer_head`]), its preparation for the client ([`prepare`]) and the
-    /// body pump ([`Forwarder::pump_body`]).
+    /// body pump ([`Forwarder::pump`], buffered for a slow client).
     pub(super) async fn relay<C: ClientSide>(
         &self,
         client: &mut C,
@@ -83,7 +85,7 @@ impl Forwarder {
                     })));
                 }
                 Ok(Answer::Other(read)) => worker = Replay::stream(read, worker),
-                Err(e) => return Err(self.worker_error(e, client, &claim, exchange, true)),
+                Err(e) => return Err(self.worker_error(e, client.req_header(), claim.backend().info.id, exchange, true)),
             }
         }
         let mut upstream = UpstreamSession::new(worker);
@@ -95,7 +97,7 @@ impl Forwarder {
             send::send_request(client, &mut upstream, head, &mut exchange.body, settings).await?;
         }
         if let Err(e) = self.answer_head(client, &mut upstream).await {
-            return Err(self.worker_error(e, client, &claim, exchange, true));
+            return Err(self.worker_error(e, client.req_header(), claim.backend().info.id, exchange, true));
         }
         exchange.answer_began();
         let upgraded = upstream.was_upgraded();
@@ -108,9 +110,7 @@ impl Forwarder {
         if upgraded {
             return Ok(Done::Upgraded(Box::new(upstream), claim));
         }
-        self.pump_body(client, upstream, encoder, claim, exchange)
-            .await?;
-        Ok(Done::Answered)
+        self.pump(client, upstream, claim, encoder, exchange).await
     }
 
     /// Reads the worker's answer head, relaying informational answers (103) as they come.
@@ -130,57 +130,6 @@ impl Forwarder {
                 let _ = client.write_response_header(Box::new(head.clone())).await;
             }
         }
-    }
-
-    /// Relays the answer's body (compressed when `encoder` says), gives the worker's slot
-    /// and connection back as soon as it is read, then ends the client's answer.
-    async fn pump_body<C: ClientSide>(
-        &self,
-        client: &mut C,
-        mut upstream: UpstreamSession,
-        mut encoder: Option<Encoder>,
-        claim: Claim,
-        exchange: &Exchange,
-    ) -> Result<(), AttemptError> {
-        let mut compressed = Vec::new();
-        loop {
-            match upstream.read_body_ref().await {
-                Ok(Some([])) => {}
-                Ok(Some(chunk)) => {
-                    let out = match &mut encoder {
-                        Some(encoder) => {
-                            encoder.push(chunk, &mut compressed).map_err(encode_error)?;
-                            &compressed[..]
-                        }
-                        None => chunk,
-                    };
-                    if !out.is_empty() {
-                        client.write_body(out).await.map_err(client_error)?;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.worker_error(e, client, &claim, exchange, false)),
-            }
-        }
-        // The worker is done: give its slot and connection back before the client's last write.
-        upstream.respect_keepalive();
-        if upstream.will_keepalive() {
-            if let Some(stream) = upstream.reuse().await.and_then(Replay::unwrap) {
-                self.conns.put(claim.backend(), stream);
-            }
-        } else {
-            self.conns.not_kept(claim.backend());
-        }
-        claim.answered();
-        if let Some(encoder) = encoder {
-            let coding = encoder.coding();
-            let (read, written) = encoder.finish(&mut compressed).map_err(encode_error)?;
-            client.write_body(&compressed).await.map_err(client_error)?;
-            if let Some((compressor, _)) = exchange.compression() {
-                compressor.count(coding, read, written);
-            }
-        }
-        client.finish_body().await.map_err(client_error)
     }
 
     /// Relays a plain answer straight to the client's connection, which it takes out of
@@ -234,7 +183,14 @@ impl Forwarder {
             claim.answered()
         };
         let relayed = answer
-            .relay(worker, &mut stream, keepalive.is_some(), timeout, release)
+            .relay(
+                worker,
+                &mut stream,
+                keepalive.is_some(),
+                timeout,
+                exchange.buffered(&self.metrics.buffer),
+                release,
+            )
             .await;
         if let Some((e, timed_out)) = &relayed.worker_error {
             if *timed_out {
@@ -259,16 +215,16 @@ impl Forwarder {
 
     /// Turns a worker's read error into the answer: 504 when it said nothing within
     /// `timeout` (and a stuck sync worker is reported), 502 otherwise.
-    fn worker_error<C: ClientSide>(
+    pub(super) fn worker_error(
         &self,
         e: Box<Error>,
-        client: &C,
-        claim: &Claim,
+        head: &RequestHeader,
+        worker: WorkerId,
         exchange: &Exchange,
         before_answer: bool,
     ) -> AttemptError {
         if e.etype() == &ErrorType::ReadTimedout {
-            self.report_hung(client.req_header(), claim.backend().info.id, exchange);
+            self.report_hung(head, worker, exchange);
             return AttemptError::ends(Failure::worker(504, e));
         }
         AttemptError {
@@ -319,7 +275,3 @@ fn client_error(e: Box<Error>) -> AttemptError {
 }
 
 /// The compressor failed mid-answer.
-fn encode_error(e: std::io::Error) -> AttemptError {
-    let e = Error::because(ErrorType::InternalError, "compressing the answer", e);
-    AttemptError::ends(Failure::worker(0, e))
-}

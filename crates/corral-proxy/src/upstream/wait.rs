@@ -168,6 +168,7 @@ mod tests {
                 fail_status: Vec::new(),
                 eject_for: Duration::from_secs(1),
             },
+            response_buffering: true,
         });
         let table = RoutingTable {
             pools: vec![route.clone()],

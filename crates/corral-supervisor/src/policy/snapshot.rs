@@ -39,6 +39,7 @@ impl Policy {
                 timeout: pool.config.timeout,
                 queue: pool.queue.clone(),
                 health: pool.config.health.clone(),
+                response_buffering: pool.config.response_buffering,
             });
             if pool.id == self.active {
                 active = Some(route.clone());
@@ -69,6 +70,7 @@ impl Policy {
                     fail_status: Vec::new(),
                     eject_for: Default::default(),
                 },
+                response_buffering: true,
             })
         });
         let mut upto = 0;

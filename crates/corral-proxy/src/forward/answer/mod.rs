@@ -10,14 +10,15 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, RetryType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use corral_compress::{AnswerFacts, Choice, Compressor};
 
-use super::fields::{AnswerContext, AnswerField, AnswerRules};
+use super::fields::{AnswerField, AnswerRules};
+
+mod relay;
 
 /// Room for a usual answer head and a small body in the first read.
 const FIRST_READ: usize = 16 * 1024;
@@ -203,137 +204,8 @@ fn three_digits(status: u16) -> [u8; 3] {
     ]
 }
 
-/// How relaying a plain answer ended.
-pub(super) struct Relayed {
-    /// Body bytes the client was sent.
-    pub(super) bytes: usize,
-    /// Why the answer did not reach the client whole: the worker's failure (and whether it
-    /// fell silent past `timeout`), or `None` with `complete` false when the client left.
-    pub(super) worker_error: Option<(Box<Error>, bool)>,
-    /// Whether the client got the whole answer.
-    pub(super) complete: bool,
-}
-
-impl PlainAnswer {
-    /// Adds the fields corral sets on every answer (`[headers]`, the request id).
-    pub(super) fn add_fields(&mut self, rules: &AnswerRules, ctx: &AnswerContext) {
-        for (name, value) in rules.added(self.preset_sent, ctx) {
-            self.head.extend_from_slice(name.as_bytes());
-            self.head.extend_from_slice(b": ");
-            self.head.extend_from_slice(value);
-            self.head.extend_from_slice(b"\r\n");
-        }
-    }
-
-    /// Sends the answer to `client`, reading the rest of the body from `worker`. `release`
-    /// gets the worker's connection back (when it can carry another request) as soon as the
-    /// body is read, before the client's last write, and is called exactly once; it says
-    /// whether a queued request was woken to take the worker.
-    pub(super) async fn relay(
-        self,
-        mut worker: Stream,
-        client: &mut Stream,
-        keep_alive: bool,
-        timeout: Option<Duration>,
-        release: impl FnOnce(Option<Stream>) -> bool,
-    ) -> Relayed {
-        let PlainAnswer {
-            mut head,
-            body,
-            mut remaining,
-            reusable,
-            ..
-        } = self;
-        head.extend_from_slice(b"Date: ");
-        head.extend_from_slice(get_cached_date().as_bytes());
-        head.extend_from_slice(if keep_alive {
-            b"\r\nConnection: keep-alive\r\n\r\n"
-        } else {
-            b"\r\nConnection: close\r\n\r\n"
-        });
-        head.extend_from_slice(&body);
-        if remaining == 0 {
-            if release(reusable.then_some(worker)) {
-                // A queued request takes the worker: let it go out first, so the worker
-                // finds it waiting instead of sleeping until this answer is written. (So
-                // below, once a longer body is read whole.)
-                tokio::task::yield_now().await;
-            }
-            let complete = write(client, &head).await;
-            return Relayed::ended(body.len(), None, complete);
-        }
-        if !write(client, &head).await {
-            release(None);
-            return Relayed::ended(0, None, false);
-        }
-        let mut sent = body.len();
-        let mut buf = BytesMut::with_capacity(remaining.min(BODY_READ));
-        let worker_error = loop {
-            buf.clear();
-            buf.reserve(remaining.min(BODY_READ));
-            let n = match read(&mut worker, &mut buf, timeout, "while reading the body").await {
-                Ok(0) => {
-                    let e = Error::explain(
-                        ErrorType::ConnectionClosed,
-                        format!("worker closed with {remaining} body bytes unsent"),
-                    );
-                    break Some((e, false));
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    let timed_out = e.etype() == &ErrorType::ReadTimedout;
-                    break Some((e, timed_out));
-                }
-            };
-            let take = n.min(remaining);
-            remaining -= take;
-            if remaining > 0 {
-                if !write(client, &buf[..take]).await {
-                    break None;
-                }
-                sent += take;
-                continue;
-            }
-            // The whole body is read: the worker's connection goes back before the last write.
-            if release((reusable && n == take).then_some(worker)) {
-                tokio::task::yield_now().await;
-            }
-            let complete = write(client, &buf[..take]).await;
-            return Relayed::ended(sent + take, None, complete);
-        };
-        release(None);
-        Relayed::ended(sent, worker_error, false)
-    }
-}
-
-impl Relayed {
-    fn ended(bytes: usize, worker_error: Option<(Box<Error>, bool)>, complete: bool) -> Self {
-        Relayed {
-            bytes,
-            worker_error,
-            complete,
-        }
-    }
-}
-
-/// Writes `bytes` to the client and flushes them, so a body the worker sends slowly reaches
-/// the client as it comes; false when the client is gone.
-async fn write(client: &mut Stream, bytes: &[u8]) -> bool {
-    let written = async {
-        client.write_all(bytes).await?;
-        client.flush().await
-    };
-    match written.await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::debug!(error = %e, "client went away during the answer");
-            false
-        }
-    }
-}
-
 /// One read from the worker into `buf`, within `timeout` when there is one.
-async fn read(
+pub(super) async fn read(
     worker: &mut Stream,
     buf: &mut BytesMut,
     timeout: Option<Duration>,
