@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::{apps, client, get, Corral};
 
-/// `/big?N` answers N bytes (byte k is k % 256) with a `Content-Length` (corral's plain
+/// `/upload` reads the request body and answers its length, whether it was byte k = k % 251
+/// throughout, and when its first bytes were read. `/big?N` answers N bytes (byte k is k % 256) with a `Content-Length` (corral's plain
 /// relay), `/chunked?N` the same without one (gunicorn sends it chunked: pingora's session),
 /// `/events` 20 Server-Sent Events 300 ms apart, each with the time it was written, anything
 /// else `ok`.
@@ -33,8 +34,28 @@ def events():
         yield ("data: %d %.6f\n\n" % (i, time.time())).encode()
         time.sleep(0.3)
 
+UPLOAD = bytes(range(251)) * (8 * 1024 * 1024 // 251 + 1)
+
+def upload(environ, start_response):
+    inp = environ["wsgi.input"]
+    first = 0.0
+    pieces = []
+    while True:
+        piece = inp.read(16384)
+        if not piece:
+            break
+        if not pieces:
+            first = time.time()
+        pieces.append(piece)
+    body = b"".join(pieces)
+    out = b"%d %d %.6f\n" % (len(body), body == UPLOAD[:len(body)], first)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+    return [out]
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
+    if path == "/upload":
+        return upload(environ, start_response)
     n = int(environ.get("QUERY_STRING") or 0)
     if path == "/big":
         start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(n))])
@@ -279,5 +300,120 @@ fn a_client_that_takes_nothing_is_dropped_after_send_timeout_and_holds_no_worker
         got.len() < BIG,
         "the client got {} bytes: not dropped",
         got.len()
+    );
+}
+
+/// Sends `POST /upload` with `len` bytes (byte k = k % 251) in pieces of `piece` bytes,
+/// `every` apart, on a thread; returns the stream once all is sent, and when that was.
+fn slow_upload(
+    corral: &Corral,
+    len: usize,
+    piece: usize,
+    every: Duration,
+) -> std::thread::JoinHandle<(TcpStream, f64)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", corral.port)).expect("connect");
+    std::thread::spawn(move || {
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).expect("send the head");
+        let body: Vec<u8> = (0..len).map(|k| (k % 251) as u8).collect();
+        for part in body.chunks(piece) {
+            std::thread::sleep(every);
+            stream.write_all(part).expect("send a piece");
+        }
+        (stream, now())
+    })
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// The upload's answer: length, whether every byte was right, when the app read the first.
+fn upload_answer(stream: &mut TcpStream) -> (usize, bool, f64) {
+    let (head, body) = read_answer(stream, Duration::from_secs(60));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let text = String::from_utf8(body).expect("text");
+    let mut words = text.split_whitespace();
+    let len = words.next().and_then(|w| w.parse().ok()).expect("a length");
+    let right = words.next() == Some("1");
+    let first = words.next().and_then(|w| w.parse().ok()).expect("a time");
+    (len, right, first)
+}
+
+#[test]
+fn a_slow_upload_is_read_whole_before_the_sync_worker_is_chosen() {
+    let Some((corral, [temp, _app])) = start("", "") else {
+        return;
+    };
+    // 1 MiB at 64 KiB/s: 16 KiB every 250 ms.
+    let upload = slow_upload(&corral, 1 << 20, 16 << 10, Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(1000));
+    twenty_quick_requests(&corral, "upload");
+    // Past its 64 KiB in memory, the body goes on to a temp file.
+    support::wait_for("the body in a temp file", Duration::from_secs(10), || {
+        (corral.metric("corral_buffered_disk_bytes") > 0.0).then_some(())
+    });
+    let names: Vec<_> = std::fs::read_dir(temp.path()).expect("dir").collect();
+    assert!(names.is_empty(), "temp files have no name: {names:?}");
+    let (mut stream, sent) = upload.join().expect("the upload");
+    let (len, right, first) = upload_answer(&mut stream);
+    assert_eq!(
+        (len, right),
+        (1 << 20, true),
+        "every byte reached the worker"
+    );
+    assert!(
+        first >= sent - 0.05,
+        "the worker read the body {:.3} s before it was all sent",
+        sent - first
+    );
+    assert!(corral.metric("corral_buffer_spills_total{kind=\"body\"}") >= 1.0);
+    support::wait_for("buffers emptied", Duration::from_secs(5), || {
+        (corral.metric("corral_buffered_disk_bytes") == 0.0
+            && corral.metric("corral_buffered_memory_bytes") == 0.0)
+            .then_some(())
+    });
+}
+
+#[test]
+fn with_request_buffering_off_the_worker_reads_the_upload_as_it_comes() {
+    let Some((corral, _temp)) = start("request_buffering = false\n", "") else {
+        return;
+    };
+    // 256 KiB at 64 KiB/s.
+    let upload = slow_upload(&corral, 256 << 10, 16 << 10, Duration::from_millis(250));
+    let (mut stream, sent) = upload.join().expect("the upload");
+    let (len, right, first) = upload_answer(&mut stream);
+    assert_eq!((len, right), (256 << 10, true));
+    assert!(
+        first < sent - 1.0,
+        "the worker saw the first bytes only {:.3} s before the upload ended",
+        sent - first
+    );
+}
+
+#[test]
+fn a_body_that_stops_arriving_gets_408_and_never_holds_the_sync_worker() {
+    let Some((corral, _temp)) = start("", "[server.limits]\nbody_timeout = \"3s\"\n") else {
+        return;
+    };
+    let mut stalled = TcpStream::connect(("127.0.0.1", corral.port)).expect("connect");
+    stalled
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+        .expect("send the head");
+    stalled.write_all(&[7; 1000]).expect("send a little");
+    let began = Instant::now();
+    twenty_quick_requests(&corral, "stalled body");
+    let (head, _) = read_answer(&mut stalled, Duration::from_secs(15));
+    let took = began.elapsed();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(10),
+        "408 after {took:?}"
     );
 }

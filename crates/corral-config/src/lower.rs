@@ -173,6 +173,7 @@ fn buffering(r: &mut Reader, server: &mut Table) -> Buffering {
     let buffering = Buffering {
         memory: t.size(r, "memory").unwrap_or(DEFAULT_BUFFER_MEMORY),
         answer_buffer: t.size(r, "answer_buffer").unwrap_or(256 << 10),
+        body_buffer: t.size(r, "body_buffer").unwrap_or(64 << 10),
         max_temp_file: t.size(r, "max_temp_file").unwrap_or(1 << 30),
         temp_dir: t.string(r, "temp_dir").map(PathBuf::from),
     };

@@ -149,6 +149,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         .unwrap_or(Duration::from_secs(10));
     let run_as = run_as(r, &mut t);
     let response_buffering = t.boolean(r, "response_buffering").unwrap_or(true);
+    let request_buffering = t.boolean(r, "request_buffering").unwrap_or(true);
     let smoke = crate::health::smoke(r, &mut t);
     let (health_path, mut health) = crate::health::health(r, &mut t);
     if remote {
@@ -188,6 +189,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         start_limit_interval,
         run_as,
         response_buffering,
+        request_buffering,
     })
 }
 

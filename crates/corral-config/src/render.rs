@@ -133,8 +133,8 @@ pub fn render(c: &Config) -> String {
     let b = &c.server.buffering;
     let _ = writeln!(
         out,
-        "\n[server.buffering]\nmemory = {}\nanswer_buffer = {}\nmax_temp_file = {}",
-        b.memory, b.answer_buffer, b.max_temp_file
+        "\n[server.buffering]\nmemory = {}\nanswer_buffer = {}\nbody_buffer = {}\nmax_temp_file = {}",
+        b.memory, b.answer_buffer, b.body_buffer, b.max_temp_file
     );
     match &b.temp_dir {
         Some(dir) => writeln!(out, "temp_dir = {:?}", dir.display().to_string()),
@@ -360,7 +360,11 @@ pub fn render(c: &Config) -> String {
             "start_limit_interval = {:?}",
             format_duration(p.start_limit_interval)
         );
-        let _ = writeln!(out, "response_buffering = {}", p.response_buffering);
+        let _ = writeln!(
+            out,
+            "response_buffering = {}\nrequest_buffering = {}",
+            p.response_buffering, p.request_buffering
+        );
         render_health(&mut out, p);
     }
     out
@@ -388,7 +392,11 @@ fn render_remote(out: &mut String, p: &Pool) {
         format_duration(p.queue_timeout),
         format_duration(p.timeout)
     );
-    let _ = writeln!(out, "response_buffering = {}", p.response_buffering);
+    let _ = writeln!(
+        out,
+        "response_buffering = {}\nrequest_buffering = {}",
+        p.response_buffering, p.request_buffering
+    );
     render_health(out, p);
 }
 

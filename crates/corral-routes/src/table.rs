@@ -35,6 +35,9 @@ pub struct PoolRoute {
     /// Whether answers are read off the worker as fast as it sends them
     /// (`response_buffering`).
     pub response_buffering: bool,
+    /// Whether request bodies are read whole before a worker is chosen
+    /// (`request_buffering`).
+    pub request_buffering: bool,
 }
 
 /// Everything the proxy needs to route one request.

@@ -116,6 +116,8 @@ pub struct Buffering {
     pub memory: u64,
     /// Bytes of one answer held in memory before the rest goes to a temp file.
     pub answer_buffer: u64,
+    /// Bytes of one request body held in memory before the rest goes to a temp file.
+    pub body_buffer: u64,
     /// Largest temp file of one answer (nginx's `proxy_max_temp_file_size`); at it, reads
     /// from the worker wait for the client. 0: no temp files.
     pub max_temp_file: u64,
@@ -424,6 +426,9 @@ pub struct Pool {
     /// Whether a worker's answer is read as fast as it comes and held for a slow client
     /// (`[server.buffering]`); off, the worker is held until the client has it.
     pub response_buffering: bool,
+    /// Whether a request body is read whole before a worker is chosen; off, it streams to
+    /// the worker as it arrives (for apps that stream uploads).
+    pub request_buffering: bool,
 }
 
 /// A user and group resolved when the config is read, so a typo fails `corral check`.

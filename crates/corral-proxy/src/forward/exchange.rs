@@ -128,7 +128,14 @@ impl Forwarder {
             return Err(refused);
         }
         if !client.is_body_empty() {
-            exchange.body = body::read_start(client, exchange.settings.limits.body_size).await?;
+            // Read whole before a worker is chosen, unless the pool streams uploads.
+            let settings = exchange.settings.clone();
+            let ahead = if exchange.route().request_buffering {
+                body::ReadAhead::Whole(&settings.buffering, &self.metrics.buffer)
+            } else {
+                body::ReadAhead::Start
+            };
+            exchange.body = body::read_start(client, settings.limits.body_size, ahead).await?;
         }
         Ok(())
     }

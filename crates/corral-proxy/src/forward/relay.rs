@@ -85,7 +85,15 @@ impl Forwarder {
                     })));
                 }
                 Ok(Answer::Other(read)) => worker = Replay::stream(read, worker),
-                Err(e) => return Err(self.worker_error(e, client.req_header(), claim.backend().info.id, exchange, true)),
+                Err(e) => {
+                    return Err(self.worker_error(
+                        e,
+                        client.req_header(),
+                        claim.backend().info.id,
+                        exchange,
+                        true,
+                    ))
+                }
             }
         }
         let mut upstream = UpstreamSession::new(worker);
@@ -97,7 +105,13 @@ impl Forwarder {
             send::send_request(client, &mut upstream, head, &mut exchange.body, settings).await?;
         }
         if let Err(e) = self.answer_head(client, &mut upstream).await {
-            return Err(self.worker_error(e, client.req_header(), claim.backend().info.id, exchange, true));
+            return Err(self.worker_error(
+                e,
+                client.req_header(),
+                claim.backend().info.id,
+                exchange,
+                true,
+            ));
         }
         exchange.answer_began();
         let upgraded = upstream.was_upgraded();
@@ -273,5 +287,3 @@ fn prepare<C: ClientSide>(
 fn client_error(e: Box<Error>) -> AttemptError {
     AttemptError::ends(Failure::client(&e))
 }
-
-/// The compressor failed mid-answer.

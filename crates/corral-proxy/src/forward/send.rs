@@ -97,7 +97,8 @@ pub(super) async fn write_bytes(
 }
 
 /// Writes the request head and its body, if any, through pingora's session: the part read
-/// ahead first, then the rest as it comes, refused past `body_size`.
+/// ahead first (memory, then its temp file), then the rest as it comes, refused past
+/// `body_size`.
 pub(super) async fn send_request<C: ClientSide>(
     client: &mut C,
     upstream: &mut UpstreamSession,
@@ -116,6 +117,19 @@ pub(super) async fn send_request<C: ClientSide>(
     let worker_error = |e: Box<Error>| AttemptError::ends(Failure::worker(502, e));
     for chunk in &body.chunks {
         upstream.write_body(chunk).await.map_err(worker_error)?;
+    }
+    if let Some(file) = &body.file {
+        for (at, len) in file.pieces() {
+            let piece = file.read(at, len).map_err(|e| {
+                let e = Error::because(
+                    ErrorType::InternalError,
+                    "reading a request body's temp file",
+                    e,
+                );
+                AttemptError::ends(Failure::worker(500, e))
+            })?;
+            upstream.write_body(&piece).await.map_err(worker_error)?;
+        }
     }
     if !body.complete {
         while let Some(chunk) = client.read_body_bytes().await.map_err(client_error)? {

@@ -169,6 +169,7 @@ mod tests {
                 eject_for: Duration::from_secs(1),
             },
             response_buffering: true,
+            request_buffering: true,
         });
         let table = RoutingTable {
             pools: vec![route.clone()],

@@ -40,6 +40,7 @@ impl Policy {
                 queue: pool.queue.clone(),
                 health: pool.config.health.clone(),
                 response_buffering: pool.config.response_buffering,
+                request_buffering: pool.config.request_buffering,
             });
             if pool.id == self.active {
                 active = Some(route.clone());
@@ -71,6 +72,7 @@ impl Policy {
                     eject_for: Default::default(),
                 },
                 response_buffering: true,
+                request_buffering: true,
             })
         });
         let mut upto = 0;

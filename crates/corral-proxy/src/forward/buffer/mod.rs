@@ -5,9 +5,14 @@
 //! the worker's side waits. The worker's slot and connection go back when its side is done,
 //! not when the client has the answer.
 //!
+//! A request body is read whole before a worker is chosen (nginx's
+//! `proxy_request_buffering`): in memory up to `body_buffer` ([`MemoryHold`]), the rest in a
+//! [`BodyFile`], and then sent to the worker at once.
+//!
 //! The spool never waits to fill up: a piece pushed is there for the client at once, so a
 //! stream (Server-Sent Events, progress) reaches the client as it comes.
 
+mod body;
 mod spool;
 mod temp;
 
@@ -21,6 +26,7 @@ use std::time::{Duration, Instant};
 use corral_telemetry::buffer::BufferMetrics;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+pub(crate) use body::{BodyFile, MemoryHold};
 pub(crate) use spool::{Pulled, PullerGone, Spool};
 
 /// `[server.buffering]` made once per config.
@@ -30,6 +36,8 @@ pub struct BufferSettings {
     pub memory: usize,
     /// Bytes one answer may hold in memory.
     pub answer_buffer: usize,
+    /// Bytes one request body may hold in memory.
+    pub body_buffer: usize,
     /// Bytes one answer may hold in its temp file; 0: none.
     pub max_temp_file: u64,
     /// Where temp files are made.
@@ -43,6 +51,7 @@ impl BufferSettings {
         BufferSettings {
             memory: usize::try_from(b.memory).unwrap_or(usize::MAX),
             answer_buffer: usize::try_from(b.answer_buffer).unwrap_or(usize::MAX),
+            body_buffer: usize::try_from(b.body_buffer).unwrap_or(usize::MAX),
             max_temp_file: b.max_temp_file,
             temp_dir: b
                 .temp_dir

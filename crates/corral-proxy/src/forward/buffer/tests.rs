@@ -9,6 +9,7 @@ fn settings(dir: &std::path::Path, answer_buffer: usize, max_temp_file: u64) -> 
     BufferSettings {
         memory: 1 << 20,
         answer_buffer,
+        body_buffer: 0,
         max_temp_file,
         temp_dir: dir.to_path_buf(),
     }
@@ -141,4 +142,30 @@ async fn a_missing_temp_dir_is_made() {
     spool.push(b"first").await.expect("push");
     spool.push(b"second").await.expect("push");
     assert_eq!(spool.on_disk(), 6);
+}
+
+#[test]
+fn a_body_file_reads_back_in_pieces_and_its_memory_and_disk_are_given_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut settings = settings(dir.path(), 0, 0);
+    settings.body_buffer = 100;
+    let m = metrics();
+    let mut memory = MemoryHold::new(&m.buffer);
+    assert!(memory.take(60, &settings));
+    assert!(!memory.take(60, &settings), "past body_buffer");
+    let mut file = BodyFile::create(&settings, &m.buffer).expect("file");
+    let sent: Vec<u8> = (0..200_000u32).map(|k| (k % 251) as u8).collect();
+    for part in sent.chunks(7000) {
+        file.append(part).expect("append");
+    }
+    let mut read = Vec::new();
+    for (at, len) in file.pieces() {
+        assert!(len <= 64 * 1024);
+        read.extend(file.read(at, len).expect("read"));
+    }
+    assert_eq!(read, sent);
+    assert_eq!((m.buffer.memory.get(), m.buffer.disk.get()), (60, 200_000));
+    assert_eq!(m.buffer.bodies_spilled.get(), 1);
+    drop((memory, file));
+    assert_eq!((m.buffer.memory.get(), m.buffer.disk.get()), (0, 0));
 }

@@ -205,6 +205,8 @@ impl World {
             timeout: p.timeout,
             queue: Arc::default(),
             health: p.health.clone(),
+            response_buffering: p.response_buffering,
+            request_buffering: p.request_buffering,
         });
         let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(RoutingTable {
             pools: vec![route.clone()],
