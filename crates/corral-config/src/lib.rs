@@ -21,6 +21,7 @@ mod ratelimit;
 mod reader;
 mod remote;
 mod render;
+mod routes;
 mod tls;
 mod traffic;
 mod units;
@@ -37,15 +38,17 @@ pub use health::DEFAULT_FAIL_STATUS;
 pub use lower::{
     default_runtime_dir, DEFAULT_ADMIN, DEFAULT_BUFFER_MEMORY, DEFAULT_LISTEN, MAX_WORKERS,
 };
+pub use model::prefix_matches;
 pub use model::{
     Bind, Buffering, Certificate, Coding, Compression, Config, ForwardedField, HeaderPreset,
     Headers, Health, Limits, Log, LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit,
-    RateMatch, RateStore, Ready, Rollback, Rotation, Routing, RunAs, Server, Smoke, StoreKind, Tls,
-    Upstream, WebSocket,
+    RateMatch, RateStore, Ready, Rollback, Rotation, Route, RouteTarget, Routing, RunAs, Server,
+    Smoke, StoreKind, Tls, Upstream, WebSocket,
 };
 pub use pool::{auto_workers, unknown_pool};
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::{render, toml_string};
+pub use routes::switched;
 pub use tls::DEFAULT_H2_MAX_STREAMS;
 pub use traffic::Traffic;
 pub use units::{format_duration, parse_duration, parse_size};

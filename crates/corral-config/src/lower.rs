@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::model::{Buffering, Config, Limits, Pool, Routing, Server};
+use crate::model::{Buffering, Config, Limits, Pool, Route, Routing, Server};
 use crate::reader::{Reader, Table};
 use crate::traffic::Traffic;
 
@@ -30,7 +30,8 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
     let rate_limits = crate::ratelimit::rules(r, &mut top);
     let rate_limit_store = crate::ratelimit::store(r, &mut top);
     let pools = crate::pool::pools(r, &mut top);
-    let routing = routing(r, &mut top, &pools);
+    let routes = crate::routes::routes(r, &mut top, &pools, &crate::tls::base_dir(&source));
+    let routing = routing(r, &mut top, &pools, &routes);
     top.finish(r);
     if !r.errors.is_empty() {
         return None;
@@ -45,6 +46,7 @@ pub(crate) fn lower(r: &mut Reader, source: PathBuf, root: &DeTable) -> Option<C
         websocket,
         rate_limits,
         rate_limit_store,
+        routes,
         pools,
     })
 }
@@ -184,7 +186,7 @@ fn buffering(r: &mut Reader, server: &mut Table) -> Buffering {
 /// `server.buffering.memory` when not given: room for a few hundred slow clients' buffers.
 pub const DEFAULT_BUFFER_MEMORY: u64 = 128 << 20;
 
-fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
+fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool], routes: &[Route]) -> Option<Routing> {
     let mut t = top.table(r, "routing");
     let path = t.key_path("active");
     let node = t.get("active");
@@ -193,17 +195,45 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
     let keep_previous = t.boolean(r, "keep_previous").unwrap_or(false);
     let rollback = crate::health::rollback(r, &mut t);
     t.finish(r);
-    let traffic = match (active, node, weights) {
-        (_, _, Err(())) => return None,
-        (Some(name), Some(node), Ok(split)) => {
+    let traffic = match (&active, &weights) {
+        // With routes, `[routing]` steers the first pool route unless it says otherwise.
+        (None, Ok(None)) if !routes.is_empty() => crate::routes::default_traffic(routes),
+        _ => traffic(r, active, node, weights.ok()?, pools, &path),
+    }?;
+    if !routes.is_empty() && crate::routes::switched(routes, &traffic.active).is_none() {
+        let span = node.map_or(0..0, |n| n.span());
+        r.error(span, &path, format!("{:?} is in no route's pools; with [[routes]], [routing] steers the route that holds its pool (or leave it out to steer the first pool route)", traffic.active));
+        return None;
+    }
+    Some(Routing {
+        active: traffic.active,
+        weights: traffic.weights,
+        keep_previous,
+        rollback,
+    })
+}
+
+/// Where traffic goes from `active` (read at `node`) and `weights`, among `pools`: the
+/// only pool when there is one and neither is given.
+pub(crate) fn traffic(
+    r: &mut Reader,
+    active: Option<String>,
+    node: Option<&toml::Spanned<DeValue>>,
+    weights: Option<Traffic>,
+    pools: &[Pool],
+    path: &str,
+) -> Option<Traffic> {
+    let weights_path = path.replace(".active", ".weights");
+    Some(match (active, node, weights) {
+        (Some(name), Some(node), split) => {
             if let Some(message) = crate::pool::unknown_pool(&name, pools) {
-                r.error(node.span(), &path, message);
+                r.error(node.span(), path, message);
                 return None;
             }
             match split {
                 Some(split) if split.share(&name) == 0.0 => {
-                    let message = format!("{name:?} gets no share of routing.weights ({split}); give it a weight or leave `active` out");
-                    r.error(node.span(), &path, message);
+                    let message = format!("{name:?} gets no share of {weights_path} ({split}); give it a weight or leave `active` out");
+                    r.error(node.span(), path, message);
                     return None;
                 }
                 Some(split) => Traffic {
@@ -214,26 +244,24 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool]) -> Option<Routing> {
             }
         }
         (None, Some(_), _) => return None,
-        (_, None, Ok(Some(split))) => split,
-        (_, None, Ok(None)) => match pools {
+        (_, None, Some(split)) => split,
+        (_, None, None) => match pools {
             [only] => Traffic::to(&only.name),
             [] => return None,
             _ => {
-                r.error_nowhere(&path, "several pools are defined; say which one serves traffic, e.g. active = \"blue\"");
+                r.error_nowhere(path, "several pools are defined; say which one serves traffic, e.g. active = \"blue\"");
                 return None;
             }
         },
-    };
-    Some(Routing {
-        active: traffic.active,
-        weights: traffic.weights,
-        keep_previous,
-        rollback,
     })
 }
 
 /// `weights = { blue = 90, green = 10 }`: integers 0 to 10000 naming pools, not all 0.
-fn weights(r: &mut Reader, t: &mut Table, pools: &[Pool]) -> Result<Option<Traffic>, ()> {
+pub(crate) fn weights(
+    r: &mut Reader,
+    t: &mut Table,
+    pools: &[Pool],
+) -> Result<Option<Traffic>, ()> {
     let path = t.key_path("weights");
     let Some(node) = t.get("weights") else {
         return Ok(None);

@@ -17,7 +17,7 @@ pub fn toml_string(s: &str) -> String {
 }
 
 /// A string value as `{:?}` writes it in this module: TOML, not Rust.
-struct Q<'a>(&'a str);
+pub(crate) struct Q<'a>(pub(crate) &'a str);
 
 impl std::fmt::Debug for Q<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -288,6 +288,7 @@ pub fn render(c: &Config) -> String {
             rb.min_requests
         );
     }
+    crate::routes::render(&mut out, &c.routes);
     for p in &c.pools {
         if !p.upstreams.is_empty() {
             render_remote(&mut out, p);

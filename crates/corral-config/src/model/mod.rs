@@ -5,9 +5,11 @@
 
 mod forwarded;
 mod rate;
+mod route;
 
 pub use forwarded::ForwardedField;
 pub use rate::{OnStoreError, RateKey, RateLimit, RateMatch, RateStore, StoreKind};
+pub use route::{prefix_matches, Route, RouteTarget};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +38,8 @@ pub struct Config {
     pub rate_limits: Vec<RateLimit>,
     /// `[rate_limit_store]`: where the limits' counters live.
     pub rate_limit_store: RateStore,
+    /// `[[routes]]`, in file order; empty: every request goes to `[routing]`'s pools.
+    pub routes: Vec<Route>,
     /// The supervised pools, in file order.
     pub pools: Vec<Pool>,
 }

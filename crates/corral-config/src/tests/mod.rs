@@ -4,6 +4,7 @@ use std::time::Duration;
 use super::*;
 
 mod roundtrip;
+mod routes;
 mod traffic;
 
 fn ok(text: &str) -> Config {
