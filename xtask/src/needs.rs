@@ -66,6 +66,12 @@ const TOOLS: &[Tool] = &[
         purpose: Purpose::Test,
     },
     Tool {
+        command: "pebble",
+        apt: "pebble",
+        why: "the ACME tests (an RFC 8555 test CA, with pebble-challtestsrv for DNS)",
+        purpose: Purpose::Test,
+    },
+    Tool {
         command: "jq",
         apt: "jq",
         why: "the quickstart's commands",

@@ -6,6 +6,7 @@
 //! table by table and keeps going after an error, so one run reports them all. Only this
 //! crate knows TOML: everything downstream sees plain types (`Duration`, `SocketAddr`).
 
+mod acme;
 mod choices;
 mod cidr;
 mod compression;
@@ -29,6 +30,7 @@ mod websocket;
 
 use std::path::{Path, PathBuf};
 
+pub use acme::{Acme, AcmeChallenge, Eab, LETSENCRYPT, LETSENCRYPT_STAGING};
 pub use cidr::Cidr;
 pub use compression::{compressed_already, DEFAULT_LEVELS, DEFAULT_TYPES};
 pub use edge::DEFAULT_REMOVED;

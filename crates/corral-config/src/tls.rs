@@ -35,6 +35,7 @@ pub(crate) fn tls(
     let max_streams = t
         .integer(r, "max_streams", 1, 10_000)
         .map_or(DEFAULT_H2_MAX_STREAMS, |n| n as u32);
+    let acme = crate::acme::acme(r, &mut t, base);
     let single = (t.get("cert"), t.get("key"));
     let single_cert = t.string(r, "cert");
     let single_key = t.string(r, "key");
@@ -102,10 +103,10 @@ pub(crate) fn tls(
         _ => {}
     }
     t.finish(r);
-    if !listed && single.0.is_none() && single.1.is_none() {
+    if !listed && single.0.is_none() && single.1.is_none() && acme.is_none() {
         r.error_nowhere(
             "server.tls.cert",
-            "is missing; HTTPS needs a certificate: cert = \"site.pem\" and key = \"site.key\", or certificates = [...]",
+            "is missing; HTTPS needs a certificate: cert = \"site.pem\" and key = \"site.key\", certificates = [...], or [server.tls.acme]",
         );
     }
     let listen = match listen {
@@ -134,6 +135,7 @@ pub(crate) fn tls(
         redirect_http,
         http2,
         max_streams,
+        acme,
     })
 }
 

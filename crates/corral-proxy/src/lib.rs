@@ -85,7 +85,11 @@ pub fn tls_service(
     certificates: Arc<corral_tls::Certificates>,
 ) -> Result<Service<Forwarder>, String> {
     let listen = &tls.listen;
-    let config = corral_tls::server_config(certificates, tls.http2)?;
+    let tls_alpn01 = tls
+        .acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == corral_config::AcmeChallenge::TlsAlpn01);
+    let config = corral_tls::server_config(certificates, tls.http2, tls_alpn01)?;
     let acceptor = pingora_core::listeners::tls::Acceptor::from_server_config(config);
     let mut service = Service::new("corral-proxy-tls".into(), forwarder.for_tls(acceptor));
     for addr in listen {
@@ -101,10 +105,11 @@ pub fn tls_service(
 pub fn redirect_service(
     addr: SocketAddr,
     https_port: u16,
+    challenges: Option<Arc<corral_tls::Challenges>>,
 ) -> Service<HttpServer<redirect::Redirect>> {
     let mut service = Service::new(
         "corral-redirect".into(),
-        HttpServer::new_app(redirect::Redirect::new(https_port)),
+        HttpServer::new_app(redirect::Redirect::new(https_port, challenges)),
     );
     service.add_tcp(&addr.to_string());
     service

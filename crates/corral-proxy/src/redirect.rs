@@ -1,6 +1,9 @@
 //! `server.tls.redirect_http`: a plain listener that sends every request to its `https` URL
 //! with 308 (method and body kept, unlike 301), so `http://` links and old bookmarks land on
-//! HTTPS. Probes keep using the admin listener.
+//! HTTPS. Probes keep using the admin listener. ACME HTTP-01 challenges are answered here
+//! first, as the CA asks on port 80.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Response;
@@ -11,12 +14,18 @@ use pingora_core::protocols::http::ServerSession;
 pub struct Redirect {
     /// The HTTPS port named in `Location`; left out when it is 443.
     https_port: u16,
+    /// ACME HTTP-01 challenges, answered before redirecting (with `[server.tls.acme]`).
+    challenges: Option<Arc<corral_tls::Challenges>>,
 }
 
 impl Redirect {
-    /// Redirects to HTTPS on `https_port` (the first `server.tls.listen` address's port).
-    pub fn new(https_port: u16) -> Self {
-        Redirect { https_port }
+    /// Redirects to HTTPS on `https_port` (the first `server.tls.listen` address's port),
+    /// after answering any HTTP-01 challenge of `challenges`.
+    pub fn new(https_port: u16, challenges: Option<Arc<corral_tls::Challenges>>) -> Self {
+        Redirect {
+            https_port,
+            challenges,
+        }
     }
 
     /// The `Location` for a request to `host` (its port dropped) and `path`, or `None` when
@@ -45,6 +54,23 @@ impl ServeHttp for Redirect {
             .or_else(|| head.uri.authority().map(|a| a.as_str()))
             .unwrap_or("");
         let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Some(challenges) = &self.challenges {
+            if head.uri.path().starts_with(corral_tls::HTTP01_PREFIX) {
+                let found = crate::forward::key_authorization(challenges, head.uri.path()).await;
+                let answer = match found {
+                    Some(text) => Response::builder()
+                        .status(200)
+                        .header("content-type", "text/plain")
+                        .header("content-length", text.len())
+                        .body(text.into_bytes()),
+                    None => Response::builder()
+                        .status(404)
+                        .header("content-length", 0)
+                        .body(Vec::new()),
+                };
+                return answer.unwrap_or_default();
+            }
+        }
         let answer = match self.location(host, path) {
             Some(location) => Response::builder()
                 .status(308)
@@ -65,12 +91,12 @@ mod tests {
 
     #[test]
     fn the_location_keeps_host_path_and_query_and_names_a_port_other_than_443() {
-        let r = Redirect::new(443);
+        let r = Redirect::new(443, None);
         assert_eq!(
             r.location("example.com:80", "/a/b?c=d").as_deref(),
             Some("https://example.com/a/b?c=d")
         );
-        let r = Redirect::new(8443);
+        let r = Redirect::new(8443, None);
         assert_eq!(
             r.location("example.com", "/").as_deref(),
             Some("https://example.com:8443/")

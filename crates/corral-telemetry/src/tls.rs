@@ -2,7 +2,7 @@
 //! connections by protocol. A client that cannot connect never makes a request, so request
 //! counts say nothing of it.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
 
 /// Reasons a handshake is counted as failed under (see `corral_tls::failure_reason`).
 pub const FAILURE_REASONS: [&str; 13] = [
@@ -32,6 +32,7 @@ pub struct TlsMetrics {
     pub http: IntCounter,
     /// HTTPS client connections that completed their handshake.
     pub https: IntCounter,
+    days_left: GaugeVec,
 }
 
 impl TlsMetrics {
@@ -52,6 +53,14 @@ impl TlsMetrics {
         )?;
         registry.register(Box::new(handshakes.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        let days_left = GaugeVec::new(
+            Opts::new(
+                "corral_tls_certificate_days_left",
+                "Days until an ACME certificate expires, by certificate (its first name)",
+            ),
+            &["certificate"],
+        )?;
+        registry.register(Box::new(days_left.clone()))?;
         for reason in FAILURE_REASONS {
             handshakes.with_label_values(&["failed", reason]);
         }
@@ -61,7 +70,13 @@ impl TlsMetrics {
             http: connections.with_label_values(&["http"]),
             https: connections.with_label_values(&["https"]),
             connections,
+            days_left,
         })
+    }
+
+    /// Records that the certificate `name` expires in `days`.
+    pub fn days_left(&self, name: &str, days: f64) {
+        self.days_left.with_label_values(&[name]).set(days);
     }
 
     /// Counts one failed handshake.

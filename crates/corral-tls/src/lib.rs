@@ -5,9 +5,10 @@
 //! certificate once per handshake, so a reload changes what new connections get and leaves
 //! open ones as they are.
 
+mod challenge;
 mod load;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -15,10 +16,11 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, ServerName};
 
-pub use load::load;
+pub use challenge::{Challenges, RemoteLookup, ACME_TLS_ALPN, HTTP01_PREFIX};
+pub use load::{from_pem, load};
 
 /// One usable certificate chain with its key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Loaded {
     /// What rustls serves.
     pub key: Arc<CertifiedKey>,
@@ -66,39 +68,99 @@ fn valid_for(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> bool {
         .is_ok_and(|c| c.verify_is_valid_for_subject_name(name).is_ok())
 }
 
-/// The certificates new handshakes get; [`Certificates::store`] swaps them on reload.
+/// The certificates new handshakes get: those of the files (swapped whole on reload by
+/// [`Certificates::store`]) followed by those ordered over ACME (each swapped on its own by
+/// [`Certificates::store_ordered`] when it is issued or renewed).
 #[derive(Debug)]
-pub struct Certificates(ArcSwap<CertSet>);
+pub struct Certificates {
+    served: ArcSwap<CertSet>,
+    parts: Mutex<Parts>,
+    challenges: Arc<Challenges>,
+}
+
+#[derive(Debug, Default)]
+struct Parts {
+    files: Vec<Loaded>,
+    ordered: Vec<(String, Loaded)>,
+}
+
+impl Parts {
+    fn set(&self) -> CertSet {
+        let mut entries = self.files.clone();
+        entries.extend(self.ordered.iter().map(|(_, l)| l.clone()));
+        CertSet { entries }
+    }
+}
 
 impl Certificates {
     /// Serves `set` until the next [`Certificates::store`].
     pub fn new(set: CertSet) -> Arc<Certificates> {
-        Arc::new(Certificates(ArcSwap::from_pointee(set)))
+        Arc::new(Certificates {
+            served: ArcSwap::from_pointee(CertSet {
+                entries: set.entries.clone(),
+            }),
+            parts: Mutex::new(Parts {
+                files: set.entries,
+                ordered: Vec::new(),
+            }),
+            challenges: Arc::default(),
+        })
     }
 
-    /// New connections get `set` from now on; open ones keep what they were given.
+    /// New connections get the certificates of `set` (the files) from now on, beside the
+    /// ordered ones; open connections keep what they were given.
     pub fn store(&self, set: CertSet) {
-        self.0.store(Arc::new(set));
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        parts.files = set.entries;
+        self.served.store(Arc::new(parts.set()));
+    }
+
+    /// New connections get `loaded` for the ACME certificate `id` (issued or renewed),
+    /// in place of the one it had.
+    pub fn store_ordered(&self, id: &str, loaded: Loaded) {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        match parts.ordered.iter_mut().find(|(i, _)| i == id) {
+            Some(slot) => slot.1 = loaded,
+            None => parts.ordered.push((id.to_string(), loaded)),
+        }
+        self.served.store(Arc::new(parts.set()));
     }
 
     /// The set served now.
     pub fn current(&self) -> Arc<CertSet> {
-        self.0.load_full()
+        self.served.load_full()
+    }
+
+    /// The pending ACME challenges these certificates answer (TLS-ALPN-01) and the plain
+    /// listeners answer (HTTP-01).
+    pub fn challenges(&self) -> &Arc<Challenges> {
+        &self.challenges
     }
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.load().pick(hello.server_name()).cloned()
+        // A TLS-ALPN-01 check offers `acme-tls/1` alone (RFC 8737 section 3).
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            return hello
+                .server_name()
+                .and_then(|name| self.challenges.tls_alpn01(name));
+        }
+        self.served.load().pick(hello.server_name()).cloned()
     }
 }
 
 /// The rustls server config of the HTTPS listeners: TLS 1.2 and 1.3 only, certificates
 /// from `certificates` at each handshake, ALPN `h2` (with `http2`) and `http/1.1`, session
-/// resumption by tickets and a session cache (as nginx does by default).
+/// resumption by tickets and a session cache (as nginx does by default); `acme-tls/1` too
+/// when `tls_alpn01` (TLS-ALPN-01 challenges are answered on these listeners).
 pub fn server_config(
     certificates: Arc<Certificates>,
     http2: bool,
+    tls_alpn01: bool,
 ) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -111,6 +173,9 @@ pub fn server_config(
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    if tls_alpn01 {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(10_240);

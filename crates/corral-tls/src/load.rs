@@ -32,8 +32,36 @@ pub fn load(config: &Config) -> Result<Option<CertSet>, Vec<ConfigError>> {
 }
 
 fn one(c: &Certificate) -> Result<Loaded, String> {
-    let chain = chain(&c.cert)?;
-    let key = private_key(&c.key)?;
+    let chain = chain(&read(&c.cert, "certificate")?, &c.cert)?;
+    let key = private_key(&read(&c.key, "key")?, &c.key)?;
+    certified(chain, key, c)
+}
+
+/// A certificate ordered over ACME, from the PEM texts of its chain and key as stored at
+/// `cert` and `key` (the names in its errors and logs).
+pub fn from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    cert: &Path,
+    key: &Path,
+) -> Result<Loaded, String> {
+    let c = Certificate {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        place: corral_config::Place {
+            line: 0,
+            column: 0,
+            key: String::new(),
+        },
+    };
+    certified(chain(chain_pem, cert)?, private_key(key_pem, key)?, &c)
+}
+
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    c: &Certificate,
+) -> Result<Loaded, String> {
     webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| {
         format!(
             "{}: the first certificate is not a usable X.509 server certificate ({e})",
@@ -70,9 +98,8 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: cannot read the {what}: {e}", path.display()))
 }
 
-fn chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(path, "certificate")?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
+fn chain(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
     if chain.is_empty() {
@@ -84,9 +111,8 @@ fn chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(chain)
 }
 
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = read(path, "key")?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+fn private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => format!(
             "{}: no private key in it; expected a PEM block \"-----BEGIN PRIVATE KEY-----\" (or RSA / EC PRIVATE KEY)",
             path.display()

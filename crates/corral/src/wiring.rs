@@ -71,9 +71,30 @@ pub fn start(
             .map_err(anyhow::Error::msg)?;
         proxy_tasks.push(listening.run("the HTTPS proxy", service));
         if let (Some(addr), Some(https)) = (tls.redirect_http, tls.listen.first()) {
-            let service = corral_proxy::redirect_service(addr, https.port());
+            let challenges = tls
+                .acme
+                .is_some()
+                .then(|| certificates.challenges().clone());
+            let service = corral_proxy::redirect_service(addr, https.port(), challenges);
             proxy_tasks.push(listening.run("the HTTP to HTTPS redirect", service));
         }
+    }
+    let forwarder = match (&opened.certificates, config.server.tls.as_ref()) {
+        (Some(c), Some(tls)) if tls.acme.is_some() => forwarder.answering(c.challenges().clone()),
+        _ => forwarder,
+    };
+    if let (Some(acme), Some(certificates)) = (
+        config.server.tls.as_ref().and_then(|t| t.acme.as_ref()),
+        &opened.certificates,
+    ) {
+        let storage = acme
+            .storage
+            .clone()
+            .unwrap_or_else(|| config.server.state_dir.join("acme"));
+        let m = metrics.clone();
+        let days_left: corral_acme::DaysLeft =
+            Arc::new(move |name, days| m.tls.days_left(name, days));
+        corral_acme::spawn(acme, storage, certificates.clone(), days_left);
     }
     let proxy = corral_proxy::proxy_service(&config.server.listen, forwarder);
     proxy_tasks.push(listening.run("the proxy", proxy));

@@ -319,6 +319,8 @@ pub struct Tls {
     pub http2: bool,
     /// `max_streams`: concurrent streams one HTTP/2 connection may open.
     pub max_streams: u32,
+    /// `[server.tls.acme]`: certificates ordered from an ACME CA; `None` without the table.
+    pub acme: Option<crate::acme::Acme>,
 }
 
 /// One certificate chain and its key, as PEM files.

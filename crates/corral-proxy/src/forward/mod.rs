@@ -5,6 +5,7 @@
 //! released connection) and lets upgraded connections run on small buffers.
 
 mod accept;
+mod acme;
 mod admit;
 mod answer;
 mod body;
@@ -54,6 +55,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 
 use crate::settings::ProxySettings;
+pub(crate) use acme::key_authorization;
 pub(crate) use fields::{AnswerRules, ForwardMask};
 pub(crate) use identity::{ClientIdentity, Peer};
 pub use tunnels::Tunnels;
@@ -80,6 +82,9 @@ pub struct Forwarder {
     conns: Arc<conns::ConnMap>,
     /// The TLS side of an HTTPS listener's forwarder; `None` for plain HTTP.
     tls: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
+    /// ACME HTTP-01 challenges answered before anything else (plain listeners, with
+    /// `[server.tls.acme]` only).
+    challenges: Option<Arc<corral_tls::Challenges>>,
 }
 
 impl Forwarder {
@@ -100,7 +105,14 @@ impl Forwarder {
             tunnels,
             conns: Arc::default(),
             tls: None,
+            challenges: None,
         }
+    }
+
+    /// This (plain) forwarder answers the HTTP-01 challenges of `challenges` first.
+    pub fn answering(mut self, challenges: Arc<corral_tls::Challenges>) -> Self {
+        self.challenges = Some(challenges);
+        self
     }
 
     /// The forwarder of the HTTPS listeners: the same routes, settings, counters and
@@ -115,6 +127,7 @@ impl Forwarder {
             tunnels: self.tunnels.clone(),
             conns: self.conns.clone(),
             tls: Some(Arc::new(acceptor)),
+            challenges: None,
         }
     }
 }
@@ -200,6 +213,11 @@ impl ServerApp for Forwarder {
                     }
                     return None;
                 }
+            }
+            if let Some(challenges) = self.acme_challenge(&client) {
+                (stream, pipelined) = self.answer_challenge(client, challenges).await?;
+                first = false;
+                continue;
             }
             let stopping = *shutdown.borrow();
             (stream, pipelined) = self.serve(client, &connection, stopping).await?;

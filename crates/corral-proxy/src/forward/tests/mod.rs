@@ -241,6 +241,7 @@ impl World {
             tunnels: Arc::new(Tunnels::default()),
             conns: Arc::new(conns),
             tls: None,
+            challenges: None,
         };
         World {
             forwarder: Arc::new(forwarder),

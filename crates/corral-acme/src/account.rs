@@ -1,0 +1,60 @@
+//! The ACME account: made once per storage (and CA), its credentials stored, reused by
+//! every order and every restart.
+
+use corral_config::Acme;
+use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
+
+use crate::store::Store;
+
+/// The account of `settings` at its CA: the stored one, or a new one (then stored).
+pub async fn account(settings: &Acme, store: &Store) -> Result<Account, String> {
+    let builder = || match &settings.directory_ca {
+        Some(root) => Account::builder_with_root(root),
+        None => Account::builder(),
+    };
+    if let Some(json) = store.account() {
+        match serde_json::from_slice::<AccountCredentials>(&json) {
+            Ok(credentials) => {
+                return builder()
+                    .map_err(|e| format!("HTTP client: {e}"))?
+                    .from_credentials(credentials)
+                    .await
+                    .map_err(|e| format!("the directory {}: {e}", settings.directory));
+            }
+            Err(e) => tracing::warn!(
+                event = "acme_account_unreadable",
+                error = %e,
+                "the stored ACME account cannot be read; making a new one"
+            ),
+        }
+    }
+    let contact: Vec<String> = settings
+        .email
+        .iter()
+        .map(|e| format!("mailto:{e}"))
+        .collect();
+    let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let eab = settings
+        .eab
+        .as_ref()
+        .map(|e| ExternalAccountKey::new(e.kid.clone(), &e.hmac_key));
+    let (account, credentials) = builder()
+        .map_err(|e| format!("HTTP client: {e}"))?
+        .create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            settings.directory.clone(),
+            eab.as_ref(),
+        )
+        .await
+        .map_err(|e| format!("creating the account at {}: {e}", settings.directory))?;
+    let json = serde_json::to_vec(&credentials).map_err(|e| format!("account credentials: {e}"))?;
+    store
+        .save_account(&json)
+        .map_err(|e| format!("storing the account: {e}"))?;
+    tracing::info!(event = "acme_account_created", directory = %settings.directory, id = %account.id(), "ACME account created");
+    Ok(account)
+}

@@ -1,0 +1,443 @@
+//! ACME (`[server.tls.acme]`) against Debian's `pebble`, an RFC 8555 test CA, with
+//! `pebble-challtestsrv` answering DNS for every test name with 127.0.0.1: certificates
+//! ordered over HTTP-01 and TLS-ALPN-01 and served by SNI (checked by a rustls client that
+//! trusts pebble's root), plain requests served meanwhile, renewal of short-lived
+//! certificates while an open connection keeps its own, a restart reusing the stored
+//! certificate, the CA down during a renewal. Skipped (with a note) when pebble is not
+//! installed, unless `CORRAL_REQUIRE_APPS` is set.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+/// Whether pebble is here; a machine that must run every test fails instead.
+fn have_pebble() -> bool {
+    apps::on_path("pebble") && apps::on_path("pebble-challtestsrv")
+}
+
+/// A process group killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// pebble and its DNS, set to check challenges on corral's ports.
+struct Pebble {
+    dir: tempfile::TempDir,
+    port: u16,
+    management: u16,
+    dns: u16,
+    http_port: u16,
+    tls_port: u16,
+    validity: u64,
+    ca: Option<Proc>,
+    _challtest: Proc,
+}
+
+impl Pebble {
+    /// A CA checking HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`, issuing
+    /// certificates valid `validity` seconds.
+    fn start(http_port: u16, tls_port: u16, validity: u64) -> Pebble {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // pebble's own HTTPS (the directory): a certificate for 127.0.0.1 from a test CA.
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pebble test CA",
+        ]);
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "tls.key",
+        ]);
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            "tls.key",
+            "-out",
+            "tls.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.path().join("tls.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tls.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "tls.ext",
+        ]);
+        let dns = free_port();
+        let challtest = Command::new("pebble-challtestsrv")
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &format!("127.0.0.1:{}", free_port()),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start pebble-challtestsrv");
+        let mut pebble = Pebble {
+            dir,
+            port: free_port(),
+            management: free_port(),
+            dns,
+            http_port,
+            tls_port,
+            validity,
+            ca: None,
+            _challtest: Proc(challtest),
+        };
+        pebble.resume();
+        pebble
+    }
+
+    /// Starts (or starts again) the CA itself.
+    fn resume(&mut self) {
+        let config = format!(
+            r#"{{"pebble": {{"listenAddress": "127.0.0.1:{}", "managementListenAddress": "127.0.0.1:{}", "certificate": "tls.pem", "privateKey": "tls.key", "httpPort": {}, "tlsPort": {}, "ocspResponderURL": "", "externalAccountBindingRequired": false, "certificateValidityPeriod": {}}}}}"#,
+            self.port, self.management, self.http_port, self.tls_port, self.validity
+        );
+        std::fs::write(self.dir.path().join("pebble.json"), config).expect("pebble config");
+        let log = std::fs::File::create(self.dir.path().join("pebble.log")).expect("log");
+        let child = Command::new("pebble")
+            .args([
+                "-config",
+                "pebble.json",
+                "-dnsserver",
+                &format!("127.0.0.1:{}", self.dns),
+            ])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .current_dir(self.dir.path())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start pebble");
+        self.ca = Some(Proc(child));
+        wait_for("pebble's directory", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", self.port)).ok()
+        });
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    /// The PEM root pebble's own HTTPS is signed by (what corral's `directory_ca` names).
+    fn tls_root(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The root pebble issues under (fetched from its management endpoint, as it is made
+    /// anew at every start of pebble).
+    fn issuing_root(&self) -> Vec<u8> {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(self.tls_root())
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "pebble root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+}
+
+/// corral with `[server.tls.acme]` on ports of its own.
+struct Setup {
+    http: u16,
+    https: u16,
+    admin: u16,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            http: free_port(),
+            https: free_port(),
+            admin: free_port(),
+        }
+    }
+
+    /// The config: the plain and HTTPS listeners, a worker, and the ACME table.
+    fn config(&self, pebble: &Pebble, challenge: &str, domains: &str, storage: &Path) -> String {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{}\"]\nadmin = \"127.0.0.1:{}\"\ncontrol_socket = \"{{dir}}/control.sock\"\nstate_dir = \"{{dir}}/state\"\n\n[server.tls]\nlisten = [\"127.0.0.1:{}\"]\n\n[server.tls.acme]\nemail = \"ops@example.com\"\ndomains = {domains}\ndirectory = \"{}\"\ndirectory_ca = \"{}\"\nchallenge = \"{challenge}\"\nstorage = \"{}\"\nretry = \"1s\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n{}",
+            self.http,
+            self.admin,
+            self.https,
+            pebble.directory(),
+            pebble.tls_root().display(),
+            storage.display(),
+            testapp_pool(1, "")
+        )
+    }
+
+    fn start(&self, config: &str) -> Corral {
+        let mut corral = Corral::spawn_with(config, self.http, self.admin, &["run"], &[]);
+        corral.wait_ready(1, Duration::from_secs(30));
+        corral
+    }
+}
+
+/// A rustls client trusting only `root`.
+fn tls_config(root: &[u8]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(root) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// An HTTPS connection to `name` on `port`, verified against `root`.
+struct Https {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl Https {
+    fn connect(root: &[u8], port: u16, name: &str) -> Result<Https, String> {
+        let server = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+        let conn = rustls::ClientConnection::new(tls_config(root), server).expect("client");
+        let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| format!("handshake with {name}: {e}"))?;
+        }
+        Ok(Https { tls })
+    }
+
+    /// The certificate the server presented (DER).
+    fn fingerprint(&self) -> Vec<u8> {
+        let certs = self
+            .tls
+            .conn
+            .peer_certificates()
+            .expect("peer certificates");
+        certs[0].as_ref().to_vec()
+    }
+
+    /// GET `/` with `Connection: keep-alive`; the status.
+    fn get(&mut self, host: &str) -> u16 {
+        write!(self.tls, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("write");
+        self.tls.flush().expect("flush");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.tls.read_exact(&mut byte).expect("read head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        self.tls.read_exact(&mut body).expect("body");
+        head.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Waits until `name` is served on `port` with a certificate that `root` vouches for.
+fn wait_served(root: &[u8], port: u16, name: &str, timeout: Duration) -> Https {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let last = match Https::connect(root, port, name) {
+            Ok(c) => return c,
+            Err(e) => e,
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not served within {timeout:?}: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Orders over `challenge` for two certificates (one with two names), serves each by SNI,
+/// and serves plain HTTP meanwhile.
+fn issuance(challenge: &str) {
+    if !have_pebble() {
+        return;
+    }
+    let setup = Setup::new();
+    let pebble = Pebble::start(setup.http, setup.https, 3600);
+    let storage = tempfile::tempdir().expect("storage");
+    let config = setup.config(
+        &pebble,
+        challenge,
+        "[\"a.test\", [\"b.test\", \"www.b.test\"]]",
+        storage.path(),
+    );
+    let corral = setup.start(&config);
+    // The plain listener serves while the order runs.
+    let agent = client();
+    assert_eq!(get(&agent, &corral.url("/")).map(|r| r.0), Ok(200));
+    let issued = corral.wait_log("two certificates issued", Duration::from_secs(90), |_| {
+        corral
+            .log_events()
+            .iter()
+            .filter(|e| e["event"] == "acme_certificate_issued")
+            .count()
+            >= 2
+    });
+    let _ = issued;
+    let root = pebble.issuing_root();
+    let mut a = wait_served(&root, setup.https, "a.test", Duration::from_secs(10));
+    let b = wait_served(&root, setup.https, "www.b.test", Duration::from_secs(10));
+    assert_ne!(
+        a.fingerprint(),
+        b.fingerprint(),
+        "each name gets its own certificate"
+    );
+    assert_eq!(a.get("a.test"), 200);
+    assert_eq!(get(&agent, &corral.url("/")).map(|r| r.0), Ok(200));
+    // Stored for the owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let keys: Vec<_> = walk(storage.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "key"))
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for k in keys {
+        assert_eq!(
+            std::fs::metadata(&k).expect("key").permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let days = corral.metric("corral_tls_certificate_days_left{certificate=\"a.test\"}");
+    assert!(
+        days > 0.0 && days < 1.0,
+        "days left of a one-hour certificate: {days}"
+    );
+    eprintln!(
+        "pebble log tail: {}",
+        pebble
+            .log()
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn http01_certificates_are_ordered_and_served_by_sni_while_plain_http_goes_on() {
+    issuance("http-01");
+}
+
+#[test]
+fn tls_alpn01_certificates_are_ordered_and_served_by_sni_while_plain_http_goes_on() {
+    issuance("tls-alpn-01");
+}
