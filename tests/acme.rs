@@ -161,6 +161,11 @@ impl Pebble {
         pebble
     }
 
+    /// Stops the CA (its DNS stays).
+    fn stop(&mut self) {
+        self.ca = None;
+    }
+
     /// Starts (or starts again) the CA itself.
     fn resume(&mut self) {
         let config = format!(
@@ -417,6 +422,110 @@ fn issuance(challenge: &str) {
             .collect::<Vec<_>>()
             .join(" | ")
     );
+}
+
+/// The issued events of `corral` so far.
+fn issued(corral: &Corral) -> Vec<serde_json::Value> {
+    corral
+        .log_events()
+        .into_iter()
+        .filter(|e| e["event"] == "acme_certificate_issued")
+        .collect()
+}
+
+/// Renewal of a short-lived certificate: new connections get the new one, a connection
+/// opened before keeps working on its own.
+#[test]
+fn a_short_lived_certificate_is_renewed_for_new_connections_while_an_open_one_goes_on() {
+    if !have_pebble() {
+        return;
+    }
+    let setup = Setup::new();
+    // 30 s of validity: renewal is due 20 s after issuance.
+    let pebble = Pebble::start(setup.http, setup.https, 30);
+    let storage = tempfile::tempdir().expect("storage");
+    let corral = setup.start(&setup.config(&pebble, "http-01", "[\"r.test\"]", storage.path()));
+    corral.wait_event("acme_certificate_issued", Duration::from_secs(60));
+    let root = pebble.issuing_root();
+    let mut old = wait_served(&root, setup.https, "r.test", Duration::from_secs(10));
+    assert_eq!(old.get("r.test"), 200);
+    // The old connection is kept busy (an idle one would reach the keep-alive timeout).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while issued(&corral).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no renewal within 60 s"
+        );
+        assert_eq!(old.get("r.test"), 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(issued(&corral)[1]["reason"], "renewal");
+    let new = wait_served(&root, setup.https, "r.test", Duration::from_secs(10));
+    assert_ne!(
+        new.fingerprint(),
+        old.fingerprint(),
+        "new connections get the renewed certificate"
+    );
+    assert_eq!(
+        old.get("r.test"),
+        200,
+        "the connection opened before keeps working"
+    );
+    assert_eq!(issued(&corral).len(), 2);
+}
+
+/// The CA down when a renewal is due: the certificate in use stays, each failed attempt is
+/// logged once with a growing wait, days left are exported; the CA back, it is renewed.
+#[test]
+fn the_ca_down_during_a_renewal_keeps_the_old_certificate_and_retries_with_back_off() {
+    if !have_pebble() {
+        return;
+    }
+    let setup = Setup::new();
+    // 45 s of validity: renewal is due 30 s after issuance.
+    let mut pebble = Pebble::start(setup.http, setup.https, 45);
+    let storage = tempfile::tempdir().expect("storage");
+    let corral = setup.start(&setup.config(&pebble, "http-01", "[\"down.test\"]", storage.path()));
+    corral.wait_event("acme_certificate_issued", Duration::from_secs(60));
+    let root = pebble.issuing_root();
+    let first = wait_served(&root, setup.https, "down.test", Duration::from_secs(10)).fingerprint();
+    pebble.stop();
+    let failed = |c: &Corral| -> Vec<serde_json::Value> {
+        c.log_events()
+            .into_iter()
+            .filter(|e| e["event"] == "acme_order_failed")
+            .collect()
+    };
+    corral.wait_log("two failed attempts", Duration::from_secs(60), |_| {
+        failed(&corral).len() >= 2
+    });
+    let failures = failed(&corral);
+    assert_eq!(failures[0]["attempt"], 1, "{failures:?}");
+    assert_eq!(
+        failures[1]["attempt"], 2,
+        "one line per attempt: {failures:?}"
+    );
+    assert!(
+        failures[1]["retry_in_s"].as_u64() > failures[0]["retry_in_s"].as_u64(),
+        "the wait grows: {failures:?}"
+    );
+    assert_eq!(failures[0]["serving_old"], true);
+    let still = wait_served(&root, setup.https, "down.test", Duration::from_secs(5));
+    assert_eq!(
+        still.fingerprint(),
+        first,
+        "the old certificate is still served"
+    );
+    let days = corral.metric("corral_tls_certificate_days_left{certificate=\"down.test\"}");
+    assert!(days > 0.0, "days left exported: {days}");
+    // The CA back (a new pebble: a new root and no accounts): renewed.
+    pebble.resume();
+    corral.wait_log("the renewal", Duration::from_secs(60), |e| {
+        e["event"] == "acme_certificate_issued" && e["reason"] == "renewal"
+    });
+    let root = pebble.issuing_root();
+    let renewed = wait_served(&root, setup.https, "down.test", Duration::from_secs(10));
+    assert_ne!(renewed.fingerprint(), first);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -185,13 +185,25 @@ impl Manager {
             }
             slot.clone().ok_or("no account")?
         };
-        let issued = crate::order::order(
+        let issued = match crate::order::order(
             &account,
             names,
             self.acme.challenge,
             self.certificates.challenges(),
         )
-        .await?;
+        .await
+        {
+            Ok(issued) => issued,
+            Err(e) => {
+                // The CA dropped the account (deactivated, or a test CA restarted): the
+                // next attempt makes a new one.
+                if e.contains("accountDoesNotExist") {
+                    *self.account.lock().await = None;
+                    self.store.forget_account();
+                }
+                return Err(e);
+            }
+        };
         let v = validity::of_pem(issued.chain.as_bytes())
             .ok_or("the CA sent a certificate that cannot be read")?;
         self.install(first, issued.chain.as_bytes(), issued.key.as_bytes())?;

@@ -56,6 +56,11 @@ impl Store {
         self.write(&self.dir.join("account.json"), json)
     }
 
+    /// Forgets the account (the CA no longer knows it).
+    pub fn forget_account(&self) {
+        let _ = std::fs::remove_file(self.dir.join("account.json"));
+    }
+
     /// The stored chain and key of the certificate named `first`.
     pub fn certificate(&self, first: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         let chain = std::fs::read(self.cert_path(first)).ok()?;
