@@ -550,3 +550,57 @@ fn http01_certificates_are_ordered_and_served_by_sni_while_plain_http_goes_on() 
 fn tls_alpn01_certificates_are_ordered_and_served_by_sni_while_plain_http_goes_on() {
     issuance("tls-alpn-01");
 }
+
+/// `corral check` on the ACME table: a directory that cannot be reached is a warning (the
+/// config is valid); a bad email or name is an error at its place, with its key.
+#[test]
+fn check_warns_of_an_unreachable_directory_and_refuses_a_bad_email_or_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("corral.toml");
+    let config = |acme: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{}\"]\n\n[server.tls]\nlisten = [\"127.0.0.1:{}\"]\n\n[server.tls.acme]\n{acme}\n\n{}",
+            free_port(),
+            free_port(),
+            testapp_pool(1, "")
+        )
+    };
+    std::fs::write(
+        &path,
+        config("email = \"ops@example.com\"\ndomains = [\"example.com\", [\"www.example.com\", \"example.org\"]]\ndirectory = \"https://127.0.0.1:1/dir\""),
+    )
+    .expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning")
+            && stderr.contains("server.tls.acme.directory")
+            && stderr.contains("unreachable"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("challenge = \"http-01\""), "{stdout}");
+    assert!(
+        stdout.contains("domains = [[\"example.com\"], [\"www.example.com\", \"example.org\"]]"),
+        "{stdout}"
+    );
+    std::fs::write(
+        &path,
+        config("email = \"not an address\"\ndomains = [\"example.com\", \"bad_name.example\", \"*.example.net\"]"),
+    )
+    .expect("write");
+    let (code, _, stderr) = check(&path);
+    assert_ne!(code, 0, "{stderr}");
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:8:9: server.tls.acme.email")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:9:27: server.tls.acme.domains[1]")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("server.tls.acme.domains[2]") && stderr.contains("DNS-01"),
+        "{stderr}"
+    );
+}

@@ -37,3 +37,30 @@ pub fn spawn(
     ));
     tokio::spawn(async move { manager.run().await })
 }
+
+/// Whether the host of the ACME `directory` URL accepts a TCP connection within 3 s, for
+/// `corral check` (a warning only: the CA may be down now and up at start).
+pub fn reachable(directory: &str) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let rest = directory.trim_start_matches("https://");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let target = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:443")
+    };
+    let addrs = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?;
+    let mut last = format!("{authority} has no address");
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    Err(last)
+}

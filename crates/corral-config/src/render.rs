@@ -110,6 +110,9 @@ pub fn render(c: &Config) -> String {
             })
             .collect();
         let _ = writeln!(out, "certificates = [\n{}\n]", certs.join("\n"));
+        if let Some(acme) = &tls.acme {
+            render_acme(&mut out, acme, &s.state_dir);
+        }
     }
     let _ = writeln!(out, "\n[server.limits]");
     let _ = writeln!(
@@ -432,4 +435,39 @@ fn render_health(out: &mut String, p: &Pool) {
         statuses.join(", "),
         format_duration(h.eject_for)
     );
+}
+
+/// `[server.tls.acme]`, its storage resolved (the EAB key left out: it is a secret).
+fn render_acme(out: &mut String, acme: &crate::Acme, state_dir: &std::path::Path) {
+    let _ = writeln!(out, "\n[server.tls.acme]");
+    if let Some(email) = &acme.email {
+        let _ = writeln!(out, "email = {:?}", Q(email));
+    }
+    let domains: Vec<String> = acme
+        .domains
+        .iter()
+        .map(|names| {
+            let quoted: Vec<String> = names.iter().map(|n| format!("{:?}", Q(n))).collect();
+            format!("[{}]", quoted.join(", "))
+        })
+        .collect();
+    let _ = writeln!(out, "domains = [{}]", domains.join(", "));
+    let _ = writeln!(out, "directory = {:?}", Q(&acme.directory));
+    if let Some(ca) = &acme.directory_ca {
+        let _ = writeln!(out, "directory_ca = {:?}", Q(&ca.display().to_string()));
+    }
+    let _ = writeln!(out, "challenge = \"{}\"", acme.challenge.name());
+    let storage = acme
+        .storage
+        .clone()
+        .unwrap_or_else(|| state_dir.join("acme"));
+    let _ = writeln!(out, "storage = {:?}", Q(&storage.display().to_string()));
+    let _ = writeln!(out, "retry = \"{}\"", crate::format_duration(acme.retry));
+    if let Some(eab) = &acme.eab {
+        let _ = writeln!(
+            out,
+            "eab = {{ kid = {:?}, hmac_key = \"(hidden)\" }}",
+            Q(&eab.kid)
+        );
+    }
 }

@@ -128,11 +128,31 @@ fn report(errors: &ConfigErrors) {
     }
 }
 
+/// Warns when the ACME directory cannot be reached now: not an error, as the CA (or the
+/// network) may be back by the time corral starts, and certificates are ordered in the
+/// background anyway.
+fn warn_unreachable_ca(config: &Config) {
+    let Some(acme) = config.server.tls.as_ref().and_then(|t| t.acme.as_ref()) else {
+        return;
+    };
+    if let Err(why) = corral_acme::reachable(&acme.directory) {
+        eprintln!(
+            "corral: warning: {}:{}:{}: {}.directory: the ACME directory {} is unreachable now ({why}); certificates will be ordered once it answers",
+            config.source.display(),
+            acme.place.line,
+            acme.place.column,
+            acme.place.key,
+            acme.directory
+        );
+    }
+}
+
 /// `corral check`: like `nginx -t`.
 pub fn check(args: &ConfigArgs) -> ExitCode {
     match load(args) {
         Ok(config) => {
             print!("{}", corral_config::render(&config));
+            warn_unreachable_ca(&config);
             eprintln!("corral: {} is valid", config.source.display());
             ExitCode::SUCCESS
         }
