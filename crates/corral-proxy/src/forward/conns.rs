@@ -9,9 +9,11 @@
 //! a request still goes only to a worker with room.
 //!
 //! The connections are the proxy's own, so they live in the proxy's [`ConnMap`], not on the
-//! supervisor's `Backend`: a list sorted by worker id behind an `ArcSwap`, read per request
-//! with one lock-free `load` and a binary search (a pool has tens of workers, so that beats
-//! hashing), and copied only when a worker is first used. No global lock on the request path.
+//! supervisor's `Backend`: a list sorted by worker id behind an `ArcSwap`, read once per
+//! attempt with one lock-free `load` and a binary search (a pool has tens of workers, so
+//! that beats hashing), and copied only when a worker is first used. The connection carries
+//! its worker's set back, so a request pays one load and one reference count, and no global
+//! lock.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +58,15 @@ pub struct WorkerConns {
     sweeping: AtomicBool,
 }
 
+/// A connection to a worker for one request.
+pub struct Conn {
+    pub stream: Stream,
+    /// Whether it was open before this request.
+    pub reused: bool,
+    /// Its worker's set, where it goes back when its answer was read whole.
+    pub home: Arc<WorkerConns>,
+}
+
 /// Every worker's connections, by worker id, for the whole proxy (the HTTPS forwarder shares
 /// the plain one's).
 #[derive(Default)]
@@ -89,38 +100,46 @@ fn find(map: &[Entry], id: WorkerId) -> Option<&Arc<WorkerConns>> {
 
 impl ConnMap {
     /// A connection to `backend` for one request: an idle one, the spare, or a new one;
-    /// true when it was open before (the worker may have closed it just now, so a
+    /// `reused` when it was open before (the worker may have closed it just now, so a
     /// replayable request that fails on it is tried again). A connection idle for a while,
     /// or any when `check` is set, is first checked to be open (one non-blocking peek);
-    /// skipping that on the hot path saves a system call per request.
-    pub async fn get(&self, backend: &Arc<Backend>, check: bool) -> io::Result<(Stream, bool)> {
-        if let Some(ready) = self.ready(backend, check) {
-            return Ok(ready);
+    /// skipping that on the hot path saves a system call per request. The connection goes
+    /// back to its worker's set, which it carries, so giving it back looks nothing up.
+    pub async fn get(&self, backend: &Arc<Backend>, check: bool) -> io::Result<Conn> {
+        let home = self.entry(backend);
+        if let Some((stream, reused)) = self.ready(&home, backend, check) {
+            return Ok(Conn {
+                stream,
+                reused,
+                home,
+            });
         }
         #[cfg(test)]
         if let Some(dial) = &self.memory {
-            return dial(&backend.info.addr).map(|stream| (stream, false));
+            let stream = dial(&backend.info.addr)?;
+            return Ok(Conn {
+                stream,
+                reused: false,
+                home,
+            });
         }
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&backend.info.addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        Ok((stream, false))
+        Ok(Conn {
+            stream,
+            reused: false,
+            home,
+        })
     }
 
-    /// Keeps a connection to `backend` whose last response was read in full for the next
-    /// request (closed if the worker has no entry: it is gone).
-    pub fn put(&self, backend: &Backend, stream: Stream) {
+    /// `backend`'s connection set: one `ArcSwap` load and a binary search, or made on its
+    /// worker's first request.
+    fn entry(&self, backend: &Arc<Backend>) -> Arc<WorkerConns> {
         if let Some(conns) = find(&self.map.load(), backend.info.id) {
-            conns.put(stream);
+            return conns.clone();
         }
-    }
-
-    /// Notes that `backend` closed its connection after an answer (see
-    /// [`WorkerConns::not_kept`]).
-    pub fn not_kept(&self, backend: &Backend) {
-        if let Some(conns) = find(&self.map.load(), backend.info.id) {
-            conns.not_kept();
-        }
+        self.insert(backend)
     }
 
     /// A connection to `backend` that needs no waiting: an idle one, or for a worker that
@@ -130,12 +149,12 @@ impl ConnMap {
     /// the spare lock held: the worker accepts connections in the order they were opened,
     /// so the connection a request uses must never queue behind a spare opened before it
     /// and not yet used.
-    fn ready(&self, backend: &Arc<Backend>, check: bool) -> Option<(Stream, bool)> {
-        let map = self.map.load();
-        let conns = match find(&map, backend.info.id) {
-            Some(conns) => conns,
-            None => &self.insert(backend),
-        };
+    fn ready(
+        &self,
+        conns: &Arc<WorkerConns>,
+        backend: &Arc<Backend>,
+        check: bool,
+    ) -> Option<(Stream, bool)> {
         while let Some((stream, since)) = conns.idle.lock().pop() {
             let idle = since.elapsed();
             if idle < MAX_IDLE_AGE && (!(check || idle > CHECK_AFTER) || still_open(&stream)) {

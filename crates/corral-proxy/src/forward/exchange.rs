@@ -11,7 +11,6 @@ use std::time::Instant;
 use http::Method;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
-use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
@@ -20,6 +19,7 @@ use super::admit::admit;
 use super::body;
 use super::client::ClientSide;
 use super::compress;
+use super::conns::Conn;
 use super::context::{Exchange, RequestLine};
 use super::failure::{AttemptError, Failure};
 use super::identity::ClientIdentity;
@@ -194,17 +194,19 @@ impl Forwarder {
             // Only a replayable request may skip checking a recently used connection.
             let checked = !replayable || tries.stale_retried;
             let outcome = match self.conns.get(&backend, checked).await {
-                Ok((worker, reused)) => self
-                    .attempt(client, worker, claim, exchange, upgrade)
-                    .await
-                    .map_err(|e| {
-                        let failed = if e.no_answer {
-                            Failed::NoAnswer { reused }
-                        } else {
-                            Failed::Other
-                        };
-                        (e.failure, failed)
-                    }),
+                Ok(conn) => {
+                    let reused = conn.reused;
+                    self.attempt(client, conn, claim, exchange, upgrade)
+                        .await
+                        .map_err(|e| {
+                            let failed = if e.no_answer {
+                                Failed::NoAnswer { reused }
+                            } else {
+                                Failed::Other
+                            };
+                            (e.failure, failed)
+                        })
+                }
                 Err(e) => {
                     self.record_connect_failure(exchange.route(), &backend);
                     let e = Error::because(
@@ -275,11 +277,16 @@ impl Forwarder {
     async fn attempt<C: ClientSide>(
         &self,
         client: &mut C,
-        mut worker: Stream,
+        conn: Conn,
         claim: Claim,
         exchange: &mut Exchange,
         upgrade: bool,
     ) -> Result<Done, AttemptError> {
+        let Conn {
+            stream: mut worker,
+            home,
+            ..
+        } = conn;
         let send = exchange.settings.forward_fields;
         let (head, [forged, underscored]) = Outgoing::of(
             client,
@@ -321,6 +328,7 @@ impl Forwarder {
         };
         let sent = Sent {
             worker,
+            home,
             pending,
             timeout,
         };

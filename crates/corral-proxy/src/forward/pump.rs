@@ -5,6 +5,7 @@
 //! is read whole, not when the client has it; a client that takes nothing for
 //! `send_timeout` is dropped.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use corral_compress::Encoder;
@@ -13,6 +14,7 @@ use pingora_error::{Error, ErrorType};
 
 use super::buffer::{Pulled, PullerGone};
 use super::client::ClientSide;
+use super::conns::WorkerConns;
 use super::context::Exchange;
 use super::failure::{AttemptError, Failure};
 use super::relay::Done;
@@ -33,7 +35,7 @@ impl Forwarder {
         &self,
         client: &mut C,
         mut upstream: UpstreamSession,
-        claim: Claim,
+        (claim, home): (Claim, Arc<WorkerConns>),
         mut encoder: Option<Encoder>,
         exchange: &Exchange,
     ) -> Result<Done, AttemptError> {
@@ -71,10 +73,10 @@ impl Forwarder {
             upstream.respect_keepalive();
             if upstream.will_keepalive() {
                 if let Some(stream) = upstream.reuse().await.and_then(Replay::unwrap) {
-                    self.conns.put(claim.backend(), stream);
+                    home.put(stream);
                 }
             } else {
-                self.conns.not_kept(claim.backend());
+                home.not_kept();
             }
             claim.answered();
             let freed = Instant::now();

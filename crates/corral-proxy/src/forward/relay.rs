@@ -5,6 +5,7 @@
 //! or the plain relay's own), so the worker's connection goes back to its pool, and its
 //! slot is free, as soon as the body is read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_compress::Encoder;
@@ -18,6 +19,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::answer::{self, Answer, PlainAnswer};
 use super::client::ClientSide;
 use super::compress;
+use super::conns::WorkerConns;
 use super::context::{Exchange, RequestLine};
 use super::failure::{AttemptError, Failure};
 use super::headers::ends_by_closing;
@@ -40,6 +42,7 @@ pub(super) enum Done {
 pub(super) struct PlainRelay {
     answer: PlainAnswer,
     worker: Stream,
+    home: Arc<WorkerConns>,
     claim: Claim,
     timeout: Option<Duration>,
 }
@@ -48,6 +51,8 @@ pub(super) struct PlainRelay {
 /// head when pingora's session is to send it (`HEAD`, upgrades), and the pool's `timeout`.
 pub(super) struct Sent {
     pub(super) worker: Stream,
+    /// The worker's connection set, where `worker` goes back after a whole answer.
+    pub(super) home: Arc<WorkerConns>,
     pub(super) pending: Option<Box<RequestHeader>>,
     pub(super) timeout: Option<Duration>,
 }
@@ -67,6 +72,7 @@ impl Forwarder {
     ) -> Result<Done, AttemptError> {
         let Sent {
             mut worker,
+            home,
             pending,
             timeout,
         } = sent;
@@ -80,6 +86,7 @@ impl Forwarder {
                     return Ok(Done::Plain(Box::new(PlainRelay {
                         answer,
                         worker,
+                        home,
                         claim,
                         timeout,
                     })));
@@ -124,7 +131,8 @@ impl Forwarder {
         if upgraded {
             return Ok(Done::Upgraded(Box::new(upstream), claim));
         }
-        self.pump(client, upstream, claim, encoder, exchange).await
+        self.pump(client, upstream, (claim, home), encoder, exchange)
+            .await
     }
 
     /// Reads the worker's answer head, relaying informational answers (103) as they come.
@@ -157,6 +165,7 @@ impl Forwarder {
         let PlainRelay {
             mut answer,
             worker,
+            home,
             claim,
             timeout,
         } = relay;
@@ -188,11 +197,10 @@ impl Forwarder {
             }
             None => (client.into_inner(), None),
         };
-        let conns = &self.conns;
         let release = move |kept: Option<Stream>| {
             match kept {
-                Some(kept) => conns.put(claim.backend(), kept),
-                None => conns.not_kept(claim.backend()),
+                Some(kept) => home.put(kept),
+                None => home.not_kept(),
             }
             claim.answered()
         };

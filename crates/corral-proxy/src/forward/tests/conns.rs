@@ -36,27 +36,29 @@ fn map(dialled: Arc<AtomicUsize>) -> ConnMap {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_kept_connection_is_reused_and_one_to_a_worker_gone_is_dropped() {
+async fn a_kept_connection_is_reused_and_the_entry_of_a_worker_gone_is_dropped() {
     let dialled = Arc::new(AtomicUsize::new(0));
     let conns = map(dialled.clone());
     let (a, b) = (backend(1), backend(2));
-    let (stream, reused) = conns.get(&a, false).await.expect("a connection");
-    assert!(!reused);
-    conns.put(&a, stream);
-    let (stream, reused) = conns.get(&a, false).await.expect("the kept one");
-    assert!(reused, "the kept connection came back");
+    let first = conns.get(&a, false).await.expect("a connection");
+    assert!(!first.reused);
+    first.home.put(first.stream);
+    let again = conns.get(&a, false).await.expect("the kept one");
+    assert!(again.reused, "the kept connection came back");
     assert_eq!(dialled.load(Ordering::SeqCst), 1);
-    // Worker 1 goes (its backend dropped by every table); a kept connection of it is not
-    // kept, and its entry goes when the next worker's is made.
+    // Worker 1 goes (its backend dropped by every table), its connection kept: its entry,
+    // and the connection with it, go when the next worker's entry is made.
+    again.home.put(again.stream);
+    drop(again.home);
     drop(a);
-    let (other, _) = conns
+    let other = conns
         .get(&b, false)
         .await
         .expect("a connection to worker 2");
-    conns.put(&b, other);
+    other.home.put(other.stream);
+    // A worker of the same id (never, in corral: ids are not reused) would find nothing.
     let late = backend(1);
-    conns.put(&late, stream);
-    let (_, reused) = conns.get(&late, false).await.expect("a fresh connection");
-    assert!(!reused, "nothing of the gone worker was kept");
+    let fresh = conns.get(&late, false).await.expect("a fresh connection");
+    assert!(!fresh.reused, "nothing of the gone worker was kept");
     assert_eq!(dialled.load(Ordering::SeqCst), 3);
 }
