@@ -417,3 +417,85 @@ fn a_body_that_stops_arriving_gets_408_and_never_holds_the_sync_worker() {
         "408 after {took:?}"
     );
 }
+
+/// A child process killed when the test ends, passed or not.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `[server.tls]` on a free port with a self-signed certificate made in `dir`.
+fn https_listener(dir: &Path) -> (String, u16) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let https = support::free_port();
+    let server = format!(
+        "[server.tls]\nlisten = [\"127.0.0.1:{https}\"]\ncertificates = [{{ cert = {:?}, key = {:?} }}]\n",
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    (server, https)
+}
+
+#[test]
+fn an_http2_client_reading_slowly_does_not_hold_the_sync_worker() {
+    let certs = tempfile::tempdir().expect("dir");
+    let (server, https) = https_listener(certs.path());
+    let Some((corral, _temp)) = start("", &server) else {
+        return;
+    };
+    let answer = certs.path().join("answer");
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "-k",
+            "--limit-rate",
+            "4M",
+            "--max-time",
+            "60",
+        ])
+        .args(["-w", "%{http_version} %{http_code}", "-o"])
+        .arg(&answer)
+        .arg(format!("https://127.0.0.1:{https}/big?{BIG}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut curl = Reaped(curl);
+    std::thread::sleep(Duration::from_millis(500));
+    twenty_quick_requests(&corral, "HTTP/2");
+    let status = curl.0.wait().expect("curl ran");
+    let mut said = String::new();
+    if let Some(out) = curl.0.stdout.as_mut() {
+        let _ = out.read_to_string(&mut said);
+    }
+    assert!(status.success(), "curl: {said}\n{}", corral.logs());
+    assert_eq!(said, "2 200");
+    assert_pattern(&std::fs::read(&answer).expect("the answer"), BIG, "HTTP/2");
+}
