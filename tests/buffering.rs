@@ -86,15 +86,27 @@ fn gunicorn_pool(venv: &Path, app_dir: &Path, extra: &str) -> String {
 /// The temp dirs live as long as the test: gunicorn's worker loads the app after the
 /// arbiter listens (when `ready = "tcp"` says ready).
 fn start(pool_extra: &str, server_extra: &str) -> Option<(Corral, [tempfile::TempDir; 2])> {
+    start_with(pool_extra, server_extra, "")
+}
+
+/// `start` with more keys of `[server.buffering]`.
+fn start_with(
+    pool_extra: &str,
+    server_extra: &str,
+    buffering: &str,
+) -> Option<(Corral, [tempfile::TempDir; 2])> {
     let venv = apps::venv_with("gunicorn")?;
     let app = tempfile::tempdir().expect("app dir");
     std::fs::write(app.path().join("app.py"), APP).expect("write the app");
     let dir = tempfile::tempdir().expect("temp dir");
     let server = format!(
-        "{server_extra}\n[server.buffering]\ntemp_dir = {:?}\n",
+        "{server_extra}\n[server.buffering]\ntemp_dir = {:?}\n{buffering}",
         dir.path().display().to_string()
     );
-    let pool = gunicorn_pool(&venv, app.path(), pool_extra);
+    let mut pool = gunicorn_pool(&venv, app.path(), pool_extra);
+    if pool_extra.contains("workers =") {
+        pool = pool.replacen("workers = 1\n", "", 1);
+    }
     let mut corral = Corral::start(&pool, &server, 0);
     corral.wait_ready(1, Duration::from_secs(30));
     Some((corral, [dir, app]))
@@ -498,4 +510,107 @@ fn an_http2_client_reading_slowly_does_not_hold_the_sync_worker() {
     assert!(status.success(), "curl: {said}\n{}", corral.logs());
     assert_eq!(said, "2 200");
     assert_pattern(&std::fs::read(&answer).expect("the answer"), BIG, "HTTP/2");
+}
+
+/// corral's peak resident memory (`VmHWM`) in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// corral's open files under `dir` (its temp files, unlinked: `dir/#inode (deleted)`).
+fn open_files_under(pid: u32, dir: &Path) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+/// Acceptance 3 scaled to this shared machine (the full 100 × 8 MiB against four workers is
+/// `bench/slow_clients.sh`): 20 slow clients each pulling 8 MiB from two sync workers while
+/// requests to another path go on: every one of those is answered within 1 s, corral's peak
+/// RSS stays under its memory budget plus 64 MiB, every slow client gets its whole answer,
+/// and no temp file is left once they are done.
+#[test]
+fn twenty_slow_clients_of_8_mib_cost_bounded_memory_and_leave_no_temp_file() {
+    const CLIENTS: usize = 20;
+    const SIZE: usize = 8 << 20;
+    let budget_mib: usize = 32;
+    let budget = format!("memory = \"{budget_mib}MiB\"\n");
+    let Some((mut corral, [temp, _app])) = start_with("workers = 2\n", "", &budget) else {
+        return;
+    };
+    corral.wait_ready(2, Duration::from_secs(30));
+    let pid = corral.pid();
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
+    let slow: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = ask(&corral, &format!("/big?{SIZE}"));
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                // Nothing read until told, then 64 KiB every 5 ms.
+                let _ = gate.lock().map(|g| g.recv_timeout(Duration::from_secs(60)));
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .expect("read timeout");
+                let mut all = Vec::new();
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => all.extend_from_slice(&buf[..n]),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                all
+            })
+        })
+        .collect();
+    // Every answer is read off the workers while no client has read a byte.
+    support::wait_for("the workers idle", Duration::from_secs(60), || {
+        let workers = corral.workers();
+        (workers.len() == 2 && workers.iter().all(|w| w["in_flight"] == 0)).then_some(())
+    });
+    assert!(
+        open_files_under(pid, temp.path()) > 0,
+        "the answers went to temp files"
+    );
+    let held = corral.metric("corral_buffered_memory_bytes");
+    assert!(
+        held <= ((budget_mib << 20) + CLIENTS * (64 << 10)) as f64,
+        "{held} bytes in memory"
+    );
+    twenty_quick_requests(&corral, "20 slow clients");
+    for _ in 0..CLIENTS {
+        let _ = go.send(());
+    }
+    for (i, client) in slow.into_iter().enumerate() {
+        let all = client.join().expect("a slow client");
+        let split = all
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        assert_pattern(&all[split..], SIZE, &format!("slow client {i}"));
+    }
+    let peak_mib = peak_rss_kib(pid) / 1024;
+    println!("corral's peak RSS: {peak_mib} MiB (budget {budget_mib} MiB)");
+    assert!(
+        peak_mib < budget_mib as u64 + 64,
+        "peak RSS {peak_mib} MiB over the budget {budget_mib} MiB + 64"
+    );
+    support::wait_for("temp files closed", Duration::from_secs(10), || {
+        (open_files_under(pid, temp.path()) == 0).then_some(())
+    });
+    assert!(std::fs::read_dir(temp.path())
+        .expect("dir")
+        .next()
+        .is_none());
 }
