@@ -196,6 +196,16 @@ fn a_slow_reader_of_a_32_mib_answer_does_not_hold_the_sync_worker() {
         // The worker's 32 MiB are read off it at once, most into the temp file.
         std::thread::sleep(Duration::from_millis(300));
         twenty_quick_requests(&corral, path);
+        // `/status`: the worker is free, its answer still on its way to the client.
+        support::wait_for(
+            "the worker free, delivering",
+            Duration::from_secs(10),
+            || {
+                let workers = corral.workers();
+                let worker = workers.first()?;
+                (worker["in_flight"] == 0 && worker["delivering"] == 1).then_some(())
+            },
+        );
         assert!(
             corral.metric("corral_buffered_disk_bytes") > 0.0,
             "{path}: the answer spilled to a temp file\n{}",

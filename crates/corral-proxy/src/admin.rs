@@ -174,6 +174,7 @@ fn pool_json(pool: &PoolView, now: Instant) -> Value {
             "age_seconds": w.started.map(|s| now.duration_since(s).as_secs_f64()),
             "requests": w.backend.as_ref().map_or(0, |b| b.load.served()),
             "in_flight": w.backend.as_ref().map_or(0, |b| b.load.in_flight()),
+            "delivering": w.backend.as_ref().map_or(0, |b| b.load.delivering()),
             "restarts": w.restarts,
             "generation": w.generation,
             "health": w.backend.as_ref().map(|b| health_json(b.health.view())),

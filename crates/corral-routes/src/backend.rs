@@ -191,6 +191,9 @@ pub struct Load {
     /// Set when its drain begins (it has left the routing table): a request still holding
     /// an older table takes it no more (see [`Load::begin_drain`]).
     draining: AtomicBool,
+    /// Answers this worker has given whole that corral is still writing to slow clients
+    /// (buffered): the worker is free of them, `/status` shows them.
+    delivering: AtomicU32,
 }
 
 impl Default for Load {
@@ -204,11 +207,27 @@ impl Default for Load {
             tunnels: AtomicU32::new(0),
             closing: watch::Sender::new(false),
             draining: AtomicBool::new(false),
+            delivering: AtomicU32::new(0),
         }
     }
 }
 
 impl Load {
+    /// Answers of this worker being written to clients after the worker gave them whole.
+    pub fn delivering(&self) -> u32 {
+        self.delivering.load(Ordering::Relaxed)
+    }
+
+    /// An answer read whole off the worker goes on to a client that does not have it yet.
+    pub fn delivery_began(&self) {
+        self.delivering.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// That client has it, or is gone.
+    pub fn delivery_ended(&self) {
+        self.delivering.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Requests in flight right now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::SeqCst)

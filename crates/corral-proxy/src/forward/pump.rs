@@ -12,7 +12,7 @@ use corral_compress::Encoder;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_error::{Error, ErrorType};
 
-use super::buffer::{Pulled, PullerGone};
+use super::buffer::{Delivering, Pulled, PullerGone};
 use super::client::ClientSide;
 use super::conns::WorkerConns;
 use super::context::Exchange;
@@ -78,8 +78,10 @@ impl Forwarder {
             } else {
                 home.not_kept();
             }
+            // Until the client has it, the answer shows on the worker in `/status`.
+            let delivering = Delivering::begin(claim.backend().clone());
             claim.answered();
-            let freed = Instant::now();
+            let freed = (Instant::now(), delivering);
             if let Some(encoder) = encoder {
                 let coding = encoder.coding();
                 let finished = encoder.finish(&mut compressed);
@@ -148,7 +150,7 @@ impl Forwarder {
             }
             // The client's side says why.
             Err(WorkerSide::ClientGone(PullerGone)) => None,
-            Ok(freed) => {
+            Ok((freed, _delivering)) => {
                 if matches!(client_result, Ok(true)) {
                     buffered.freed(freed);
                 }

@@ -17,6 +17,7 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::answer::{self, Answer, PlainAnswer};
+use super::buffer::Delivering;
 use super::client::ClientSide;
 use super::compress;
 use super::conns::WorkerConns;
@@ -197,12 +198,14 @@ impl Forwarder {
             }
             None => (client.into_inner(), None),
         };
-        let release = move |kept: Option<Stream>| {
+        let release = move |kept: Option<Stream>, delivering: bool| {
             match kept {
                 Some(kept) => home.put(kept),
                 None => home.not_kept(),
             }
-            claim.answered()
+            // An answer still on its way to the client shows on the worker in `/status`.
+            let delivering = delivering.then(|| Delivering::begin(claim.backend().clone()));
+            (claim.answered(), delivering)
         };
         let relayed = answer
             .relay(

@@ -10,7 +10,7 @@ use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType};
 
 use super::{read, PlainAnswer, BODY_READ};
-use crate::forward::buffer::{self, Buffered, Pulled};
+use crate::forward::buffer::{self, Buffered, Delivering, Pulled};
 use crate::forward::fields::{AnswerContext, AnswerRules};
 
 /// How relaying a plain answer ended.
@@ -39,7 +39,9 @@ impl PlainAnswer {
     /// the worker sends it into `buffered`'s spool, from which the client takes it at its
     /// own pace. `release` gets the worker's connection back (when it can carry another
     /// request) as soon as the body is read, before the client has it, and is called
-    /// exactly once; it says whether a queued request was woken to take the worker.
+    /// exactly once, told whether the answer is still on its way to the client; it says
+    /// whether a queued request was woken to take the worker, and gives the guard that
+    /// counts the delivery on the worker until the client is done.
     pub(crate) async fn relay(
         self,
         mut worker: Stream,
@@ -47,7 +49,7 @@ impl PlainAnswer {
         keep_alive: bool,
         timeout: Option<Duration>,
         buffered: Buffered<'_>,
-        release: impl FnOnce(Option<Stream>) -> bool,
+        release: impl FnOnce(Option<Stream>, bool) -> (bool, Option<Delivering>),
     ) -> Relayed {
         let PlainAnswer {
             mut head,
@@ -66,7 +68,7 @@ impl PlainAnswer {
         head.extend_from_slice(&body);
         let send_timeout = buffered.send_timeout;
         if remaining == 0 {
-            if release(reusable.then_some(worker)) {
+            if release(reusable.then_some(worker), false).0 {
                 // A queued request takes the worker: let it go out first, so the worker
                 // finds it waiting instead of sleeping until this answer is written. (So
                 // below, once a longer body is read whole.)
@@ -103,15 +105,17 @@ impl PlainAnswer {
                 }
                 if remaining == 0 {
                     // The whole body is read: the worker goes back before the client has it.
-                    if release((reusable && n == take).then_some(worker)) {
+                    let (queued, delivering) =
+                        release((reusable && n == take).then_some(worker), true);
+                    if queued {
                         tokio::task::yield_now().await;
                     }
                     spool.finish();
-                    return (None, Some(Instant::now()));
+                    return (None, Some((Instant::now(), delivering)));
                 }
             };
             spool.fail();
-            release(None);
+            release(None, false);
             (failed, None)
         };
         let client_side = async {
@@ -135,7 +139,7 @@ impl PlainAnswer {
             }
         };
         let ((worker_error, freed), (sent, complete)) = tokio::join!(worker_side, client_side);
-        if let (Some(freed), true) = (freed, complete) {
+        if let (Some((freed, _delivering)), true) = (freed, complete) {
             buffered.freed(freed);
         }
         Relayed::ended(sent, worker_error, complete)

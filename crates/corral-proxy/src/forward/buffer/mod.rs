@@ -23,6 +23,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use corral_routes::Backend;
 use corral_telemetry::buffer::BufferMetrics;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -91,6 +94,23 @@ impl<'a> Buffered<'a> {
         self.metrics
             .freed_early
             .observe(freed.elapsed().as_secs_f64());
+    }
+}
+
+/// An answer its worker has given whole that is still on its way to the client, counted
+/// on the worker for `/status` (`delivering`) until dropped.
+pub(crate) struct Delivering(Arc<Backend>);
+
+impl Delivering {
+    pub(crate) fn begin(backend: Arc<Backend>) -> Delivering {
+        backend.load.delivery_began();
+        Delivering(backend)
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        self.0.load.delivery_ended();
     }
 }
 
