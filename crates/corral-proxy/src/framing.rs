@@ -117,7 +117,7 @@ pub fn check_fields(head: &RequestHeader) -> Option<Refusal> {
 
 /// `method SP request-target SP HTTP/1.x`, single spaces, a target of visible ASCII bytes
 /// (no control byte, space or raw byte over 0x7e: RFC 3986 has them percent-encoded).
-fn request_line_ok(line: &[u8]) -> bool {
+pub(crate) fn request_line_ok(line: &[u8]) -> bool {
     let mut parts = line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())

@@ -33,6 +33,7 @@ mod relay;
 mod replay;
 mod retry;
 mod send;
+mod sniff;
 mod tls;
 mod tunnel;
 mod tunnels;
@@ -161,7 +162,10 @@ impl ServerApp for Forwarder {
         }
         let mut shutdown = shutdown.clone();
         let mut first = true;
+        // Each request line as sent, before pingora's parser rewrites a bad target.
+        let (mut stream, line) = sniff::Sniff::wrap(stream);
         loop {
+            line.arm(pipelined.as_deref());
             let mut client = DownstreamSession::new(stream);
             // Requests sent back to back (pipelining) are answered in order: bytes read past
             // one request start the next.
@@ -203,6 +207,16 @@ impl ServerApp for Forwarder {
                 // Each read of the body waits at most `body_timeout` (nginx's
                 // client_body_timeout): a body that stops arriving is answered 408.
                 Ok(Some(_)) => {
+                    if line
+                        .whole()
+                        .is_some_and(|sent| !crate::framing::request_line_ok(&sent))
+                    {
+                        tracing::debug!(
+                            "request line with a space, control or raw byte in its target"
+                        );
+                        self.refuse_malformed(client).await;
+                        return None;
+                    }
                     client.set_read_timeout(Some(self.settings.load().limits.body_timeout))
                 }
                 Ok(None) => return None,
