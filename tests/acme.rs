@@ -604,3 +604,80 @@ fn check_warns_of_an_unreachable_directory_and_refuses_a_bad_email_or_name() {
         "{stderr}"
     );
 }
+
+/// Two corrals sharing a Redis: one account, one order, both serve the same certificate
+/// (the CA checks HTTP-01 on the first host's port, whichever host ordered).
+#[test]
+fn two_hosts_sharing_a_redis_order_once_and_serve_the_same_certificate() {
+    if !have_pebble() || !apps::on_path("redis-server") {
+        return;
+    }
+    let redis_port = free_port();
+    let redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("redis-server");
+    let _redis = Proc(redis);
+    wait_for("redis-server", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", redis_port)).ok()
+    });
+    let a = Setup::new();
+    let b = Setup::new();
+    // The CA is down while both start, so both are up when the first order can go out.
+    let mut pebble = Pebble::start(a.http, a.https, 3600);
+    pebble.stop();
+    let store = format!(
+        "\n[rate_limit_store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}\"\n"
+    );
+    let storage_a = tempfile::tempdir().expect("storage");
+    let storage_b = tempfile::tempdir().expect("storage");
+    let corral_a =
+        a.start(&(a.config(&pebble, "http-01", "[\"shared.test\"]", storage_a.path()) + &store));
+    let corral_b =
+        b.start(&(b.config(&pebble, "http-01", "[\"shared.test\"]", storage_b.path()) + &store));
+    pebble.resume();
+    let both = [&corral_a, &corral_b];
+    let count = |event: &str| -> usize {
+        both.iter()
+            .map(|c| {
+                c.log_events()
+                    .iter()
+                    .filter(|e| e["event"] == event)
+                    .count()
+            })
+            .sum()
+    };
+    wait_for("one issued, one shared", Duration::from_secs(90), || {
+        (count("acme_certificate_issued") == 1 && count("acme_certificate_shared") == 1)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count("acme_certificate_issued"),
+        1,
+        "one order for both hosts"
+    );
+    assert_eq!(
+        count("acme_account_created"),
+        1,
+        "one account for both hosts"
+    );
+    let root = pebble.issuing_root();
+    let served_a =
+        wait_served(&root, a.https, "shared.test", Duration::from_secs(10)).fingerprint();
+    let served_b =
+        wait_served(&root, b.https, "shared.test", Duration::from_secs(10)).fingerprint();
+    assert_eq!(served_a, served_b, "both hosts serve the same certificate");
+}

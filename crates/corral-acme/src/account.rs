@@ -7,12 +7,20 @@ use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 use crate::store::Store;
 
 /// The account of `settings` at its CA: the stored one, or a new one (then stored).
-pub async fn account(settings: &Acme, store: &Store) -> Result<Account, String> {
+pub async fn account(
+    settings: &Acme,
+    store: &Store,
+    shared: Option<&crate::shared::Shared>,
+) -> Result<Account, String> {
     let builder = || match &settings.directory_ca {
         Some(root) => Account::builder_with_root(root),
         None => Account::builder(),
     };
-    if let Some(json) = store.account() {
+    let from_shared = match shared {
+        Some(s) => s.account().await,
+        None => None,
+    };
+    if let Some(json) = from_shared.or_else(|| store.account()) {
         match serde_json::from_slice::<AccountCredentials>(&json) {
             Ok(credentials) => {
                 return builder()
@@ -28,6 +36,30 @@ pub async fn account(settings: &Acme, store: &Store) -> Result<Account, String> 
             ),
         }
     }
+    // One host makes the shared account; the others wait and take it.
+    if let Some(shared) = shared {
+        if !shared.lock("account").await {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            return Err("another host is making the shared ACME account".to_string());
+        }
+    }
+    let made = create(settings, store, shared).await;
+    if let Some(shared) = shared {
+        shared.unlock("account").await;
+    }
+    made
+}
+
+/// Makes a new account and stores it (and shares it).
+async fn create(
+    settings: &Acme,
+    store: &Store,
+    shared: Option<&crate::shared::Shared>,
+) -> Result<Account, String> {
+    let builder = || match &settings.directory_ca {
+        Some(root) => Account::builder_with_root(root),
+        None => Account::builder(),
+    };
     let contact: Vec<String> = settings
         .email
         .iter()
@@ -55,6 +87,9 @@ pub async fn account(settings: &Acme, store: &Store) -> Result<Account, String> 
     store
         .save_account(&json)
         .map_err(|e| format!("storing the account: {e}"))?;
+    if let Some(shared) = shared {
+        shared.save_account(&json).await?;
+    }
     tracing::info!(event = "acme_account_created", directory = %settings.directory, id = %account.id(), "ACME account created");
     Ok(account)
 }

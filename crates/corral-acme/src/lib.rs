@@ -9,6 +9,7 @@
 mod account;
 mod manage;
 mod order;
+mod shared;
 mod store;
 mod validity;
 
@@ -17,12 +18,13 @@ use std::sync::Arc;
 
 pub use manage::DaysLeft;
 
-/// Starts managing every certificate of `acme` (stored under `storage`), serving them
-/// through `certificates`; `days_left` is told each certificate's days left whenever it
-/// changes or is looked at again.
+/// Starts managing every certificate of `acme` (stored under `storage`, and shared through
+/// the Redis at `redis` when given), serving them through `certificates`; `days_left` is
+/// told each certificate's days left whenever it changes or is looked at again.
 pub fn spawn(
     acme: &corral_config::Acme,
     storage: PathBuf,
+    redis: Option<String>,
     certificates: Arc<corral_tls::Certificates>,
     days_left: DaysLeft,
 ) -> tokio::task::JoinHandle<()> {
@@ -32,6 +34,7 @@ pub fn spawn(
     let manager = Arc::new(manage::Manager::new(
         acme.clone(),
         storage,
+        redis,
         certificates,
         days_left,
     ));

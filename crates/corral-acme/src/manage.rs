@@ -13,6 +13,7 @@ use corral_tls::Certificates;
 use instant_acme::Account;
 use tokio::sync::Mutex;
 
+use crate::shared::Shared;
 use crate::store::Store;
 use crate::validity::{self, Validity};
 
@@ -33,6 +34,8 @@ pub struct Manager {
     certificates: Arc<Certificates>,
     days_left: DaysLeft,
     account: Mutex<Option<Account>>,
+    redis: Option<String>,
+    shared: std::sync::OnceLock<Shared>,
 }
 
 impl Manager {
@@ -40,6 +43,7 @@ impl Manager {
     pub fn new(
         acme: Acme,
         storage: PathBuf,
+        redis: Option<String>,
         certificates: Arc<Certificates>,
         days_left: DaysLeft,
     ) -> Manager {
@@ -50,11 +54,34 @@ impl Manager {
             certificates,
             days_left,
             account: Mutex::new(None),
+            redis,
+            shared: std::sync::OnceLock::new(),
         }
     }
 
     /// Runs until the process ends: one task per certificate.
     pub async fn run(self: Arc<Self>) {
+        if let Some(url) = &self.redis {
+            match Shared::connect(url, self.store.folder()).await {
+                Ok(shared) => {
+                    let lookup = shared.clone();
+                    self.certificates
+                        .challenges()
+                        .set_remote(Arc::new(move |token: String| {
+                            let lookup = lookup.clone();
+                            Box::pin(async move { lookup.token(&token).await })
+                        }));
+                    let _ = self.shared.set(shared);
+                    tracing::info!(
+                        event = "acme_shared",
+                        "ACME account and certificates shared through Redis"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(event = "acme_shared_failed", error = %e, "Redis unreachable: this host orders its own certificates")
+                }
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for names in self.acme.domains.clone() {
             let manager = self.clone();
@@ -84,13 +111,40 @@ impl Manager {
                     continue;
                 }
             }
+            if let Some(shared) = self.shared.get() {
+                // Another host may have ordered it already; else take the lock or wait.
+                if let Some(v) = self
+                    .adopt_shared(shared, &first, &names, current.as_ref())
+                    .await
+                {
+                    current = Some(v);
+                    failures = 0;
+                    continue;
+                }
+                if !shared.lock(&first).await {
+                    tracing::info!(event = "acme_order_elsewhere", certificate = %first, "another host is ordering this certificate; waiting for it");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            }
             let reason = if current.is_some() {
                 "renewal"
             } else {
                 "issuance"
             };
             tracing::info!(event = "acme_order_started", certificate = %first, names = ?names, reason, challenge = self.acme.challenge.name(), "ordering a certificate");
-            match self.attempt(&first, &names).await {
+            let result = self.attempt(&first, &names).await;
+            if let Some(shared) = self.shared.get() {
+                if result.is_ok() {
+                    if let Some((chain, key)) = self.store.certificate(&first) {
+                        if let Err(e) = shared.save_certificate(&first, &chain, &key).await {
+                            tracing::warn!(event = "acme_share_failed", certificate = %first, error = %e, "the new certificate could not be shared");
+                        }
+                    }
+                }
+                shared.unlock(&first).await;
+            }
+            match result {
                 Ok(v) => {
                     tracing::info!(
                         event = "acme_certificate_issued",
@@ -140,15 +194,37 @@ impl Manager {
         }
     }
 
+    /// Serves the certificate another host shared for `names`, when it is newer than
+    /// `current` (and stores it here too).
+    async fn adopt_shared(
+        &self,
+        shared: &Shared,
+        first: &str,
+        names: &[String],
+        current: Option<&Validity>,
+    ) -> Option<Validity> {
+        let (chain, key) = shared.certificate(first).await?;
+        let v = validity::of_pem(&chain)?;
+        if current.is_some_and(|c| c.not_after >= v.not_after) || !same_names(names, &v.names) {
+            return None;
+        }
+        if v.renew_at() <= SystemTime::now() {
+            return None;
+        }
+        self.install(first, &chain, &key).ok()?;
+        if let Err(e) = self.store.save_certificate(first, &chain, &key) {
+            tracing::warn!(event = "acme_store_failed", certificate = %first, error = %e, "the shared certificate could not be stored here");
+        }
+        tracing::info!(event = "acme_certificate_shared", certificate = %first, days_left = v.days_left(SystemTime::now()).round(), "certificate ordered by another host, served here");
+        (self.days_left)(first, v.days_left(SystemTime::now()));
+        Some(v)
+    }
+
     /// Serves the stored certificate of `names`, if there is a usable one for them.
     fn install_stored(&self, first: &str, names: &[String]) -> Option<Validity> {
         let (chain, key) = self.store.certificate(first)?;
         let v = validity::of_pem(&chain)?;
-        let mut wanted: Vec<&String> = names.iter().collect();
-        wanted.sort();
-        let mut has: Vec<&String> = v.names.iter().collect();
-        has.sort();
-        if wanted != has {
+        if !same_names(names, &v.names) {
             tracing::info!(event = "acme_names_changed", certificate = %first, "the stored certificate has other names; ordering a new one");
             return None;
         }
@@ -181,7 +257,9 @@ impl Manager {
         let account = {
             let mut slot = self.account.lock().await;
             if slot.is_none() {
-                *slot = Some(crate::account::account(&self.acme, &self.store).await?);
+                *slot = Some(
+                    crate::account::account(&self.acme, &self.store, self.shared.get()).await?,
+                );
             }
             slot.clone().ok_or("no account")?
         };
@@ -190,6 +268,7 @@ impl Manager {
             names,
             self.acme.challenge,
             self.certificates.challenges(),
+            self.shared.get(),
         )
         .await
         {
@@ -213,4 +292,13 @@ impl Manager {
         (self.days_left)(first, v.days_left(SystemTime::now()));
         Ok(v)
     }
+}
+
+/// Whether a certificate for `has` serves exactly the configured `names`.
+fn same_names(names: &[String], has: &[String]) -> bool {
+    let mut wanted: Vec<&String> = names.iter().collect();
+    wanted.sort();
+    let mut got: Vec<&String> = has.iter().collect();
+    got.sort();
+    wanted == got
 }

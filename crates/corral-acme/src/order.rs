@@ -33,6 +33,7 @@ pub async fn order(
     names: &[String],
     kind: AcmeChallenge,
     challenges: &Arc<Challenges>,
+    shared: Option<&crate::shared::Shared>,
 ) -> Result<Issued, String> {
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let mut order = account
@@ -64,6 +65,11 @@ pub async fn order(
         match kind {
             AcmeChallenge::Http01 => {
                 challenges.add_http01(&challenge.token, authorization.as_str());
+                if let Some(shared) = shared {
+                    shared
+                        .put_token(&challenge.token, authorization.as_str())
+                        .await?;
+                }
                 set_up.tokens.push(challenge.token.clone());
             }
             AcmeChallenge::TlsAlpn01 => {

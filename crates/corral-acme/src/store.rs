@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    folder: String,
 }
 
 impl Store {
@@ -32,8 +33,14 @@ impl Store {
             })
             .collect();
         Store {
-            dir: root.join(folder),
+            dir: root.join(&folder),
+            folder,
         }
+    }
+
+    /// The CA's folder name, also the key prefix of the shared store.
+    pub fn folder(&self) -> &str {
+        &self.folder
     }
 
     /// Where the chain of the certificate named `first` is.

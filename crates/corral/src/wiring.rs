@@ -94,7 +94,11 @@ pub fn start(
         let m = metrics.clone();
         let days_left: corral_acme::DaysLeft =
             Arc::new(move |name, days| m.tls.days_left(name, days));
-        corral_acme::spawn(acme, storage, certificates.clone(), days_left);
+        let redis = match &config.rate_limit_store.kind {
+            corral_config::StoreKind::Redis { url, .. } => Some(url.clone()),
+            corral_config::StoreKind::Memory => None,
+        };
+        corral_acme::spawn(acme, storage, redis, certificates.clone(), days_left);
     }
     let proxy = corral_proxy::proxy_service(&config.server.listen, forwarder);
     proxy_tasks.push(listening.run("the proxy", proxy));
