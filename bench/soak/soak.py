@@ -139,6 +139,7 @@ env = {{ SLOW_START = "1.0", SOAK_ID = "{self.id}" }}
 bind = "fd"
 workers = 2
 concurrency = 32
+queue_size = 1000
 max_requests = 300
 max_requests_jitter = 50
 kill_timeout = "3s"
@@ -154,6 +155,7 @@ cwd = "{APPS}"
 env = {{ SLOW_START = "1.5", SOAK_ID = "{self.id}" }}
 workers = 2
 concurrency = 32
+queue_size = 1000
 max_requests = 300
 max_requests_jitter = 50
 kill_timeout = "3s"
