@@ -27,8 +27,10 @@ pub struct AccessEntry<'a> {
     pub duration_ms: f64,
     /// Time to the upstream's response head in milliseconds, if a worker answered.
     pub upstream_ms: Option<f64>,
-    /// The pool that served it.
+    /// The pool that served it (`static` or `redirect` for such routes).
     pub pool: &'a str,
+    /// The `[[routes]]` route it matched; `None` without routes.
+    pub route: Option<&'a str>,
     /// The worker slot that served it.
     pub worker: Option<u32>,
     /// The worker's pid.
@@ -67,6 +69,9 @@ fn write_direct(e: &AccessEntry, sink: &corral_telemetry::writer::QueuedWriter) 
         line.f64(access_key!("upstream_ms"), to_microseconds(ms));
     }
     line.str(access_key!("pool"), e.pool);
+    if let Some(route) = e.route {
+        line.str(access_key!("route"), route);
+    }
     if let Some(worker) = e.worker {
         line.u64(access_key!("worker"), u64::from(worker));
     }
@@ -95,6 +100,7 @@ fn write_event(e: &AccessEntry) {
         duration_ms = to_microseconds(e.duration_ms),
         upstream_ms = e.upstream_ms.map(to_microseconds),
         pool = e.pool,
+        route = e.route,
         worker = e.worker,
         pid = e.pid,
         user_agent = e.user_agent,
@@ -158,6 +164,7 @@ mod tests {
             duration_ms: 1.23456789,
             upstream_ms: upstream,
             pool: "web",
+            route: None,
             worker: upstream.map(|_| 3),
             pid: upstream.map(|_| 4242),
             user_agent: "curl/8",

@@ -6,7 +6,7 @@ use corral_config::{Cidr, Coding, Config, Limits, WebSocket};
 use corral_ratelimit::Limiter;
 use corral_telemetry::Metrics;
 
-use crate::forward::{AnswerRules, ForwardMask};
+use crate::forward::{AnswerRules, ForwardMask, RouteTable};
 
 /// The proxy's settings; swapped whole on reload, read once per request.
 pub struct ProxySettings {
@@ -36,6 +36,8 @@ pub struct ProxySettings {
     /// `[server.buffering]`: what is held for slow clients, and the opted-out form.
     pub(crate) buffering: BufferSettings,
     pub(crate) unbuffered: BufferSettings,
+    /// `[[routes]]`, made once: host and path prefix to pool, directory or redirect.
+    pub(crate) routes: RouteTable,
 }
 
 impl ProxySettings {
@@ -69,6 +71,7 @@ impl ProxySettings {
             websocket: config.websocket,
             buffering: BufferSettings::new(config),
             unbuffered: BufferSettings::new(config).unbuffered(),
+            routes: RouteTable::new(config),
         }
     }
 

@@ -89,6 +89,16 @@ impl RoutingTable {
         }
     }
 
+    /// The pool a request goes to: `pinned` (a `[[routes]]` route's own pool) when given,
+    /// else by `ticket` as in [`RoutingTable::route`]; `None` when the pinned pool does
+    /// not run.
+    pub fn pick(&self, ticket: u32, pinned: Option<&str>) -> Option<&Arc<PoolRoute>> {
+        match pinned {
+            None => Some(self.route(ticket)),
+            Some(name) => self.pool(name),
+        }
+    }
+
     /// The route of the pool called `name`, if it runs.
     pub fn pool(&self, name: &str) -> Option<&Arc<PoolRoute>> {
         self.pools.iter().find(|p| &*p.name == name)

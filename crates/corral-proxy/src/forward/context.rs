@@ -34,6 +34,15 @@ pub(super) struct Exchange {
     /// Which pool of a canary split the request goes to ([`RoutingTable::route`]); drawn
     /// once, so a retry or a wait in a queue stays in the same pool.
     pub(super) ticket: u32,
+    /// The pool a `[[routes]]` route pins the request to; `None`: by `ticket`.
+    pub(super) pinned: Option<Arc<str>>,
+    /// The `[[routes]]` route the request matched, for the access line.
+    pub(super) route_name: Option<Arc<str>>,
+    /// Whether the route rewrote the request head (`strip_prefix`), so the worker gets
+    /// it rebuilt rather than as read.
+    pub(super) rewritten: bool,
+    /// What answered instead of a pool (`static`, `redirect`), for metrics and the log.
+    pub(super) served_by: Option<&'static str>,
     pub(super) request_id: String,
     /// The worker that took the request, once one did.
     pub(super) backend: Option<Arc<Backend>>,
@@ -73,6 +82,10 @@ impl Exchange {
         };
         Exchange {
             ticket,
+            pinned: None,
+            route_name: None,
+            rewritten: false,
+            served_by: None,
             client,
             settings,
             keepalive,
@@ -95,7 +108,9 @@ impl Exchange {
 
     /// The pool the request is routed to: the one place that picks it from the table.
     pub(super) fn route(&self) -> &PoolRoute {
-        self.table.route(self.ticket)
+        self.table
+            .pick(self.ticket, self.pinned.as_deref())
+            .unwrap_or(&self.table.active)
     }
 
     /// What this request adds to its answer.

@@ -176,6 +176,9 @@ impl Forwarder {
         client: &mut C,
         exchange: &mut Exchange,
     ) -> Result<Done, Failure> {
+        if let Some(done) = self.route_request(client, exchange).await? {
+            return Ok(done);
+        }
         let upgrade = client.is_upgrade_req();
         if upgrade {
             self.admit_upgrade(exchange)?;
@@ -255,6 +258,7 @@ impl Forwarder {
             &self.routes,
             &mut exchange.table,
             exchange.ticket,
+            exchange.pinned.as_deref(),
             tried,
             spread,
         )
@@ -295,6 +299,7 @@ impl Forwarder {
             upgrade,
             exchange.body.declared,
             send,
+            exchange.rewritten,
         )
         .map_err(|e| AttemptError::ends(Failure::worker(500, e)))?;
         exchange.forged = forged;

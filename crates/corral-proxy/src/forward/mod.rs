@@ -32,8 +32,10 @@ mod rate_limit;
 mod relay;
 mod replay;
 mod retry;
+mod route;
 mod send;
 mod sniff;
+mod static_files;
 mod tls;
 mod tunnel;
 mod tunnels;
@@ -59,6 +61,7 @@ use crate::settings::ProxySettings;
 pub(crate) use acme::key_authorization;
 pub(crate) use fields::{AnswerRules, ForwardMask};
 pub(crate) use identity::{ClientIdentity, Peer};
+pub(crate) use route::RouteTable;
 pub use tunnels::Tunnels;
 
 /// Once corral stops accepting (SIGTERM, or a SIGUSR2 hand-over), how long an idle

@@ -74,10 +74,13 @@ impl Forwarder {
                 .underscore_fields
                 .inc_by(u64::from(exchange.underscored));
         }
-        let route = exchange.route();
-        route
-            .metrics
-            .observe(status, exchange.start.elapsed().as_secs_f64());
+        // A static or redirect route's answers are no pool's.
+        if exchange.served_by.is_none() {
+            let route = exchange.route();
+            route
+                .metrics
+                .observe(status, exchange.start.elapsed().as_secs_f64());
+        }
         if let Some(b) = &exchange.backend {
             let served = b.load.count_served();
             if b.info.max_requests > 0 {
@@ -134,7 +137,8 @@ impl Forwarder {
             bytes,
             duration_ms: exchange.start.elapsed().as_secs_f64() * 1000.0,
             upstream_ms: exchange.upstream_ms,
-            pool: &exchange.route().name,
+            pool: exchange.served_by.unwrap_or(&exchange.route().name),
+            route: exchange.route_name.as_deref(),
             worker: exchange.backend.as_ref().map(|b| b.info.worker),
             pid: exchange.backend.as_ref().map(|b| b.info.pid),
             user_agent: request.user_agent,

@@ -30,7 +30,8 @@ pub(super) enum Outgoing {
 impl Outgoing {
     /// The head for the request `client` has read, by the rules of [`fields`], with the
     /// numbers of forged forwarding fields and of `_` fields it left out. `has_body` is whether the head
-    /// announced a body (an empty chunked one included), not whether any bytes came.
+    /// announced a body (an empty chunked one included), not whether any bytes came;
+    /// `rewritten`: a route changed the head, so the bytes as read are not sent.
     pub(super) fn of<C: ClientSide>(
         client: &mut C,
         identity: &ClientIdentity,
@@ -38,9 +39,10 @@ impl Outgoing {
         upgrade: bool,
         has_body: bool,
         send: ForwardMask,
+        rewritten: bool,
     ) -> pingora_error::Result<(Outgoing, [u32; 2])> {
         let empty = !has_body;
-        if empty {
+        if empty && !rewritten {
             let raw = client.raw_head();
             let head = client.req_header();
             if let Some(out) =

@@ -30,6 +30,7 @@ pub async fn claim(
     routes: &SharedRoutes,
     table: &mut Arc<RoutingTable>,
     ticket: u32,
+    pinned: Option<&str>,
     tried: &[WorkerId],
     spread: usize,
 ) -> Result<Claim, NoWorker> {
@@ -37,7 +38,9 @@ pub async fn claim(
     let mut counted = false;
     let mut woken = false;
     loop {
-        let route = table.route(ticket);
+        let Some(route) = table.pick(ticket, pinned) else {
+            return Err(NoWorker::Exhausted);
+        };
         let queue = route.queue.clone();
         if woken || !is_promised(&queue) {
             match choose(&route.backends, &queue, route.concurrency, tried, spread) {
@@ -183,7 +186,7 @@ mod tests {
 
     async fn request(routes: SharedRoutes) -> Result<Claim, NoWorker> {
         let mut table = routes.load_full();
-        claim(&routes, &mut table, 0, &[], 0).await
+        claim(&routes, &mut table, 0, None, &[], 0).await
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -13,7 +13,7 @@ async fn a_request_waits_its_queue_timeout_for_a_busy_worker_then_gets_503() {
     let world = World::new(vec![answers(OK)], "concurrency = 1\nqueue_timeout = \"7s\"");
     let route = world.route();
     let mut table = world.routes.load_full();
-    let busy = upstream::claim(&world.routes, &mut table, 0, &[], 0)
+    let busy = upstream::claim(&world.routes, &mut table, 0, None, &[], 0)
         .await
         .expect("the idle worker");
     let started = tokio::time::Instant::now();
@@ -38,7 +38,7 @@ async fn a_request_waits_its_queue_timeout_for_a_busy_worker_then_gets_503() {
 async fn a_slot_freed_within_queue_timeout_serves_the_waiting_request() {
     let world = World::new(vec![answers(OK)], "concurrency = 1\nqueue_timeout = \"7s\"");
     let mut table = world.routes.load_full();
-    let busy = upstream::claim(&world.routes, &mut table, 0, &[], 0)
+    let busy = upstream::claim(&world.routes, &mut table, 0, None, &[], 0)
         .await
         .expect("the idle worker");
     let release = async {
@@ -57,7 +57,7 @@ async fn a_slot_freed_within_queue_timeout_serves_the_waiting_request() {
 async fn a_full_queue_refuses_at_once() {
     let world = World::new(vec![answers(OK)], "concurrency = 1\nqueue_size = 0");
     let mut table = world.routes.load_full();
-    let _busy = upstream::claim(&world.routes, &mut table, 0, &[], 0)
+    let _busy = upstream::claim(&world.routes, &mut table, 0, None, &[], 0)
         .await
         .expect("the idle worker");
     let started = tokio::time::Instant::now();
@@ -74,7 +74,7 @@ async fn a_client_gone_while_queued_leaves_the_queue_and_its_slot_to_the_next() 
     );
     let route = world.route();
     let mut table = world.routes.load_full();
-    let busy = upstream::claim(&world.routes, &mut table, 0, &[], 0)
+    let busy = upstream::claim(&world.routes, &mut table, 0, None, &[], 0)
         .await
         .expect("the idle worker");
     {

@@ -1,0 +1,209 @@
+//! `[[routes]]` at run time: the table made once per config (in [`ProxySettings`]) and the
+//! one call of the exchange that resolves a request's route before a pool is chosen. A
+//! pool route pins its pool (or, for the route `[routing]` steers, leaves the choice to the
+//! supervisor's routing table, so `corral switch` and weights act on it); a redirect route
+//! answers 308; a static route answers from disk ([`static_files`](super::static_files)).
+//! Matching reads the request head in place: no allocation, no parsing of config.
+//!
+//! [`ProxySettings`]: crate::settings::ProxySettings
+
+use std::sync::Arc;
+
+use corral_config::{Config, RouteTarget};
+use pingora_http::RequestHeader;
+
+use super::client::ClientSide;
+use super::context::Exchange;
+use super::failure::Failure;
+use super::relay::Done;
+use super::static_files::StaticRoot;
+use super::Forwarder;
+
+/// Every route of the config, in the order they are tried: exact hosts first, then
+/// `*.` hosts (longest first), then any host; within each, the longest prefix first.
+#[derive(Default)]
+pub(crate) struct RouteTable {
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    /// The route's name, for the access line.
+    name: Arc<str>,
+    host: HostRule,
+    prefix: Box<str>,
+    action: Action,
+}
+
+enum HostRule {
+    Exact(Box<str>),
+    /// `*.example.com`, kept as `.example.com`.
+    Below(Box<str>),
+    Any,
+}
+
+/// What a matched route does.
+pub(crate) enum Action {
+    /// Workers: of `pinned`, or (`None`) of the routing table's choice; with
+    /// `strip`, the prefix is taken off the path.
+    Pool {
+        pinned: Option<Arc<str>>,
+        strip: Option<Box<str>>,
+    },
+    /// Files from disk.
+    Static(Arc<StaticRoot>),
+    /// 308 to this template (`{path}`, `{host}`).
+    Redirect(Box<str>),
+}
+
+impl RouteTable {
+    /// The table of `config`'s routes; empty without `[[routes]]` (every request then
+    /// goes by the routing table, as before routes existed).
+    pub(crate) fn new(config: &Config) -> RouteTable {
+        let mut entries: Vec<Entry> = config
+            .routes
+            .iter()
+            .map(|route| {
+                let host = match route.host.as_deref() {
+                    None => HostRule::Any,
+                    Some(h) => match h.strip_prefix('*') {
+                        Some(below) => HostRule::Below(below.into()),
+                        None => HostRule::Exact(h.into()),
+                    },
+                };
+                let action = match &route.target {
+                    RouteTarget::Pools {
+                        pools,
+                        traffic,
+                        strip_prefix,
+                    } => Action::Pool {
+                        pinned: (!pools.contains(&config.routing.active))
+                            .then(|| traffic.active.as_str().into()),
+                        strip: (*strip_prefix && route.path_prefix != "/")
+                            .then(|| route.path_prefix.as_str().into()),
+                    },
+                    RouteTarget::Static(dir) => {
+                        Action::Static(Arc::new(StaticRoot::new(dir, &route.path_prefix)))
+                    }
+                    RouteTarget::Redirect(to) => Action::Redirect(to.as_str().into()),
+                };
+                Entry {
+                    name: route.name.as_str().into(),
+                    host,
+                    prefix: route.path_prefix.as_str().into(),
+                    action,
+                }
+            })
+            .collect();
+        entries.sort_by_key(|e| {
+            let host_rank = match &e.host {
+                HostRule::Exact(_) => (0, 0),
+                HostRule::Below(s) => (1, usize::MAX - s.len()),
+                HostRule::Any => (2, 0),
+            };
+            (host_rank, usize::MAX - e.prefix.len())
+        });
+        RouteTable { entries }
+    }
+
+    /// The route of a request to `host` (no port, any case) for `path`; `None` without
+    /// routes (the routing table decides) or when none matches.
+    fn find(&self, host: &str, path: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| {
+            let host_ok = match &e.host {
+                HostRule::Any => true,
+                HostRule::Exact(h) => host.eq_ignore_ascii_case(h),
+                HostRule::Below(suffix) => {
+                    host.len() > suffix.len()
+                        && host.is_char_boundary(host.len() - suffix.len())
+                        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                }
+            };
+            host_ok && corral_config::prefix_matches(&e.prefix, path)
+        })
+    }
+
+    /// Whether there are routes at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The request's host without its port: `Host`, else the URI's authority (HTTP/2).
+fn host_of(head: &RequestHeader) -> &str {
+    let text = head
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| head.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if let Some(rest) = text.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    text.rsplit_once(':').map_or(text, |(name, _)| name)
+}
+
+impl Forwarder {
+    /// Resolves the request's route before a pool is chosen: pins the pool of a pool
+    /// route (stripping its prefix if asked), or answers a static or redirect route
+    /// itself (`Some`).
+    pub(super) async fn route_request<C: ClientSide>(
+        &self,
+        client: &mut C,
+        exchange: &mut Exchange,
+    ) -> Result<Option<Done>, Failure> {
+        let settings = exchange.settings.clone();
+        if settings.routes.is_empty() {
+            return Ok(None);
+        }
+        let head = client.req_header();
+        let Some(entry) = settings.routes.find(host_of(head), head.uri.path()) else {
+            return Err(Failure::refused(404, "no route"));
+        };
+        exchange.route_name = Some(entry.name.clone());
+        match &entry.action {
+            Action::Pool { pinned, strip } => {
+                exchange.pinned = pinned.clone();
+                if let Some(prefix) = strip {
+                    strip_prefix(client.req_header_mut(), prefix)?;
+                    exchange.rewritten = true;
+                }
+                Ok(None)
+            }
+            Action::Redirect(template) => {
+                exchange.served_by = Some("redirect");
+                let head = client.req_header();
+                let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+                let location = template
+                    .replace("{path}", path)
+                    .replace("{host}", host_of(head));
+                let mut answer = Failure::refused(308, "redirect");
+                answer.fields.push(("location", location));
+                answer.keep_alive = client.is_body_empty();
+                Err(answer)
+            }
+            Action::Static(root) => {
+                exchange.served_by = Some("static");
+                super::static_files::serve(client, exchange, root).await?;
+                Ok(Some(Done::Answered))
+            }
+        }
+    }
+}
+
+/// Takes `prefix` off the request's path (`/api/x` → `/x`, `/api` → `/`) and says what
+/// it was in `X-Forwarded-Prefix`.
+fn strip_prefix(head: &mut RequestHeader, prefix: &str) -> Result<(), Failure> {
+    let bad = |_| Failure::refused(400, "bad target");
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let rest = target.strip_prefix(prefix).unwrap_or(target);
+    let rest = if rest.is_empty() || rest.starts_with('?') {
+        format!("/{rest}")
+    } else {
+        rest.to_string()
+    };
+    let uri: http::Uri = rest.parse().map_err(bad)?;
+    head.set_uri(uri);
+    head.insert_header("x-forwarded-prefix", prefix)
+        .map_err(|_| Failure::refused(400, "bad target"))?;
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! A `static = DIR` route (issue 34) through the real binary: files under the directory
+//! and never a byte from outside it, validators and 304, one range and 206/416,
+//! precompressed siblings by `Accept-Encoding`, HEAD, 405, index.html and no listing.
+
+mod support;
+
+use support::raw::{Raw, Response};
+use support::{testapp_pool, Corral};
+
+/// A file outside the root whose bytes must never be served.
+const SECRET: &str = "SECRET-OUTSIDE-THE-ROOT";
+
+fn ask(port: u16, target: &str, fields: &str) -> Response {
+    ask_method(port, "GET", target, fields)
+}
+
+fn ask_method(port: u16, method: &str, target: &str, fields: &str) -> Response {
+    let mut raw = Raw::connect(port);
+    raw.send(
+        format!(
+            "{method} {target} HTTP/1.1\r\nHost: example.com\r\n{fields}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    raw.response(method == "HEAD")
+}
+
+struct Site {
+    corral: Corral,
+    _dirs: tempfile::TempDir,
+}
+
+fn start() -> Site {
+    let dirs = tempfile::tempdir().expect("dir");
+    let root = dirs.path().join("static");
+    std::fs::create_dir_all(root.join("docs")).expect("docs");
+    std::fs::create_dir_all(root.join("empty")).expect("empty");
+    std::fs::write(dirs.path().join("secret.txt"), SECRET).expect("secret");
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("big.bin"), &big).expect("big");
+    std::fs::write(root.join("app.js"), "console.log('plain');\n").expect("js");
+    std::fs::write(root.join("app.js.br"), "BROTLI-BYTES").expect("br");
+    std::fs::write(root.join("app.js.gz"), "GZIP-BYTES").expect("gz");
+    std::fs::write(root.join("docs").join("index.html"), "<h1>docs</h1>").expect("index");
+    std::os::unix::fs::symlink(dirs.path().join("secret.txt"), root.join("leak.txt"))
+        .expect("symlink");
+    let body = format!(
+        "[[routes]]\npath_prefix = \"/static\"\nstatic = {:?}\n[[routes]]\npools = [\"web\"]\n{}",
+        root.display().to_string(),
+        testapp_pool(1, "")
+    );
+    let corral = Corral::start(&body, "", 1);
+    Site {
+        corral,
+        _dirs: dirs,
+    }
+}
+
+#[test]
+fn traversal_corpus_never_leaves_the_root() {
+    let site = start();
+    let port = site.corral.port;
+    for target in [
+        "/static/../secret.txt",
+        "/static/%2e%2e/secret.txt",
+        "/static/%2E%2E/secret.txt",
+        "/static/..%2fsecret.txt",
+        "/static/%2e%2e%2fsecret.txt",
+        "/static/..%5csecret.txt",
+        "/static/%252e%252e/secret.txt",
+        "/static/secret.txt%00.js",
+        "/static/leak.txt",
+        "/static//etc/passwd",
+        "/static/%2fetc%2fpasswd",
+        "/static/./../secret.txt",
+    ] {
+        let r = ask(port, target, "");
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{target}: {} {:?}",
+            r.status,
+            r.head
+        );
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains(SECRET),
+            "{target} leaked the file outside the root"
+        );
+    }
+    // A directory without index.html is not listed.
+    assert_eq!(ask(port, "/static/empty/", "").status, 404);
+    let index = ask(port, "/static/docs/", "");
+    assert_eq!(index.status, 200);
+    assert_eq!(index.body, b"<h1>docs</h1>");
+}
+
+#[test]
+fn validators_ranges_codings_and_methods() {
+    let site = start();
+    let port = site.corral.port;
+    let whole = ask(port, "/static/big.bin", "");
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body.len(), 300_000);
+    assert_eq!(whole.body[1000], (1000 % 251) as u8);
+    let etag = whole.header("etag").expect("etag").to_string();
+    assert!(whole.header("last-modified").is_some());
+
+    let again = ask(
+        port,
+        "/static/big.bin",
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert_eq!(again.status, 304, "{again:?}");
+    assert!(again.body.is_empty());
+    let since = whole.header("last-modified").expect("lm").to_string();
+    let again = ask(
+        port,
+        "/static/big.bin",
+        &format!("If-Modified-Since: {since}\r\n"),
+    );
+    assert_eq!(again.status, 304);
+
+    let part = ask(port, "/static/big.bin", "Range: bytes=0-99\r\n");
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body.len(), 100);
+    assert_eq!(part.header("content-range"), Some("bytes 0-99/300000"));
+    assert_eq!(part.body[..], whole.body[..100]);
+    let tail = ask(port, "/static/big.bin", "Range: bytes=-10\r\n");
+    assert_eq!(tail.body[..], whole.body[299_990..]);
+    let past = ask(port, "/static/big.bin", "Range: bytes=400000-\r\n");
+    assert_eq!(past.status, 416);
+    assert_eq!(past.header("content-range"), Some("bytes */300000"));
+
+    let br = ask(port, "/static/app.js", "Accept-Encoding: gzip, br\r\n");
+    assert_eq!(br.body, b"BROTLI-BYTES");
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    assert_eq!(br.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(
+        br.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let gz = ask(port, "/static/app.js", "Accept-Encoding: gzip\r\n");
+    assert_eq!(gz.body, b"GZIP-BYTES");
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let plain = ask(port, "/static/app.js", "");
+    assert_eq!(plain.body, b"console.log('plain');\n");
+    assert_eq!(plain.header("content-encoding"), None);
+
+    let head = ask_method(port, "HEAD", "/static/big.bin", "");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("300000"));
+    let post = ask_method(port, "DELETE", "/static/big.bin", "");
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+
+    // Keep-alive: two requests on one connection, the second after a whole static answer.
+    let mut raw = Raw::connect(port);
+    raw.send(b"GET /static/app.js HTTP/1.1\r\nHost: a\r\n\r\nGET /static/docs/ HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(raw.response(false).body, b"console.log('plain');\n");
+    assert_eq!(raw.response(false).body, b"<h1>docs</h1>");
+}
