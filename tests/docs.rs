@@ -12,6 +12,7 @@ fn configuration_md_documents_every_key_check_prints() {
     std::fs::write(
         &path,
         "[[rate_limits]]\nname = \"api\"\nrate = \"10/s\"\nmatch = { path_prefix = \"/api\" }\n\
+         [[routes]]\nhost = \"example.com\"\npools = [\"web\"]\n\
          [pools.web]\ncommand = [\"gunicorn\", \"app:app\"]\nbind = \"fd\"\n",
     )
     .expect("write");
