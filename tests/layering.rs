@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("corral-ratelimit", 1),
     ("corral-control", 1),
     ("corral-routes", 2),
+    ("corral-acme", 2),
     ("corral-supervisor", 3),
     ("corral-proxy", 3),
     ("corral", 4),
