@@ -40,6 +40,7 @@ mod tls;
 mod tunnel;
 mod tunnels;
 mod websocket;
+mod wrapped;
 
 #[cfg(test)]
 mod tests;
