@@ -9,6 +9,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("corral-config", 0),
     ("corral-systemd", 0),
     ("corral-testapp", 0),
+    ("corral-python", 0),
     ("corral-telemetry", 1),
     ("corral-compress", 1),
     ("corral-tls", 1),
