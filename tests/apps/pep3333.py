@@ -7,6 +7,7 @@ violation by the server or the app is a 500 and a traceback in the worker's stde
 import json
 import os
 import sys
+import time
 import warnings
 from wsgiref.validate import WSGIWarning, validator
 
@@ -103,6 +104,9 @@ def inner(environ, start_response):
         except ValueError:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
         return [b"replaced\n"]
+    if path == "/slow":
+        time.sleep(float(query or "1"))
+        return _json(start_response, {"slept": query})
     if path == "/nocontent":
         start_response("204 No Content", [])
         return []

@@ -16,8 +16,9 @@ Body readers give `wsgi.input` its file API (`read`, `readline`, `readlines`, it
 over a fixed-length or chunked body, streaming from the socket as the app reads.
 """
 
+import time
 from io import BytesIO
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 #: A head longer than this is refused (corral's own limit is lower).
 MAX_HEAD = 1 << 20
@@ -337,3 +338,154 @@ def body_for(sock, head, rest):
     if len(rest) >= length:
         return BytesIO(rest[:length]), rest[length:]
     return FixedBody(sock, rest, length), None
+
+
+class Date:
+    """The `Date` field of answers, formatted once per second."""
+
+    second = 0
+    value = ""
+
+    @classmethod
+    def now(cls):
+        now = int(time.time())
+        if now != cls.second:
+            cls.second = now
+            cls.value = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+        return cls.value
+
+
+class RawHead:
+    """One request head for an ASGI scope: the fields as (lower-case name, value) byte
+    pairs, as the scope's `headers` has them."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "length",
+        "chunked",
+        "keep_alive",
+        "forwarded_for",
+        "scheme",
+        "websocket",
+    )
+
+    def __init__(self, head):
+        lines = head.split(b"\r\n")
+        try:
+            method, self.target, version = lines[0].split(b" ", 2)
+        except ValueError:
+            raise BadRequest("bad request line") from None
+        self.method = method.decode("latin-1")
+        self.version = version
+        headers = []
+        length = None
+        chunked = False
+        connection = b""
+        forwarded_for = b""
+        scheme = "http"
+        websocket = False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            value = value.strip()
+            if name == b"content-length":
+                if not value.isdigit():
+                    raise BadRequest("bad Content-Length")
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = value.lower().endswith(b"chunked")
+            elif name == b"connection":
+                connection = value.lower()
+            elif name == b"x-forwarded-for":
+                forwarded_for = value
+            elif name == b"x-forwarded-proto":
+                scheme = value.decode("latin-1").lower()
+            elif name == b"upgrade":
+                websocket = value.lower() == b"websocket"
+            headers.append((name, value))
+        self.headers = headers
+        self.length = length
+        self.chunked = chunked
+        if version == b"HTTP/1.1":
+            self.keep_alive = b"close" not in connection
+        else:
+            self.keep_alive = b"keep-alive" in connection
+        self.forwarded_for = forwarded_for
+        self.scheme = scheme
+        self.websocket = websocket
+
+    def client(self, peer):
+        """The client's address (see `Head.client`)."""
+        if self.forwarded_for:
+            return self.forwarded_for.rpartition(b",")[2].strip().decode("latin-1")
+        return peer
+
+    def path_query(self):
+        """`(path, raw_path, query_string)` for an ASGI scope: `path` percent-decoded as
+        UTF-8, the others as bytes."""
+        raw, _, query = self.target.partition(b"?")
+        if not raw.startswith(b"/") and b"://" in raw:
+            raw = b"/" + raw.split(b"://", 1)[1].partition(b"/")[2]
+        path = raw.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        return path, raw, query
+
+
+class ChunkDecoder:
+    """Decodes a chunked body fed in pieces as they arrive (the asyncio worker's path):
+    `feed(data)` returns `(body_bytes, done, rest)`; `rest` is what came after the body."""
+
+    __slots__ = ("raw", "chunk", "trailers")
+
+    def __init__(self):
+        self.raw = b""
+        self.chunk = 0
+        self.trailers = False
+
+    def feed(self, data):
+        raw = self.raw + data if self.raw else data
+        out = []
+        while True:
+            if self.trailers:
+                end = raw.find(b"\r\n")
+                if end < 0:
+                    break
+                line, raw = raw[:end], raw[end + 2 :]
+                if not line:
+                    self.raw = b""
+                    return b"".join(out), True, raw
+                continue
+            if self.chunk == 0:
+                end = raw.find(b"\r\n")
+                if end < 0:
+                    if len(raw) > MAX_HEAD:
+                        raise BadRequest("chunk line too long")
+                    break
+                size = raw[:end].split(b";", 1)[0].strip()
+                try:
+                    size = int(size, 16)
+                except ValueError:
+                    raise BadRequest("bad chunk size") from None
+                raw = raw[end + 2 :]
+                if size == 0:
+                    self.trailers = True
+                    continue
+                self.chunk = size + 2
+            if not raw:
+                break
+            take = raw[: self.chunk]
+            raw = raw[len(take) :]
+            self.chunk -= len(take)
+            if self.chunk >= 2:
+                out.append(take)
+            else:
+                # the CRLF after the data is (partly) in `take`
+                keep = len(take) - (2 - self.chunk)
+                if keep > 0:
+                    out.append(take[:keep])
+        self.raw = raw
+        return b"".join(out), False, b""

@@ -29,7 +29,6 @@ import signal
 import socket
 import stat
 import sys
-import time
 import traceback
 
 from . import http
@@ -78,21 +77,6 @@ class FileWrapper:
         except (AttributeError, OSError, ValueError):
             return None
         return fd, offset, max(info.st_size - offset, 0)
-
-
-class _Date:
-    """The `Date` field, formatted once per second."""
-
-    second = 0
-    value = ""
-
-    @classmethod
-    def now(cls):
-        now = int(time.time())
-        if now != cls.second:
-            cls.second = now
-            cls.value = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
-        return cls.value
 
 
 class _State:
@@ -179,8 +163,10 @@ class _Answer:
                 self.keep_alive = False
         self.length = None if bodiless else length
         if not has_date:
-            lines += ("Date: ", _Date.now(), "\r\n")
+            lines += ("Date: ", http.Date.now(), "\r\n")
             fields += 1
+        if _State.stopping:
+            self.keep_alive = False
         if not self.keep_alive:
             lines.append("Connection: close\r\n")
             fields += 1
@@ -268,7 +254,7 @@ def _send_file(answer, wrapper, conn):
 
 
 def _error_answer(conn, keep_alive):
-    head = _ERROR_HEAD + "Date: " + _Date.now() + "\r\n"
+    head = _ERROR_HEAD + "Date: " + http.Date.now() + "\r\n"
     if not keep_alive:
         head += "Connection: close\r\n"
     conn.sendall((head + "\r\n").encode("latin-1") + _ERROR_BODY)
