@@ -139,6 +139,7 @@ class _Answer:
         lines = ["HTTP/1.1 ", status, "\r\n"]
         length = None
         has_date = False
+        fields = 0
         for name, value in self.headers:
             low = name.lower()
             if low == "content-length":
@@ -146,22 +147,29 @@ class _Answer:
             elif low == "date":
                 has_date = True
             elif low in _HOP_BY_HOP:
-                raise AssertionError("hop-by-hop field %r in a WSGI answer" % name)
+                # PEP 3333 forbids them; Gunicorn's reading: `Connection: close` closes
+                # after the answer, the rest is the server's to decide and is left out.
+                if low == "connection" and "close" in value.lower():
+                    self.keep_alive = False
+                continue
             lines += (name, ": ", value, "\r\n")
-        fields = len(self.headers)
-        bodiless = self.head_only or code < 200 or code in _NO_BODY_STATUS
-        if length is None and not bodiless:
+            fields += 1
+        no_body = code < 200 or code in _NO_BODY_STATUS
+        if length is None and not no_body:
             if known_length is not None:
+                # what a GET would announce, for HEAD too
                 length = known_length
                 lines += ("Content-Length: ", str(length), "\r\n")
                 fields += 1
+            elif self.head_only:
+                pass
             elif self.version == "HTTP/1.1":
                 self.chunked = True
                 lines.append("Transfer-Encoding: chunked\r\n")
                 fields += 1
             else:
                 self.keep_alive = False
-        self.length = None if bodiless else length
+        self.length = None if (no_body or self.head_only) else length
         if not has_date:
             lines += ("Date: ", http.Date.now(), "\r\n")
             fields += 1
@@ -210,7 +218,8 @@ class _Answer:
         """Ends the body: the last chunk, or a connection close when fewer bytes than the
         announced length were sent."""
         if not self.sent:
-            self.conn.sendall(self._head(0))
+            # no body came: 0 bytes, unless this is HEAD and the app skipped it
+            self.conn.sendall(self._head(None if self.head_only else 0))
         if self.head_only:
             return
         if self.chunked:
