@@ -377,3 +377,54 @@ fn a_websocket_open_at_sigterm_gets_close_code_1001_at_the_drain_deadline() {
     assert_eq!(close_code(&mut ws, Duration::from_secs(15)), Some(1001));
     assert!(corral.wait_exit(Duration::from_secs(15)).success());
 }
+
+#[test]
+fn a_websocket_on_a_recycled_worker_gets_close_code_1001_at_the_drain_deadline() {
+    // The worker is replaced after 6 requests (`max_requests`): a recycle, not a reload.
+    let pool = testapp_pool(1, "").replace("workers = 1", "workers = 1\nmax_requests = 6");
+    let corral = Corral::start(&pool, "graceful_timeout = \"2s\"", 1);
+    let mut idle = connect(corral.port).expect("socket");
+    echo(&mut idle, Message::text("before the recycle")).expect("echo");
+    // Also in the middle of a long fragmented message.
+    let mut busy = connect(corral.port).expect("socket");
+    busy.send(Message::text("fragments")).expect("send");
+    for _ in 0..8 {
+        let (status, _) = get(&client(), &corral.url("/")).expect("request");
+        assert_eq!(status, 200);
+    }
+    let retiring = corral.wait_event("worker_retiring", Duration::from_secs(10));
+    assert_eq!(retiring["reason"], "max_requests", "{retiring}");
+    assert_eq!(
+        close_code(&mut busy, Duration::from_secs(20)),
+        Some(1001),
+        "{}",
+        corral.logs()
+    );
+    assert_eq!(close_code(&mut idle, Duration::from_secs(15)), Some(1001));
+    let exited = corral.wait_event("worker_exited", Duration::from_secs(10));
+    assert_eq!(exited["reason"], "max_requests", "{exited}");
+}
+
+#[test]
+fn a_websocket_on_the_pool_a_switch_stops_gets_close_code_1001_at_the_drain_deadline() {
+    let pool = |name: &str| testapp_pool(1, "").replace("[pools.web]", &format!("[pools.{name}]"));
+    let body = format!(
+        "[routing]\nactive = \"blue\"\n\n{}\n{}",
+        pool("blue"),
+        pool("green")
+    );
+    let corral = Corral::start(&body, "graceful_timeout = \"2s\"", 1);
+    let mut ws = connect(corral.port).expect("socket");
+    echo(&mut ws, Message::text("on blue")).expect("echo");
+    let (code, out, err) = corral.cli(&["switch", "green"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(20)),
+        Some(1001),
+        "{}",
+        corral.logs()
+    );
+    // New sockets reach green.
+    let mut fresh = connect(corral.port).expect("a socket after the switch");
+    echo(&mut fresh, Message::text("on green")).expect("echo");
+}

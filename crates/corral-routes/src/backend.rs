@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::health::BackendHealth;
-use crate::worker::WorkerId;
+use crate::worker::{ExitReason, WorkerId};
 
 /// Where a worker listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,9 +185,9 @@ pub struct Load {
     /// Upgraded connections (WebSockets) on this worker that hold no `concurrency` slot; a
     /// draining worker waits for them as for requests.
     tunnels: AtomicU32,
-    /// Turned true when the worker's drain deadline has passed: its tunnels close, and only
-    /// then is it stopped.
-    closing: watch::Sender<bool>,
+    /// Set, with why the worker is drained, when its drain deadline has passed: its tunnels
+    /// close (a WebSocket's close code says why), and only then is it stopped.
+    closing: watch::Sender<Option<ExitReason>>,
     /// Set when its drain begins (it has left the routing table): a request still holding
     /// an older table takes it no more (see [`Load::begin_drain`]).
     draining: AtomicBool,
@@ -205,7 +205,7 @@ impl Default for Load {
             start_replacement_at: AtomicU64::new(0),
             retiring: AtomicBool::new(false),
             tunnels: AtomicU32::new(0),
-            closing: watch::Sender::new(false),
+            closing: watch::Sender::new(None),
             draining: AtomicBool::new(false),
             delivering: AtomicU32::new(0),
         }
@@ -321,18 +321,19 @@ impl Load {
         self.tunnels.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// The drain deadline has passed: the worker's tunnels are to close.
-    pub fn close_tunnels(&self) {
-        self.closing.send_replace(true);
+    /// The drain deadline has passed: the worker's tunnels are to close, because of `why`
+    /// (a reload, a recycle, a scale down...).
+    pub fn close_tunnels(&self, why: ExitReason) {
+        self.closing.send_replace(Some(why));
     }
 
     /// Whether [`Load::close_tunnels`] was called.
     pub fn is_closing(&self) -> bool {
-        *self.closing.borrow()
+        self.closing.borrow().is_some()
     }
 
-    /// Turns true when [`Load::close_tunnels`] is called, for a tunnel to wait on.
-    pub fn closing(&self) -> watch::Receiver<bool> {
+    /// Set to why when [`Load::close_tunnels`] is called, for a tunnel to wait on.
+    pub fn closing(&self) -> watch::Receiver<Option<ExitReason>> {
         self.closing.subscribe()
     }
 }
@@ -422,8 +423,8 @@ mod tests {
         let b = backend(0);
         let rx = b.load.closing();
         assert!(!b.load.is_closing());
-        b.load.close_tunnels();
-        assert!(*rx.borrow());
+        b.load.close_tunnels(ExitReason::MaxRequests);
+        assert_eq!(*rx.borrow(), Some(ExitReason::MaxRequests));
         assert!(b.load.is_closing());
     }
 }

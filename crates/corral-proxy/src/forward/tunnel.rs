@@ -2,8 +2,10 @@
 //! ways until either side closes, the tunnel has been silent for `idle_timeout`, or a drain
 //! deadline closes it. A WebSocket closed at a drain deadline gets a close frame first, at
 //! the next frame boundary of what the worker was sending (`frames`): 1012 "service
-//! restart" when its worker is being replaced (reload, recycle, switch, scale down), 1001
-//! "going away" when corral itself stops; a browser sees a clean close and reconnects. An open tunnel holds its two sockets and, while quiet, no buffer
+//! restart" when a reload replaces its worker, 1001 "going away" for every other drain
+//! (a recycle, a switch or a pool stopped, a scale down, corral itself stopping); a browser
+//! sees a clean close and reconnects. An open tunnel holds its two sockets and, while
+//! quiet, no buffer
 //! (see `copy`); pingora's HTTP sessions would hold 64 KiB per direction (and a fixed 60 s
 //! read timeout) for as long as it lives.
 
@@ -15,6 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use corral_routes::ExitReason;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
@@ -32,10 +35,20 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// the worker is sending, for the close frame to go in after it; past this, a bare close.
 const FRAME_END_WAIT: Duration = Duration::from_secs(2);
 
-/// The close code for a worker being replaced (RFC 6455 registry: "Service Restart").
+/// The close code for a worker a reload replaces (RFC 6455 registry: "Service Restart").
 const SERVICE_RESTART: u16 = 1012;
-/// The close code for corral stopping ("Going Away").
+/// The close code for every other drain ("Going Away").
 const GOING_AWAY: u16 = 1001;
+
+/// The close code for a WebSocket whose worker is drained because of `why`: a reload
+/// restarts the service (the client may come back at once, to the new config's worker);
+/// anything else takes this worker away.
+fn close_code(why: ExitReason) -> u16 {
+    match why {
+        ExitReason::Reload => SERVICE_RESTART,
+        _ => GOING_AWAY,
+    }
+}
 
 /// The two ends of an upgraded connection, taken out of their HTTP sessions.
 pub struct Tunnel {
@@ -89,9 +102,15 @@ impl Tunnel {
         }
     }
 
-    /// Copies bytes both ways until the tunnel ends; `closing` turning true ends it early
-    /// (`[worker's drain, corral's]`), a WebSocket with a close frame first.
-    pub async fn run(mut self, idle: Duration, closing: [watch::Receiver<bool>; 2]) -> Carried {
+    /// Copies bytes both ways until the tunnel ends; the worker's drain (`worker_closing`
+    /// set to why) or corral's own (`corral_closing` turning true) ends it early, a
+    /// WebSocket with a close frame first.
+    pub async fn run(
+        mut self,
+        idle: Duration,
+        worker_closing: watch::Receiver<Option<ExitReason>>,
+        corral_closing: watch::Receiver<bool>,
+    ) -> Carried {
         let websocket = self.websocket;
         let from_client = AtomicU64::new(0);
         let from_worker = AtomicU64::new(0);
@@ -123,14 +142,13 @@ impl Tunnel {
                     websocket.then_some((back_frames, &cut)),
                 );
                 let mut copy = pin!(copy);
-                let [worker_closing, corral_closing] = closing;
                 let end = tokio::select! {
                     copied = &mut copy => match copied {
                         Ok(_) => End::Closed,
                         Err(e) => End::Failed(e),
                     },
                     () = until_silent(&last, start, idle) => End::Idle,
-                    () = until_true(worker_closing) => End::Drained(Some(SERVICE_RESTART)),
+                    why = until_set(worker_closing) => End::Drained(Some(close_code(why))),
                     () = until_true(corral_closing) => End::Drained(Some(GOING_AWAY)),
                 };
                 if websocket && matches!(end, End::Drained(_)) {
@@ -205,6 +223,19 @@ async fn until_silent(last: &AtomicU64, start: Instant, idle: Duration) {
             return;
         }
         tokio::time::sleep_until(quiet_until).await;
+    }
+}
+
+/// Returns the value once `flag` is set; never, if its sender is gone.
+async fn until_set<T: Copy>(mut flag: watch::Receiver<Option<T>>) -> T {
+    let set = flag
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|set| *set);
+    match set {
+        Some(value) => value,
+        None => std::future::pending().await,
     }
 }
 

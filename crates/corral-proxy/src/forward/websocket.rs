@@ -72,12 +72,14 @@ impl Forwarder {
         let metrics = exchange.route().metrics.websocket.clone();
         metrics.open.inc();
         metrics.total.inc();
-        let closing = [backend.load.closing(), self.tunnels.closing()];
+        let closing = (backend.load.closing(), self.tunnels.closing());
         let forwarder = self.clone();
         tokio::spawn(async move {
             let _connection = connection_slot;
             let opened = std::time::Instant::now();
-            let carried = tunnel.run(websocket.idle_timeout, closing).await;
+            let carried = tunnel
+                .run(websocket.idle_timeout, closing.0, closing.1)
+                .await;
             drop((held, riding));
             metrics.open.dec();
             metrics.duration.observe(opened.elapsed().as_secs_f64());

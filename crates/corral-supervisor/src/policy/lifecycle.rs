@@ -341,7 +341,8 @@ impl Policy {
             return;
         };
         let backend = backend.clone();
-        w.ending = reason.or(w.retiring).or(Some(ExitReason::Reload));
+        let why = reason.or(w.retiring).unwrap_or(ExitReason::Reload);
+        w.ending = Some(why);
         w.state = State::Draining {
             since: now,
             backend: backend.clone(),
@@ -350,6 +351,7 @@ impl Policy {
             worker: id,
             backend,
             within,
+            why,
         });
     }
 

@@ -135,11 +135,13 @@ pub(crate) enum Action {
     Signal { pid: u32, signal: Signal },
     /// Report [`Event::Timer`] after `delay`.
     After { delay: Duration, timer: Timer },
-    /// Report [`Event::Drained`] once `backend` has nothing in flight, or after `within`.
+    /// Report [`Event::Drained`] once `backend` has nothing in flight, or after `within`;
+    /// then its open tunnels are closed, saying `why`.
     WatchDrain {
         worker: WorkerId,
         backend: Arc<Backend>,
         within: Duration,
+        why: ExitReason,
     },
     /// Check `backend` every `health.interval` while it is in the routing table, and
     /// report [`Event::Unhealthy`] when it turns unhealthy.

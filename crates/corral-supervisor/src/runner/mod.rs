@@ -167,6 +167,7 @@ impl Runner {
                         worker,
                         backend,
                         within,
+                        why,
                     } => {
                         let tx = self.events_tx.clone();
                         backend.load.begin_drain();
@@ -178,7 +179,7 @@ impl Runner {
                             }
                             // Past the deadline, the proxy closes the worker's open tunnels
                             // itself before the worker hears SIGTERM.
-                            backend.load.close_tunnels();
+                            backend.load.close_tunnels(why);
                             let closed = tokio::time::Instant::now() + TUNNEL_CLOSE_WAIT;
                             while backend.load.tunnels() > 0 && tokio::time::Instant::now() < closed
                             {

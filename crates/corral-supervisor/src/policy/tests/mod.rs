@@ -98,6 +98,7 @@ impl World {
                         worker,
                         backend,
                         within,
+                        ..
                     } => self.drains.push((worker, backend, self.now + within)),
                     Action::WatchHealth { worker, .. } => self.health_watched.push(worker),
                     Action::Resolve {
