@@ -624,3 +624,60 @@ fn twenty_slow_clients_of_8_mib_cost_bounded_memory_and_leave_no_temp_file() {
         .next()
         .is_none());
 }
+
+/// A chunked `POST /upload` of `len` pattern bytes, in 16 KiB chunks.
+fn chunked_upload(len: usize) -> Vec<u8> {
+    let body: Vec<u8> = (0..len).map(|k| (k % 251) as u8).collect();
+    let mut request =
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for piece in body.chunks(16384) {
+        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        request.extend_from_slice(piece);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    request
+}
+
+/// Sends `request` on a new connection; the answer's status line and body.
+fn send_whole(corral: &Corral, request: &[u8]) -> (String, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", corral.port)).expect("connect");
+    stream.write_all(request).expect("send");
+    read_answer(&mut stream, Duration::from_secs(20))
+}
+
+#[test]
+fn a_buffered_chunked_body_reaches_the_sync_worker_with_a_content_length() {
+    // 300 KiB: past `body_buffer`, so most of it comes back out of the temp file.
+    let Some((corral, app)) = apps::recording_gunicorn("", "") else {
+        return;
+    };
+    let (status, body) = send_whole(&corral, &chunked_upload(300 * 1024));
+    assert!(status.contains(" 200 "), "{status}\n{}", corral.logs());
+    assert_eq!(body, b"307200\n");
+    assert_eq!(apps::recorded(&app), ["head POST 307200 -", "whole 307200"]);
+}
+
+#[test]
+fn with_request_buffering_off_a_chunked_body_streams_chunked_unless_read_whole_ahead() {
+    let Some((corral, app)) = apps::recording_gunicorn("request_buffering = false\n", "") else {
+        return;
+    };
+    // Short enough to be read whole before the worker is chosen: its length is known.
+    let (status, _) = send_whole(&corral, &chunked_upload(1000));
+    assert!(status.contains(" 200 "), "{status}\n{}", corral.logs());
+    // Longer than the read-ahead: it streams, still chunked.
+    let (status, body) = send_whole(&corral, &chunked_upload(300 * 1024));
+    assert!(status.contains(" 200 "), "{status}\n{}", corral.logs());
+    assert_eq!(body, b"307200\n");
+    assert_eq!(
+        apps::recorded(&app),
+        [
+            "head POST 1000 -",
+            "whole 1000",
+            "head POST - chunked",
+            "whole 307200"
+        ]
+    );
+}

@@ -59,7 +59,7 @@ fn exchange(port: u16, request: &[u8], limit: Duration) -> (Option<u16>, bool, D
 }
 
 #[test]
-fn an_empty_chunked_body_reaches_a_sync_worker_with_its_last_chunk() {
+fn an_empty_chunked_body_reaches_a_sync_worker_whole() {
     let Some(venv) = apps::venv_with("gunicorn") else {
         return;
     };
@@ -232,4 +232,76 @@ fn field_names_with_underscores_are_dropped_unless_kept() {
     let answer = raw.response(false);
     let seen: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
     assert_eq!(seen["x_custom"], "1", "{seen}");
+}
+
+/// A `POST` whose chunked body is `body_size` and one byte: 8 KiB chunks, then one of a byte.
+fn chunked_just_over(body_size: usize) -> Vec<u8> {
+    let mut request =
+        b"POST /submit HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..body_size / 8192 {
+        request.extend_from_slice(b"2000\r\n");
+        request.extend_from_slice(&[b'b'; 8192]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"1\r\nb\r\n0\r\n\r\n");
+    request
+}
+
+#[test]
+fn a_chunked_body_just_over_body_size_reaches_no_worker() {
+    // Past the read-ahead of a streamed body (64 KiB) and past `body_buffer` (64 KiB): the
+    // body is read into memory and a temp file before any worker is chosen.
+    let Some((corral, app)) =
+        apps::recording_gunicorn("", "[server.limits]\nbody_size = \"256KiB\"\n")
+    else {
+        return;
+    };
+    let request = chunked_just_over(256 * 1024);
+    let (status, _, _, text) = exchange(corral.port, &request, Duration::from_secs(10));
+    assert_eq!(status, Some(413), "{text}\n{}", corral.logs());
+    // A request of the limit's size does reach the worker, so the record is being written.
+    let mut at_limit = request.clone();
+    at_limit.truncate(request.len() - b"1\r\nb\r\n0\r\n\r\n".len());
+    at_limit.extend_from_slice(b"0\r\n\r\n");
+    let (status, _, _, text) = exchange(corral.port, &at_limit, Duration::from_secs(10));
+    assert_eq!(status, Some(200), "{text}\n{}", corral.logs());
+    assert_eq!(
+        apps::recorded(&app),
+        ["head POST 262144 -", "whole 262144"],
+        "the worker saw the refused body"
+    );
+}
+
+#[test]
+fn with_request_buffering_off_a_chunked_body_over_body_size_never_reaches_a_worker_whole() {
+    // Streamed: the worker has the head and the first bytes before the end is known to be
+    // over the limit; corral then answers 413 and closes the worker's connection with no
+    // last chunk, so the worker never takes it for a whole request.
+    let Some((mut corral, app)) = apps::recording_gunicorn(
+        "request_buffering = false\n",
+        "[server.limits]\nbody_size = \"256KiB\"\n",
+    ) else {
+        return;
+    };
+    let pids = corral.ready_pids();
+    let (status, _, _, text) = exchange(
+        corral.port,
+        &chunked_just_over(256 * 1024),
+        Duration::from_secs(10),
+    );
+    assert_eq!(status, Some(413), "{text}\n{}", corral.logs());
+    // The same worker serves on; by then it has given up on the cut body.
+    let small =
+        b"POST /next HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let (status, _, _, text) = exchange(corral.port, small, Duration::from_secs(10));
+    assert_eq!(status, Some(200), "{text}\n{}", corral.logs());
+    assert_eq!(
+        apps::recorded(&app),
+        ["head POST - chunked", "head POST 5 -", "whole 5"],
+        "{}",
+        corral.logs()
+    );
+    assert_eq!(corral.ready_pids(), pids);
+    assert_eq!(corral.metric("corral_worker_restarts_total"), 0.0);
 }

@@ -76,3 +76,56 @@ pub fn start_example(example: &str, venv: Option<&PathBuf>, ready: usize) -> Cor
     corral.wait_ready(ready, std::time::Duration::from_secs(60));
     corral
 }
+
+/// A WSGI app that writes down what its worker received, in `seen` beside it: a `head`
+/// line when the worker hands it a request (method, `Content-Length` and
+/// `Transfer-Encoding` as the worker read them, `-` for none), and a `whole` line with the
+/// body's length once the body was read to its end. A body cut short never gets its
+/// `whole` line (gunicorn raises inside `read()`).
+pub const RECORDING_WSGI: &str = r#"
+import os
+
+SEEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seen")
+
+def note(line):
+    with open(SEEN, "a") as f:
+        f.write(line + "\n")
+
+def app(environ, start_response):
+    note("head %s %s %s" % (environ["REQUEST_METHOD"], environ.get("CONTENT_LENGTH") or "-",
+                            environ.get("HTTP_TRANSFER_ENCODING") or "-"))
+    body = environ["wsgi.input"].read()
+    note("whole %d" % len(body))
+    out = b"%d\n" % len(body)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+    return [out]
+"#;
+
+/// corral in front of one `gunicorn -w 1` sync worker (`concurrency = 1`) running
+/// [`RECORDING_WSGI`], with `pool_extra` in its pool and `server_extra` in `[server]`; the
+/// app's directory (where `seen` is written) lives as long as the returned guard.
+pub fn recording_gunicorn(
+    pool_extra: &str,
+    server_extra: &str,
+) -> Option<(Corral, tempfile::TempDir)> {
+    let venv = venv_with("gunicorn")?;
+    let app = tempfile::tempdir().expect("app dir");
+    std::fs::write(app.path().join("app.py"), RECORDING_WSGI).expect("write the app");
+    let pool = format!(
+        "[pools.web]\ncommand = [{:?}, \"--bind\", \"127.0.0.1:{{port}}\", \"--workers\", \"1\", \"app:app\"]\ncwd = {:?}\nworkers = 1\nconcurrency = 1\ntimeout = \"10s\"\nready = \"tcp\"\nstart_timeout = \"30s\"\nkill_timeout = \"5s\"\n{pool_extra}",
+        venv.join("bin").join("gunicorn").display().to_string(),
+        app.path().display().to_string(),
+    );
+    let mut corral = Corral::start(&pool, server_extra, 0);
+    corral.wait_ready(1, std::time::Duration::from_secs(30));
+    Some((corral, app))
+}
+
+/// The lines [`RECORDING_WSGI`] wrote so far.
+pub fn recorded(app: &tempfile::TempDir) -> Vec<String> {
+    std::fs::read_to_string(app.path().join("seen"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -30,7 +30,7 @@ pub(super) enum ReadAhead<'a> {
 pub(super) struct BodyStart {
     /// Whether the head announced a body (`Content-Length` above 0 or `Transfer-Encoding`),
     /// even one that turned out empty: its framing goes to the worker whole, so a chunked
-    /// body of no bytes still gets its last chunk.
+    /// body of no bytes reaches it as `Content-Length: 0` (see `send::with_length`).
     pub(super) declared: bool,
     /// The body's first pieces, in memory.
     pub(super) chunks: Vec<Bytes>,

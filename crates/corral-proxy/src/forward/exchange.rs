@@ -297,7 +297,7 @@ impl Forwarder {
             &exchange.client,
             &exchange.request_id,
             upgrade,
-            exchange.body.declared,
+            &exchange.body,
             send,
             exchange.rewritten,
         )

@@ -29,19 +29,20 @@ pub(super) enum Outgoing {
 
 impl Outgoing {
     /// The head for the request `client` has read, by the rules of [`fields`], with the
-    /// numbers of forged forwarding fields and of `_` fields it left out. `has_body` is whether the head
-    /// announced a body (an empty chunked one included), not whether any bytes came;
+    /// numbers of forged forwarding fields and of `_` fields it left out. `body` is what was
+    /// read of the body so far: whether the head announced one (an empty chunked one
+    /// included), and, when it was read to its end, its length (see [`with_length`]);
     /// `rewritten`: a route changed the head, so the bytes as read are not sent.
     pub(super) fn of<C: ClientSide>(
         client: &mut C,
         identity: &ClientIdentity,
         request_id: &str,
         upgrade: bool,
-        has_body: bool,
+        body: &BodyStart,
         send: ForwardMask,
         rewritten: bool,
     ) -> pingora_error::Result<(Outgoing, [u32; 2])> {
-        let empty = !has_body;
+        let empty = !body.declared;
         if empty && !rewritten {
             let raw = client.raw_head();
             let head = client.req_header();
@@ -53,6 +54,9 @@ impl Outgoing {
         }
         let head = client.req_header();
         let mut out = fields::request_head(head, identity, request_id, upgrade, send)?;
+        if body.declared && body.complete {
+            with_length(&mut out.head, body.len)?;
+        }
         if out.head.version == Version::HTTP_2 {
             // An HTTP/2 stream's body has no framing of its own in HTTP/1.1 unless its
             // length is known: the worker gets it chunked.
@@ -63,6 +67,27 @@ impl Outgoing {
         }
         Ok((Outgoing::Head(out.head), [out.forged, out.underscored]))
     }
+}
+
+/// A body read to its end before the request goes out (buffered, or short) is sent with
+/// its `Content-Length` in place of `Transfer-Encoding: chunked`, as nginx sends a buffered
+/// body: a sync WSGI server then reads a known length instead of decoding chunks (some
+/// cannot read a chunked body at all). A transfer coding other than `chunked` is left as
+/// it is (the bytes are still in it), and so is a body that was not read whole.
+fn with_length(head: &mut RequestHeader, len: u64) -> pingora_error::Result<()> {
+    let only_chunked = {
+        let mut codings = head.headers.get_all(TRANSFER_ENCODING).iter();
+        match (codings.next(), codings.next()) {
+            (Some(one), None) => one.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+            (None, _) => !head.headers.contains_key(CONTENT_LENGTH),
+            _ => false,
+        }
+    };
+    if only_chunked {
+        head.remove_header(&TRANSFER_ENCODING);
+        head.insert_header(CONTENT_LENGTH, len.to_string())?;
+    }
+    Ok(())
 }
 
 /// Writes a request that is all bytes. A request head fits an idle connection's send
