@@ -1,6 +1,9 @@
 //! A `static = DIR` route (issue 34) through the real binary: files under the directory
 //! and never a byte from outside it, validators and 304, one range and 206/416,
-//! precompressed siblings by `Accept-Encoding`, HEAD, 405, index.html and no listing.
+//! precompressed siblings by `Accept-Encoding`, HEAD, 405, index.html and no listing; the
+//! route's `Cache-Control` (and the hashed names' own), its headers, its answers counted
+//! and logged as `static`; a large file whole (the `sendfile` path) and a small one in one
+//! write.
 
 mod support;
 
@@ -42,10 +45,17 @@ fn start() -> Site {
     std::fs::write(root.join("app.js.br"), "BROTLI-BYTES").expect("br");
     std::fs::write(root.join("app.js.gz"), "GZIP-BYTES").expect("gz");
     std::fs::write(root.join("docs").join("index.html"), "<h1>docs</h1>").expect("index");
+    std::fs::write(root.join("app.3f2a1b9c4d5e.css"), "body{}").expect("hashed");
     std::os::unix::fs::symlink(dirs.path().join("secret.txt"), root.join("leak.txt"))
         .expect("symlink");
+    std::os::unix::fs::symlink("../secret.txt", root.join("up.txt")).expect("symlink");
+    std::os::unix::fs::symlink("docs/index.html", root.join("inside.html")).expect("symlink");
     let body = format!(
-        "[[routes]]\npath_prefix = \"/static\"\nstatic = {:?}\n[[routes]]\npools = [\"web\"]\n{}",
+        "[[routes]]\npath_prefix = \"/static\"\nstatic = {:?}\n\
+         cache_control = \"public, max-age=3600\"\n\
+         cache_control_hashed = \"public, max-age=31536000, immutable\"\n\
+         headers = {{ set = {{ \"X-Frame-Options\" = \"SAMEORIGIN\" }} }}\n\
+         [[routes]]\npools = [\"web\"]\n{}",
         root.display().to_string(),
         testapp_pool(1, "")
     );
@@ -73,6 +83,16 @@ fn traversal_corpus_never_leaves_the_root() {
         "/static//etc/passwd",
         "/static/%2fetc%2fpasswd",
         "/static/./../secret.txt",
+        "/static/up.txt",
+        "/static/..\\secret.txt",
+        "/static/%2e%2e%5csecret.txt",
+        "/static/%252e%252e%252fsecret.txt",
+        "/static/%c0%ae%c0%ae/secret.txt",
+        "/static/%00",
+        "/static/%2F..%2Fsecret.txt",
+        "/static/docs/../../secret.txt",
+        "/static/..",
+        "/static/%2e%2e",
     ] {
         let r = ask(port, target, "");
         assert!(
@@ -91,6 +111,8 @@ fn traversal_corpus_never_leaves_the_root() {
     let index = ask(port, "/static/docs/", "");
     assert_eq!(index.status, 200);
     assert_eq!(index.body, b"<h1>docs</h1>");
+    // A symlink that stays under the root is followed.
+    assert_eq!(ask(port, "/static/inside.html", "").body, b"<h1>docs</h1>");
 }
 
 #[test]
@@ -100,7 +122,11 @@ fn validators_ranges_codings_and_methods() {
     let whole = ask(port, "/static/big.bin", "");
     assert_eq!(whole.status, 200);
     assert_eq!(whole.body.len(), 300_000);
-    assert_eq!(whole.body[1000], (1000 % 251) as u8);
+    let expected: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert!(
+        whole.body == expected,
+        "the large file (sendfile) arrived changed"
+    );
     let etag = whole.header("etag").expect("etag").to_string();
     assert!(whole.header("last-modified").is_some());
 
@@ -157,4 +183,67 @@ fn validators_ranges_codings_and_methods() {
     raw.send(b"GET /static/app.js HTTP/1.1\r\nHost: a\r\n\r\nGET /static/docs/ HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(raw.response(false).body, b"console.log('plain');\n");
     assert_eq!(raw.response(false).body, b"<h1>docs</h1>");
+}
+
+#[test]
+fn cache_control_headers_and_the_static_label() {
+    let site = start();
+    let port = site.corral.port;
+    let plain = ask(port, "/static/app.js", "");
+    assert_eq!(plain.header("cache-control"), Some("public, max-age=3600"));
+    assert_eq!(plain.header("x-frame-options"), Some("SAMEORIGIN"));
+    let hashed = ask(port, "/static/app.3f2a1b9c4d5e.css", "");
+    assert_eq!(hashed.status, 200);
+    assert_eq!(
+        hashed.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let etag = hashed.header("etag").expect("etag").to_string();
+    let again = ask(
+        port,
+        "/static/app.3f2a1b9c4d5e.css",
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert_eq!(again.status, 304);
+    assert_eq!(
+        again.header("cache-control"),
+        Some("public, max-age=31536000, immutable"),
+        "a 304 carries the Cache-Control a 200 would"
+    );
+    // The pool route keeps [headers]: no route field on its answers.
+    let worker = ask(port, "/", "");
+    assert_eq!(worker.header("x-frame-options"), None);
+    assert_eq!(worker.header("cache-control"), None);
+    assert_eq!(ask(port, "/static/missing.css", "").status, 404);
+
+    // Counted and logged as `static` (pool label and access line), the route named.
+    let metrics = site.corral.metrics();
+    let twos = metric_value(
+        &metrics,
+        "corral_requests_total{pool=\"static\",status=\"2xx\"}",
+    );
+    let threes = metric_value(
+        &metrics,
+        "corral_requests_total{pool=\"static\",status=\"3xx\"}",
+    );
+    let fours = metric_value(
+        &metrics,
+        "corral_requests_total{pool=\"static\",status=\"4xx\"}",
+    );
+    assert!(twos >= 2.0 && threes >= 1.0 && fours >= 1.0, "{metrics}");
+    let line = site.corral.wait_log(
+        "the access line of a static answer",
+        std::time::Duration::from_secs(5),
+        |e| e["path"] == "/static/app.3f2a1b9c4d5e.css" && e["status"] == 200,
+    );
+    assert_eq!(line["pool"], "static", "{line}");
+    assert_eq!(line["route"], "/static", "{line}");
+    assert_eq!(line["bytes"], 6, "{line}");
+}
+
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

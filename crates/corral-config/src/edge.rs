@@ -97,7 +97,7 @@ pub(crate) fn headers(r: &mut Reader, top: &mut Table) -> Headers {
 }
 
 /// An HTTP token (RFC 9110 5.6.2), what a field name must be.
-fn is_token(name: &str) -> bool {
+pub(crate) fn is_token(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

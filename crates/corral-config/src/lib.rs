@@ -22,6 +22,7 @@ mod ratelimit;
 mod reader;
 mod remote;
 mod render;
+mod route_edge;
 mod routes;
 mod tls;
 mod traffic;
@@ -44,8 +45,8 @@ pub use model::prefix_matches;
 pub use model::{
     Bind, Buffering, Certificate, Coding, Compression, Config, ForwardedField, HeaderPreset,
     Headers, Health, Limits, Log, LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit,
-    RateMatch, RateStore, Ready, Rollback, Rotation, Route, RouteTarget, Routing, RunAs, Server,
-    Smoke, StoreKind, Tls, Upstream, WebSocket,
+    RateMatch, RateStore, Ready, Rollback, Rotation, Route, RouteEdge, RouteHeaders, RouteTarget,
+    Routing, RunAs, Server, Smoke, StoreKind, Tls, Upstream, WebSocket,
 };
 pub use pool::{auto_workers, unknown_pool};
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};

@@ -67,6 +67,7 @@ fn route(r: &mut Reader, t: &mut Table, pools: &[Pool], base: &Path) -> Option<R
     let path_prefix = path_prefix(r, t);
     let name = t.string(r, "name");
     let target = target(r, t, pools, base);
+    let edge = crate::route_edge::edge(r, t, target.as_ref());
     let (host, path_prefix, target) = (host.ok()?, path_prefix?, target?);
     let name = name.unwrap_or_else(|| match &host {
         Some(h) if path_prefix == "/" => h.clone(),
@@ -78,6 +79,7 @@ fn route(r: &mut Reader, t: &mut Table, pools: &[Pool], base: &Path) -> Option<R
         host,
         path_prefix,
         target,
+        edge,
     })
 }
 
@@ -305,5 +307,6 @@ pub(crate) fn render(out: &mut String, routes: &[Route]) {
                 let _ = writeln!(out, "redirect = {:?}", Q(target));
             }
         }
+        crate::route_edge::render(out, &route.edge);
     }
 }

@@ -9,7 +9,7 @@ mod route;
 
 pub use forwarded::ForwardedField;
 pub use rate::{OnStoreError, RateKey, RateLimit, RateMatch, RateStore, StoreKind};
-pub use route::{prefix_matches, Route, RouteTarget};
+pub use route::{prefix_matches, Route, RouteEdge, RouteHeaders, RouteTarget};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

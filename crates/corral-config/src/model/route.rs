@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::model::{HeaderPreset, Headers};
 use crate::traffic::Traffic;
 
 /// One `[[routes]]` table: what it matches and what serves it.
@@ -19,6 +20,54 @@ pub struct Route {
     pub path_prefix: String,
     /// What answers the requests it matches.
     pub target: RouteTarget,
+    /// What the route changes of the settings every request gets: headers, compression,
+    /// the static files' `Cache-Control`.
+    pub edge: RouteEdge,
+}
+
+/// A route's own edge settings (nginx's per-`location` directives, Traefik's middlewares
+/// per router), each `None` where the route keeps the config-wide setting.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteEdge {
+    /// `headers = { preset, set, remove }`: the route's answers get `[headers]` with these
+    /// keys over it ([`RouteHeaders::over`]).
+    pub headers: Option<RouteHeaders>,
+    /// `compression = false`: a pool route's answers are never compressed on the fly.
+    pub compression: Option<bool>,
+    /// `cache_control`: the `Cache-Control` of a static route's files.
+    pub cache_control: Option<String>,
+    /// `cache_control_hashed`: the `Cache-Control` of a static route's files whose name
+    /// carries a content hash (`app.3f2a1b9c.css`), which never change under that name.
+    pub cache_control_hashed: Option<String>,
+}
+
+/// A route's `headers` table: each key given stands over `[headers]`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteHeaders {
+    /// Replaces `[headers] preset`.
+    pub preset: Option<HeaderPreset>,
+    /// Added to `[headers] set`; a name set in both takes the route's value.
+    pub set: Vec<(String, String)>,
+    /// Replaces `[headers] remove`.
+    pub remove: Option<Vec<String>>,
+}
+
+impl RouteHeaders {
+    /// The `[headers]` a route's answers get: `global` with this table's keys over it.
+    pub fn over(&self, global: &Headers) -> Headers {
+        let mut set: Vec<(String, String)> = global
+            .set
+            .iter()
+            .filter(|(n, _)| !self.set.iter().any(|(m, _)| m.eq_ignore_ascii_case(n)))
+            .cloned()
+            .collect();
+        set.extend(self.set.iter().cloned());
+        Headers {
+            preset: self.preset.unwrap_or(global.preset),
+            set,
+            remove: self.remove.clone().unwrap_or_else(|| global.remove.clone()),
+        }
+    }
 }
 
 /// What serves a route's requests.

@@ -59,6 +59,11 @@ pub(super) trait ClientSide: Send + Sync {
 
     fn write_body(&mut self, bytes: &[u8]) -> impl Future<Output = Result<()>> + Send;
 
+    /// Writes body bytes the caller gives up (HTTP/2 sends them without a copy).
+    fn write_body_owned(&mut self, bytes: Bytes) -> impl Future<Output = Result<()>> + Send {
+        async move { self.write_body(&bytes).await }
+    }
+
     fn finish_body(&mut self) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -253,6 +258,13 @@ impl ClientSide for H2Client {
         self.stream
             .write_body(Bytes::copy_from_slice(bytes), false)
             .await
+    }
+
+    async fn write_body_owned(&mut self, bytes: Bytes) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_body(bytes, false).await
     }
 
     async fn finish_body(&mut self) -> Result<()> {

@@ -13,7 +13,7 @@ use corral_telemetry::buffer::BufferMetrics;
 
 use super::body::BodyStart;
 use super::buffer::Buffered;
-use super::fields::AnswerContext;
+use super::fields::{AnswerContext, AnswerRules};
 use super::headers::is_upgrade;
 use super::identity::ClientIdentity;
 use super::tunnels::TunnelPlace;
@@ -43,6 +43,8 @@ pub(super) struct Exchange {
     pub(super) rewritten: bool,
     /// What answered instead of a pool (`static`, `redirect`), for metrics and the log.
     pub(super) served_by: Option<&'static str>,
+    /// The route's own answer rules (`headers` on a `[[routes]]` table), made once per config.
+    pub(super) route_rules: Option<Arc<AnswerRules>>,
     pub(super) request_id: String,
     /// The worker that took the request, once one did.
     pub(super) backend: Option<Arc<Backend>>,
@@ -86,6 +88,7 @@ impl Exchange {
             route_name: None,
             rewritten: false,
             served_by: None,
+            route_rules: None,
             client,
             settings,
             keepalive,
@@ -120,6 +123,11 @@ impl Exchange {
             request_id: &self.request_id,
             extra: &self.rate_fields,
         }
+    }
+
+    /// The answer rules of the request's route: its own `headers`, else `[headers]`.
+    pub(super) fn answer_rules(&self) -> &AnswerRules {
+        self.route_rules.as_deref().unwrap_or(&self.settings.answer)
     }
 
     /// The compressor and the request's coding, when its answer may be compressed.

@@ -51,6 +51,7 @@ impl Forwarder {
                 reuse(client).await
             }
             Ok(Done::Plain(relay)) => self.relay_plain(client, &exchange, *relay).await,
+            Ok(Done::Static(answer)) => self.send_static(client, &exchange, *answer).await,
             Ok(Done::Upgraded(worker, claim)) => {
                 let request = RequestLine::of(client.req_header()).to_owned();
                 let tunnel = Tunnel::open(client, *worker);

@@ -149,7 +149,7 @@ impl Forwarder {
             }
             // Neither is made for a stream (no plain relay, no upgrade request); a worker
             // that switches protocols anyway cannot be carried on HTTP/2.
-            Ok(Done::Plain(_) | Done::Upgraded(..)) => {
+            Ok(Done::Plain(_) | Done::Upgraded(..) | Done::Static(_)) => {
                 self.finish(&client, &exchange, 502, Some("protocol switch on HTTP/2"));
                 false
             }

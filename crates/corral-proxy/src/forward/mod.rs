@@ -90,6 +90,8 @@ pub struct Forwarder {
     /// ACME HTTP-01 challenges answered before anything else (plain listeners, with
     /// `[server.tls.acme]` only).
     challenges: Option<Arc<corral_tls::Challenges>>,
+    /// The counters of static routes' answers (`pool="static"`), made at the first one.
+    static_metrics: Arc<std::sync::OnceLock<corral_telemetry::PoolMetrics>>,
 }
 
 impl Forwarder {
@@ -111,6 +113,7 @@ impl Forwarder {
             conns: Arc::default(),
             tls: None,
             challenges: None,
+            static_metrics: Arc::default(),
         }
     }
 
@@ -133,6 +136,7 @@ impl Forwarder {
             conns: self.conns.clone(),
             tls: Some(Arc::new(acceptor)),
             challenges: None,
+            static_metrics: self.static_metrics.clone(),
         }
     }
 }

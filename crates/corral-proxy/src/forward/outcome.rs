@@ -27,8 +27,7 @@ pub(super) async fn respond<C: ClientSide>(
         head.insert_header(*name, value.as_str())?;
     }
     exchange
-        .settings
-        .answer
+        .answer_rules()
         .apply(&mut head, &exchange.answer_context())?;
     // A refused head may have left unread bytes behind: reuse only where that cannot be.
     client.set_server_keepalive(if failure.keep_alive { keepalive } else { None });
@@ -74,12 +73,16 @@ impl Forwarder {
                 .underscore_fields
                 .inc_by(u64::from(exchange.underscored));
         }
-        // A static or redirect route's answers are no pool's.
-        if exchange.served_by.is_none() {
-            let route = exchange.route();
-            route
-                .metrics
-                .observe(status, exchange.start.elapsed().as_secs_f64());
+        // A static or redirect route's answers are no pool's; static ones count as
+        // `pool="static"`, as their access lines say.
+        let seconds = exchange.start.elapsed().as_secs_f64();
+        match exchange.served_by {
+            None => exchange.route().metrics.observe(status, seconds),
+            Some("static") => self
+                .static_metrics
+                .get_or_init(|| self.metrics.pool("static"))
+                .observe(status, seconds),
+            Some(_) => {}
         }
         if let Some(b) = &exchange.backend {
             let served = b.load.count_served();

@@ -25,6 +25,7 @@ use super::context::{Exchange, RequestLine};
 use super::failure::{AttemptError, Failure};
 use super::headers::ends_by_closing;
 use super::replay::Replay;
+use super::static_files::StaticAnswer;
 use super::{send, Forwarder, Reusable};
 use crate::upstream::Claim;
 use corral_routes::WorkerId;
@@ -37,6 +38,8 @@ pub(super) enum Done {
     Upgraded(Box<UpstreamSession>, Claim),
     /// The worker's answer is plain: relay it as bytes (see `answer`).
     Plain(Box<PlainRelay>),
+    /// A static route's answer, to write as bytes on the connection (HTTP/1.x).
+    Static(Box<StaticAnswer>),
 }
 
 /// A plain answer's head, with what relaying its body takes.
@@ -80,7 +83,7 @@ impl Forwarder {
         if pending.is_none() && C::RAW_ANSWER {
             // The whole request is sent: the answer comes next.
             let compression = exchange.compression();
-            let rules = &exchange.settings.answer;
+            let rules = exchange.answer_rules();
             match answer::read_head(&mut worker, timeout, rules, compression).await {
                 Ok(Answer::Plain(answer)) => {
                     exchange.answer_began();
@@ -170,7 +173,7 @@ impl Forwarder {
             claim,
             timeout,
         } = relay;
-        answer.add_fields(&exchange.settings.answer, &exchange.answer_context());
+        answer.add_fields(exchange.answer_rules(), &exchange.answer_context());
         let status = answer.status;
         let worker_id = claim.backend().info.id;
         let keepalive = exchange.keepalive;
@@ -274,8 +277,7 @@ fn prepare<C: ClientSide>(
     let worker_error = |e| AttemptError::ends(Failure::worker(502, e));
     let mut answer = Box::new(answer.clone());
     exchange
-        .settings
-        .answer
+        .answer_rules()
         .apply(&mut answer, &exchange.answer_context())
         .map_err(worker_error)?;
     let encoder = match exchange.compression() {

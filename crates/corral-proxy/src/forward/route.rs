@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
-use corral_config::{Config, RouteTarget};
+use corral_config::{Config, RouteEdge, RouteTarget};
 use pingora_http::RequestHeader;
 
 use super::client::ClientSide;
 use super::context::Exchange;
 use super::failure::Failure;
+use super::fields::AnswerRules;
 use super::relay::Done;
 use super::static_files::StaticRoot;
 use super::Forwarder;
@@ -32,6 +33,39 @@ struct Entry {
     host: HostRule,
     prefix: Box<str>,
     action: Action,
+    /// The route's own edge settings, resolved once per config.
+    edge: EntryEdge,
+}
+
+/// What a route changes of the settings every request gets (`headers`, `compression`).
+#[derive(Default)]
+struct EntryEdge {
+    /// Its answer rules, when it has a `headers` table.
+    rules: Option<Arc<AnswerRules>>,
+    /// `compression = false`: its answers are never compressed on the fly.
+    no_compression: bool,
+}
+
+impl EntryEdge {
+    fn new(config: &Config, edge: &RouteEdge) -> EntryEdge {
+        EntryEdge {
+            rules: edge
+                .headers
+                .as_ref()
+                .map(|h| Arc::new(AnswerRules::new(&h.over(&config.headers)))),
+            no_compression: edge.compression == Some(false),
+        }
+    }
+
+    /// Puts the route's settings on the request.
+    fn apply(&self, exchange: &mut Exchange) {
+        if let Some(rules) = &self.rules {
+            exchange.route_rules = Some(rules.clone());
+        }
+        if self.no_compression {
+            exchange.encoding = None;
+        }
+    }
 }
 
 enum HostRule {
@@ -81,9 +115,12 @@ impl RouteTable {
                         strip: (*strip_prefix && route.path_prefix != "/")
                             .then(|| route.path_prefix.as_str().into()),
                     },
-                    RouteTarget::Static(dir) => {
-                        Action::Static(Arc::new(StaticRoot::new(dir, &route.path_prefix)))
-                    }
+                    RouteTarget::Static(dir) => Action::Static(Arc::new(StaticRoot::new(
+                        dir,
+                        &route.path_prefix,
+                        route.edge.cache_control.as_deref(),
+                        route.edge.cache_control_hashed.as_deref(),
+                    ))),
                     RouteTarget::Redirect(to) => Action::Redirect(to.as_str().into()),
                 };
                 Entry {
@@ -91,6 +128,7 @@ impl RouteTable {
                     host,
                     prefix: route.path_prefix.as_str().into(),
                     action,
+                    edge: EntryEdge::new(config, &route.edge),
                 }
             })
             .collect();
@@ -160,6 +198,7 @@ impl Forwarder {
             return Err(Failure::refused(404, "no route"));
         };
         exchange.route_name = Some(entry.name.clone());
+        entry.edge.apply(exchange);
         match &entry.action {
             Action::Pool { pinned, strip } => {
                 exchange.pinned = pinned.clone();
@@ -183,8 +222,10 @@ impl Forwarder {
             }
             Action::Static(root) => {
                 exchange.served_by = Some("static");
-                super::static_files::serve(client, exchange, root).await?;
-                Ok(Some(Done::Answered))
+                match super::static_files::serve(client, exchange, root).await? {
+                    Some(answer) => Ok(Some(Done::Static(answer))),
+                    None => Ok(Some(Done::Answered)),
+                }
             }
         }
     }

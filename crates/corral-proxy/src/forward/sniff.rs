@@ -44,6 +44,11 @@ impl Sniff {
         };
         (Box::new(sniff), line)
     }
+
+    /// The connection it wraps (for `sendfile`, which needs the socket under it).
+    pub(super) fn inner(&self) -> &Stream {
+        &self.inner
+    }
 }
 
 impl Line {

@@ -156,6 +156,26 @@ pub(super) fn range(head: &RequestHeader, etag: &str) -> Option<RangeAsk> {
     Some(RangeAsk::From(start, end))
 }
 
+/// Whether a file's name carries a content hash, so the bytes under that name never
+/// change: a `.`-separated part between the stem and the extension of 8 to 64 hex
+/// digits, with at least one digit and one letter (`app.3f2a1b9c4d5e.css` from Django's
+/// `ManifestStaticFilesStorage`, `main.3f2a1b9c.js` from webpack's `[contenthash]`; not
+/// `jquery.min.js`, not `v1.2.3`). Names hashed otherwise (Vite's `index-BXz3kqzv.js`) are
+/// not recognised: a route of their own directory (`/assets`) with `cache_control` says it.
+pub(super) fn is_hashed(relative: &Path) -> bool {
+    let Some(name) = relative.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() >= 3
+        && parts[1..parts.len() - 1].iter().any(|p| {
+            (8..=64).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_hexdigit())
+                && p.bytes().any(|b| b.is_ascii_digit())
+                && p.bytes().any(|b| b.is_ascii_alphabetic())
+        })
+}
+
 /// The `Content-Type` of a file, by its extension.
 pub(super) fn content_type(path: &Path) -> &'static str {
     let ext = path
@@ -230,6 +250,30 @@ mod tests {
         assert_eq!(at("bytes=5-1"), None);
         assert_eq!(at("bytes=0-1,5-6"), None);
         assert_eq!(at("items=0-1"), None);
+    }
+
+    #[test]
+    fn hashed_names_are_recognised() {
+        for name in [
+            "css/app.3f2a1b9c4d5e.css",
+            "main.3f2a1b9c.js",
+            "app.3F2A1B9C.min.js",
+            "admin/js/core.0123456789abcdef0123.js.gz",
+        ] {
+            assert!(is_hashed(Path::new(name)), "{name}");
+        }
+        for name in [
+            "app.css",
+            "jquery.min.js",
+            "v1.2.3.tar",
+            "logo.deadbeef",
+            "x.12345678.css",
+            "x.abcdefab.css",
+            "index-BXz3kqzv.js",
+            "3f2a1b9c.css",
+        ] {
+            assert!(!is_hashed(Path::new(name)), "{name}");
+        }
     }
 
     #[test]

@@ -1,218 +1,258 @@
 //! A `static = DIR` route: files under the route's directory and never outside it, for
 //! `GET` and `HEAD`, with validators (`ETag`, `Last-Modified`, `304`), one byte range
 //! (`206`, `416`), precompressed siblings (`.br`, `.zst`, `.gz`) chosen by
-//! `Accept-Encoding`, and the type from the extension. No directory listing: a directory
-//! answers its `index.html` or 404. Files are read with tokio's fs (off the proxy
-//! threads) in pieces, so a large file is streamed. The path checks are in [`path`], the
-//! request fields in [`fields`].
+//! `Accept-Encoding`, the type from the extension and the route's `Cache-Control`. No
+//! directory listing: a directory answers its `index.html` or 404.
+//!
+//! The answer is decided in one synchronous step ([`decide`]): the path checked
+//! ([`path`]), the file opened beneath the root ([`open`]), the request fields read
+//! ([`fields`]). It then goes out one of two ways: over HTTP/1.x without a request body, as
+//! bytes on the client's own connection ([`raw`]: the head and a small file in one write, a
+//! large one by `sendfile` on a plain socket); otherwise (HTTP/2, a request with a body)
+//! through the client's session, the file read in large pieces.
 
 mod fields;
+mod open;
 mod path;
+mod raw;
 
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use pingora_http::ResponseHeader;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use bytes::BytesMut;
+use http::header::HeaderValue;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::client::ClientSide;
 use super::context::Exchange;
 use super::failure::Failure;
 use fields::{ByteRange, Coding};
+pub(super) use raw::StaticAnswer;
 
-/// Bytes read from the file per write to the client.
-const PIECE: usize = 64 << 10;
+/// Bytes read from the file per write when it is copied (TLS, HTTP/2).
+const PIECE: usize = 128 << 10;
 
-/// A static route's directory (canonical) and the prefix its URLs start with.
+/// A static route's directory (open), the prefix its URLs start with, and its
+/// `Cache-Control` values, made once per config.
 pub(crate) struct StaticRoot {
-    root: PathBuf,
+    root: open::Root,
     prefix: Box<str>,
+    cache_control: Option<HeaderValue>,
+    cache_control_hashed: Option<HeaderValue>,
 }
 
 impl StaticRoot {
-    /// The route serving `root` (already canonical) under `prefix`.
-    pub(crate) fn new(root: &Path, prefix: &str) -> StaticRoot {
+    /// The route serving `root` (already canonical) under `prefix`, with the route's
+    /// `cache_control` and `cache_control_hashed` (checked by the config).
+    pub(crate) fn new(
+        root: &Path,
+        prefix: &str,
+        cache_control: Option<&str>,
+        cache_control_hashed: Option<&str>,
+    ) -> StaticRoot {
+        let value = |v: Option<&str>| v.and_then(|v| HeaderValue::from_str(v).ok());
         StaticRoot {
-            root: root.to_path_buf(),
+            root: open::Root::new(root),
             prefix: prefix.into(),
+            cache_control: value(cache_control),
+            cache_control_hashed: value(cache_control_hashed),
+        }
+    }
+
+    /// The `Cache-Control` of the file at `relative`: the hashed one for a name with a
+    /// content hash, when the route has one.
+    fn cache_control_of(&self, relative: &Path) -> Option<&HeaderValue> {
+        match &self.cache_control_hashed {
+            Some(hashed) if fields::is_hashed(relative) => Some(hashed),
+            _ => self.cache_control.as_ref(),
         }
     }
 }
 
-/// One file chosen to answer with.
-struct Chosen {
-    path: PathBuf,
+/// The bytes of a file to send: `len` from `start`.
+pub(super) struct Body {
+    file: File,
+    start: u64,
     len: u64,
-    modified: std::time::SystemTime,
-    coding: Option<Coding>,
 }
 
-/// Answers a request of a static route (the whole answer, head and body).
+/// Answers a request of a static route: `Ok(Some)` leaves the answer to the caller to
+/// write as bytes on the connection (HTTP/1.x, no request body); `Ok(None)` means it was
+/// written here, through the client's session.
 pub(super) async fn serve<C: ClientSide>(
     client: &mut C,
     exchange: &Exchange,
     root: &StaticRoot,
-) -> Result<(), Failure> {
+) -> Result<Option<Box<StaticAnswer>>, Failure> {
     let keep = client.is_body_empty();
-    let refuse = |status: u16, why: &'static str| {
-        let mut f = Failure::refused(status, why);
+    let answer = decide(client.req_header(), root).map_err(|mut f| {
         f.keep_alive = keep;
         f
-    };
-    let head = client.req_header();
+    })?;
+    if C::RAW_ANSWER && keep {
+        return Ok(Some(Box::new(answer)));
+    }
+    let mut head = ResponseHeader::build(answer.status, Some(answer.fields.len() + 2))
+        .map_err(|_| Failure::refused(500, "static"))?;
+    for (name, value) in &answer.fields {
+        head.insert_header(*name, value.clone())
+            .map_err(|_| Failure::refused(500, "static"))?;
+    }
+    exchange
+        .answer_rules()
+        .apply(&mut head, &exchange.answer_context())
+        .map_err(|_| Failure::refused(500, "static"))?;
+    client.set_server_keepalive(if keep { exchange.keepalive } else { None });
+    client
+        .write_response_header(Box::new(head))
+        .await
+        .map_err(|e| Failure::client(&e))?;
+    if let Some(body) = answer.body {
+        copy_body(client, body).await?;
+    }
+    client
+        .finish_body()
+        .await
+        .map_err(|e| Failure::client(&e))?;
+    Ok(None)
+}
+
+/// The answer to `head` from `root`: its status, fields and the bytes to send, or the
+/// refusal (400, 404, 405, 416).
+fn decide(head: &RequestHeader, root: &StaticRoot) -> Result<StaticAnswer, Failure> {
     let head_only = head.method == http::Method::HEAD;
     if head.method != http::Method::GET && !head_only {
-        let mut f = refuse(405, "static: method");
+        let mut f = Failure::refused(405, "static: method");
         f.fields.push(("allow", "GET, HEAD".to_string()));
         return Err(f);
     }
     let relative = path::relative(head.uri.path(), &root.prefix)
-        .map_err(|_| refuse(400, "static: bad path"))?;
-    let file = path::resolve(&root.root, &relative)
-        .await
-        .ok_or_else(|| refuse(404, "static: not found"))?;
-    let meta = tokio::fs::metadata(&file)
-        .await
-        .map_err(|_| refuse(404, "static: not found"))?;
-    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-    let etag = fields::etag(meta.len(), modified, None);
-    let last_modified = httpdate::fmt_http_date(modified);
-    let content_type = fields::content_type(&file);
+        .map_err(|_| Failure::refused(400, "static: bad path"))?;
+    let found = root
+        .root
+        .open(&relative)
+        .ok_or_else(|| Failure::refused(404, "static: not found"))?;
+    let modified = found.meta.modified().unwrap_or(UNIX_EPOCH);
+    let etag = fields::etag(found.meta.len(), modified, None);
     let range = fields::range(head, &etag);
+    let content_type = fields::content_type(&found.relative);
+    let cache_control = root.cache_control_of(&found.relative).cloned();
     // A range is of the file itself; a compressed sibling is for whole answers only.
-    let chosen = match range {
-        None => choose_coding(&root.root, &file, head).await,
+    let (chosen, coding) = match range {
+        None => choose_coding(&root.root, &found.relative, head),
         Some(_) => None,
     }
-    .unwrap_or(Chosen {
-        path: file,
-        len: meta.len(),
-        modified,
-        coding: None,
-    });
-    let etag = match chosen.coding {
-        Some(c) => fields::etag(chosen.len, chosen.modified, Some(c)),
+    .map_or((found, None), |(sibling, coding)| (sibling, Some(coding)));
+    let len = chosen.meta.len();
+    let modified = chosen.meta.modified().unwrap_or(UNIX_EPOCH);
+    let etag = match coding {
+        Some(c) => fields::etag(len, modified, Some(c)),
         None => etag,
     };
-    let mut answer = ResponseHeader::build(200, Some(8)).map_err(|_| refuse(500, "static"))?;
-    let add = |a: &mut ResponseHeader, name: &'static str, value: &str| {
-        a.insert_header(name, value)
-            .map_err(|_| Failure::refused(500, "static"))
+    let mut answer = StaticAnswer {
+        status: 200,
+        fields: Vec::with_capacity(9),
+        body: None,
     };
-    add(&mut answer, "etag", &etag)?;
-    add(&mut answer, "last-modified", &last_modified)?;
-    add(&mut answer, "vary", "Accept-Encoding")?;
-    add(&mut answer, "accept-ranges", "bytes")?;
-    let (status, start, len) = if fields::not_modified(head, &etag, chosen.modified) {
-        (304, 0, 0)
-    } else {
-        add(&mut answer, "content-type", content_type)?;
-        if let Some(c) = chosen.coding {
-            add(&mut answer, "content-encoding", c.token())?;
+    answer.field("etag", HeaderValue::from_str(&etag).ok());
+    answer.field(
+        "last-modified",
+        HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok(),
+    );
+    answer.field("vary", Some(HeaderValue::from_static("Accept-Encoding")));
+    answer.field("accept-ranges", Some(HeaderValue::from_static("bytes")));
+    answer.field("cache-control", cache_control);
+    if fields::not_modified(head, &etag, modified) {
+        answer.status = 304;
+        return Ok(answer);
+    }
+    answer.field("content-type", Some(HeaderValue::from_static(content_type)));
+    if let Some(c) = coding {
+        answer.field(
+            "content-encoding",
+            Some(HeaderValue::from_static(c.token())),
+        );
+    }
+    let (start, send) = match range.map(|r| r.within(len)) {
+        None => (0, len),
+        Some(None) => {
+            let mut f = Failure::refused(416, "static: range");
+            f.fields.push(("content-range", format!("bytes */{len}")));
+            return Err(f);
         }
-        match range.map(|r| r.within(chosen.len)) {
-            None => (200, 0, chosen.len),
-            Some(None) => {
-                let mut f = refuse(416, "static: range");
-                f.fields
-                    .push(("content-range", format!("bytes */{}", chosen.len)));
-                return Err(f);
-            }
-            Some(Some(ByteRange { start, end })) => {
-                let whole = chosen.len;
-                add(
-                    &mut answer,
-                    "content-range",
-                    &format!("bytes {start}-{end}/{whole}"),
-                )?;
-                (206, start, end - start + 1)
-            }
+        Some(Some(ByteRange { start, end })) => {
+            answer.status = 206;
+            answer.field(
+                "content-range",
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).ok(),
+            );
+            (start, end - start + 1)
         }
     };
-    answer
-        .set_status(status)
-        .map_err(|_| refuse(500, "static"))?;
-    if status != 304 {
-        add(&mut answer, "content-length", &len.to_string())?;
+    answer.field("content-length", Some(HeaderValue::from(send)));
+    if !head_only && send > 0 {
+        answer.body = Some(Body {
+            file: chosen.file,
+            start,
+            len: send,
+        });
     }
-    exchange
-        .settings
-        .answer
-        .apply(&mut answer, &exchange.answer_context())
-        .map_err(|_| refuse(500, "static"))?;
-    client.set_server_keepalive(if keep { exchange.keepalive } else { None });
-    client
-        .write_response_header(Box::new(answer))
-        .await
-        .map_err(|e| Failure::client(&e))?;
-    if !head_only && status != 304 {
-        send_file(client, &chosen.path, start, len).await?;
-    }
-    client.finish_body().await.map_err(|e| Failure::client(&e))
+    Ok(answer)
 }
 
-/// The best precompressed sibling the client accepts (`.br`, then `.zst`, then `.gz`),
-/// if one exists under the root.
-async fn choose_coding(
-    root: &Path,
-    file: &Path,
-    head: &pingora_http::RequestHeader,
-) -> Option<Chosen> {
+/// The best precompressed sibling of `relative` the client accepts (`.br`, then `.zst`,
+/// then `.gz`), if one exists under the root.
+fn choose_coding(
+    root: &open::Root,
+    relative: &Path,
+    head: &RequestHeader,
+) -> Option<(open::Opened, Coding)> {
     for coding in fields::accepted(head) {
-        let mut name = file.as_os_str().to_owned();
+        let mut name = relative.as_os_str().to_owned();
         name.push(coding.suffix());
-        let Some(sibling) = path::inside(root, Path::new(&name)).await else {
-            continue;
-        };
-        if let Ok(meta) = tokio::fs::metadata(&sibling).await {
-            if meta.is_file() {
-                return Some(Chosen {
-                    path: sibling,
-                    len: meta.len(),
-                    modified: meta.modified().unwrap_or(UNIX_EPOCH),
-                    coding: Some(coding),
-                });
-            }
+        if let Some(sibling) = root.open_file(Path::new(&name)) {
+            return Some((sibling, coding));
         }
     }
     None
 }
 
-/// Writes `len` bytes of `path` from `start`, a piece at a time.
-async fn send_file<C: ClientSide>(
-    client: &mut C,
-    path: &Path,
-    start: u64,
-    len: u64,
-) -> Result<(), Failure> {
-    let gone = |e: std::io::Error| {
-        let mut f = Failure::refused(0, "static: read");
-        f.error = Some(pingora_error::Error::because(
-            pingora_error::ErrorType::ReadError,
-            "reading a static file",
-            e,
-        ));
-        f
-    };
-    let mut file = tokio::fs::File::open(path).await.map_err(gone)?;
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(gone)?;
-    }
+/// The error of a file that could not be read to the length its head promised: the
+/// connection ends, as the answer cannot.
+fn read_failed(e: std::io::Error) -> Failure {
+    let mut f = Failure::refused(0, "static: read");
+    f.error = Some(pingora_error::Error::because(
+        pingora_error::ErrorType::ReadError,
+        "reading a static file",
+        e,
+    ));
+    f
+}
+
+/// Writes `body` through the client's session, in pieces of [`PIECE`] read with `pread`
+/// into one buffer handed over whole (no copy into the session's frames).
+async fn copy_body<C: ClientSide>(client: &mut C, body: Body) -> Result<(), Failure> {
+    let Body {
+        file,
+        mut start,
+        len,
+    } = body;
     let mut left = len;
-    let mut buf = vec![0u8; PIECE.min(len as usize).max(1)];
     while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = file.read(&mut buf[..want]).await.map_err(gone)?;
+        let want = PIECE.min(usize::try_from(left).unwrap_or(PIECE));
+        let mut buf = BytesMut::zeroed(want);
+        let n = file.read_at(&mut buf, start).map_err(read_failed)?;
         if n == 0 {
-            // The file shrank under us: the head promised more; end the connection.
-            return Err(Failure::refused(0, "static: file shrank"));
+            return Err(read_failed(std::io::ErrorKind::UnexpectedEof.into()));
         }
+        buf.truncate(n);
         client
-            .write_body(&buf[..n])
+            .write_body_owned(buf.freeze())
             .await
             .map_err(|e| Failure::client(&e))?;
+        start += n as u64;
         left -= n as u64;
     }
     Ok(())

@@ -1,10 +1,10 @@
 //! From a request path to a file under a static route's root, never outside it: the
 //! path after the prefix is percent-decoded once, and refused (400) when it holds an
 //! encoded `/` or `\`, a `%` left after decoding (double encoding), NUL or any control
-//! byte, a `\`, or a `.`/`..` segment; the file found is canonicalized and must still lie
-//! under the canonical root, so a symlink that leaves the root is not followed (404).
+//! byte, a `\`, or a `.`/`..` segment. The file is then opened beneath the root
+//! ([`open`](super::open)), so a symlink that leaves it is not followed either (404).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use percent_encoding::percent_decode_str;
 
@@ -42,28 +42,6 @@ pub(super) fn relative(path: &str, prefix: &str) -> Result<PathBuf, ()> {
         out.push("index.html");
     }
     Ok(out)
-}
-
-/// The file `relative` names under `root` (canonical), or its `index.html` when it is a
-/// directory; `None` when there is none, or it lies outside the root.
-pub(super) async fn resolve(root: &Path, relative: &Path) -> Option<PathBuf> {
-    let found = inside(root, &root.join(relative)).await?;
-    let meta = tokio::fs::metadata(&found).await.ok()?;
-    if meta.is_file() {
-        return Some(found);
-    }
-    if meta.is_dir() {
-        let index = inside(root, &found.join("index.html")).await?;
-        let meta = tokio::fs::metadata(&index).await.ok()?;
-        return meta.is_file().then_some(index);
-    }
-    None
-}
-
-/// `path` canonicalized, if it exists and lies under `root` (canonical).
-pub(super) async fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
-    let real = tokio::fs::canonicalize(path).await.ok()?;
-    real.starts_with(root).then_some(real)
 }
 
 #[cfg(test)]
