@@ -658,3 +658,117 @@ fn an_http2_stream_whose_client_closes_the_connection_at_a_slow_worker_gets_one_
         .count();
     assert_eq!(lines, 1, "{}", corral.logs());
 }
+
+/// `curl` over TLS (`--http2` or `--http1.1`) with extra args: (HTTP version, status,
+/// head, body bytes).
+fn curl_file(
+    pki: &Pki,
+    port: u16,
+    version: &str,
+    path: &str,
+    extra: &[&str],
+) -> (String, u16, String, Vec<u8>) {
+    let body = pki.path("body.out");
+    let out = Command::new("curl")
+        .args(["-sS", version, "--max-time", "20", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+        .args(["-D", "-", "-o"])
+        .arg(&body)
+        .args(extra)
+        .args([
+            "-w",
+            "\n%{http_version} %{http_code}",
+            &format!("https://a.test:{port}{path}"),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, last) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
+    let (v, code) = last.split_once(' ').unwrap_or(("0", "0"));
+    let bytes = std::fs::read(&body).unwrap_or_default();
+    let _ = std::fs::remove_file(&body);
+    (
+        v.to_string(),
+        code.trim().parse().unwrap_or(0),
+        head.to_ascii_lowercase(),
+        bytes,
+    )
+}
+
+#[test]
+fn static_files_over_http2_and_tls() {
+    let pki = Pki::new();
+    pki.issue("a", &["a.test"], false);
+    let files = tempfile::tempdir().expect("dir");
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(files.path().join("big.bin"), &big).expect("big");
+    std::fs::write(files.path().join("app.js"), "plain();").expect("js");
+    std::fs::write(files.path().join("app.js.br"), "BROTLI-BYTES").expect("br");
+    std::fs::write(files.path().join("app.js.gz"), "GZIP-BYTES").expect("gz");
+    let body = format!(
+        "[[routes]]\npath_prefix = \"/static\"\nstatic = {:?}\ncache_control = \"public, max-age=60\"\n\
+         [[routes]]\npools = [\"web\"]\n{}",
+        files.path().display().to_string(),
+        testapp_pool(1, "")
+    );
+    let (corral, https) = start_h2(&pki, &body, "");
+    for version in ["--http2", "--http1.1"] {
+        let want = if version == "--http2" { "2" } else { "1.1" };
+        let (v, status, head, bytes) = curl_file(&pki, https, version, "/static/big.bin", &[]);
+        assert_eq!(
+            (v.as_str(), status),
+            (want, 200),
+            "{head}\n{}",
+            corral.logs()
+        );
+        assert!(
+            bytes == big,
+            "{version}: the file arrived changed ({} bytes)",
+            bytes.len()
+        );
+        assert!(head.contains("cache-control: public, max-age=60"), "{head}");
+        let etag = head
+            .lines()
+            .find_map(|l| l.strip_prefix("etag: "))
+            .expect("etag")
+            .trim()
+            .to_string();
+        let inm = format!("If-None-Match: {etag}");
+        let (_, status, head, bytes) =
+            curl_file(&pki, https, version, "/static/big.bin", &["-H", &inm]);
+        assert_eq!(status, 304, "{version}: {head}");
+        assert!(bytes.is_empty());
+        let (_, status, head, bytes) = curl_file(
+            &pki,
+            https,
+            version,
+            "/static/big.bin",
+            &["-H", "Range: bytes=0-99"],
+        );
+        assert_eq!(status, 206, "{version}: {head}");
+        assert_eq!(bytes[..], big[..100], "{version}");
+        assert!(head.contains("content-range: bytes 0-99/300000"), "{head}");
+        let (_, status, head, bytes) = curl_file(
+            &pki,
+            https,
+            version,
+            "/static/app.js",
+            &["-H", "Accept-Encoding: gzip, br"],
+        );
+        assert_eq!(status, 200, "{version}: {head}");
+        assert_eq!(bytes, b"BROTLI-BYTES", "{version}");
+        assert!(head.contains("content-encoding: br"), "{head}");
+        assert!(head.contains("vary: accept-encoding"), "{head}");
+    }
+    let access = corral.wait_log(
+        "an HTTP/2 static access line",
+        Duration::from_secs(5),
+        |e| {
+            e["target"] == "corral::access"
+                && e["path"] == "/static/app.js"
+                && e["protocol"] == "HTTP/2.0"
+        },
+    );
+    assert_eq!(access["pool"], "static", "{access}");
+}

@@ -119,3 +119,54 @@ fn bad_routes_are_refused_with_their_place() {
     .join("\n");
     assert!(unrouted.contains("routing.active"), "{unrouted}");
 }
+
+#[test]
+fn route_edge_settings_are_read_merged_and_print_back() {
+    let dir = std::fs::canonicalize(std::env::temp_dir()).expect("temp dir");
+    let c = ok(&format!(
+        "[headers]\npreset = \"strict\"\nset = {{ X-A = \"global\", X-B = \"global\" }}\n\
+         [[routes]]\npools = [\"web\"]\ncompression = false\nheaders = {{ set = {{ x-b = \"route\" }}, remove = [\"Server\", \"Via\"] }}\n\
+         [[routes]]\npath_prefix = \"/static\"\nstatic = {:?}\ncache_control = \"public, max-age=60\"\n\
+         cache_control_hashed = \"public, max-age=31536000, immutable\"\n{POOLS}",
+        dir.display().to_string()
+    ));
+    let web = &c.routes[0].edge;
+    assert_eq!(web.compression, Some(false));
+    let merged = web.headers.as_ref().expect("headers").over(&c.headers);
+    assert_eq!(merged.preset, crate::HeaderPreset::Strict, "kept");
+    assert_eq!(
+        merged.set,
+        vec![
+            ("X-A".to_string(), "global".to_string()),
+            ("x-b".to_string(), "route".to_string())
+        ],
+        "the route's value wins, whatever the case"
+    );
+    assert_eq!(merged.remove, vec!["Server", "Via"], "replaced");
+    let files = &c.routes[1].edge;
+    assert_eq!(files.cache_control.as_deref(), Some("public, max-age=60"));
+    assert!(files.cache_control_hashed.is_some());
+    assert!(files.headers.is_none());
+    let again = ok(&render(&c));
+    assert_eq!(again.routes, c.routes);
+}
+
+#[test]
+fn route_edge_settings_on_the_wrong_route_are_refused() {
+    let all = errs(&format!(
+        "[[routes]]\npools = [\"web\"]\ncache_control = \"public\"\n\
+         [[routes]]\npath_prefix = \"/s\"\nstatic = \"/\"\ncompression = false\ncache_control = \"bad\\u0001\"\n\
+         [[routes]]\npath_prefix = \"/r\"\nredirect = \"/x\"\ncache_control_hashed = \"immutable\"\nheaders = {{ set = {{ \"a b\" = \"x\" }}, surprise = 1 }}\n{POOLS}"
+    ))
+    .join("\n");
+    for expected in [
+        "routes[0].cache_control: goes with static",
+        "routes[1].compression: goes with pools",
+        "routes[1].cache_control: \"bad\\u{1}\" is not a Cache-Control value",
+        "routes[2].cache_control_hashed: goes with static",
+        "routes[2].headers.set.a b",
+        "routes[2].headers.surprise",
+    ] {
+        assert!(all.contains(expected), "no {expected:?} in:\n{all}");
+    }
+}
