@@ -242,6 +242,7 @@ impl World {
             conns: Arc::new(conns),
             tls: None,
             challenges: None,
+            static_metrics: Arc::default(),
         };
         World {
             forwarder: Arc::new(forwarder),
