@@ -1,6 +1,7 @@
 """Slow clients for bench/slow_clients.sh: READERS connections each asking `/big?SIZE` and
 reading it at RATE bytes/s (checking every byte), UPLOADERS each sending SIZE_UP bytes at
-RATE bytes/s to `/upload`. Prints one line: readers whole, uploads whole, seconds taken."""
+RATE bytes/s to `/upload`, arriving one by one, evenly over RAMP seconds (0: all at once).
+Prints one line: readers whole, uploads whole, seconds taken."""
 import asyncio
 import sys
 import time
@@ -8,7 +9,8 @@ import time
 HOST = "127.0.0.1"
 
 
-async def reader(port, size, rate):
+async def reader(port, size, rate, delay):
+    await asyncio.sleep(delay)
     r, w = await asyncio.open_connection(HOST, port)
     w.write(b"GET /big?%d HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n" % size)
     await w.drain()
@@ -29,7 +31,8 @@ async def reader(port, size, rate):
     return head.startswith(b"HTTP/1.1 200") and body == pattern
 
 
-async def uploader(port, size, rate):
+async def uploader(port, size, rate, delay):
+    await asyncio.sleep(delay)
     r, w = await asyncio.open_connection(HOST, port)
     w.write(b"POST /upload HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
     piece = 16384
@@ -44,9 +47,10 @@ async def uploader(port, size, rate):
 
 async def main():
     port, readers, size, uploaders, size_up, rate = (int(a) for a in sys.argv[1:7])
+    ramp = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
     start = time.monotonic()
-    jobs = [reader(port, size, rate) for _ in range(readers)]
-    jobs += [uploader(port, size_up, rate) for _ in range(uploaders)]
+    jobs = [reader(port, size, rate, ramp * i / readers) for i in range(readers)]
+    jobs += [uploader(port, size_up, rate, ramp * (i + 0.5) / max(uploaders, 1)) for i in range(uploaders)]
     results = await asyncio.gather(*jobs, return_exceptions=True)
     whole = sum(1 for x in results[:readers] if x is True)
     uploads = sum(1 for x in results[readers:] if x is True)
