@@ -653,3 +653,32 @@ fn sigquit_ends_a_busy_worker_at_once() {
     worker.wait_exit(Duration::from_secs(5));
     assert!(busy.closed());
 }
+
+/// Behind a trusted proxy the client is the address corral worked out from the chain
+/// (`X-Real-IP`), not the proxy that is the last `X-Forwarded-For` hop.
+#[test]
+fn remote_addr_is_the_client_corral_resolved_behind_a_trusted_proxy() {
+    let Some(venv) = apps::venv_with("python") else {
+        return;
+    };
+    let server = "trusted_proxies = [\"127.0.0.1/32\"]\n";
+    let wsgi = worker_pool(&venv, "pep3333:app", "wsgi", &test_apps(), 1, "");
+    let asgi = worker_pool(&venv, "asgi_raw:app", "asgi", &test_apps(), 1, "")
+        .replace("[pools.web]", "[pools.ws]");
+    let route = "[[routes]]\npath_prefix = \"/health\"\npools = [\"ws\"]\n\n[[routes]]\npools = [\"web\"]\n";
+    let corral = Corral::start(&format!("{wsgi}\n{asgi}\n{route}"), server, 1);
+    for (target, field) in [("/", "remote"), ("/health", "client")] {
+        // The other pool may still be starting: its requests wait in its queue.
+        let answer = support::wait_for("an answer", Duration::from_secs(30), || {
+            let answer = exchange(
+                corral.port,
+                format!("GET {target} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n").as_bytes(),
+                false,
+            );
+            (answer.status == 200).then_some(answer)
+        });
+        let facts = json(&answer.body);
+        assert_eq!(facts[field], "203.0.113.9", "{target}: {facts}");
+        assert_eq!(facts["scheme"], "https", "{target}: {facts}");
+    }
+}

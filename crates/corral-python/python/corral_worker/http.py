@@ -62,6 +62,7 @@ class Head:
         "chunked",
         "keep_alive",
         "forwarded_for",
+        "real_ip",
         "scheme",
         "upgrade",
     )
@@ -77,6 +78,7 @@ class Head:
         chunked = False
         connection = ""
         forwarded_for = ""
+        real_ip = ""
         scheme = "http"
         upgrade = False
         for line in lines[1:]:
@@ -93,6 +95,8 @@ class Head:
                 connection = value.lower()
             elif name == "X_FORWARDED_FOR":
                 forwarded_for = value
+            elif name == "X_REAL_IP":
+                real_ip = value
             elif name == "X_FORWARDED_PROTO":
                 scheme = value.lower()
             elif name == "UPGRADE":
@@ -106,12 +110,16 @@ class Head:
         else:
             self.keep_alive = "keep-alive" in connection
         self.forwarded_for = forwarded_for
+        self.real_ip = real_ip
         self.scheme = scheme
         self.upgrade = upgrade
 
     def client(self, peer):
-        """The client's address: the last `X-Forwarded-For` hop (the one corral added for
-        the peer it saw), else the socket's peer."""
+        """The client's address: `X-Real-IP`, the client corral worked out (its peer, or
+        with `trusted_proxies` the right-most untrusted hop); else the last `X-Forwarded-For`
+        hop (the peer corral saw); else the socket's peer."""
+        if self.real_ip:
+            return self.real_ip
         if self.forwarded_for:
             return self.forwarded_for.rpartition(",")[2].strip()
         return peer
@@ -368,6 +376,7 @@ class RawHead:
         "chunked",
         "keep_alive",
         "forwarded_for",
+        "real_ip",
         "scheme",
         "websocket",
     )
@@ -385,6 +394,7 @@ class RawHead:
         chunked = False
         connection = b""
         forwarded_for = b""
+        real_ip = b""
         scheme = "http"
         websocket = False
         for line in lines[1:]:
@@ -401,6 +411,8 @@ class RawHead:
                 connection = value.lower()
             elif name == b"x-forwarded-for":
                 forwarded_for = value
+            elif name == b"x-real-ip":
+                real_ip = value
             elif name == b"x-forwarded-proto":
                 scheme = value.decode("latin-1").lower()
             elif name == b"upgrade":
@@ -414,11 +426,14 @@ class RawHead:
         else:
             self.keep_alive = b"keep-alive" in connection
         self.forwarded_for = forwarded_for
+        self.real_ip = real_ip
         self.scheme = scheme
         self.websocket = websocket
 
     def client(self, peer):
         """The client's address (see `Head.client`)."""
+        if self.real_ip:
+            return self.real_ip.decode("latin-1")
         if self.forwarded_for:
             return self.forwarded_for.rpartition(b",")[2].strip().decode("latin-1")
         return peer

@@ -12,8 +12,9 @@ once the request in flight is answered (idle keep-alive connections are closed, 
 connection is accepted); SIGINT and SIGQUIT end the process at once. Nothing is imported
 beyond the standard library.
 
-What the environ trusts (corral's proxy set it): `REMOTE_ADDR` is the last `X-Forwarded-For`
-hop, `wsgi.url_scheme` is `X-Forwarded-Proto`, `SCRIPT_NAME` comes from the process
+What the environ trusts (corral's proxy set it): `REMOTE_ADDR` is `X-Real-IP` (the client
+corral worked out, `trusted_proxies` included), else the last `X-Forwarded-For` hop;
+`wsgi.url_scheme` is `X-Forwarded-Proto`; `SCRIPT_NAME` comes from the process
 environment or a `SCRIPT_NAME` field (corral passes one only from a trusted proxy).
 
 The worker waits in one `poll` over the listener, its idle connections and a signal wake-up
