@@ -217,20 +217,24 @@ fn cache_control_headers_and_the_static_label() {
     assert_eq!(ask(port, "/static/missing.css", "").status, 404);
 
     // Counted and logged as `static` (pool label and access line), the route named.
-    let metrics = site.corral.metrics();
-    let twos = metric_value(
-        &metrics,
-        "corral_requests_total{pool=\"static\",status=\"2xx\"}",
+    // (Counted once the answer is out: polled.)
+    let class = |metrics: &str, c: &str| {
+        metric_value(
+            metrics,
+            &format!("corral_requests_total{{pool=\"static\",status=\"{c}\"}}"),
+        )
+    };
+    support::wait_for(
+        "static answers counted as pool=\"static\"",
+        std::time::Duration::from_secs(5),
+        || {
+            let metrics = site.corral.metrics();
+            (class(&metrics, "2xx") >= 2.0
+                && class(&metrics, "3xx") >= 1.0
+                && class(&metrics, "4xx") >= 1.0)
+                .then_some(())
+        },
     );
-    let threes = metric_value(
-        &metrics,
-        "corral_requests_total{pool=\"static\",status=\"3xx\"}",
-    );
-    let fours = metric_value(
-        &metrics,
-        "corral_requests_total{pool=\"static\",status=\"4xx\"}",
-    );
-    assert!(twos >= 2.0 && threes >= 1.0 && fours >= 1.0, "{metrics}");
     let line = site.corral.wait_log(
         "the access line of a static answer",
         std::time::Duration::from_secs(5),
