@@ -13,7 +13,9 @@ fn configuration_md_documents_every_key_check_prints() {
         &path,
         "[[rate_limits]]\nname = \"api\"\nrate = \"10/s\"\nmatch = { path_prefix = \"/api\" }\n\
          [[routes]]\nhost = \"example.com\"\npools = [\"web\"]\n\
-         [pools.web]\ncommand = [\"gunicorn\", \"app:app\"]\nbind = \"fd\"\n",
+         [routing]\nactive = \"web\"\n\
+         [pools.web]\ncommand = [\"gunicorn\", \"app:app\"]\nbind = \"fd\"\n\
+         [pools.py]\napp = \"mysite.wsgi:application\"\n",
     )
     .expect("write");
     let (code, effective, stderr) = check(&path);

@@ -18,6 +18,7 @@ mod log;
 mod lower;
 mod model;
 mod pool;
+mod python;
 mod ratelimit;
 mod reader;
 mod remote;
@@ -44,11 +45,12 @@ pub use lower::{
 pub use model::prefix_matches;
 pub use model::{
     Bind, Buffering, Certificate, Coding, Compression, Config, ForwardedField, HeaderPreset,
-    Headers, Health, Limits, Log, LogFormat, OnStoreError, Place, Pool, RateKey, RateLimit,
-    RateMatch, RateStore, Ready, Rollback, Rotation, Route, RouteEdge, RouteHeaders, RouteTarget,
-    Routing, RunAs, Server, Smoke, StoreKind, Tls, Upstream, WebSocket,
+    Headers, Health, Interface, Limits, Log, LogFormat, OnStoreError, Place, Pool, PythonApp,
+    RateKey, RateLimit, RateMatch, RateStore, Ready, Rollback, Rotation, Route, RouteEdge,
+    RouteHeaders, RouteTarget, Routing, RunAs, Server, Smoke, StoreKind, Tls, Upstream, WebSocket,
 };
 pub use pool::{auto_workers, unknown_pool};
+pub use python::DEFAULT_PYTHON;
 pub use ratelimit::{parse_rate, DEFAULT_MAX_KEYS};
 pub use render::{render, toml_string};
 pub use routes::switched;

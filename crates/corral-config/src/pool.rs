@@ -54,8 +54,13 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
     } else {
         t.string_array(r, "command")
     };
+    let app = if remote {
+        None
+    } else {
+        crate::python::app(r, &mut t, command_node.map(|n| n.span()))
+    };
     match (&command, command_node) {
-        _ if remote => {}
+        _ if remote || app.is_some() => {}
         (Some(c), Some(node)) if c.is_empty() => r.error(
             node.span(),
             &command_path,
@@ -63,7 +68,7 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         ),
         (None, None) => r.error_nowhere(
             &command_path,
-            "is missing; a pool needs the command that starts a worker, or upstreams (servers it forwards to)",
+            "is missing; a pool needs the command that starts a worker, an app (a Python app corral preloads, e.g. app = \"mysite.wsgi:application\"), or upstreams (servers it forwards to)",
         ),
         _ => {}
     }
@@ -79,6 +84,8 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         // Not given: a command that names `{socket}` (and no `{port}`) says its worker
         // listens on a Unix socket, the cheaper way to reach it.
         None if uses("{socket}") && !uses("{port}") => Bind::Unix,
+        // An app pool's sockets are bound by corral and handed over: Unix is cheaper.
+        None if app.is_some() => Bind::Unix,
         None => Bind::Tcp,
     };
     if let (Some(_), Some(node)) = (&command, command_node) {
@@ -111,11 +118,19 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
         Some(set) => set,
         None => !names_fd,
     };
+    let ready_span = t.get("ready").map(|n| n.span());
     let ready = match t.choice(r, "ready", &["http", "tcp", "notify"]) {
         Some("tcp") => Ready::Tcp,
         Some("notify") => Ready::Notify,
         _ => Ready::Http,
     };
+    if let (Ready::Notify, Some(_), Some(span)) = (ready, &app, ready_span) {
+        r.error(
+            span,
+            &t.key_path("ready"),
+            "\"notify\" is for programs that speak sd_notify; an app pool's worker is ready when it answers: use \"http\" or \"tcp\"",
+        );
+    }
     let cwd = t.string(r, "cwd").map(PathBuf::from);
     let env = t.string_map(r, "env").unwrap_or_default();
     let start_timeout = t
@@ -160,11 +175,12 @@ fn pool(r: &mut Reader, name: &str, path: &str, table: &DeTable) -> Option<Pool>
     t.finish(r);
     Some(Pool {
         name: name.to_string(),
-        command: if remote {
+        command: if remote || app.is_some() {
             Vec::new()
         } else {
             command.filter(|c| !c.is_empty())?
         },
+        app,
         upstreams: upstreams.unwrap_or_default(),
         resolve_interval,
         workers: workers?,

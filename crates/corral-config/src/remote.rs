@@ -15,8 +15,11 @@ pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_REMOTE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Keys of supervised pools only.
-const SUPERVISED_ONLY: [&str; 16] = [
+const SUPERVISED_ONLY: [&str; 19] = [
     "command",
+    "app",
+    "interface",
+    "python",
     "workers",
     "bind",
     "listen_fds_env",

@@ -297,12 +297,27 @@ pub fn render(c: &Config) -> String {
             render_remote(&mut out, p);
             continue;
         }
-        let _ = writeln!(
-            out,
-            "\n[pools.{}]\ncommand = [{}]",
-            p.name,
-            list(&p.command)
-        );
+        match &p.app {
+            Some(app) => {
+                let _ = writeln!(
+                    out,
+                    "\n[pools.{}]\napp = {:?}\ninterface = {:?}\npython = {:?} # {}",
+                    p.name,
+                    Q(&app.target),
+                    app.interface.as_str(),
+                    Q(&app.python_written),
+                    app.python.display()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "\n[pools.{}]\ncommand = [{}]",
+                    p.name,
+                    list(&p.command)
+                );
+            }
+        }
         let _ = writeln!(out, "workers = {}", p.workers);
         let bind = match p.bind {
             Bind::Tcp => "tcp",

@@ -17,6 +17,7 @@ pub mod heartbeat;
 mod output;
 mod policy;
 pub mod ready;
+mod reaper;
 mod runner;
 mod sockets;
 mod spawn;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// The supervisor thread or its runtime could not be created.
     #[error("cannot start the supervisor thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// An app pool's template could not import its app (the traceback follows).
+    #[error("{0}")]
+    App(String),
 }
 
 /// How workers are stopped.
@@ -111,10 +115,32 @@ pub fn start(
         .enable_all()
         .build()?;
     let heartbeat = Arc::new(heartbeat::Heartbeat::default());
-    let runner = runner::Runner::new(policy, routes.clone(), status.clone(), heartbeat.clone());
+    let runner = runner::Runner::new(
+        policy,
+        routes.clone(),
+        status.clone(),
+        heartbeat.clone(),
+        config.server.runtime_dir.clone(),
+    );
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let config = config.clone();
     let thread = std::thread::Builder::new()
         .name("corral-supervisor".into())
-        .spawn(move || runtime.block_on(runner.run(control_rx, reports_rx)))?;
+        .spawn(move || {
+            runtime.block_on(runner.run(&config, started_tx, control_rx, reports_rx))
+        })?;
+    // App pools import their app before anything starts; an import error fails the start.
+    match started.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => {
+            let _ = thread.join();
+            return Err(StartError::App(why));
+        }
+        Err(_) => {
+            let _ = thread.join();
+            return Err(StartError::App("the supervisor thread ended while starting".into()));
+        }
+    }
     Ok(Supervisor {
         control,
         thread: Some(thread),

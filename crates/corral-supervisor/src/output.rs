@@ -12,8 +12,9 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 /// Longest line re-emitted; longer ones are cut, so a worker flooding one giant line cannot
 /// make the master buffer without bound.
 const MAX_LINE: usize = 16 * 1024;
-/// stderr lines kept for the crash report.
-pub const TAIL_LINES: usize = 10;
+/// stderr lines kept for the crash report: enough for a Python traceback or the stack
+/// faulthandler writes for a hung worker.
+pub const TAIL_LINES: usize = 40;
 
 /// The last stderr lines of one worker.
 #[derive(Clone, Default)]

@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 use std::process::Stdio;
 
-use corral_config::{Bind, Pool};
+use corral_config::{Bind, Pool, PythonApp};
 use tokio::process::{Child, Command};
 
 use corral_routes::Address;
@@ -85,18 +85,88 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
             ));
         }
     };
-    for name in MASTER_ONLY_ENV {
-        cmd.env_remove(name);
-    }
+    remove_master_env(&mut cmd);
     if matches!(pool.bind, Bind::Fd) && pool.listen_fds_env {
         cmd.env("LISTEN_FDNAMES", "corral");
     }
     if let Some(path) = spec.notify_socket {
         cmd.env("NOTIFY_SOCKET", path);
     }
+    cmd.env("CORRAL_WORKER", spec.worker.to_string());
+    finish(cmd, pool, spec.listen_fd, &[])
+}
+
+/// Starts the template of an app pool: `python -m corral_worker.template` with the pool's
+/// user, group, environment and working directory, its end of the control channel as fd 3,
+/// and the embedded package (`package_dir`) first on `PYTHONPATH`.
+pub fn spawn_template(
+    pool: &Pool,
+    app: &PythonApp,
+    package_dir: &Path,
+    control_fd: RawFd,
+) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&app.python);
+    cmd.arg("-m")
+        .arg(corral_python::TEMPLATE_MODULE)
+        .arg("--app")
+        .arg(&app.target)
+        .arg("--interface")
+        .arg(app.interface.as_str())
+        .arg("--control-fd")
+        .arg(LISTEN_FD.to_string())
+        .arg("--master-pid")
+        .arg(std::process::id().to_string());
+    cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_PID");
+    remove_master_env(&mut cmd);
+    // A worker's print() reaches the log at once, as a developer expects.
+    if !user_sets(pool, "PYTHONUNBUFFERED") {
+        cmd.env("PYTHONUNBUFFERED", "1");
+    }
+    // The package first, then whatever PYTHONPATH the pool (or corral) has; set after the
+    // pool's env by `finish`, so the pool's own value is kept behind ours.
+    let mut path = package_dir.as_os_str().to_os_string();
+    let inherited = pool
+        .env
+        .iter()
+        .find(|(k, _)| k == "PYTHONPATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| std::env::var_os("PYTHONPATH"));
+    if let Some(rest) = inherited.filter(|p| !p.is_empty()) {
+        path.push(":");
+        path.push(rest);
+    }
+    finish(cmd, pool, Some(control_fd), &[("PYTHONPATH", path)])
+}
+
+/// Never the variables of corral's own service manager: they name corral's fds, socket
+/// and pid.
+fn remove_master_env(cmd: &mut Command) {
+    for name in MASTER_ONLY_ENV {
+        cmd.env_remove(name);
+    }
+}
+
+/// Whether the pool's `env` or corral's own environment sets `name`.
+fn user_sets(pool: &Pool, name: &str) -> bool {
+    pool.env.iter().any(|(k, _)| k == name) || std::env::var_os(name).is_some()
+}
+
+/// What every process corral starts gets: the pool's name and environment, piped output, its own process group, the pool's user
+/// and directory, death with the master, and `fd` (if any) as fd 3.
+fn finish(
+    mut cmd: Command,
+    pool: &Pool,
+    fd: Option<RawFd>,
+    last: &[(&str, std::ffi::OsString)],
+) -> std::io::Result<Child> {
+    // A Python worker killed as hung (SIGABRT) leaves its stack on stderr; harmless to
+    // other programs. Not when the user chose.
+    if !user_sets(pool, "PYTHONFAULTHANDLER") {
+        cmd.env("PYTHONFAULTHANDLER", "1");
+    }
     cmd.env("CORRAL_POOL", &pool.name)
-        .env("CORRAL_WORKER", spec.worker.to_string())
         .envs(pool.env.iter().map(|(k, v)| (k, v)))
+        .envs(last.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -110,7 +180,7 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
         cmd.gid(run_as.gid).uid(run_as.uid);
     }
     let master = std::process::id() as libc::pid_t;
-    let listen_fd = spec.listen_fd;
+    let listen_fd = fd;
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed. It calls prctl, getppid, fcntl and dup2, all
     // async-signal-safe, touches only values copied in before fork, and allocates nothing:
@@ -142,23 +212,4 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Child> {
         });
     }
     cmd.spawn()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_replaced() {
-        let addr = Address::Tcp("127.0.0.1:4321".parse().expect("addr"));
-        assert_eq!(substitute("--port={port}", &addr, 2), "--port=4321");
-        assert_eq!(substitute("{host}:{port}", &addr, 2), "127.0.0.1:4321");
-        assert_eq!(substitute("w{worker}", &addr, 7), "w7");
-        assert_eq!(substitute("plain", &addr, 7), "plain");
-        let unix = Address::Unix("/run/corral/web.1.sock".into());
-        assert_eq!(
-            substitute("unix:{socket}", &unix, 1),
-            "unix:/run/corral/web.1.sock"
-        );
-    }
 }

@@ -56,6 +56,9 @@ pub(crate) struct Worker {
     pub(crate) retiring: Option<ExitReason>,
     /// Why we are ending it, once we are; its exit is then no crash.
     pub(crate) ending: Option<ExitReason>,
+    /// The request it hung on, when it was killed for `timeout`: its exit event names it
+    /// with the stack the worker left on stderr.
+    pub(crate) hung_on: Option<String>,
 }
 
 impl Worker {

@@ -45,9 +45,28 @@ pub struct ServeArgs {
     /// root, $XDG_RUNTIME_DIR/corral, /tmp/corral-UID).
     #[arg(long, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
+    /// A Python app to preload and fork workers from, instead of CMD (imported from the
+    /// current directory).
+    #[arg(long, value_name = "MODULE:CALLABLE", conflicts_with = "command")]
+    pub app: Option<String>,
+    /// With --app: how workers call it.
+    #[arg(long, value_enum, requires = "app")]
+    pub interface: Option<InterfaceArg>,
+    /// With --app: the interpreter (else python3 on PATH).
+    #[arg(long, value_name = "PATH", requires = "app")]
+    pub python: Option<String>,
     /// The worker's command; `{port}`, `{socket}` and `{worker}` are filled in per worker.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "app", value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `--interface`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum InterfaceArg {
+    /// PEP 3333, one request at a time per worker.
+    Wsgi,
+    /// ASGI 3: HTTP, WebSocket and lifespan.
+    Asgi,
 }
 
 /// `--bind`.
@@ -100,8 +119,27 @@ pub fn config_text(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> St
     if let Some(dir) = &args.runtime_dir {
         let _ = writeln!(text, "runtime_dir = {}", quoted(&dir.display().to_string()));
     }
-    let command: Vec<String> = args.command.iter().map(|a| quoted(a)).collect();
-    let _ = writeln!(text, "\n[pools.web]\ncommand = [{}]", command.join(", "));
+    // The option values are the config's words: clap's names for them say it once.
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
+    match &args.app {
+        Some(app) => {
+            let _ = writeln!(text, "\n[pools.web]\napp = {}", quoted(app));
+            if let Some(interface) = args.interface.and_then(|i| name(i.to_possible_value())) {
+                let _ = writeln!(text, "interface = \"{interface}\"");
+            }
+            if let Some(python) = &args.python {
+                let _ = writeln!(text, "python = {}", quoted(python));
+            }
+            // The app is imported from where `corral serve` runs, as gunicorn does.
+            if let Ok(cwd) = std::env::current_dir() {
+                let _ = writeln!(text, "cwd = {}", quoted(&cwd.display().to_string()));
+            }
+        }
+        None => {
+            let command: Vec<String> = args.command.iter().map(|a| quoted(a)).collect();
+            let _ = writeln!(text, "\n[pools.web]\ncommand = [{}]", command.join(", "));
+        }
+    }
     match args.workers.as_deref() {
         Some("auto") => text += "workers = \"auto\"\n",
         Some(n) => {
@@ -113,8 +151,6 @@ pub fn config_text(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> St
         }
         None => {}
     }
-    // The option values are the config's words: clap's names for them say it once.
-    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
     // Without --bind the config reader picks it from the command's placeholders.
     if let Some(bind) = args.bind.and_then(|b| name(b.to_possible_value())) {
         let _ = writeln!(text, "bind = \"{bind}\"");
@@ -227,6 +263,19 @@ mod tests {
         let c = parses(&text(&["--bind", "fd", "--", "gunicorn", odd], &[]));
         assert_eq!(c.pools[0].command[1], odd);
         assert_eq!(c.pools[0].bind, corral_config::Bind::Fd);
+    }
+
+    #[test]
+    fn an_app_is_served_preloaded_instead_of_a_command() {
+        let c = parses(&text(
+            &["--workers", "4", "--app", "mysite.wsgi:application", "--interface", "asgi"],
+            &[],
+        ));
+        let app = c.pools[0].app.as_ref().expect("an app pool");
+        assert_eq!(app.target, "mysite.wsgi:application");
+        assert_eq!(app.interface, corral_config::Interface::Asgi);
+        assert!(c.pools[0].command.is_empty());
+        assert_eq!(c.pools[0].cwd, std::env::current_dir().ok());
     }
 
     #[test]

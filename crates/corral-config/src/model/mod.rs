@@ -378,8 +378,11 @@ pub struct Rollback {
 pub struct Pool {
     /// The pool's name, the key under `[pools]`.
     pub name: String,
-    /// argv with `{port}`, `{socket}` and `{worker}` placeholders.
+    /// argv with `{port}`, `{socket}` and `{worker}` placeholders; empty for an app pool.
     pub command: Vec<String>,
+    /// `app`: a Python app corral preloads in a template and forks workers from; `None`
+    /// for a pool that runs a `command` (or forwards to `upstreams`).
+    pub app: Option<PythonApp>,
     /// `upstreams`: servers corral forwards to but does not start (a remote pool; then
     /// `command` is empty). Empty for a supervised pool.
     pub upstreams: Vec<Upstream>,
@@ -435,6 +438,38 @@ pub struct Pool {
     /// Whether a request body is read whole before a worker is chosen; off, it streams to
     /// the worker as it arrives (for apps that stream uploads).
     pub request_buffering: bool,
+}
+
+/// An app pool's Python app: what the template imports and how workers serve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonApp {
+    /// `module:callable`, as written.
+    pub target: String,
+    /// The protocol between the workers and the app.
+    pub interface: Interface,
+    /// The interpreter, found when the config was read (an absolute path).
+    pub python: PathBuf,
+    /// `python` as written (or the default), for `corral check`.
+    pub python_written: String,
+}
+
+/// How a worker calls the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// PEP 3333: a sync worker, one request at a time.
+    Wsgi,
+    /// ASGI 3: HTTP, WebSocket and lifespan on an event loop.
+    Asgi,
+}
+
+impl Interface {
+    /// The word the config uses, which is also the worker module's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+        }
+    }
 }
 
 /// A user and group resolved when the config is read, so a typo fails `corral check`.

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod python;
 mod roundtrip;
 mod routes;
 mod traffic;

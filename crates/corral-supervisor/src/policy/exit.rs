@@ -77,7 +77,12 @@ impl Policy {
             Exit::Error(e) => (None, None, Some(e.as_str())),
         };
         let ran_ms = ran.as_millis() as u64;
-        if reason.is_failure() {
+        if let Some(request) = &w.hung_on {
+            // One event with the request and where the worker hung (a Python worker's
+            // faulthandler writes its stack on SIGABRT).
+            let stack = hang_stack(stderr);
+            tracing::error!(event = "worker_exited", reason = reason.as_str(), pool = &*pool.name, worker = w.slot, pid = w.pid, request = &**request, exit_code = code, signal, ran_ms, stack = %stack, "worker killed for timeout; the stack it hung in");
+        } else if reason.is_failure() {
             tracing::error!(event = "worker_exited", reason = reason.as_str(), pool = &*pool.name, worker = w.slot, pid = w.pid, exit_code = code, signal, ran_ms, error, stderr_tail = %stderr.join("\n"), "worker exited unexpectedly");
         } else {
             tracing::info!(
@@ -123,4 +128,15 @@ impl Policy {
         }
         self.ensure_slots(pool_id, now);
     }
+}
+
+/// The part of a hung worker's last stderr lines that shows where it hung: from Python's
+/// faulthandler header on (`Fatal Python error: Aborted`, then each thread's frames), or
+/// every kept line when there is none.
+fn hang_stack(stderr: &[String]) -> String {
+    let start = stderr
+        .iter()
+        .rposition(|l| l.starts_with("Fatal Python error"))
+        .unwrap_or(0);
+    stderr[start..].join("\n")
 }

@@ -79,6 +79,7 @@ impl Policy {
             state: State::Starting { since: now },
             retiring: None,
             ending: None,
+            hung_on: None,
         });
         let order = SpawnOrder {
             worker,
@@ -233,6 +234,7 @@ impl Policy {
             "worker hung on a request; sending SIGABRT"
         );
         w.ending = Some(ExitReason::Timeout);
+        w.hung_on = Some(request.to_string());
         w.state = State::Stopping { since: now };
         let pid = w.pid;
         self.signal(pid, Signal::SIGABRT);

@@ -1,5 +1,6 @@
 //! Starting one worker for [`Action::Spawn`](crate::policy::Action::Spawn): its sockets, its
-//! process, and the tasks that watch it (exit, output, readiness).
+//! process, and the tasks that watch it (exit, output, readiness), which a worker forked
+//! by an app pool's template (`fork.rs`) shares.
 
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -16,9 +17,27 @@ use crate::ready::{wait_ready, Outcome};
 use crate::sockets;
 use crate::spawn::{spawn, SpawnSpec};
 
+/// A worker's stdout or stderr, read by corral.
+pub(super) type Output = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+/// A worker process, spawned by corral or forked by an app pool's template: what the
+/// runner watches of it.
+pub(super) struct Process {
+    pub(super) pid: u32,
+    pub(super) stdout: Option<Output>,
+    pub(super) stderr: Option<Output>,
+    /// Resolves when the process has exited and been reaped.
+    pub(super) exit: std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send>,
+    >,
+}
+
 impl Runner {
     /// Starts the worker of `order`; the returned event says whether a process exists.
     pub(super) fn spawn(&mut self, order: &SpawnOrder) -> Event {
+        if let Some(app) = order.config.app.clone() {
+            return self.fork(order, &app);
+        }
         let worker = order.worker;
         let failed = |error: std::io::Error| Event::SpawnFailed {
             worker,
@@ -65,7 +84,28 @@ impl Runner {
                 return failed(e);
             }
         };
-        let pid = child.id().unwrap_or(0);
+        let process = Process {
+            pid: child.id().unwrap_or(0),
+            stdout: child.stdout.take().map(|o| Box::new(o) as Output),
+            stderr: child.stderr.take().map(|e| Box::new(e) as Output),
+            exit: Box::pin(async move { child.wait().await }),
+        };
+        self.watch(order, addr, notify, notify_path, started, process)
+    }
+
+    /// Watches a started worker, whichever way it was started: its exit, its output and
+    /// its readiness. Returns [`Event::Spawned`].
+    pub(super) fn watch(
+        &mut self,
+        order: &SpawnOrder,
+        addr: corral_routes::Address,
+        notify: Option<(std::path::PathBuf, tokio::net::UnixDatagram)>,
+        notify_path: Option<std::path::PathBuf>,
+        started: Instant,
+        process: Process,
+    ) -> Event {
+        let (worker, pool) = (order.worker, &order.config);
+        let pid = process.pid;
         let alive = Arc::new(AtomicBool::new(true));
         self.workers.insert(
             worker,
@@ -80,7 +120,7 @@ impl Runner {
         let name: Arc<str> = Arc::from(pool.name.as_str());
         let tail = Tail::default();
         let pumps = [
-            child.stdout.take().map(|out| {
+            process.stdout.map(|out| {
                 tokio::spawn(pump(
                     out,
                     Stream::Stdout,
@@ -90,7 +130,7 @@ impl Runner {
                     tail.clone(),
                 ))
             }),
-            child.stderr.take().map(|err| {
+            process.stderr.map(|err| {
                 tokio::spawn(pump(
                     err,
                     Stream::Stderr,
@@ -103,8 +143,9 @@ impl Runner {
         ];
         let events = self.events_tx.clone();
         let running = alive.clone();
+        let exit = process.exit;
         tokio::spawn(async move {
-            let status = child.wait().await;
+            let status = exit.await;
             // At once, not when the exit is reaped after its output: probes and health
             // checks of this worker stop now.
             running.store(false, std::sync::atomic::Ordering::Release);

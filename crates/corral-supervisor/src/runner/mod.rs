@@ -3,10 +3,13 @@
 //! [`Event`]s for the [`Policy`], performs the [`Action`]s it returns, and publishes the
 //! routing table and status snapshot after each event.
 
+mod apps;
+mod fork;
 mod health_checks;
 mod launch;
 mod os;
 mod resolve;
+mod template;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
@@ -55,6 +58,14 @@ enum Internal {
     },
     /// Time to measure memory.
     Tick,
+    /// An app pool's template process ended.
+    TemplateExited {
+        epoch: u64,
+        status: std::io::Result<std::process::ExitStatus>,
+        stderr: Vec<String>,
+    },
+    /// Time to look at templates still importing.
+    CheckTemplates,
 }
 
 pub(crate) struct Runner {
@@ -72,6 +83,19 @@ pub(crate) struct Runner {
     events_rx: mpsc::UnboundedReceiver<Internal>,
     /// Whom to tell when the stop is complete.
     stop_waiters: Vec<std::sync::mpsc::Sender<()>>,
+    /// App pools' templates (`apps.rs`), oldest first.
+    templates: Vec<template::Template>,
+    next_epoch: u64,
+    /// A reload waiting for its app pools' templates to import.
+    pending_reload: Option<Box<corral_config::Config>>,
+    /// A [`Internal::CheckTemplates`] is due.
+    checking: bool,
+    /// Where the embedded Python package was written, once it was.
+    package_dir: Option<std::path::PathBuf>,
+    runtime_dir: std::path::PathBuf,
+    /// Whether corral was made a child subreaper (for forked workers).
+    subreaper: bool,
+    orphans: crate::reaper::Orphans,
 }
 
 impl Runner {
@@ -80,6 +104,7 @@ impl Runner {
         routes: SharedRoutes,
         status: SharedStatus,
         heartbeat: Arc<Heartbeat>,
+        runtime_dir: std::path::PathBuf,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Runner {
@@ -93,14 +118,33 @@ impl Runner {
             events_tx,
             events_rx,
             stop_waiters: Vec::new(),
+            templates: Vec::new(),
+            next_epoch: 1,
+            pending_reload: None,
+            checking: false,
+            package_dir: None,
+            runtime_dir,
+            subreaper: false,
+            orphans: crate::reaper::Orphans::default(),
         }
     }
 
+    /// Runs the supervisor until it is stopped. `config` is the one it starts with: its app
+    /// pools' templates are started and imported first, and `started` hears whether they
+    /// did (on an error nothing else starts).
     pub(crate) async fn run(
         mut self,
+        config: &corral_config::Config,
+        started: std::sync::mpsc::Sender<Result<(), String>>,
         mut control: mpsc::UnboundedReceiver<Control>,
         mut reports: mpsc::UnboundedReceiver<Report>,
     ) {
+        if let Err(why) = self.start_apps(config) {
+            self.end_templates();
+            let _ = started.send(Err(why));
+            return;
+        }
+        let _ = started.send(Ok(()));
         let ticker = self.events_tx.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(TICK);
@@ -116,34 +160,45 @@ impl Runner {
             self.heartbeat.beat();
             let event = tokio::select! {
                 Some(event) = self.events_rx.recv() => match event {
-                    Internal::Event(event) => event,
+                    Internal::Event(event) => Some(event),
                     Internal::Exited { worker, status, ran, stderr } => {
                         self.reaped(worker);
-                        Event::Exited { worker, exit: exit_of(status), ran, stderr }
+                        Some(Event::Exited { worker, exit: exit_of(status), ran, stderr })
                     }
-                    Internal::Tick => Event::Memory(self.measure_memory()),
+                    Internal::Tick => {
+                        self.reap_orphans();
+                        Some(Event::Memory(self.measure_memory()))
+                    }
+                    Internal::TemplateExited { epoch, status, stderr } => {
+                        self.template_exited(epoch, status, stderr);
+                        None
+                    }
+                    Internal::CheckTemplates => self.check_templates(),
                 },
-                Some(report) = reports.recv() => match report {
+                Some(report) = reports.recv() => Some(match report {
                     Report::Retire { worker, reason } => Event::Retire { worker, reason },
                     Report::StartReplacement { worker } => Event::StartReplacement(worker),
                     Report::Hung { worker, request } => Event::Hung { worker, request },
-                },
+                }),
                 message = control.recv() => match message {
                     Some(Control::Stop(mode, waiter)) => {
                         self.stop_waiters.push(waiter);
-                        Event::Stop(mode)
+                        Some(Event::Stop(mode))
                     }
-                    Some(Control::Reload(config)) => Event::Reload(config),
-                    Some(Control::Scale { pool, to }) => Event::Scale { pool, to },
-                    Some(Control::StartPool(pool)) => Event::StartPool(pool),
-                    Some(Control::StopPool(pool)) => Event::StopPool(pool),
-                    Some(Control::Switch(to, why)) => Event::Switch { to, why },
+                    Some(Control::Reload(config)) => self.gate_reload(config),
+                    Some(Control::Scale { pool, to }) => Some(Event::Scale { pool, to }),
+                    Some(Control::StartPool(pool)) => Some(Event::StartPool(pool)),
+                    Some(Control::StopPool(pool)) => Some(Event::StopPool(pool)),
+                    Some(Control::Switch(to, why)) => Some(Event::Switch { to, why }),
                     // The master's handle is gone: nobody will ask for a graceful stop.
-                    None => Event::Stop(crate::StopMode::Quick),
+                    None => Some(Event::Stop(crate::StopMode::Quick)),
                 },
             };
-            done = self.handle(event);
+            if let Some(event) = event {
+                done = self.handle(event);
+            }
         }
+        self.end_templates();
         for waiter in self.stop_waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -252,6 +307,17 @@ impl Runner {
             pool.queue.notify.notify_waiters();
         }
         self.status.store(Arc::new(self.policy.status()));
+    }
+
+    /// Reaps zombies corral inherited as a subreaper that no one else waits for.
+    fn reap_orphans(&mut self) {
+        if !self.subreaper {
+            return;
+        }
+        let (workers, templates) = (&self.workers, &self.templates);
+        self.orphans.reap(|pid| {
+            workers.values().any(|w| w.pid == pid) || templates.iter().any(|t| t.pid == pid)
+        });
     }
 
     fn measure_memory(&self) -> Vec<(WorkerId, u64)> {

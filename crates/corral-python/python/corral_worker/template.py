@@ -1,0 +1,194 @@
+"""The template of an app pool: imports the app once, then forks a worker whenever corral
+asks, so workers share the app's memory copy-on-write and start in milliseconds.
+
+corral starts it as ``python -m corral_worker.template --app MOD:CALLABLE --interface
+wsgi|asgi --control-fd N --master-pid PID`` with the pool's user, group, environment and
+working directory. The control channel (fd N) is a ``SOCK_SEQPACKET`` Unix socket, one
+message a datagram:
+
+- template to corral, once: ``ready PID`` after the import (the GC frozen), or
+  ``error`` and the import's traceback on the following lines, then it exits 1.
+- corral to template: ``spawn SLOT SERVER_NAME SERVER_PORT`` with three fds (SCM_RIGHTS):
+  the worker's listening socket, and the write ends of its stdout and stderr pipes.
+- template to corral, for each: ``spawned PID`` or ``failed REASON``.
+
+A worker is forked twice (template, a short-lived middle process, the worker), so its
+parent is corral, which is a child subreaper: corral waits for it, reads its exit status,
+and kills it like any worker; the worker outlives the template (a template that dies is
+restarted; its workers keep serving). The worker makes itself a process group, takes
+``PR_SET_PDEATHSIG`` once corral is its parent, closes the control channel, puts back the
+default signal handlers and calls the interface's ``serve``.
+
+The template exits when corral closes the channel or sends SIGTERM.
+"""
+
+import argparse
+import ctypes
+import faulthandler
+import gc
+import importlib
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+
+# Longest traceback sent on the channel; the whole one also goes to stderr.
+_MAX_MESSAGE = 60000
+# How long a new worker waits to become corral's child (the middle process exits at once).
+_REPARENT_WAIT = 5.0
+_PR_SET_PDEATHSIG = 1
+# Exit code of a worker that could not set itself up.
+_SETUP_FAILED = 70
+
+
+def load(target):
+    """The callable ``module:attribute`` names (``module`` alone: its ``application``)."""
+    module_name, _, attribute = target.partition(":")
+    module = importlib.import_module(module_name)
+    obj = module
+    for part in (attribute or "application").split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def send(control, text, fds=()):
+    data = text.encode("utf-8", "replace")[:_MAX_MESSAGE]
+    if fds:
+        socket.send_fds(control, [data], list(fds))
+    else:
+        control.send(data)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="corral_worker.template")
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--interface", choices=("wsgi", "asgi"), default="wsgi")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--master-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    faulthandler.enable()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    control = socket.socket(fileno=args.control_fd)
+    # The app's own directory first, as `python -m` and gunicorn do.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        serve = importlib.import_module("corral_worker." + args.interface).serve
+        app = load(args.app)
+    except BaseException:
+        text = traceback.format_exc()
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        send(control, "error\n" + text)
+        return 1
+    # What the import made is never collected again: a collection would write to every
+    # object's header and unshare the pages the workers inherit.
+    gc.collect()
+    gc.freeze()
+    send(control, "ready %d" % os.getpid())
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 4096, 3)
+        except InterruptedError:
+            continue
+        if not message:
+            return 0
+        words = message.decode("utf-8", "replace").split()
+        if len(words) != 4 or words[0] != "spawn" or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            send(control, "failed malformed request %r" % message[:200])
+            continue
+        try:
+            pid = fork_worker(int(words[1]), words[2], words[3], fds, control, serve, app,
+                              args.master_pid)
+            send(control, "spawned %d" % pid)
+        except Exception as e:  # noqa: BLE001 - the reason goes back to corral
+            send(control, "failed %s" % e)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def fork_worker(slot, server_name, server_port, fds, control, serve, app, master_pid):
+    """Forks the worker through a middle process and returns the worker's pid."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        code = 0
+        try:
+            os.close(read_end)
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_end)
+                worker(slot, server_name, server_port, fds, control, serve, app, master_pid)
+            os.write(write_end, b"%d" % pid)
+        except BaseException:  # noqa: BLE001 - the template learns it from the empty pipe
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        data = b""
+        while True:
+            chunk = os.read(read_end, 32)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_end)
+        os.waitpid(middle, 0)
+    if not data:
+        raise OSError("fork failed")
+    return int(data)
+
+
+def worker(slot, server_name, server_port, fds, control, serve, app, master_pid):
+    """The forked worker: never returns."""
+    code = _SETUP_FAILED
+    try:
+        os.setpgid(0, 0)
+        deadline = time.monotonic() + _REPARENT_WAIT
+        while os.getppid() != master_pid:
+            if time.monotonic() > deadline:
+                os._exit(_SETUP_FAILED)
+            time.sleep(0.0002)
+        # Die with corral, as the workers it starts itself do.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != master_pid:
+            os._exit(_SETUP_FAILED)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGABRT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        control.close()
+        listener_fd, out_fd, err_fd = fds
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        os.environ["CORRAL_WORKER"] = str(slot)
+        faulthandler.enable()
+        listener = socket.socket(fileno=listener_fd)
+        code = 1
+        serve(listener, app, worker=slot, server_name=server_name, server_port=server_port)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported on the worker's stderr
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
