@@ -124,6 +124,28 @@ fn flask_under_granian() {
 }
 
 #[test]
+fn flask_preloaded_and_forked_by_corral() {
+    let Some(venv) = venv_with("flask") else {
+        return;
+    };
+    exercise(
+        start_example("flask/preload.toml", Some(&venv), WORKERS),
+        "flask",
+    );
+}
+
+#[test]
+fn django_preloaded_and_forked_by_corral() {
+    let Some(venv) = venv_with("django-admin") else {
+        return;
+    };
+    exercise(
+        start_example("django/preload.toml", Some(&venv), WORKERS),
+        "django",
+    );
+}
+
+#[test]
 fn django_under_gunicorn() {
     let Some(venv) = venv_with("gunicorn") else {
         return;

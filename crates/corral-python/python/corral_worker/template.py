@@ -69,6 +69,10 @@ def main(argv=None):
     parser.add_argument("--master-pid", type=int, required=True)
     args = parser.parse_args(argv)
     faulthandler.enable()
+    # No collection in the template at all: one would leave freed holes in the pages the
+    # workers inherit, which they then fill (each copying the page). What the import made
+    # is frozen before each fork, and each worker collects again (Python's `gc.freeze` doc).
+    gc.disable()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     control = socket.socket(fileno=args.control_fd)
@@ -86,7 +90,6 @@ def main(argv=None):
         return 1
     # What the import made is never collected again: a collection would write to every
     # object's header and unshare the pages the workers inherit.
-    gc.collect()
     gc.freeze()
     send(control, "ready %d" % os.getpid())
     while True:
@@ -117,6 +120,7 @@ def fork_worker(slot, server_name, server_port, fds, control, serve, app, master
     """Forks the worker through a middle process and returns the worker's pid."""
     sys.stdout.flush()
     sys.stderr.flush()
+    gc.freeze()
     read_end, write_end = os.pipe()
     middle = os.fork()
     if middle == 0:
@@ -164,7 +168,7 @@ def worker(slot, server_name, server_port, fds, control, serve, app, master_pid)
         if os.getppid() != master_pid:
             os._exit(_SETUP_FAILED)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGABRT, signal.SIGCHLD):
+                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         control.close()
         listener_fd, out_fd, err_fd = fds
@@ -173,6 +177,9 @@ def worker(slot, server_name, server_port, fds, control, serve, app, master_pid)
         os.close(out_fd)
         os.close(err_fd)
         os.environ["CORRAL_WORKER"] = str(slot)
+        gc.enable()
+        # Again, on the worker's own stderr (enable() alone keeps the template's setup).
+        faulthandler.disable()
         faulthandler.enable()
         listener = socket.socket(fileno=listener_fd)
         code = 1
