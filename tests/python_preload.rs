@@ -105,9 +105,11 @@ fn forked_workers_are_corrals_children_and_ready_within_milliseconds() {
     for _ in 0..50 {
         let before = startups(&corral).len();
         corral.signal(Signal::SIGTTIN);
-        wait_for("a worker spawned and ready", Duration::from_secs(20), || {
-            (startups(&corral).len() > before).then_some(())
-        });
+        wait_for(
+            "a worker spawned and ready",
+            Duration::from_secs(20),
+            || (startups(&corral).len() > before).then_some(()),
+        );
         corral.wait_ready(2, Duration::from_secs(20));
         corral.signal(Signal::SIGTTOU);
         wait_for("back to one worker", Duration::from_secs(20), || {
@@ -120,7 +122,10 @@ fn forked_workers_are_corrals_children_and_ready_within_milliseconds() {
     assert_eq!(times.len(), 50, "{times:?}");
     let p99 = times[times.len() * 99 / 100 - 1];
     let p50 = times[times.len() / 2];
-    println!("spawn to ready over 50 forks: p50 {p50} ms, p99 {p99} ms, max {} ms", times[49]);
+    println!(
+        "spawn to ready over 50 forks: p50 {p50} ms, p99 {p99} ms, max {} ms",
+        times[49]
+    );
     // Speed is judged in bench/; here a bound a loaded machine keeps.
     assert!(p99 < 1000, "p99 {p99} ms: {times:?}");
     let (status, text) = get(&client(), &corral.url("/")).expect("GET /");
@@ -208,7 +213,11 @@ fn a_reload_imports_the_new_code_and_refuses_code_that_does_not_import() {
     load.wait_more(100, Duration::from_secs(30));
     let result = load.stop();
     result.assert_no_failures("a refused reload");
-    assert_eq!(corral.ready_pids(), serving, "the workers of before serve on");
+    assert_eq!(
+        corral.ready_pids(),
+        serving,
+        "the workers of before serve on"
+    );
     let (_, text) = get(&agent, &corral.url("/")).expect("GET /");
     assert!(text.starts_with("v2 "), "{text}");
 }
@@ -240,7 +249,10 @@ fn a_hung_request_gets_504_and_one_event_with_its_id_and_the_stack() {
     let access = corral.wait_log("the access line of /hang", Duration::from_secs(10), |e| {
         e["message"] == "access" && e["path"] == "/hang"
     });
-    let id = access["request_id"].as_str().expect("request id").to_string();
+    let id = access["request_id"]
+        .as_str()
+        .expect("request id")
+        .to_string();
     let exited = corral.wait_log("the hung worker's exit", Duration::from_secs(20), |e| {
         e["event"] == "worker_exited" && e["reason"] == "timeout"
     });

@@ -126,9 +126,7 @@ pub fn start(
     let config = config.clone();
     let thread = std::thread::Builder::new()
         .name("corral-supervisor".into())
-        .spawn(move || {
-            runtime.block_on(runner.run(&config, started_tx, control_rx, reports_rx))
-        })?;
+        .spawn(move || runtime.block_on(runner.run(&config, started_tx, control_rx, reports_rx)))?;
     // App pools import their app before anything starts; an import error fails the start.
     match started.recv() {
         Ok(Ok(())) => {}
@@ -138,7 +136,9 @@ pub fn start(
         }
         Err(_) => {
             let _ = thread.join();
-            return Err(StartError::App("the supervisor thread ended while starting".into()));
+            return Err(StartError::App(
+                "the supervisor thread ended while starting".into(),
+            ));
         }
     }
     Ok(Supervisor {

@@ -47,7 +47,9 @@ pub(crate) async fn wait(pidfd: OwnedFd) -> io::Result<ExitStatus> {
         match waitid(Id::PIDFd(fd.get_ref().as_fd()), flags) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::from_raw((code & 0xff) << 8)),
             Ok(WaitStatus::Signaled(_, signal, core)) => {
-                return Ok(ExitStatus::from_raw(signal as i32 | if core { 0x80 } else { 0 }))
+                return Ok(ExitStatus::from_raw(
+                    signal as i32 | if core { 0x80 } else { 0 },
+                ))
             }
             Ok(_) => guard.clear_ready(),
             Err(nix::errno::Errno::EINTR) => {}

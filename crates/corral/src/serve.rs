@@ -268,7 +268,14 @@ mod tests {
     #[test]
     fn an_app_is_served_preloaded_instead_of_a_command() {
         let c = parses(&text(
-            &["--workers", "4", "--app", "mysite.wsgi:application", "--interface", "asgi"],
+            &[
+                "--workers",
+                "4",
+                "--app",
+                "mysite.wsgi:application",
+                "--interface",
+                "asgi",
+            ],
             &[],
         ));
         let app = c.pools[0].app.as_ref().expect("an app pool");

@@ -140,7 +140,12 @@ fn a_remote_pool_names_its_upstreams_and_refuses_keys_of_supervised_workers() {
         "{e:#?}"
     );
     let e = errs("[pools.api]\n");
-    assert!(e[0].contains("pools.api.command: is missing; a pool needs the command that starts a worker, an app"), "{e:#?}");
+    assert!(
+        e[0].contains(
+            "pools.api.command: is missing; a pool needs the command that starts a worker, an app"
+        ),
+        "{e:#?}"
+    );
 }
 
 #[test]

@@ -104,18 +104,24 @@ impl Runner {
                 self.drop_pending_reload();
             } else if gated().all(|t| t.phase == Phase::Ready) {
                 reload = self.pending_reload.take();
-                let fresh: Vec<(String, u64)> = gated()
-                    .map(|t| (t.pool.name.clone(), t.epoch))
-                    .collect();
+                let fresh: Vec<(String, u64)> =
+                    gated().map(|t| (t.pool.name.clone(), t.epoch)).collect();
                 for t in &mut self.templates {
                     t.gated = false;
-                    if fresh.iter().any(|(name, epoch)| t.pool.name == *name && t.epoch < *epoch) {
+                    if fresh
+                        .iter()
+                        .any(|(name, epoch)| t.pool.name == *name && t.epoch < *epoch)
+                    {
                         t.end();
                     }
                 }
             }
         }
-        if self.templates.iter().any(|t| matches!(t.phase, Phase::Importing(_))) {
+        if self
+            .templates
+            .iter()
+            .any(|t| matches!(t.phase, Phase::Importing(_)))
+        {
             self.schedule_check();
         }
         reload.map(Event::Reload)
@@ -218,18 +224,37 @@ impl Runner {
         let (template, mut child) = Template::start(pool.clone(), app, &package, epoch)
             .map_err(|e| format!("cannot start {}: {e}", app.python.display()))?;
         let pid = template.pid;
-        tracing::info!(event = "template_started", pool = &*pool.name, pid, app = &*app.target, interface = app.interface.as_str(), "importing the app in its template");
+        tracing::info!(
+            event = "template_started",
+            pool = &*pool.name,
+            pid,
+            app = &*app.target,
+            interface = app.interface.as_str(),
+            "importing the app in its template"
+        );
         let name: Arc<str> = Arc::from(pool.name.as_str());
         let tail = Tail::default();
         let pumps = [
-            child
-                .stdout
-                .take()
-                .map(|out| tokio::spawn(pump(out, Stream::Stdout, name.clone(), 0, pid, tail.clone()))),
-            child
-                .stderr
-                .take()
-                .map(|err| tokio::spawn(pump(err, Stream::Stderr, name.clone(), 0, pid, tail.clone()))),
+            child.stdout.take().map(|out| {
+                tokio::spawn(pump(
+                    out,
+                    Stream::Stdout,
+                    name.clone(),
+                    0,
+                    pid,
+                    tail.clone(),
+                ))
+            }),
+            child.stderr.take().map(|err| {
+                tokio::spawn(pump(
+                    err,
+                    Stream::Stderr,
+                    name.clone(),
+                    0,
+                    pid,
+                    tail.clone(),
+                ))
+            }),
         ];
         let events = self.events_tx.clone();
         tokio::spawn(async move {
@@ -289,7 +314,12 @@ impl Runner {
         let t = &self.templates[i];
         match &t.phase {
             Phase::Ready => {
-                tracing::info!(event = "template_ready", pool = &*t.pool.name, pid = t.pid, "the app is imported; forking workers from it")
+                tracing::info!(
+                    event = "template_ready",
+                    pool = &*t.pool.name,
+                    pid = t.pid,
+                    "the app is imported; forking workers from it"
+                )
             }
             Phase::Failed(why) if !t.retired() => {
                 tracing::error!(event = "template_failed", pool = &*t.pool.name, pid = t.pid, traceback = %why, "the app's template failed")

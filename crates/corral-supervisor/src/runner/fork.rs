@@ -100,7 +100,10 @@ fn bind(order: &SpawnOrder) -> std::io::Result<(Address, OwnedFd)> {
         }
         Bind::Tcp | Bind::Fd => {
             let listener = TcpListener::bind("127.0.0.1:0")?;
-            Ok((Address::Tcp(listener.local_addr()?), OwnedFd::from(listener)))
+            Ok((
+                Address::Tcp(listener.local_addr()?),
+                OwnedFd::from(listener),
+            ))
         }
     }
 }
