@@ -46,7 +46,6 @@ pub use model::prefix_matches;
 pub use model::{
     Bind, Buffering, Certificate, Coding, Compression, Config, ForwardedField, HeaderPreset,
     Headers, Health, Interface, Limits, Log, LogFormat, OnStoreError, Place, Pool, PythonApp,
-    Headers, Health, Interface, Limits, Log, LogFormat, OnStoreError, Place, Pool, PythonApp,
     RateKey, RateLimit, RateMatch, RateStore, Ready, Rollback, Rotation, Route, RouteEdge,
     RouteHeaders, RouteTarget, Routing, RunAs, Server, Smoke, StoreKind, Tls, Upstream, WebSocket,
 };
