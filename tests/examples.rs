@@ -161,7 +161,19 @@ fn fastapi_under_uvicorn_on_fd_3_with_its_websocket() {
     let Some(venv) = venv_with("uvicorn") else {
         return;
     };
-    let corral = start_example("fastapi/uvicorn.toml", Some(&venv), WORKERS);
+    fastapi_with_its_websocket(start_example("fastapi/uvicorn.toml", Some(&venv), WORKERS));
+}
+
+#[test]
+fn fastapi_preloaded_and_forked_by_corral_with_its_websocket() {
+    let Some(venv) = venv_with("uvicorn") else {
+        return;
+    };
+    fastapi_with_its_websocket(start_example("fastapi/preload.toml", Some(&venv), WORKERS));
+}
+
+/// A WebSocket echoed through corral, then the whole life of the example.
+fn fastapi_with_its_websocket(corral: Corral) {
     let url = format!("ws://127.0.0.1:{}/ws", corral.port);
     let (mut socket, _) = tungstenite::connect(url.as_str()).expect("a WebSocket through corral");
     for text in ["one", "two"] {

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -270,4 +271,194 @@ fn a_hung_request_gets_504_and_one_event_with_its_id_and_the_stack() {
         let pids = corral.ready_pids();
         (pids.len() == 2 && !pids.contains(&hung)).then_some(())
     });
+}
+
+#[test]
+fn a_template_that_dies_is_started_again_while_its_workers_serve() {
+    let Some(venv) = venv() else { return };
+    let app = AppDir::new("shop", &versioned("v1"));
+    let body = app_pool(&venv, "shop:app", app.path(), 2, "");
+    let mut corral = Corral::start(&body, "", 2);
+    let serving = corral.ready_pids();
+    let first = corral.wait_event("template_ready", Duration::from_secs(10));
+    let template = first["pid"].as_u64().expect("template pid") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(template), Signal::SIGKILL)
+        .expect("kill the template");
+    corral.wait_event("template_exited", Duration::from_secs(10));
+    // Started again, and its workers never stopped.
+    wait_for("a second template ready", Duration::from_secs(30), || {
+        let ready: Vec<u64> = corral
+            .log_events()
+            .iter()
+            .filter(|e| e["event"] == "template_ready")
+            .filter_map(|e| e["pid"].as_u64())
+            .collect();
+        (ready.len() == 2).then_some(())
+    });
+    for _ in 0..10 {
+        let (status, text) = get(&client(), &corral.url("/")).expect("GET /");
+        assert_eq!(status, 200, "{text}");
+    }
+    assert_eq!(corral.ready_pids(), serving, "the workers served on");
+    // A worker that exits now is forked by the new template.
+    let victim = serving[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL)
+        .expect("kill a worker");
+    wait_for("a replacement", Duration::from_secs(30), || {
+        let pids = corral.ready_pids();
+        (pids.len() == 2 && !pids.contains(&victim)).then_some(())
+    });
+}
+
+/// PSS in KiB of `pid` and every process below it, from `/proc/PID/smaps_rollup`, and the
+/// part of `pid`'s own that maps its executable file.
+fn tree_pss(pid: u32) -> (u64, u64) {
+    let mut total = 0;
+    let mut pending = vec![pid];
+    while let Some(p) = pending.pop() {
+        let rollup = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
+        total += rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        pending.extend(children(p));
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut text, mut in_exe) = (0, false);
+    for line in smaps.lines() {
+        if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            in_exe = line.ends_with(&*exe.to_string_lossy());
+        } else if let (true, Some(v)) = (in_exe, line.strip_prefix("Pss:")) {
+            text += v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0);
+        }
+    }
+    (total, text)
+}
+
+/// The pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().nth(1))
+                    .and_then(|pp| pp.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// Issue 33, acceptance 1: the bundled Django example with four workers under `app =`,
+/// corral included, against `gunicorn -w 4 --preload` on the same app, in one run, each
+/// after the same requests. corral's own PSS depends on how it was built (a debug binary
+/// maps ~20 MiB more code): with `CORRAL_MEMORY_BIN` naming a release build the whole tree
+/// is held to gunicorn's; with the debug build under test, all but corral's executable.
+#[test]
+fn the_django_example_preloaded_takes_no_more_memory_than_gunicorn_preload() {
+    let Some(venv) = venv_with("gunicorn") else {
+        return;
+    };
+    let program =
+        std::env::var_os("CORRAL_MEMORY_BIN").map_or_else(support::corral_bin, PathBuf::from);
+    let django = support::repo_root().join("examples").join("django");
+    let (port, admin) = (support::free_port(), support::free_port());
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\ncontrol_socket = \"{{dir}}/control.sock\"\n[log]\nformat = \"json\"\n{}",
+        app_pool(&venv, "app:application", &django, 4, "")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("corral.toml"),
+        text.replace("{dir}", &dir.path().display().to_string()),
+    )
+    .expect("config");
+    let argv = vec![
+        "run".to_string(),
+        "-c".to_string(),
+        dir.path().join("corral.toml").display().to_string(),
+    ];
+    let mut corral = Corral::spawn_program(&program, dir, &argv, port, admin, &[]);
+    corral.wait_ready(4, Duration::from_secs(60));
+    let agent = client();
+    for _ in 0..400 {
+        let (status, _) = get(&agent, &corral.url("/")).expect("GET / through corral");
+        assert_eq!(status, 200);
+    }
+    let (ours, corral_text) = tree_pss(corral.pid());
+
+    let gport = support::free_port();
+    let mut gunicorn = std::process::Command::new(venv.join("bin").join("gunicorn"))
+        .args([
+            "-w",
+            "4",
+            "--preload",
+            "-b",
+            &format!("127.0.0.1:{gport}"),
+            "app:application",
+        ])
+        .current_dir(&django)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start gunicorn");
+    let gpid = gunicorn.id();
+    let guard = KillGroup(gpid);
+    wait_for("gunicorn's four workers", Duration::from_secs(60), || {
+        (children(gpid).len() == 4 && get(&agent, &format!("http://127.0.0.1:{gport}/")).is_ok())
+            .then_some(())
+    });
+    for _ in 0..400 {
+        let (status, _) =
+            get(&agent, &format!("http://127.0.0.1:{gport}/")).expect("GET / from gunicorn");
+        assert_eq!(status, 200);
+    }
+    let (theirs, _) = tree_pss(gpid);
+    drop(guard);
+    let _ = gunicorn.wait();
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "PSS: corral + template + 4 workers {:.1} MiB (corral's executable {:.1} MiB; {}), gunicorn -w 4 --preload {:.1} MiB",
+        mib(ours),
+        mib(corral_text),
+        program.display(),
+        mib(theirs)
+    );
+    if std::env::var_os("CORRAL_MEMORY_BIN").is_some() {
+        assert!(ours <= theirs, "{} KiB > {} KiB", ours, theirs);
+    } else {
+        assert!(
+            ours - corral_text <= theirs,
+            "{} KiB > {} KiB",
+            ours - corral_text,
+            theirs
+        );
+    }
+}
+
+/// Kills a process group when dropped.
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ =
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
 }
