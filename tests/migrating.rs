@@ -149,7 +149,7 @@ fn known_keys() -> BTreeSet<String> {
          [rate_limit_store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n\
          [routing]\nweights = { blue = 90, green = 10 }\nrollback_window = \"30s\"\n\
          [pools.blue]\ncommand = [\"app\", \"{port}\"]\ncwd = \"/tmp\"\nenv = { A = \"b\" }\nuser = \"nobody\"\nsmoke = [{ path = \"/\" }]\nmax_memory = \"1GiB\"\n\
-         [pools.green]\ncommand = [\"app\", \"{port}\"]\n",
+         [pools.green]\napp = \"app:application\"\ninterface = \"asgi\"\npython = \"python3\"\n",
         dir.path(),
         "tls.toml",
         &mut keys,
