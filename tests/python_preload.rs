@@ -462,3 +462,45 @@ impl Drop for KillGroup {
             nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
     }
 }
+
+/// `PYTHONFAULTHANDLER=1` reaches workers corral starts by `command`: a uvicorn worker stuck
+/// in a blocking call leaves its stack in the same one event.
+#[test]
+fn a_hung_uvicorn_worker_started_by_command_leaves_its_stack_too() {
+    let Some(venv) = venv_with("uvicorn") else {
+        return;
+    };
+    let app = AppDir::new(
+        "stuck",
+        r#"import time
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/hang":
+        time.sleep(600)  # blocks the event loop
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"ok\n"})
+"#,
+    );
+    let body = format!(
+        "[pools.web]\ncommand = [{:?}, \"--fd\", \"3\", \"--no-access-log\", \"stuck:app\"]\ncwd = {:?}\nbind = \"fd\"\nworkers = 1\nconcurrency = 1\ntimeout = \"1s\"\nkill_timeout = \"3s\"\nready = \"http\"\n[pools.web.health]\npath = \"/\"\n",
+        venv.join("bin").join("uvicorn").display().to_string(),
+        app.path().display().to_string(),
+    );
+    let corral = Corral::start(&body, "", 1);
+    let (status, _) = get(&client(), &corral.url("/hang")).expect("GET /hang");
+    assert_eq!(status, 504);
+    let exited = corral.wait_log("the hung worker's exit", Duration::from_secs(20), |e| {
+        e["event"] == "worker_exited" && e["reason"] == "timeout"
+    });
+    let stack = exited["stack"].as_str().unwrap_or_default();
+    assert!(
+        exited["request"]
+            .as_str()
+            .is_some_and(|r| r.contains("/hang"))
+            && stack.contains("stuck.py\", line 8 in app"),
+        "{exited}"
+    );
+}

@@ -41,6 +41,8 @@ _REPARENT_WAIT = 5.0
 _PR_SET_PDEATHSIG = 1
 # Exit code of a worker that could not set itself up.
 _SETUP_FAILED = 70
+# libc, loaded once here rather than in each worker (for prctl).
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def load(target):
@@ -105,19 +107,24 @@ def main(argv=None):
                 os.close(fd)
             send(control, "failed malformed request %r" % message[:200])
             continue
+        middle = None
         try:
-            pid = fork_worker(int(words[1]), words[2], words[3], fds, control, serve, app,
-                              args.master_pid)
+            pid, middle = fork_worker(int(words[1]), words[2], words[3], fds, control, serve,
+                                      app, args.master_pid)
             send(control, "spawned %d" % pid)
         except Exception as e:  # noqa: BLE001 - the reason goes back to corral
             send(control, "failed %s" % e)
         finally:
             for fd in fds:
                 os.close(fd)
+            # Reaped once corral has its answer: the middle process only has to exit.
+            if middle:
+                os.waitpid(middle, 0)
 
 
 def fork_worker(slot, server_name, server_port, fds, control, serve, app, master_pid):
-    """Forks the worker through a middle process and returns the worker's pid."""
+    """Forks the worker through a middle process; returns the worker's pid and the middle
+    process's, for the caller to reap."""
     sys.stdout.flush()
     sys.stderr.flush()
     gc.freeze()
@@ -138,18 +145,17 @@ def fork_worker(slot, server_name, server_port, fds, control, serve, app, master
             os._exit(code)
     os.close(write_end)
     try:
-        data = b""
-        while True:
-            chunk = os.read(read_end, 32)
-            if not chunk:
-                break
-            data += chunk
+        # One write of a few bytes: whole, or nothing when the middle process failed.
+        data = os.read(read_end, 32)
+    except BaseException:
+        os.waitpid(middle, 0)
+        raise
     finally:
         os.close(read_end)
-        os.waitpid(middle, 0)
     if not data:
+        os.waitpid(middle, 0)
         raise OSError("fork failed")
-    return int(data)
+    return int(data), middle
 
 
 def worker(slot, server_name, server_port, fds, control, serve, app, master_pid):
@@ -163,8 +169,7 @@ def worker(slot, server_name, server_port, fds, control, serve, app, master_pid)
                 os._exit(_SETUP_FAILED)
             time.sleep(0.0002)
         # Die with corral, as the workers it starts itself do.
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != master_pid:
             os._exit(_SETUP_FAILED)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
