@@ -14,6 +14,7 @@ mod edge;
 mod env;
 mod error;
 mod health;
+mod lanes;
 mod log;
 mod lower;
 mod model;
@@ -39,6 +40,7 @@ pub use edge::DEFAULT_REMOVED;
 pub use env::apply_env;
 pub use error::{ConfigError, ConfigErrors};
 pub use health::DEFAULT_FAIL_STATUS;
+pub use lanes::Lane;
 pub use lower::{
     default_runtime_dir, DEFAULT_ADMIN, DEFAULT_BUFFER_MEMORY, DEFAULT_LISTEN, MAX_WORKERS,
 };

@@ -191,6 +191,7 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool], routes: &[Route]) ->
     let path = t.key_path("active");
     let node = t.get("active");
     let active = t.string(r, "active");
+    let t_weights_span = t.get("weights").map(|n| n.span());
     let weights = weights(r, &mut t, pools);
     let keep_previous = t.boolean(r, "keep_previous").unwrap_or(false);
     let rollback = crate::health::rollback(r, &mut t);
@@ -203,6 +204,11 @@ fn routing(r: &mut Reader, top: &mut Table, pools: &[Pool], routes: &[Route]) ->
     if !routes.is_empty() && crate::routes::switched(routes, &traffic.active).is_none() {
         let span = node.map_or(0..0, |n| n.span());
         r.error(span, &path, format!("{:?} is in no route's pools; with [[routes]], [routing] steers the route that holds its pool (or leave it out to steer the first pool route)", traffic.active));
+        return None;
+    }
+    if let Some(message) = crate::lanes::split_across_routes(routes, &traffic) {
+        let span = t_weights_span.unwrap_or(0..0);
+        r.error(span, &path.replace(".active", ".weights"), message);
         return None;
     }
     Some(Routing {

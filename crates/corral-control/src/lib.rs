@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use corral_config::{Traffic, MAX_WORKERS};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
 /// A control verb, with its arguments.
@@ -37,6 +38,9 @@ pub enum Request {
     Switch {
         /// Where new requests are to go.
         to: Traffic,
+        /// The `[[routes]]` route whose traffic moves; `None`: the route whose pools hold
+        /// `to`'s (without routes, the only one).
+        route: Option<String>,
     },
 }
 
@@ -79,6 +83,9 @@ pub struct Switched {
     pub left: Vec<String>,
     /// What becomes of them.
     pub previous: String,
+    /// The `[[routes]]` route switched; absent without routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 /// Why a request was not carried out.
@@ -125,10 +132,19 @@ impl Request {
             } => format!("/scale?workers={workers}"),
             // Pool names are words (the config allows nothing else) and weights are
             // `name=N,...`: neither needs escaping in a query.
-            Request::Switch { to } if to.weights.is_empty() => {
-                format!("/switch?pool={}", to.active)
+            Request::Switch { to, route } => {
+                let mut target = if to.weights.is_empty() {
+                    format!("/switch?pool={}", to.active)
+                } else {
+                    format!("/switch?weights={to}")
+                };
+                // A route's name is free text: escaped.
+                if let Some(route) = route {
+                    let route = utf8_percent_encode(route, NON_ALPHANUMERIC);
+                    target.push_str(&format!("&route={route}"));
+                }
+                target
             }
-            Request::Switch { to } => format!("/switch?weights={to}"),
         }
     }
 
@@ -150,18 +166,28 @@ impl Request {
                     workers,
                 })
                 .ok_or_else(|| format!("workers must be 1..{MAX_WORKERS}")),
-            "/switch" => match (arg("pool").filter(|p| !p.is_empty()), arg("weights")) {
-                (Some(pool), None) => Ok(Request::Switch {
-                    to: Traffic::to(pool),
-                }),
-                (None, Some(weights)) => {
-                    Traffic::parse_weights(weights).map(|to| Request::Switch { to })
+            "/switch" => {
+                let route = match arg("route").map(|r| percent_decode_str(r).decode_utf8()) {
+                    None => None,
+                    Some(Ok(route)) if !route.is_empty() => Some(route.into_owned()),
+                    Some(_) => {
+                        let why = "route must be a route's name, in UTF-8".to_string();
+                        return Some(Err(Refusal::BadRequest(why)));
+                    }
+                };
+                match (arg("pool").filter(|p| !p.is_empty()), arg("weights")) {
+                    (Some(pool), None) => Ok(Request::Switch {
+                        to: Traffic::to(pool),
+                        route,
+                    }),
+                    (None, Some(weights)) => Traffic::parse_weights(weights)
+                        .map(|to| Request::Switch { to, route }),
+                    _ => Err(
+                        "say where traffic goes: /switch?pool=NAME or /switch?weights=blue=90,green=10 (and &route=NAME with [[routes]])"
+                            .to_string(),
+                    ),
                 }
-                _ => Err(
-                    "say where traffic goes: /switch?pool=NAME or /switch?weights=blue=90,green=10"
-                        .to_string(),
-                ),
-            },
+            }
             _ => return None,
         };
         Some(request.map_err(Refusal::BadRequest))

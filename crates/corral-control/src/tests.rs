@@ -25,9 +25,15 @@ fn every_verb_reads_back_as_written() {
     });
     round_trip(Request::Switch {
         to: Traffic::to("green"),
+        route: None,
     });
     round_trip(Request::Switch {
         to: Traffic::parse_weights("blue=90,green=10").expect("weights"),
+        route: None,
+    });
+    round_trip(Request::Switch {
+        to: Traffic::to("api-green"),
+        route: Some("example.com/api & more".into()),
     });
 }
 
@@ -40,8 +46,14 @@ fn the_wire_form_is_the_documented_one() {
     assert_eq!(scale.target(), "/scale?pool=web&workers=4");
     let split = Request::Switch {
         to: Traffic::parse_weights("blue=90, green=10").expect("weights"),
+        route: None,
     };
     assert_eq!(split.target(), "/switch?weights=blue=90,green=10");
+    let api = Request::Switch {
+        to: Traffic::to("api-green"),
+        route: Some("api".into()),
+    };
+    assert_eq!(api.target(), "/switch?pool=api-green&route=api");
 }
 
 #[test]
@@ -59,6 +71,7 @@ fn malformed_requests_are_bad_requests_and_unknown_paths_none() {
     assert!(bad("/switch", ""));
     assert!(bad("/switch", "pool=a&weights=a=1,b=1"));
     assert!(bad("/switch", "weights=a=0"));
+    assert!(bad("/switch", "pool=a&route=%ff"));
     assert_eq!(Request::parse("/nope", ""), None);
     assert_eq!(
         Request::parse("/scale", &format!("workers={MAX_WORKERS}")),
@@ -87,6 +100,16 @@ fn answers_and_refusals_read_back_through_http() {
             took_ms: 120,
             left: vec!["blue".into()],
             previous: "draining, then stopped".into(),
+            route: None,
+        }),
+        Answer::Switched(Switched {
+            from: "api-blue".into(),
+            to: "api-green".into(),
+            workers: 1,
+            took_ms: 80,
+            left: vec![],
+            previous: "kept warm".into(),
+            route: Some("api".into()),
         }),
     ];
     for answer in answers {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use corral_routes::{PoolView, SharedStatus, StatusSnapshot};
+use corral_routes::{PoolView, RouteView, SharedStatus, StatusSnapshot};
 use corral_telemetry::Metrics;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
@@ -77,40 +77,65 @@ impl Admin {
         if self.draining.load(Ordering::Acquire) || snapshot.stopping {
             return Err("stopping".into());
         }
-        match snapshot.pools.iter().find(|p| p.active) {
-            Some(pool) if pool.failed.is_some() => Err(format!(
-                "pool {} failed: {}",
-                pool.name,
-                pool.failed.as_deref().unwrap_or("")
-            )),
-            Some(pool) if pool.ready() > 0 => Ok(format!(
-                "ready: {} of {} workers of pool {}",
+        // The pool each route sends its requests to (one without `[[routes]]`).
+        let mut ready = Vec::new();
+        for pool in snapshot.pools.iter().filter(|p| p.active) {
+            if let Some(failed) = &pool.failed {
+                return Err(format!("pool {} failed: {failed}", pool.name));
+            }
+            if pool.ready() == 0 {
+                return Err(format!("no ready worker in pool {}", pool.name));
+            }
+            ready.push(format!(
+                "{} of {} workers of pool {}",
                 pool.ready(),
                 pool.workers.len(),
                 pool.name
-            )),
-            Some(pool) => Err(format!("no ready worker in pool {}", pool.name)),
-            None => Err("no active pool".into()),
+            ));
         }
+        if ready.is_empty() {
+            return Err("no active pool".into());
+        }
+        Ok(format!("ready: {}", ready.join("; ")))
     }
 
     fn status_json(&self, snapshot: &StatusSnapshot, session: &ServerSession) -> Value {
         let now = Instant::now();
-        json!({
+        let mut status = json!({
             "edge": self.edge_json(session),
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "generation": snapshot.generation,
             "stopping": self.draining.load(Ordering::Acquire) || snapshot.stopping,
-            "active_pool": snapshot.pools.iter().find(|p| p.active).map(|p| &*p.name),
+            "active_pool": snapshot.routes.first().map(|r| &*r.active),
             "active_for_seconds": snapshot.active_since.map(|(since, _)| now.duration_since(since).as_secs_f64()),
             "active_because": snapshot.active_since.map(|(_, why)| why),
-            "weights": snapshot.pools.iter().any(|p| p.weight.is_some()).then(|| {
-                snapshot.pools.iter().filter_map(|p| Some((p.name.to_string(), json!(p.weight?)))).collect::<serde_json::Map<_, _>>()
-            }),
+            "weights": snapshot.routes.first().and_then(weights_json),
             "pools": snapshot.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
-        })
+        });
+        // With `[[routes]]`, each pool route's own traffic, and what its requests did.
+        if snapshot.routes.iter().any(|r| !r.route.is_empty()) {
+            let settings = self.settings.load();
+            status["routes"] = snapshot
+                .routes
+                .iter()
+                .map(|r| {
+                    let (requests, errors) = settings.routes.answered(&r.route);
+                    json!({
+                        "name": &*r.route,
+                        "active_pool": &*r.active,
+                        "weights": weights_json(r),
+                        "previous_pool": r.previous.as_deref(),
+                        "active_for_seconds": r.since.map(|(since, _)| now.duration_since(since).as_secs_f64()),
+                        "active_because": r.since.map(|(_, why)| why),
+                        "requests": requests,
+                        "requests_5xx": errors,
+                    })
+                })
+                .collect();
+        }
+        status
     }
 }
 
@@ -156,6 +181,18 @@ impl Admin {
     }
 }
 
+/// A route's split as `{ pool: weight }`; `None` when all its requests go to one pool.
+fn weights_json(route: &RouteView) -> Option<Value> {
+    (!route.weights.is_empty()).then(|| {
+        route
+            .weights
+            .iter()
+            .map(|(pool, w)| (pool.to_string(), json!(w)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    })
+}
+
 fn pool_json(pool: &PoolView, now: Instant) -> Value {
     json!({
         "name": &*pool.name,
@@ -197,11 +234,18 @@ fn health_json(h: HealthView) -> Value {
 /// Sets `corral_backends` from the snapshot, at scrape time: health changes between
 /// republishes, so no snapshot holds it.
 fn count_backends(metrics: &Metrics, snapshot: &StatusSnapshot) {
-    let total: u32 = snapshot.pools.iter().filter_map(|p| p.weight).sum();
     for pool in &snapshot.pools {
-        let share = match pool.weight {
-            Some(w) => f64::from(w) / f64::from(total.max(1)),
-            None => f64::from(u8::from(pool.active)),
+        // Its share of its own route's requests (each pool serves one route).
+        let split = snapshot
+            .routes
+            .iter()
+            .find(|r| r.weights.iter().any(|(p, _)| *p == pool.name));
+        let share = match (split, pool.weight) {
+            (Some(route), Some(w)) => {
+                let total: u32 = route.weights.iter().map(|(_, w)| w).sum();
+                f64::from(w) / f64::from(total.max(1))
+            }
+            _ => f64::from(u8::from(pool.active)),
         };
         metrics.set_traffic_share(&pool.name, share);
         let mut counts = [0i64; 3];

@@ -71,7 +71,7 @@ impl ProxySettings {
             websocket: config.websocket,
             buffering: BufferSettings::new(config),
             unbuffered: BufferSettings::new(config).unbuffered(),
-            routes: RouteTable::new(config),
+            routes: RouteTable::new(config, metrics),
         }
     }
 

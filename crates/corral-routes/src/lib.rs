@@ -17,6 +17,6 @@ pub mod worker;
 pub use backend::{Address, Backend, BackendInfo, Load, Recycle};
 pub use queue::Queue;
 pub use report::{Report, Reporter};
-pub use status::{PoolView, SharedStatus, StatusSnapshot, WorkerView};
-pub use table::{PoolRoute, RoutingTable, SharedRoutes};
+pub use status::{PoolView, RouteView, SharedStatus, StatusSnapshot, WorkerView};
+pub use table::{Lane, LaneKey, PoolRoute, RoutingTable, SharedRoutes};
 pub use worker::{ExitReason, PoolId, StateKind, WorkerId};

@@ -71,6 +71,25 @@ pub struct StatusSnapshot {
     /// Since when traffic has gone where it goes, and why (`config`, `switch`, `rollback`,
     /// `restored`).
     pub active_since: Option<(Instant, &'static str)>,
+    /// Each route's traffic, the one `[routing]` steers first; one entry named `""`
+    /// without `[[routes]]`.
+    pub routes: Vec<RouteView>,
+}
+
+/// A pool route's traffic as `/status` shows it.
+#[derive(Clone)]
+pub struct RouteView {
+    /// The route's name; `""` without `[[routes]]`.
+    pub route: Arc<str>,
+    /// The pool its new requests go to (with weights, the heaviest).
+    pub active: Arc<str>,
+    /// Each pool's weight while its traffic is split; empty when it is not.
+    pub weights: Vec<(Arc<str>, u32)>,
+    /// Its active pool before its last switch, while that pool runs.
+    pub previous: Option<Arc<str>>,
+    /// Since when its traffic has gone where it goes, and why (`config`, `switch`,
+    /// `rollback`, `restored`).
+    pub since: Option<(Instant, &'static str)>,
 }
 
 /// The snapshot shared with the admin listener.

@@ -55,47 +55,86 @@ pub struct RoutingTable {
     pub split: Vec<(Arc<PoolRoute>, u32)>,
     /// The config generation this table belongs to.
     pub generation: u64,
+    /// The name of the route `active`, `previous` and `split` serve (the one `[routing]`
+    /// steers); `""` without `[[routes]]`.
+    pub steered: Arc<str>,
+    /// Every other pool route's own traffic, in config order; empty without
+    /// `[[routes]]` or with one pool route.
+    pub lanes: Vec<Lane>,
+}
+
+/// One `[[routes]]` pool route's own traffic: its active pool, the one before its last
+/// switch, and its split, as [`RoutingTable`]'s fields are for the route `[routing]` steers.
+#[derive(Clone)]
+pub struct Lane {
+    /// The route's name.
+    pub route: Arc<str>,
+    /// The pool its new requests go to.
+    pub active: Arc<PoolRoute>,
+    /// Its pool before its last switch, while it still runs.
+    pub previous: Option<Arc<PoolRoute>>,
+    /// Its split, as [`RoutingTable::split`]; empty when all go to `active`.
+    pub split: Vec<(Arc<PoolRoute>, u32)>,
+}
+
+impl Lane {
+    /// The pool a request with `ticket` goes to, as [`RoutingTable::route`].
+    pub fn route(&self, ticket: u32) -> &Arc<PoolRoute> {
+        by_ticket(&self.split, &self.active, ticket)
+    }
+
+    /// Where its new requests go, by pool name.
+    pub fn traffic(&self) -> corral_config::Traffic {
+        traffic_of(&self.active, &self.split)
+    }
 }
 
 impl RoutingTable {
-    /// The pool a request with `ticket` goes to. Tickets spread evenly over `u32` (the
-    /// proxy draws them from a golden-ratio sequence), so each pool of a split gets its weight's share; without a split
-    /// it is `active`, whatever the ticket.
+    /// The pool a request of the steered route with `ticket` goes to. Tickets spread
+    /// evenly over `u32` (the proxy draws them from a golden-ratio sequence), so each pool
+    /// of a split gets its weight's share; without a split it is `active`, whatever the
+    /// ticket.
     pub fn route(&self, ticket: u32) -> &Arc<PoolRoute> {
-        let Some((_, total)) = self.split.last() else {
-            return &self.active;
-        };
-        let point = ((u64::from(ticket) * u64::from(*total)) >> 32) as u32;
-        self.split
-            .iter()
-            .find(|(_, upto)| point < *upto)
-            .map_or(&self.active, |(route, _)| route)
+        by_ticket(&self.split, &self.active, ticket)
     }
 
-    /// Where new requests go, by pool name (the weights read back from `split`).
+    /// Where new requests of the steered route go, by pool name (the weights read back
+    /// from `split`).
     pub fn traffic(&self) -> corral_config::Traffic {
-        let mut below = 0;
-        corral_config::Traffic {
-            active: self.active.name.to_string(),
-            weights: self
-                .split
-                .iter()
-                .map(|(route, upto)| {
-                    let weight = upto - below;
-                    below = *upto;
-                    (route.name.to_string(), weight)
-                })
-                .collect(),
-        }
+        traffic_of(&self.active, &self.split)
     }
 
-    /// The pool a request goes to: `pinned` (a `[[routes]]` route's own pool) when given,
-    /// else by `ticket` as in [`RoutingTable::route`]; `None` when the pinned pool does
-    /// not run.
-    pub fn pick(&self, ticket: u32, pinned: Option<&str>) -> Option<&Arc<PoolRoute>> {
-        match pinned {
+    /// Where new requests of the route named `route` go (`""`: the steered route's);
+    /// `None` when no lane has that name.
+    pub fn traffic_of(&self, route: &str) -> Option<corral_config::Traffic> {
+        if route.is_empty() || route == &*self.steered {
+            return Some(self.traffic());
+        }
+        self.lane(route).map(Lane::traffic)
+    }
+
+    /// The lane of the route named `route`, if it is not the steered one.
+    pub fn lane(&self, route: &str) -> Option<&Lane> {
+        self.lanes.iter().find(|l| &*l.route == route)
+    }
+
+    /// Whether any route splits its traffic, so a request must draw a ticket.
+    pub fn splits(&self) -> bool {
+        !self.split.is_empty() || self.lanes.iter().any(|l| !l.split.is_empty())
+    }
+
+    /// The pool a request goes to: by `ticket` in the lane of its `[[routes]]` route
+    /// (`lane`: the route's name, and the pool to take should this table not know the
+    /// route yet, during a reload), else by `ticket` as in [`RoutingTable::route`]; `None`
+    /// when that pool does not run.
+    pub fn pick(&self, ticket: u32, lane: Option<&LaneKey>) -> Option<&Arc<PoolRoute>> {
+        match lane {
             None => Some(self.route(ticket)),
-            Some(name) => self.pool(name),
+            Some(key) if *key.route == *self.steered => Some(self.route(ticket)),
+            Some(key) => match self.lane(&key.route) {
+                Some(lane) => Some(lane.route(ticket)),
+                None => self.pool(&key.fallback),
+            },
         }
     }
 
@@ -103,6 +142,47 @@ impl RoutingTable {
     pub fn pool(&self, name: &str) -> Option<&Arc<PoolRoute>> {
         self.pools.iter().find(|p| &*p.name == name)
     }
+}
+
+/// The pool of a split that `ticket` falls to; `active` without a split.
+fn by_ticket<'a>(
+    split: &'a [(Arc<PoolRoute>, u32)],
+    active: &'a Arc<PoolRoute>,
+    ticket: u32,
+) -> &'a Arc<PoolRoute> {
+    let Some((_, total)) = split.last() else {
+        return active;
+    };
+    let point = ((u64::from(ticket) * u64::from(*total)) >> 32) as u32;
+    split
+        .iter()
+        .find(|(_, upto)| point < *upto)
+        .map_or(active, |(route, _)| route)
+}
+
+/// `active` and `split` by pool name (the weights read back from the cumulative sums).
+fn traffic_of(active: &PoolRoute, split: &[(Arc<PoolRoute>, u32)]) -> corral_config::Traffic {
+    let mut below = 0;
+    corral_config::Traffic {
+        active: active.name.to_string(),
+        weights: split
+            .iter()
+            .map(|(route, upto)| {
+                let weight = upto - below;
+                below = *upto;
+                (route.name.to_string(), weight)
+            })
+            .collect(),
+    }
+}
+
+/// How a request of a `[[routes]]` pool route finds its lane: made once per config.
+#[derive(Debug, Clone)]
+pub struct LaneKey {
+    /// The route's name.
+    pub route: Arc<str>,
+    /// Its pool in the file, for a table published before the route existed.
+    pub fallback: Arc<str>,
 }
 
 /// The table shared between the supervisor (writer) and the proxy (reader).

@@ -64,10 +64,17 @@ pub enum StopMode {
 enum Control {
     Stop(StopMode, std::sync::mpsc::Sender<()>),
     Reload(Box<Config>),
-    Scale { pool: Option<String>, to: Scale },
+    Scale {
+        pool: Option<String>,
+        to: Scale,
+    },
     StartPool(String),
     StopPool(String),
-    Switch(corral_config::Traffic, &'static str),
+    Switch {
+        route: String,
+        to: corral_config::Traffic,
+        why: &'static str,
+    },
 }
 
 /// How a pool's worker count changes.
@@ -95,11 +102,12 @@ pub struct Supervisor {
 /// Starts every pool's workers on the supervisor thread and returns at once; workers become
 /// routable as they turn ready.
 ///
-/// `restored` is a switch made at run time before corral restarted, which stands instead of
-/// the file's `[routing]`; a pool it names that the config lacks makes it ignored.
+/// `restored` holds the switches made at run time before corral restarted, by route (`""`:
+/// the one `[routing]` steers), which stand instead of the file's traffic; one naming a pool
+/// the config lacks is ignored.
 pub fn start(
     config: &Config,
-    restored: Option<&corral_config::Traffic>,
+    restored: &[(String, corral_config::Traffic)],
     metrics: Arc<Metrics>,
 ) -> Result<Supervisor, StartError> {
     if config.active_pool().is_none() {
@@ -178,11 +186,16 @@ impl Supervisor {
         let _ = self.control.send(Control::StopPool(pool));
     }
 
-    /// Sends new requests where `to` says (its pools started first if stopped) with one
-    /// store of the routing table; the pool that was active keeps running as `previous`
-    /// until stopped. `why` (`switch`, `rollback`) is what `/status` shows.
-    pub fn switch(&self, to: corral_config::Traffic, why: &'static str) {
-        let _ = self.control.send(Control::Switch(to, why));
+    /// Sends new requests of `route` (`""`: the route `[routing]` steers) where `to` says
+    /// (its pools started first if stopped) with one store of the routing table; the pool
+    /// that was active keeps running as `previous` until stopped; other routes are left as
+    /// they are. `why` (`switch`, `rollback`) is what `/status` shows.
+    pub fn switch(&self, route: &str, to: corral_config::Traffic, why: &'static str) {
+        let _ = self.control.send(Control::Switch {
+            route: route.to_string(),
+            to,
+            why,
+        });
     }
 
     /// Stops every worker and waits until each has exited and been reaped.

@@ -9,10 +9,12 @@ pub mod health;
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod routes;
 pub mod tls;
 pub mod websocket;
 pub mod writer;
 
 pub use logging::{init_logging, LogGuard};
 pub use metrics::{Metrics, PoolMetrics};
+pub use routes::RouteMetrics;
 pub use websocket::PoolWebSocket;

@@ -2,6 +2,7 @@
 //! collector adds the standard `process_*` family.
 
 use crate::health::{HealthFamilies, PoolHealth};
+use crate::routes::{RouteFamilies, RouteMetrics};
 use crate::websocket::{PoolWebSocket, WebSocketFamilies};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -9,7 +10,7 @@ use prometheus::{
 };
 
 /// Latency buckets in seconds, from a fast cache hit to a slow report.
-const LATENCY_BUCKETS: [f64; 14] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -24,6 +25,7 @@ pub struct Metrics {
     registry: Registry,
     websocket: WebSocketFamilies,
     health: HealthFamilies,
+    routes: RouteFamilies,
     requests: IntCounterVec,
     latency: HistogramVec,
     workers: IntGaugeVec,
@@ -231,6 +233,7 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         let websocket = WebSocketFamilies::register(&registry)?;
         let health = HealthFamilies::register(&registry)?;
+        let routes = RouteFamilies::register(&registry)?;
         let tls = crate::tls::TlsMetrics::register(&registry)?;
         let buffer = crate::buffer::BufferMetrics::register(&registry)?;
         #[cfg(target_os = "linux")]
@@ -241,6 +244,7 @@ impl Metrics {
             registry,
             websocket,
             health,
+            routes,
             requests,
             latency,
             workers,
@@ -274,6 +278,12 @@ impl Metrics {
             websocket: self.websocket.pool(pool),
             health: self.health.pool(pool),
         }
+    }
+
+    /// The handles for the `[[routes]]` route named `route`, to keep beside its entry in
+    /// the proxy's route table.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        self.routes.route(route)
     }
 
     /// Sets how many ready backends of `pool` are healthy, unhealthy and ejected.

@@ -72,8 +72,20 @@ impl Announcer {
 
     /// Called often (every 200 ms): readiness, status line, watchdog.
     pub fn tick(&mut self, status: &StatusSnapshot, heartbeat: &Heartbeat) -> Turn {
-        let active = status.pools.iter().find(|p| p.active);
-        let (fresh, desired) = active.map_or((0, 0), fresh_ready);
+        // Every pool that gets new requests (one per route with `[[routes]]`) must be full.
+        let (mut fresh, mut desired) = (0, 0);
+        for pool in status.pools.iter().filter(|p| p.active) {
+            let (f, d) = fresh_ready(pool);
+            fresh += f.min(d);
+            desired += d;
+        }
+        let failed = || {
+            status
+                .pools
+                .iter()
+                .filter(|p| p.active)
+                .find_map(|p| p.failed.clone())
+        };
         let line = format!(
             "{fresh}/{desired} workers ready, generation {}",
             status.generation
@@ -93,9 +105,7 @@ impl Announcer {
                 self.last_status = line;
             }
             Phase::Starting => {
-                if let (Some(reason), Some(_)) =
-                    (active.and_then(|p| p.failed.clone()), &self.successor)
-                {
+                if let (Some(reason), Some(_)) = (failed(), &self.successor) {
                     if let Some(report) = self.successor.take() {
                         report.failed(&reason);
                     }
@@ -105,7 +115,7 @@ impl Announcer {
             }
             Phase::Reloading(generation, since) => {
                 let rolled = status.generation >= generation && desired > 0 && fresh >= desired;
-                let failed = active.and_then(|p| p.failed.clone());
+                let failed = failed();
                 if rolled {
                     self.phase = Phase::Serving;
                     self.notifier.ready(&line);

@@ -40,7 +40,8 @@ impl Cli {
                 args,
                 pool,
                 weights,
-            } => switch(&args, pool.as_deref(), weights.as_deref()),
+                route,
+            } => switch(&args, pool.as_deref(), weights.as_deref(), route),
         }
     }
 }
@@ -70,6 +71,9 @@ pub enum Command {
     ///
     /// With --weights, new requests are split by weight instead (a canary); the pools that
     /// gain a share are checked the same way, and a rollback restores the previous split.
+    ///
+    /// With [[routes]], one route's traffic moves (--route, or the route whose pools are
+    /// named) and every other route is left as it is.
     #[command(group(clap::ArgGroup::new("to").required(true).args(["pool", "weights"])))]
     Switch {
         #[command(flatten)]
@@ -79,6 +83,10 @@ pub enum Command {
         /// Split new requests by weight, e.g. blue=90,green=10.
         #[arg(long, value_name = "POOL=WEIGHT,...")]
         weights: Option<String>,
+        /// The [[routes]] route to switch (its `name`); by default the route whose pools
+        /// are named.
+        #[arg(long, value_name = "NAME")]
+        route: Option<String>,
     },
     /// Set the number of workers of a pool of the running corral.
     Scale {
@@ -194,8 +202,14 @@ pub fn scale(args: &ControlArgs, pool: &str, workers: u32) -> ExitCode {
     })
 }
 
-/// `corral switch POOL` or `corral switch --weights blue=90,green=10`.
-pub fn switch(args: &ControlArgs, pool: Option<&str>, weights: Option<&str>) -> ExitCode {
+/// `corral switch POOL` or `corral switch --weights blue=90,green=10`, with `--route NAME`
+/// for one `[[routes]]` route.
+pub fn switch(
+    args: &ControlArgs,
+    pool: Option<&str>,
+    weights: Option<&str>,
+    route: Option<String>,
+) -> ExitCode {
     let to = match (pool, weights) {
         (_, Some(weights)) => match corral_config::Traffic::parse_weights(weights) {
             Ok(to) => to,
@@ -210,10 +224,17 @@ pub fn switch(args: &ControlArgs, pool: Option<&str>, weights: Option<&str>) -> 
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    ask(args, Request::Switch { to }, |answer| match answer {
+    ask(args, Request::Switch { to, route }, |answer| match answer {
         Answer::Switched(s) => println!(
-            "switched from {} to {} ({} workers checked, {} ms); {}",
-            s.from, s.to, s.workers, s.took_ms, s.previous
+            "switched {}from {} to {} ({} workers checked, {} ms); {}",
+            s.route
+                .as_ref()
+                .map_or_else(String::new, |r| format!("route {r} ")),
+            s.from,
+            s.to,
+            s.workers,
+            s.took_ms,
+            s.previous
         ),
         other => println!("{other:?}"),
     })

@@ -181,8 +181,8 @@ impl<'a> Master<'a> {
                 })
                 .map_err(Refusal::Refused),
             // The switch answers itself once it has flipped or been refused.
-            Request::Switch { to } => {
-                self.switching.request(&self.current, to, reply);
+            Request::Switch { to, route } => {
+                self.switching.request(&self.current, route, to, reply);
                 return None;
             }
             Request::Scale { pool, workers } => self.scale(pool, workers),
@@ -265,11 +265,9 @@ impl<'a> Master<'a> {
             crate::tls::announce(&set);
             in_use.store(set);
         }
-        // A file whose routing changed wins over a switch made at run time, also after a
-        // restart.
-        if new.routing.traffic() != self.current.routing.traffic() {
-            routing_state::forget(&new);
-        }
+        // A file that changed a route's traffic wins over a switch of that route made at
+        // run time, also after a restart.
+        routing_state::forget_changed(&self.current, &new);
         self.settings.store(Arc::new(ProxySettings::new(
             &new,
             Some(&self.settings.load()),

@@ -41,14 +41,19 @@ fn run_logged(config: Config, log: &LogGuard) -> anyhow::Result<()> {
         listeners::open(&config)?
     };
     let restored = routing_state::restore(&config);
-    let supervisor = corral_supervisor::start(&config, restored.as_ref(), metrics.clone())?;
+    let supervisor = corral_supervisor::start(&config, &restored, metrics.clone())?;
+    let steered = config.lanes().into_iter().next().map(|l| l.route);
+    let traffic = restored
+        .iter()
+        .find(|(route, _)| Some(route) == steered.as_ref())
+        .map_or_else(|| config.routing.traffic(), |(_, t)| t.clone());
     tracing::info!(
         event = "started",
         version = env!("CARGO_PKG_VERSION"),
         config = %config.source.display(),
         listen = ?config.server.listen,
         admin = ?config.server.admin,
-        traffic = %restored.unwrap_or_else(|| config.routing.traffic()),
+        traffic = %traffic,
         "corral started"
     );
     let announcer = Announcer::new(successor, corral_systemd::watchdog_interval());

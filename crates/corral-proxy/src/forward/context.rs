@@ -34,10 +34,13 @@ pub(super) struct Exchange {
     /// Which pool of a canary split the request goes to ([`RoutingTable::route`]); drawn
     /// once, so a retry or a wait in a queue stays in the same pool.
     pub(super) ticket: u32,
-    /// The pool a `[[routes]]` route pins the request to; `None`: by `ticket`.
-    pub(super) pinned: Option<Arc<str>>,
+    /// The lane of the request's `[[routes]]` pool route; `None` without routes (the
+    /// routing table's own `active` and `split`).
+    pub(super) lane: Option<corral_routes::LaneKey>,
     /// The `[[routes]]` route the request matched, for the access line.
     pub(super) route_name: Option<Arc<str>>,
+    /// Its place in `settings.routes`, for its metrics.
+    pub(super) route_index: Option<usize>,
     /// Whether the route rewrote the request head (`strip_prefix`), so the worker gets
     /// it rebuilt rather than as read.
     pub(super) rewritten: bool,
@@ -77,15 +80,16 @@ impl Exchange {
         in_flight: &prometheus::IntGauge,
     ) -> Exchange {
         let start = Instant::now();
-        let ticket = if table.split.is_empty() {
+        let ticket = if !table.splits() {
             0
         } else {
             crate::upstream::next_ticket()
         };
         Exchange {
             ticket,
-            pinned: None,
+            lane: None,
             route_name: None,
+            route_index: None,
             rewritten: false,
             served_by: None,
             route_rules: None,
@@ -112,7 +116,7 @@ impl Exchange {
     /// The pool the request is routed to: the one place that picks it from the table.
     pub(super) fn route(&self) -> &PoolRoute {
         self.table
-            .pick(self.ticket, self.pinned.as_deref())
+            .pick(self.ticket, self.lane.as_ref())
             .unwrap_or(&self.table.active)
     }
 

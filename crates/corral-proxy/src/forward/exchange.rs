@@ -259,7 +259,7 @@ impl Forwarder {
             &self.routes,
             &mut exchange.table,
             exchange.ticket,
-            exchange.pinned.as_deref(),
+            exchange.lane.as_ref(),
             tried,
             spread,
         )

@@ -84,6 +84,9 @@ impl Forwarder {
                 .observe(status, seconds),
             Some(_) => {}
         }
+        if let Some(index) = exchange.route_index {
+            exchange.settings.routes.observe(index, status, seconds);
+        }
         if let Some(b) = &exchange.backend {
             let served = b.load.count_served();
             if b.info.max_requests > 0 {

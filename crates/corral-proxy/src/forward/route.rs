@@ -1,8 +1,7 @@
 //! `[[routes]]` at run time: the table made once per config (in [`ProxySettings`]) and the
 //! one call of the exchange that resolves a request's route before a pool is chosen. A
-//! pool route pins its pool (or, for the route `[routing]` steers, leaves the choice to the
-//! supervisor's routing table, so `corral switch` and weights act on it); a redirect route
-//! answers 308; a static route answers from disk ([`static_files`](super::static_files)).
+//! pool route names its lane in the supervisor's routing table (its own active pool and
+//! weights, which `corral switch` moves route by route); a redirect route answers 308; a static route answers from disk ([`static_files`](super::static_files)).
 //! Matching reads the request head in place: no allocation, no parsing of config.
 //!
 //! [`ProxySettings`]: crate::settings::ProxySettings
@@ -10,6 +9,8 @@
 use std::sync::Arc;
 
 use corral_config::{Config, RouteEdge, RouteTarget};
+use corral_routes::LaneKey;
+use corral_telemetry::{Metrics, RouteMetrics};
 use pingora_http::RequestHeader;
 
 use super::client::ClientSide;
@@ -30,6 +31,8 @@ pub(crate) struct RouteTable {
 struct Entry {
     /// The route's name, for the access line.
     name: Arc<str>,
+    /// Its request counters and latency, resolved once per config.
+    metrics: RouteMetrics,
     host: HostRule,
     prefix: Box<str>,
     action: Action,
@@ -77,10 +80,10 @@ enum HostRule {
 
 /// What a matched route does.
 pub(crate) enum Action {
-    /// Workers: of `pinned`, or (`None`) of the routing table's choice; with
-    /// `strip`, the prefix is taken off the path.
+    /// Workers of the route's lane in the routing table; with `strip`, the prefix is
+    /// taken off the path.
     Pool {
-        pinned: Option<Arc<str>>,
+        lane: LaneKey,
         strip: Option<Box<str>>,
     },
     /// Files from disk.
@@ -92,7 +95,7 @@ pub(crate) enum Action {
 impl RouteTable {
     /// The table of `config`'s routes; empty without `[[routes]]` (every request then
     /// goes by the routing table, as before routes existed).
-    pub(crate) fn new(config: &Config) -> RouteTable {
+    pub(crate) fn new(config: &Config, metrics: &Metrics) -> RouteTable {
         let mut entries: Vec<Entry> = config
             .routes
             .iter()
@@ -106,12 +109,14 @@ impl RouteTable {
                 };
                 let action = match &route.target {
                     RouteTarget::Pools {
-                        pools,
                         traffic,
                         strip_prefix,
+                        ..
                     } => Action::Pool {
-                        pinned: (!pools.contains(&config.routing.active))
-                            .then(|| traffic.active.as_str().into()),
+                        lane: LaneKey {
+                            route: route.name.as_str().into(),
+                            fallback: traffic.active.as_str().into(),
+                        },
                         strip: (*strip_prefix && route.path_prefix != "/")
                             .then(|| route.path_prefix.as_str().into()),
                     },
@@ -125,6 +130,7 @@ impl RouteTable {
                 };
                 Entry {
                     name: route.name.as_str().into(),
+                    metrics: metrics.route(&route.name),
                     host,
                     prefix: route.path_prefix.as_str().into(),
                     action,
@@ -145,8 +151,8 @@ impl RouteTable {
 
     /// The route of a request to `host` (no port, any case) for `path`; `None` without
     /// routes (the routing table decides) or when none matches.
-    fn find(&self, host: &str, path: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| {
+    fn find(&self, host: &str, path: &str) -> Option<(usize, &Entry)> {
+        self.entries.iter().enumerate().find(|(_, e)| {
             let host_ok = match &e.host {
                 HostRule::Any => true,
                 HostRule::Exact(h) => host.eq_ignore_ascii_case(h),
@@ -158,6 +164,23 @@ impl RouteTable {
             };
             host_ok && corral_config::prefix_matches(&e.prefix, path)
         })
+    }
+
+    /// Counts a finished request of the route at `index` (as [`Exchange::route_index`]).
+    ///
+    /// [`Exchange::route_index`]: super::context::Exchange
+    pub(crate) fn observe(&self, index: usize, status: u16, seconds: f64) {
+        if let Some(entry) = self.entries.get(index) {
+            entry.metrics.observe(status, seconds);
+        }
+    }
+
+    /// The requests the route named `name` answered so far, and how many 5xx.
+    pub(crate) fn answered(&self, name: &str) -> (u64, u64) {
+        self.entries
+            .iter()
+            .find(|e| &*e.name == name)
+            .map_or((0, 0), |e| e.metrics.answered())
     }
 
     /// Whether there are routes at all.
@@ -194,14 +217,15 @@ impl Forwarder {
             return Ok(None);
         }
         let head = client.req_header();
-        let Some(entry) = settings.routes.find(host_of(head), head.uri.path()) else {
+        let Some((index, entry)) = settings.routes.find(host_of(head), head.uri.path()) else {
             return Err(Failure::refused(404, "no route"));
         };
         exchange.route_name = Some(entry.name.clone());
+        exchange.route_index = Some(index);
         entry.edge.apply(exchange);
         match &entry.action {
-            Action::Pool { pinned, strip } => {
-                exchange.pinned = pinned.clone();
+            Action::Pool { lane, strip } => {
+                exchange.lane = Some(lane.clone());
                 if let Some(prefix) = strip {
                     strip_prefix(client.req_header_mut(), prefix)?;
                     exchange.rewritten = true;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use corral_routes::Queue;
-use corral_routes::{RoutingTable, SharedRoutes, WorkerId};
+use corral_routes::{LaneKey, RoutingTable, SharedRoutes, WorkerId};
 use corral_telemetry::PoolMetrics;
 
 use super::{choose, has_room, Choice, Claim};
@@ -30,7 +30,7 @@ pub async fn claim(
     routes: &SharedRoutes,
     table: &mut Arc<RoutingTable>,
     ticket: u32,
-    pinned: Option<&str>,
+    lane: Option<&LaneKey>,
     tried: &[WorkerId],
     spread: usize,
 ) -> Result<Claim, NoWorker> {
@@ -38,7 +38,7 @@ pub async fn claim(
     let mut counted = false;
     let mut woken = false;
     loop {
-        let Some(route) = table.pick(ticket, pinned) else {
+        let Some(route) = table.pick(ticket, lane) else {
             return Err(NoWorker::Exhausted);
         };
         let queue = route.queue.clone();
@@ -180,6 +180,8 @@ mod tests {
             previous: None,
             split: Vec::new(),
             generation: 1,
+            steered: Arc::from(""),
+            lanes: Vec::new(),
         };
         (Arc::new(ArcSwap::from_pointee(table)), route)
     }

@@ -1,8 +1,9 @@
-//! What operators ask for: reload, scale, start, stop or switch one pool, stop everything.
+//! What operators ask for: reload, scale, start or stop one pool, stop everything (a
+//! switch is in `lanes.rs`).
 
 use std::time::{Duration, Instant};
 
-use corral_config::{Config, Traffic, MAX_WORKERS};
+use corral_config::{Config, MAX_WORKERS};
 use nix::sys::signal::Signal;
 
 use super::{Policy, Timer};
@@ -37,15 +38,9 @@ impl Policy {
                 pool.desired = 0;
             }
         }
-        // A reload that leaves `routing.active` and `weights` as they were keeps a switch
-        // made at run time; so does one that leaves every pool getting traffic in place.
-        let traffic = config.routing.traffic();
-        let gone = |id: PoolId| self.pools.iter().all(|p| p.id != id || p.removed);
-        let lost = gone(self.active) || self.canary.iter().any(|(id, _)| gone(*id));
-        if traffic != self.config_traffic || lost {
-            self.config_traffic = traffic.clone();
-            self.switch(&traffic, "config", now);
-        }
+        // A reload that leaves a route's traffic as it was keeps a switch made at run
+        // time; so does one that leaves every pool getting traffic in place.
+        self.reload_lanes(config, now);
         for id in self.pool_ids() {
             self.renew_pool(id);
             self.ensure_slots(id, now);
@@ -88,7 +83,7 @@ impl Policy {
     pub(super) fn scale(&mut self, pool: Option<&str>, to: Scale, now: Instant) {
         let id = match pool {
             Some(name) => self.pool_named(name),
-            None => Some(self.active),
+            None => Some(self.primary()),
         };
         let Some(state) = id.and_then(|id| self.pool_mut(id)) else {
             tracing::warn!(pool, "scale: no such pool");
@@ -133,7 +128,7 @@ impl Policy {
             tracing::warn!(pool = name, "stop: no such pool");
             return;
         };
-        if id == self.active || self.canary.iter().any(|(c, _)| *c == id) {
+        if self.gets_traffic(id) {
             tracing::warn!(
                 pool = name,
                 "stop: a pool that gets traffic cannot be stopped; switch first"
@@ -147,58 +142,7 @@ impl Policy {
         self.ensure_slots(id, now);
     }
 
-    /// Sends new requests where `to` says, starting the pools that get a share if they are
-    /// stopped. The pool that was active keeps its workers (it is `previous` in the routing
-    /// table) until stopped.
-    pub(super) fn switch(&mut self, to: &Traffic, why: &'static str, now: Instant) {
-        if self.pool_named(&to.active).is_none() || self.weights_of(to).is_none() {
-            tracing::warn!(to = %to, "switch: no such pool");
-            return;
-        }
-        for name in to.pools() {
-            self.start_pool(name, now);
-        }
-        self.route(to, why, now);
-    }
-
-    /// Points new requests where `to` says (pools it names that do not run are left out).
-    fn route(&mut self, to: &Traffic, why: &'static str, now: Instant) {
-        let Some(id) = self.pool_named(&to.active) else {
-            return;
-        };
-        let canary = self.weights_of(to).unwrap_or_default();
-        if id == self.active && canary == self.canary {
-            return;
-        }
-        let from = self.traffic_now();
-        if id != self.active {
-            self.previous = Some(self.active);
-            self.active = id;
-        }
-        self.canary = canary;
-        self.active_since = Some((now, why));
-        tracing::info!(event = "traffic_routed", from = %from, to = %to, why, "new requests go elsewhere");
-    }
-
-    /// The pools of `traffic`'s split with their weights; `None` if one of them does not run.
-    pub(super) fn weights_of(&self, traffic: &Traffic) -> Option<Vec<(PoolId, u32)>> {
-        traffic
-            .weights
-            .iter()
-            .map(|(name, w)| self.pool_named(name).map(|id| (id, *w)))
-            .collect()
-    }
-
-    /// Where new requests go now, by pool name.
-    fn traffic_now(&self) -> Traffic {
-        let name = |id| self.pool_name(id).unwrap_or_default();
-        Traffic {
-            active: name(self.active),
-            weights: self.canary.iter().map(|(id, w)| (name(*id), *w)).collect(),
-        }
-    }
-
-    fn pool_name(&self, id: PoolId) -> Option<String> {
+    pub(super) fn pool_name(&self, id: PoolId) -> Option<String> {
         self.pools
             .iter()
             .find(|p| p.id == id)

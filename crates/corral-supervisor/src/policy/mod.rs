@@ -19,6 +19,7 @@
 
 mod control;
 mod exit;
+mod lanes;
 mod lifecycle;
 mod pool;
 mod remote;
@@ -94,9 +95,14 @@ pub(crate) enum Event {
     StartPool(String),
     /// Drain and stop every worker of a pool that is not active.
     StopPool(String),
-    /// Send new requests elsewhere (another pool, or a split by weight), starting the
-    /// pools that get a share first if needed; `why` is `switch` or `rollback`.
-    Switch { to: Traffic, why: &'static str },
+    /// Send new requests of one route (`""`: the one `[routing]` steers) elsewhere
+    /// (another pool, or a split by weight), starting the pools that get a share first if
+    /// needed; `why` is `switch` or `rollback`.
+    Switch {
+        route: String,
+        to: Traffic,
+        why: &'static str,
+    },
     /// Stop every worker.
     Stop(StopMode),
 }
@@ -185,26 +191,14 @@ pub(crate) struct Policy {
     pools: Vec<PoolState>,
     next_pool: u32,
     next_worker: u64,
-    /// The pool new requests go to.
-    active: PoolId,
-    /// The pool that was active before the last switch.
-    previous: Option<PoolId>,
-    /// A canary split: each pool that gets requests and its weight; empty when `active`
-    /// gets them all.
-    canary: Vec<(PoolId, u32)>,
-    /// Since when the active pool has been active, and why: `config` or `switch`.
-    active_since: Option<(Instant, &'static str)>,
-    /// `routing.active` and `weights` of the last config applied, so a reload that does not
-    /// change them keeps a switch made at run time.
-    config_traffic: Traffic,
+    /// Where new requests go, route by route: the lane `[routing]` steers first.
+    lanes: Vec<lanes::LaneState>,
     generation: u64,
     graceful_timeout: Duration,
     runtime_dir: PathBuf,
     metrics: Arc<Metrics>,
     stopping: Option<StopMode>,
     finished: bool,
-    /// Whether `active` and `canary` came from a run-time switch kept across a restart.
-    restored: bool,
     /// State of the jitter generator (xorshift), seeded by the runner.
     rng: u64,
     actions: Vec<Action>,
@@ -212,11 +206,11 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// A policy for `config`; nothing runs until [`Event::Start`]. `seed` makes the
-    /// `max_requests_jitter` draws (any value but 0). `restored` is a switch made at run
-    /// time before a restart, which stands instead of the file's routing.
+    /// `max_requests_jitter` draws (any value but 0). `restored` holds the switches made at
+    /// run time before a restart, by route, which stand instead of the file's traffic.
     pub(crate) fn new(
         config: &Config,
-        restored: Option<&Traffic>,
+        restored: &[(String, Traffic)],
         metrics: Arc<Metrics>,
         seed: u64,
     ) -> Policy {
@@ -224,40 +218,20 @@ impl Policy {
             pools: Vec::new(),
             next_pool: 0,
             next_worker: 1,
-            active: PoolId(0),
-            previous: None,
-            canary: Vec::new(),
-            active_since: None,
-            config_traffic: config.routing.traffic(),
+            lanes: Vec::new(),
             generation: 1,
             graceful_timeout: config.server.graceful_timeout,
             runtime_dir: config.server.runtime_dir.clone(),
             metrics,
             stopping: None,
             finished: false,
-            restored: false,
             rng: seed | 1,
             actions: Vec::new(),
         };
         for pool in &config.pools {
             policy.add_pool(pool, 1);
         }
-        policy.active = policy
-            .pool_named(&config.routing.active)
-            .or_else(|| policy.pools.first().map(|p| p.id))
-            .unwrap_or(PoolId(0));
-        policy.canary = policy
-            .weights_of(&config.routing.traffic())
-            .unwrap_or_default();
-        if let Some(to) = restored {
-            if let (Some(active), Some(canary)) =
-                (policy.pool_named(&to.active), policy.weights_of(to))
-            {
-                policy.active = active;
-                policy.canary = canary;
-                policy.restored = true;
-            }
-        }
+        policy.lanes = policy.lanes_of(config, restored);
         policy
     }
 
@@ -265,7 +239,9 @@ impl Policy {
     pub(crate) fn on_event(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
             Event::Start => {
-                self.active_since = Some((now, if self.restored { "restored" } else { "config" }));
+                for lane in &mut self.lanes {
+                    lane.since = Some((now, if lane.restored { "restored" } else { "config" }));
+                }
                 for id in self.pool_ids() {
                     self.ensure_slots(id, now);
                 }
@@ -296,7 +272,10 @@ impl Policy {
             Event::Scale { pool, to } => self.scale(pool.as_deref(), to, now),
             Event::StartPool(name) => self.start_pool(&name, now),
             Event::StopPool(name) => self.stop_pool(&name, now),
-            Event::Switch { to, why } => self.switch(&to, why, now),
+            Event::Switch { route, to, why } => match self.lane_index(&route) {
+                Some(index) => self.switch_lane(index, &to, why, now),
+                None => tracing::warn!(route, "switch: no such route"),
+            },
             Event::Stop(mode) => self.begin_stop(mode, now),
         }
         self.forget_removed_pools();
@@ -382,8 +361,10 @@ impl Policy {
             .collect();
         for id in gone {
             self.pools.retain(|p| p.id != id);
-            if self.previous == Some(id) {
-                self.previous = None;
+            for lane in &mut self.lanes {
+                if lane.previous == Some(id) {
+                    lane.previous = None;
+                }
             }
             self.actions.push(Action::ForgetPool(id));
         }

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
+use super::lanes::LaneState;
 use super::Policy;
-use crate::worker::StateKind;
-use corral_routes::status::{PoolView, StatusSnapshot, WorkerView};
-use corral_routes::{PoolRoute, RoutingTable};
+use crate::worker::{PoolId, StateKind};
+use corral_routes::status::{PoolView, RouteView, StatusSnapshot, WorkerView};
+use corral_routes::{Lane, PoolRoute, RoutingTable};
 
 impl Policy {
     /// The routing table of every pool that is not being removed.
     pub(crate) fn routing_table(&self) -> RoutingTable {
         let mut pools = Vec::with_capacity(self.pools.len());
-        let (mut active, mut previous) = (None, None);
         for pool in self.pools.iter().filter(|p| !p.removed) {
             let route = Arc::new(PoolRoute {
                 name: pool.name.clone(),
@@ -42,57 +42,83 @@ impl Policy {
                 response_buffering: pool.config.response_buffering,
                 request_buffering: pool.config.request_buffering,
             });
-            if pool.id == self.active {
-                active = Some(route.clone());
-            }
-            if Some(pool.id) == self.previous {
-                previous = Some(route.clone());
-            }
             pools.push(route);
         }
-        // The config always names an active pool; an empty route (503 at once) stands in
-        // should that ever not hold.
-        let active = active.unwrap_or_else(|| {
-            Arc::new(PoolRoute {
-                name: Arc::from(""),
-                backends: Vec::new(),
-                metrics: self.metrics.pool(""),
-                concurrency: 1,
-                queue_size: 0,
-                queue_timeout: Default::default(),
-                timeout: Default::default(),
-                queue: Arc::default(),
-                health: corral_config::Health {
-                    interval: None,
-                    timeout: Default::default(),
-                    healthy: 1,
-                    unhealthy: 1,
-                    max_fails: 0,
-                    fail_status: Vec::new(),
-                    eject_for: Default::default(),
-                },
-                response_buffering: true,
-                request_buffering: true,
-            })
-        });
+        let mut lanes: Vec<Lane> = self
+            .lanes
+            .iter()
+            .map(|lane| self.lane_table(lane, &pools))
+            .collect();
+        let first = if lanes.is_empty() {
+            Lane {
+                route: Arc::from(""),
+                active: self.empty_route(),
+                previous: None,
+                split: Vec::new(),
+            }
+        } else {
+            lanes.remove(0)
+        };
+        RoutingTable {
+            pools,
+            active: first.active,
+            previous: first.previous,
+            split: first.split,
+            generation: self.generation,
+            steered: first.route,
+            lanes,
+        }
+    }
+
+    /// One lane's part of the routing table, from the routes of the running pools.
+    fn lane_table(&self, lane: &LaneState, pools: &[Arc<PoolRoute>]) -> Lane {
+        let route_of = |id: PoolId| {
+            let name = &self.pools.iter().find(|p| p.id == id)?.name;
+            pools.iter().find(|r| r.name == *name).cloned()
+        };
         let mut upto = 0;
-        let split = self
+        let split = lane
             .canary
             .iter()
             .filter_map(|(id, weight)| {
-                let name = self.pools.iter().find(|p| p.id == *id)?.name.clone();
-                let route = pools.iter().find(|r| r.name == name)?.clone();
+                let route = route_of(*id)?;
                 upto += weight;
                 Some((route, upto))
             })
             .collect();
-        RoutingTable {
-            pools,
-            active,
-            previous,
+        Lane {
+            route: lane.route.clone(),
+            // The config always names an active pool; an empty route (503 at once) stands
+            // in should that ever not hold.
+            active: route_of(lane.active).unwrap_or_else(|| self.empty_route()),
+            previous: lane.previous.and_then(route_of),
             split,
-            generation: self.generation,
         }
+    }
+
+    /// A route with no worker: every request to it is answered 503 at once.
+    fn empty_route(&self) -> Arc<PoolRoute> {
+        Arc::new(PoolRoute {
+            name: Arc::from(""),
+            backends: Vec::new(),
+            metrics: self.metrics.pool(""),
+            concurrency: 1,
+            queue_size: 0,
+            queue_timeout: Default::default(),
+            timeout: Default::default(),
+            queue: Arc::default(),
+            health: corral_config::Health {
+                interval: None,
+                timeout: Default::default(),
+                healthy: 1,
+                unhealthy: 1,
+                max_fails: 0,
+                fail_status: Vec::new(),
+                eject_for: Default::default(),
+            },
+            response_buffering: true,
+            request_buffering: true,
+        })
     }
 
     /// The status snapshot, and the `corral_workers` gauges set to match it.
@@ -135,18 +161,21 @@ impl Policy {
             workers.sort_by_key(|w| w.worker);
             views.push(PoolView {
                 name: pool.name.clone(),
-                active: pool.id == self.active,
-                weight: if self.canary.is_empty() {
-                    None
-                } else {
-                    Some(
-                        self.canary
+                active: self.lanes.iter().any(|l| l.active == pool.id),
+                weight: self
+                    .lanes
+                    .iter()
+                    .find(|l| {
+                        // Without `[[routes]]` the one lane holds every pool.
+                        !l.canary.is_empty() && (l.route.is_empty() || self.in_lane(l, pool.id))
+                    })
+                    .map(|l| {
+                        l.canary
                             .iter()
                             .filter(|(id, _)| *id == pool.id)
                             .map(|(_, w)| w)
-                            .sum(),
-                    )
-                },
+                            .sum()
+                    }),
                 desired: pool.desired,
                 generation: pool.generation,
                 failed: pool.failed.clone(),
@@ -157,7 +186,30 @@ impl Policy {
             pools: views,
             stopping: self.stopping.is_some(),
             generation: self.generation,
-            active_since: self.active_since,
+            active_since: self.lanes.first().and_then(|l| l.since),
+            routes: self.lanes.iter().map(|l| self.route_view(l)).collect(),
+        }
+    }
+
+    /// Whether pool `id` gets requests of `lane`, or is its previous pool.
+    fn in_lane(&self, lane: &LaneState, id: PoolId) -> bool {
+        lane.active == id || lane.previous == Some(id) || lane.canary.iter().any(|(c, _)| *c == id)
+    }
+
+    /// One lane as `/status` shows it.
+    fn route_view(&self, lane: &LaneState) -> RouteView {
+        let name = |id: PoolId| -> Arc<str> {
+            self.pools
+                .iter()
+                .find(|p| p.id == id)
+                .map_or_else(|| Arc::from(""), |p| p.name.clone())
+        };
+        RouteView {
+            route: lane.route.clone(),
+            active: name(lane.active),
+            weights: lane.canary.iter().map(|(id, w)| (name(*id), *w)).collect(),
+            previous: lane.previous.map(name),
+            since: lane.since,
         }
     }
 }

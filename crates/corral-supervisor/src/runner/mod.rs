@@ -189,7 +189,7 @@ impl Runner {
                     Some(Control::Scale { pool, to }) => Some(Event::Scale { pool, to }),
                     Some(Control::StartPool(pool)) => Some(Event::StartPool(pool)),
                     Some(Control::StopPool(pool)) => Some(Event::StopPool(pool)),
-                    Some(Control::Switch(to, why)) => Some(Event::Switch { to, why }),
+                    Some(Control::Switch { route, to, why }) => Some(Event::Switch { route, to, why }),
                     // The master's handle is gone: nobody will ask for a graceful stop.
                     None => Some(Event::Stop(crate::StopMode::Quick)),
                 },

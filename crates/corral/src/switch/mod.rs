@@ -1,5 +1,6 @@
-//! `corral switch POOL` and `corral switch --weights blue=90,green=10`: moves traffic only
-//! to pools that have shown they can take it. Each pool that gains a share is started if it
+//! `corral switch POOL` and `corral switch --weights blue=90,green=10` (with `[[routes]]`,
+//! of one route: `--route NAME`, or the route whose pools they name): moves traffic only
+//! to pools that have shown they can take it, and leaves every other route as it is. Each pool that gains a share is started if it
 //! is not running; every one of its workers must be ready, pass a health check made now
 //! (`GET health.path`, 2xx) and, with active checks, be in rotation; every `smoke` check
 //! must get its status. Then new requests go where asked with one store of the routing
@@ -64,16 +65,30 @@ impl<'a> Switching<'a> {
         }
     }
 
-    /// `corral switch` under `config`: begins, or is refused at once (another is under way,
-    /// nothing to do, an unknown pool). `reply` gets the answer.
-    pub fn request(&mut self, config: &Config, to: Traffic, reply: oneshot::Sender<Reply>) {
+    /// `corral switch` under `config`, of `route` (or the route whose pools `to` names):
+    /// begins, or is refused at once (another is under way, nothing to do, an unknown pool
+    /// or route). `reply` gets the answer.
+    pub fn request(
+        &mut self,
+        config: &Config,
+        route: Option<String>,
+        to: Traffic,
+        reply: oneshot::Sender<Reply>,
+    ) {
         self.next_id += 1;
         let id = self.next_id;
         self.replies.insert(id, reply);
+        let table = self.supervisor.routes.load();
+        let now = config
+            .lanes()
+            .into_iter()
+            .filter_map(|lane| Some((lane.route.clone(), table.traffic_of(&lane.route)?)))
+            .collect();
         let event = Event::Requested {
             id,
             config: Arc::new(config.clone()),
-            from: self.supervisor.routes.load().traffic(),
+            now,
+            route,
             to,
         };
         self.feed(event);
@@ -128,8 +143,9 @@ impl<'a> Switching<'a> {
                 name,
             }
         });
+        let route = self.switches.route().unwrap_or("");
         Observation {
-            traffic: table.traffic(),
+            traffic: table.traffic_of(route).unwrap_or_default(),
             pools: pools.collect(),
         }
     }
@@ -163,8 +179,13 @@ impl<'a> Switching<'a> {
                     checks::check(stage, &pool, &backends).await
                 }));
             }
-            Action::Route { to, why } => supervisor.switch(to, why),
-            Action::Record { config, to, why } => crate::routing_state::record(&config, &to, why),
+            Action::Route { route, to, why } => supervisor.switch(&route, to, why),
+            Action::Record {
+                config,
+                route,
+                to,
+                why,
+            } => crate::routing_state::record(&config, &route, &to, why),
             Action::Count("rolled_back") => self.metrics.rolled_back(),
             Action::Count(result) => self.metrics.switch(result),
         }

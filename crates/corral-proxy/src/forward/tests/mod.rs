@@ -214,6 +214,8 @@ impl World {
             previous: None,
             split: Vec::new(),
             generation: 1,
+            steered: Arc::from(""),
+            lanes: Vec::new(),
         }));
         let settings = ProxySettings::new(&config, None, &metrics);
         let (reporter, reports) = Reporter::channel();

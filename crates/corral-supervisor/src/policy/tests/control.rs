@@ -149,6 +149,7 @@ fn events_for_unknown_workers_are_ignored() {
 /// A run-time switch of all traffic to `pool`.
 fn switch_to(pool: &str) -> Event {
     Event::Switch {
+        route: String::new(),
         to: corral_config::Traffic::to(pool),
         why: "switch",
     }
@@ -184,6 +185,7 @@ fn weights_split_new_requests_and_a_reload_keeps_them_unless_the_file_changes() 
     let split = corral_config::Traffic::split(&[("blue".into(), 90), ("green".into(), 10)])
         .expect("a split");
     w.send(Event::Switch {
+        route: String::new(),
         to: split,
         why: "switch",
     });
@@ -217,10 +219,11 @@ fn a_restored_switch_stands_instead_of_the_file_until_it_changes() {
     let metrics = std::sync::Arc::new(corral_telemetry::Metrics::new().expect("metrics"));
     let config = super::config("blue", &pools);
     let restored = corral_config::Traffic::to("green");
-    let policy = crate::policy::Policy::new(&config, Some(&restored), metrics.clone(), 7);
+    let policy =
+        crate::policy::Policy::new(&config, &[(String::new(), restored)], metrics.clone(), 7);
     assert_eq!(&*policy.routing_table().active.name, "green");
     let unknown = corral_config::Traffic::to("red");
-    let policy = crate::policy::Policy::new(&config, Some(&unknown), metrics, 7);
+    let policy = crate::policy::Policy::new(&config, &[(String::new(), unknown)], metrics, 7);
     assert_eq!(
         &*policy.routing_table().active.name,
         "blue",

@@ -3,6 +3,7 @@
 
 mod control;
 mod health;
+mod lanes;
 mod lifecycle;
 mod recycle;
 
@@ -53,8 +54,13 @@ fn config(active: &str, pools: &[(&str, &str)]) -> corral_config::Config {
 
 impl World {
     fn new(active: &str, pools: &[(&str, &str)]) -> World {
+        World::of(&config(active, pools))
+    }
+
+    /// A world running `config` as given.
+    fn of(config: &corral_config::Config) -> World {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let policy = Policy::new(&config(active, pools), None, metrics.clone(), 7);
+        let policy = Policy::new(config, &[], metrics.clone(), 7);
         let mut world = World {
             policy,
             metrics,

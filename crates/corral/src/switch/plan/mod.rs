@@ -4,7 +4,9 @@
 //! with each event, so the whole switch is tested on a hand-moved clock (`tests/`),
 //! like the supervisor's policy.
 //!
-//! One switch at a time goes through these phases:
+//! A switch moves one route's traffic (with `[[routes]]`, the route named, or the one whose
+//! pools the target names; without, the only one) and leaves every other route as it is.
+//! One switch at a time, across routes, goes through these phases:
 //! 1. *Waiting*: the pools that gain a share were started; each in turn must have all the
 //!    workers the supervisor wants of it (its desired count, which `corral scale` sets)
 //!    ready in the routing table within its `start_timeout` plus 5 s.
@@ -43,14 +45,18 @@ pub(crate) const READY_SLACK: Duration = Duration::from_secs(5);
 /// What happened.
 #[derive(Debug)]
 pub enum Event {
-    /// `corral switch`, request `id`, asked under `config` while traffic goes to `from`.
+    /// `corral switch`, request `id`, asked under `config` while each route's traffic
+    /// goes where `now` says.
     Requested {
         /// Names the answer.
         id: u64,
         /// The config in force.
         config: Arc<Config>,
-        /// Where traffic goes now (the routing table's).
-        from: Traffic,
+        /// Where each route's traffic goes now (the routing table's), by route name (`""`
+        /// without `[[routes]]`).
+        now: Vec<(String, Traffic)>,
+        /// The route named by the caller, if any.
+        route: Option<String>,
         /// Where it is to go.
         to: Traffic,
     },
@@ -65,7 +71,7 @@ pub enum Event {
 /// The state of the world as the runner read it.
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
-    /// Where the routing table sends traffic.
+    /// Where the routing table sends the switched route's traffic.
     pub traffic: Traffic,
     /// The pools [`Switches::watched`] names.
     pub pools: Vec<PoolSeen>,
@@ -105,17 +111,22 @@ pub enum Action {
     /// Run one stage of the checks of the pool's ready workers; answer with
     /// [`Event::Checked`].
     Check(Stage, Arc<Pool>),
-    /// Send new requests where `to` says.
+    /// Send new requests of `route` where `to` says.
     Route {
+        /// The route (`""` without `[[routes]]`).
+        route: String,
         /// Where.
         to: Traffic,
         /// Why, for the routing table.
         why: &'static str,
     },
-    /// Record where traffic goes in the state directory, with the config asked under.
+    /// Record where a route's traffic goes in the state directory, with the config asked
+    /// under.
     Record {
         /// The config the switch was asked under.
         config: Arc<Config>,
+        /// The route.
+        route: String,
         /// Where traffic goes.
         to: Traffic,
         /// `switch` or `rollback`.
@@ -148,9 +159,10 @@ impl Switches {
             Event::Requested {
                 id,
                 config,
-                from,
+                now: traffic,
+                route,
                 to,
-            } => self.requested(id, config, from, to, now, &mut actions),
+            } => self.requested(id, config, &traffic, route, to, now, &mut actions),
             Event::Observed(seen) => {
                 if let Some(plan) = &mut self.current {
                     plan.observed(&seen, now, &mut actions);
@@ -182,6 +194,11 @@ impl Switches {
         self.current.is_some()
     }
 
+    /// The route of the switch under way, whose traffic an observation must show.
+    pub fn route(&self) -> Option<&str> {
+        self.current.as_ref().map(|p| p.route.as_str())
+    }
+
     /// The pools an observation must show.
     pub fn watched(&self) -> Vec<String> {
         self.current
@@ -199,11 +216,13 @@ impl Switches {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn requested(
         &mut self,
         id: u64,
         config: Arc<Config>,
-        from: Traffic,
+        traffic: &[(String, Traffic)],
+        route: Option<String>,
         to: Traffic,
         now: Instant,
         actions: &mut Vec<Action>,
@@ -213,9 +232,9 @@ impl Switches {
             actions.push(refuse(id, vec![why]));
             return;
         }
-        match Plan::new(id, config, from, to, now) {
+        match Plan::new(id, config, traffic, route.as_deref(), to, now) {
             Ok(plan) => {
-                tracing::info!(event = "switch_started", from = %plan.from, to = %plan.to, "switch requested; checking the pools that gain traffic");
+                tracing::info!(event = "switch_started", route = %plan.route, from = %plan.from, to = %plan.to, "switch requested; checking the pools that gain traffic");
                 for pool in &plan.gaining {
                     actions.push(Action::StartPool(pool.name.clone()));
                 }

@@ -34,6 +34,8 @@ pub(super) struct Plan {
     id: u64,
     /// Whether its caller has its answer.
     answered: bool,
+    /// The route whose traffic moves (`""` without `[[routes]]`).
+    pub(super) route: String,
     pub(super) from: Traffic,
     pub(super) to: Traffic,
     /// The pools whose share grows: they are checked first and watched after.
@@ -49,12 +51,14 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    /// The plan for sending traffic where `to` says instead of `from`; an error when there
-    /// is nothing to do or a pool does not exist.
+    /// The plan for sending one route's traffic where `to` says instead of where it goes
+    /// now (`traffic`, by route); an error when there is nothing to do, a pool does not
+    /// exist, or the pools are not those of one route (`route`, when named).
     pub(super) fn new(
         id: u64,
         config: Arc<Config>,
-        from: Traffic,
+        traffic: &[(String, Traffic)],
+        route: Option<&str>,
         to: Traffic,
         now: Instant,
     ) -> Result<Plan, Vec<String>> {
@@ -66,8 +70,18 @@ impl Plan {
         if !unknown.is_empty() {
             return Err(unknown);
         }
+        let lane = config.lane_for(route, &to).map_err(|e| vec![e])?;
+        let from = traffic
+            .iter()
+            .find(|(r, _)| *r == lane.route)
+            .map_or_else(|| lane.traffic.clone(), |(_, t)| t.clone());
         if to == from {
-            return Err(vec![format!("traffic already goes to {to}")]);
+            let of = if lane.route.is_empty() {
+                String::new()
+            } else {
+                format!(" of route {:?}", lane.route)
+            };
+            return Err(vec![format!("traffic{of} already goes to {to}")]);
         }
         let gaining = config
             .pools
@@ -78,6 +92,7 @@ impl Plan {
         Ok(Plan {
             id,
             answered: false,
+            route: lane.route,
             from,
             to,
             gaining,
@@ -99,6 +114,7 @@ impl Plan {
             }
             None => {
                 actions.push(Action::Route {
+                    route: self.route.clone(),
                     to: self.to.clone(),
                     why: "switch",
                 });
@@ -193,7 +209,7 @@ impl Plan {
     fn refused(&mut self, why: &str, pool: String, actions: &mut Vec<Action>) {
         let (from, to) = (&self.from, &self.to);
         let why = format!("switch to {to} refused: {why}; traffic stays with {from}");
-        tracing::error!(event = "switch_failed", from = %from, to = %to, pool = %pool, reason = %why, "switch refused");
+        tracing::error!(event = "switch_failed", route = %self.route, from = %from, to = %to, pool = %pool, reason = %why, "switch refused");
         if !self.keep_previous {
             let started = self.gaining.iter().filter(|p| from.share(&p.name) == 0.0);
             actions.extend(started.map(|p| Action::StopPool(p.name.clone())));
@@ -209,7 +225,7 @@ impl Plan {
         let (from, to) = (&self.from, &self.to);
         let took_ms = now.duration_since(self.started).as_millis() as u64;
         let left = left_out(from, to);
-        tracing::info!(event = "switched", from = %from, to = %to, workers = self.workers, took_ms, previous_kept = self.keep_previous, "traffic switched");
+        tracing::info!(event = "switched", route = %self.route, from = %from, to = %to, workers = self.workers, took_ms, previous_kept = self.keep_previous, "traffic switched");
         let previous = match (left.is_empty(), self.keep_previous, self.rollback) {
             (true, _, _) => "every pool keeps a share".to_string(),
             (false, true, _) => "kept warm".to_string(),
@@ -222,6 +238,7 @@ impl Plan {
         actions.push(Action::Count("switched"));
         actions.push(Action::Record {
             config: self.config.clone(),
+            route: self.route.clone(),
             to: to.clone(),
             why: "switch",
         });
@@ -234,6 +251,7 @@ impl Plan {
                 took_ms,
                 left,
                 previous,
+                route: (!self.route.is_empty()).then(|| self.route.clone()),
             })),
         });
         self.answered = true;
@@ -293,14 +311,16 @@ impl Plan {
         let Some(why) = reason else {
             return;
         };
-        tracing::error!(event = "rolled_back", from = %self.to, to = %self.from, reason = %why, "switch rolled back");
+        tracing::error!(event = "rolled_back", route = %self.route, from = %self.to, to = %self.from, reason = %why, "switch rolled back");
         actions.push(Action::Count("rolled_back"));
         actions.push(Action::Route {
+            route: self.route.clone(),
             to: self.from.clone(),
             why: "rollback",
         });
         actions.push(Action::Record {
             config: self.config.clone(),
+            route: self.route.clone(),
             to: self.from.clone(),
             why: "rollback",
         });

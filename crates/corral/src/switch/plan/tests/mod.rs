@@ -11,6 +11,7 @@ use corral_control::{Answer, Refusal, Reply};
 
 use super::{Action, Event, Observation, PoolSeen, Stage, Switches, FLIP_GRACE};
 
+mod routes;
 mod window;
 
 /// blue (active) and green, 3 workers each, green with a 10 s `start_timeout`;
@@ -62,7 +63,8 @@ impl Run {
         self.event(Event::Requested {
             id,
             config: config.clone(),
-            from,
+            now: vec![(String::new(), from)],
+            route: None,
             to,
         })
     }
@@ -87,6 +89,7 @@ impl Run {
         let routed = self.checked(Ok(()));
         assert!(
             routed.contains(&Action::Route {
+                route: String::new(),
                 to: to.clone(),
                 why: "switch"
             }),
@@ -203,6 +206,7 @@ fn a_pool_without_smoke_checks_flips_after_its_health_checks() {
     assert_eq!(
         run.checked(Ok(())),
         vec![Action::Route {
+            route: String::new(),
             to: to_green(),
             why: "switch"
         }]
@@ -232,6 +236,7 @@ fn the_flip_answers_once_the_table_shows_it_then_the_old_pool_drains_after_the_g
     );
     assert!(flipped.contains(&Action::Count("switched")));
     assert!(flipped.contains(&Action::Record {
+        route: String::new(),
         config,
         to: to_green(),
         why: "switch"

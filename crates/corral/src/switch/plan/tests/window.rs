@@ -31,12 +31,14 @@ fn too_many_5xx_since_the_flip_roll_back_and_the_new_pool_stops() {
     let back = run.at(2_000).see(&to_green(), &[green_answered(130, 12)]);
     assert!(
         back.contains(&Action::Route {
+            route: String::new(),
             to: blue(),
             why: "rollback"
         }),
         "{back:?}"
     );
     assert!(back.contains(&Action::Record {
+        route: String::new(),
         config,
         to: blue(),
         why: "rollback"
@@ -59,6 +61,7 @@ fn losing_every_backend_in_rotation_rolls_back() {
     let back = run.at(3_000).see(&to_green(), &[sick]);
     assert!(
         back.contains(&Action::Route {
+            route: String::new(),
             to: blue(),
             why: "rollback"
         }),
@@ -126,6 +129,7 @@ fn weights_check_only_the_pools_that_gain_and_a_rollback_restores_the_split_from
     let back = run.at(1_000).see(&canary, &[green_answered(40, 40)]);
     assert!(
         back.contains(&Action::Route {
+            route: String::new(),
             to: blue(),
             why: "rollback"
         }),
