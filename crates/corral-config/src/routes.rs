@@ -254,7 +254,7 @@ fn pool_target(r: &mut Reader, t: &mut Table, all: &[Pool]) -> Option<RouteTarge
     })
 }
 
-/// The route `[routing]` steers (`corral switch` acts on it): the pool route holding
+/// The route `[routing]` steers (its `active`/`weights` stand for that route's): the pool route holding
 /// `active`.
 pub fn switched<'a>(routes: &'a [Route], active: &str) -> Option<&'a Route> {
     routes.iter().find(|r| matches!(&r.target, RouteTarget::Pools { pools, .. } if pools.iter().any(|p| p == active)))
