@@ -504,3 +504,40 @@ async def app(scope, receive, send):
         "{exited}"
     );
 }
+
+/// corral is a child subreaper once an app pool runs: what a worker's own children leave
+/// behind comes to corral, which reaps it rather than keeping zombies.
+#[test]
+fn processes_orphaned_by_a_worker_are_reaped_not_left_as_zombies() {
+    let Some(venv) = venv() else { return };
+    let app = AppDir::new(
+        "spawner",
+        r#"import subprocess
+
+
+def app(environ, start_response):
+    body = b"ok\n"
+    if environ["PATH_INFO"] == "/child":
+        body = b"%d" % subprocess.Popen(["sleep", "600"]).pid
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#,
+    );
+    let body = app_pool(&venv, "spawner:app", app.path(), 1, "");
+    let mut corral = Corral::start(&body, "", 1);
+    let worker = corral.ready_pids()[0];
+    let (status, text) = get(&client(), &corral.url("/child")).expect("GET /child");
+    assert_eq!(status, 200);
+    let sleep: u32 = text.trim().parse().expect("the child's pid");
+    assert!(Path::new(&format!("/proc/{sleep}")).exists());
+    // The worker dies; corral kills its process group, sleep included, whose parent is
+    // gone: corral inherits it, and must reap it (a zombie keeps its /proc entry).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker as i32), Signal::SIGKILL)
+        .expect("kill the worker");
+    wait_for(
+        &format!("sleep ({sleep}) reaped\n{}", corral.logs()),
+        Duration::from_secs(15),
+        || (!Path::new(&format!("/proc/{sleep}")).exists()).then_some(()),
+    );
+    corral.wait_ready(1, Duration::from_secs(20));
+}

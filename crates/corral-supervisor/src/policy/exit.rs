@@ -140,3 +140,26 @@ fn hang_stack(stderr: &[String]) -> String {
         .unwrap_or(0);
     stderr[start..].join("\n")
 }
+
+#[cfg(test)]
+mod hang_tests {
+    use super::hang_stack;
+
+    #[test]
+    fn the_stack_starts_at_faulthandlers_header() {
+        let lines: Vec<String> = [
+            "GET / 200",
+            "Fatal Python error: Aborted",
+            "",
+            "Current thread 0x1 (most recent call first):",
+            "  File \"app.py\", line 8 in hang",
+        ]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+        assert!(hang_stack(&lines).starts_with("Fatal Python error: Aborted\n"));
+        assert!(hang_stack(&lines).ends_with("line 8 in hang"));
+        let other = vec!["no stack here".to_string()];
+        assert_eq!(hang_stack(&other), "no stack here");
+    }
+}

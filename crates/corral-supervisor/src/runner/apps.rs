@@ -62,6 +62,7 @@ impl Runner {
             .filter_map(|p| p.app.clone().map(|app| (Arc::new(p.clone()), app)))
             .collect();
         if apps.is_empty() {
+            self.end_templates_not_in(&config);
             return Some(Event::Reload(config));
         }
         for (pool, app) in apps {
@@ -124,7 +125,23 @@ impl Runner {
         {
             self.schedule_check();
         }
+        if let Some(config) = &reload {
+            self.end_templates_not_in(config);
+        }
         reload.map(Event::Reload)
+    }
+
+    /// Ends the templates of pools that `config` no longer has as app pools.
+    fn end_templates_not_in(&mut self, config: &Config) {
+        for t in &mut self.templates {
+            let kept = config
+                .pools
+                .iter()
+                .any(|p| p.name == t.pool.name && p.app.is_some());
+            if !kept {
+                t.end();
+            }
+        }
     }
 
     /// The template that forks the workers of `pool`, ready: the newest that fits, or a new
