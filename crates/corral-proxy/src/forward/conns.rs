@@ -38,8 +38,12 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 /// be replayed: app servers close idle connections after a few seconds (gunicorn's gthread
 /// after 2 s, uvicorn after 5 s), while one used a moment ago is almost surely open.
 const CHECK_AFTER: Duration = Duration::from_secs(1);
-/// Idle connections kept per worker; more are closed when released.
-const MAX_IDLE: usize = 128;
+/// Idle connections kept per worker; more are closed when released. A worker never has
+/// more connections in use than requests at once (its pool's `concurrency`), so the set
+/// grows only to the busiest moment's; this bounds it for a very high `concurrency`. At 128
+/// (nginx's usual `keepalive`), 256 clients in flight to one worker closed and opened
+/// again one connection every ten requests (issue 36).
+const MAX_IDLE: usize = 1024;
 /// A spare connection unused for this long is closed: a sync worker that has accepted it
 /// waits on it, and gunicorn kills a worker that waits past its `timeout` (30 s), while a
 /// worker told to stop waits for it to close.
@@ -224,9 +228,19 @@ impl WorkerConns {
         if self.closes.load(Ordering::Relaxed) {
             self.closes.store(false, Ordering::Relaxed);
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock();
+        // The least recently used connection is the first: past its age it would only be
+        // closed when popped, and with a set grown large at a busy moment that may be
+        // never, so it is closed here (one at a time, as connections come back).
+        if idle
+            .first()
+            .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= MAX_IDLE_AGE)
+        {
+            idle.remove(0);
+        }
         if idle.len() < MAX_IDLE {
-            idle.push((stream, Instant::now()));
+            idle.push((stream, now));
         }
     }
 
