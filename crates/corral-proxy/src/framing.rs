@@ -22,7 +22,7 @@ const fn bad(reason: &'static str) -> Option<Refusal> {
 /// Checks the request whose raw head is `raw`; `None` when it may pass.
 pub fn check(raw: &[u8], head: &RequestHeader) -> Option<Refusal> {
     let raw = skip_empty_lines(raw);
-    let line = raw.split(|&b| b == b'\n').next().unwrap_or(raw);
+    let line = lines(raw).next().unwrap_or(raw);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if !request_line_ok(line) {
         return bad("malformed request line");
@@ -31,6 +31,25 @@ pub fn check(raw: &[u8], head: &RequestHeader) -> Option<Refusal> {
         return Some(refusal);
     }
     check_fields(head)
+}
+
+/// The lines of `raw`, split at each `\n` as `raw.split(|&b| b == b'\n')` splits them, with
+/// the line ends found by `memchr` (a word at a time): every request's head is split so.
+pub fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(raw);
+    std::iter::from_fn(move || {
+        let left = rest?;
+        match memchr::memchr(b'\n', left) {
+            Some(end) => {
+                rest = Some(&left[end + 1..]);
+                Some(&left[..end])
+            }
+            None => {
+                rest = None;
+                Some(left)
+            }
+        }
+    })
 }
 
 /// A raw head without the empty lines a client may send before its request line (RFC 9112

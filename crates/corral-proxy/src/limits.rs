@@ -84,9 +84,12 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
 /// The field lines of a raw head against `header_size`, each counted whole as sent (name,
 /// colon, spaces and value, without its line end), as Gunicorn and nginx count them.
 pub fn check_raw_lines(raw: &[u8], limits: &Limits) -> Option<Refusal> {
+    // No line is longer than the head: the usual head is not split at all.
+    if raw.len() <= limits.header_size {
+        return None;
+    }
     let raw = crate::framing::skip_empty_lines(raw);
-    let too_long = raw
-        .split(|&b| b == b'\n')
+    let too_long = crate::framing::lines(raw)
         .skip(1)
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
         .take_while(|line| !line.is_empty())
@@ -102,7 +105,7 @@ pub fn check_raw_lines(raw: &[u8], limits: &Limits) -> Option<Refusal> {
 /// callers check the raw bytes whenever the parsed head has `Transfer-Encoding`.
 pub fn raw_has_content_length(raw: &[u8]) -> bool {
     const NAME: &[u8] = b"content-length:";
-    raw.split(|b| *b == b'\n').any(|line| {
+    crate::framing::lines(raw).any(|line| {
         let line = line.strip_prefix(b" ").unwrap_or(line);
         line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME)
     })

@@ -36,10 +36,14 @@ pub fn next() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // Written digit by digit: `format!` costs more than the rest of the id on the hot path.
     let value = (u128::from(prefix()) << 64) | u128::from(n);
-    (0..32)
-        .rev()
-        .map(|digit| char::from(HEX[((value >> (digit * 4)) & 0xf) as usize]))
-        .collect()
+    // Into bytes first, then one copy: collecting chars into a `String` pushes (and
+    // encodes) one at a time.
+    let mut digits = [0u8; 32];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((value >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    // Always ASCII hex, so never empty.
+    std::str::from_utf8(&digits).unwrap_or_default().to_owned()
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -74,6 +74,18 @@ pub(super) struct RequestRules<'a> {
     trusted_peer: bool,
     /// `server.underscores_in_headers`: names with `_` pass.
     keep_underscores: bool,
+    /// The request's `Connection` fields, looked up once for all of its fields.
+    connection: Listed<'a>,
+}
+
+/// A request's `Connection` fields: the names they list are hop-by-hop.
+#[derive(Clone, Copy)]
+enum Listed<'a> {
+    None,
+    /// One field (the usual case), kept at hand.
+    One(&'a HeaderValue),
+    /// Several: looked up again when needed.
+    Many,
 }
 
 impl<'a> RequestRules<'a> {
@@ -84,12 +96,19 @@ impl<'a> RequestRules<'a> {
         keep_underscores: bool,
     ) -> Self {
         let old = matches!(head.version, Version::HTTP_10 | Version::HTTP_09);
+        let mut values = head.headers.get_all(CONNECTION).iter();
+        let connection = match (values.next(), values.next()) {
+            (None, _) => Listed::None,
+            (Some(one), None) => Listed::One(one),
+            (Some(_), Some(_)) => Listed::Many,
+        };
         RequestRules {
             head,
             upgrade,
             keep_hops: !upgrade && old,
             trusted_peer,
             keep_underscores,
+            connection,
         }
     }
 
@@ -133,13 +152,14 @@ impl<'a> RequestRules<'a> {
         if HOP_BY_HOP.iter().any(|n| is(n)) {
             return Fate::Drop;
         }
-        let named = self
-            .head
-            .headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|value| named_in(Some(value)))
-            .any(|n| is(n) && !(self.upgrade && is("upgrade")));
+        let lists_it = |value: &HeaderValue| {
+            named_in(Some(value)).any(|n| is(n) && !(self.upgrade && is("upgrade")))
+        };
+        let named = match self.connection {
+            Listed::None => false,
+            Listed::One(value) => lists_it(value),
+            Listed::Many => self.head.headers.get_all(CONNECTION).iter().any(lists_it),
+        };
         if named {
             Fate::Drop
         } else {
@@ -264,19 +284,22 @@ pub(super) fn request_bytes(
     match raw {
         Some(raw) => {
             let raw = crate::framing::skip_empty_lines(raw);
-            for line in raw.split(|&b| b == b'\n').skip(1) {
+            for line in crate::framing::lines(raw).skip(1) {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.is_empty() {
                     break;
                 }
                 // A line without a name (a folded continuation) takes the header-map path.
-                let name = &line[..line.iter().position(|&b| b == b':')?];
-                match head.headers.get(CONTENT_LENGTH) {
-                    // The length as `admit` normalised it, not as written.
-                    Some(length) if name.eq_ignore_ascii_case(b"content-length") => {
-                        copy(name, &[name, b": ", length.as_bytes()])
-                    }
-                    _ => copy(name, &[line]),
+                let name = &line[..memchr::memchr(b':', line)?];
+                // The length as `admit` normalised it, not as written (the name is compared
+                // first: a lookup per line would cost more than the copy).
+                let length = name
+                    .eq_ignore_ascii_case(b"content-length")
+                    .then(|| head.headers.get(CONTENT_LENGTH))
+                    .flatten();
+                match length {
+                    Some(length) => copy(name, &[name, b": ", length.as_bytes()]),
+                    None => copy(name, &[line]),
                 }
             }
         }

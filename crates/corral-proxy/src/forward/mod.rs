@@ -152,23 +152,35 @@ impl ServerApp for Forwarder {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let (connection, mut pipelined) = self.accept(&mut stream, &self.settings.load()).await?;
+        // The rare or once-a-connection steps are boxed (accept, the TLS handshake, HTTP/2,
+        // refusals): a future holds room for its largest state for its whole life, and every
+        // open connection holds this one.
+        let (connection, mut pipelined) =
+            Box::pin(self.accept(&mut stream, &self.settings.load())).await?;
         match &self.tls {
             Some(acceptor) => {
                 let limit = self.settings.load().limits.header_timeout;
-                stream = self
-                    .handshake(acceptor, stream, pipelined.take(), limit)
-                    .await?;
+                stream =
+                    Box::pin(self.handshake(acceptor, stream, pipelined.take(), limit)).await?;
                 if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) {
                     self.metrics.tls.connection("h2");
-                    self.serve_h2(stream, connection, shutdown).await;
+                    Box::pin(self.serve_h2(stream, connection, shutdown)).await;
                     return None;
                 }
                 self.metrics.tls.https.inc();
             }
             None => self.metrics.tls.http.inc(),
         }
-        let mut shutdown = shutdown.clone();
+        // One wait for the stop signal for the connection's life, not one per request: a
+        // new wait registers with the signal and leaves it again, on every request.
+        let mut watch = shutdown.clone();
+        let stop_signal = async move {
+            if !*watch.borrow_and_update() {
+                let _ = watch.changed().await;
+            }
+        };
+        tokio::pin!(stop_signal);
+        let mut stop_seen = false;
         let mut first = true;
         // Each request line as sent, before pingora's parser rewrites a bad target.
         let (mut stream, line) = sniff::Sniff::wrap(stream);
@@ -193,8 +205,9 @@ impl ServerApp for Forwarder {
             };
             let socket = pingora_core::protocols::UniqueID::id(client.stream().as_ref());
             let stop_grace = async {
-                if !*shutdown.borrow() {
-                    let _ = shutdown.changed().await;
+                if !stop_seen {
+                    (&mut stop_signal).await;
+                    stop_seen = true;
                 }
                 delivered::until_delivered(socket).await;
                 tokio::time::sleep(STOP_IDLE_GRACE).await;
@@ -215,14 +228,11 @@ impl ServerApp for Forwarder {
                 // Each read of the body waits at most `body_timeout` (nginx's
                 // client_body_timeout): a body that stops arriving is answered 408.
                 Ok(Some(_)) => {
-                    if line
-                        .whole()
-                        .is_some_and(|sent| !crate::framing::request_line_ok(&sent))
-                    {
+                    if line.with_whole(crate::framing::request_line_ok) == Some(false) {
                         tracing::debug!(
                             "request line with a space, control or raw byte in its target"
                         );
-                        self.refuse_malformed(client).await;
+                        Box::pin(self.refuse_malformed(client)).await;
                         return None;
                     }
                     client.set_read_timeout(Some(self.settings.load().limits.body_timeout))
@@ -231,18 +241,21 @@ impl ServerApp for Forwarder {
                 Err(e) => {
                     if e.etype() == &ErrorType::InvalidHTTPHeader {
                         tracing::debug!(error = %e, "malformed request head");
-                        self.refuse_malformed(client).await;
+                        Box::pin(self.refuse_malformed(client)).await;
                     }
                     return None;
                 }
             }
             if let Some(challenges) = self.acme_challenge(&client) {
-                (stream, pipelined) = self.answer_challenge(client, challenges).await?;
+                (stream, pipelined) = Box::pin(self.answer_challenge(client, challenges)).await?;
                 first = false;
                 continue;
             }
             let stopping = *shutdown.borrow();
-            (stream, pipelined) = self.serve(client, &connection, stopping).await?;
+            // Boxed: the request's state (some 6 KiB) lives only while the request does,
+            // not in every open connection's task, and the next request (of any
+            // connection) reuses that memory while it is still in cache.
+            (stream, pipelined) = Box::pin(self.serve(client, &connection, stopping)).await?;
             first = false;
         }
     }

@@ -45,13 +45,16 @@ impl Forwarder {
         refused: Option<&'static str>,
     ) {
         self.count(exchange, status);
-        self.log_access(
-            RequestLine::of(client.req_header()),
-            exchange,
-            status,
-            client.body_bytes_sent(),
-            refused,
-        );
+        // The request line's fields are looked up only for a line to write.
+        if exchange.settings.access_log {
+            self.log_access(
+                RequestLine::of(client.req_header()),
+                exchange,
+                status,
+                client.body_bytes_sent(),
+                refused,
+            );
+        }
     }
 
     pub(super) fn count(&self, exchange: &Exchange, status: u16) {

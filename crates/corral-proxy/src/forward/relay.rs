@@ -227,13 +227,16 @@ impl Forwarder {
             tracing::warn!(request_id = %exchange.request_id, status, error = %e, "request failed");
         }
         self.count(exchange, status);
-        self.log_access(
-            RequestLine::of(&request),
-            exchange,
-            status,
-            relayed.bytes,
-            None,
-        );
+        // The request line's fields are looked up only for a line to write.
+        if exchange.settings.access_log {
+            self.log_access(
+                RequestLine::of(&request),
+                exchange,
+                status,
+                relayed.bytes,
+                None,
+            );
+        }
         if relayed.complete && keepalive.is_some() {
             return Some((stream, pipelined));
         }

@@ -64,32 +64,36 @@ impl Line {
         }
     }
 
-    /// The request line read since `arm` (without leading empty lines and its line end),
-    /// when it is whole; `None` while it is not, or when it was too long to keep.
-    pub(super) fn whole(&self) -> Option<Vec<u8>> {
+    /// `judge` of the request line read since `arm` (without leading empty lines and its
+    /// line end), when it is whole; `None` while it is not, or when it was too long to keep.
+    pub(super) fn with_whole<R>(&self, judge: impl FnOnce(&[u8]) -> R) -> Option<R> {
         if self.armed.load(Ordering::Relaxed) {
             return None;
         }
         let bytes = self.bytes.lock().ok()?;
         let line = bytes.strip_suffix(b"\n")?;
-        Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+        Some(judge(line.strip_suffix(b"\r").unwrap_or(line)))
     }
 
     /// Keeps `read` up to the end of the first non-empty line (empty lines before it are
-    /// skipped, as the parser skips them).
-    fn keep(&self, read: &[u8]) {
+    /// skipped, as the parser skips them). Copied a slice at a time, not a byte at a time:
+    /// this runs on every request.
+    fn keep(&self, mut read: &[u8]) {
         let Ok(mut bytes) = self.bytes.lock() else {
             return;
         };
-        for &b in read {
-            if bytes.is_empty() && (b == b'\r' || b == b'\n') {
-                continue;
-            }
-            bytes.push(b);
-            if b == b'\n' || bytes.len() >= MAX_LINE {
-                self.armed.store(false, Ordering::Relaxed);
-                return;
-            }
+        if bytes.is_empty() {
+            let start = read.iter().position(|&b| b != b'\r' && b != b'\n');
+            read = &read[start.unwrap_or(read.len())..];
+        }
+        let room = MAX_LINE.saturating_sub(bytes.len());
+        let (take, ends) = match memchr::memchr(b'\n', read) {
+            Some(end) if end < room => (end + 1, true),
+            _ => (read.len().min(room), false),
+        };
+        bytes.extend_from_slice(&read[..take]);
+        if ends || bytes.len() >= MAX_LINE {
+            self.armed.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -136,17 +140,23 @@ mod tests {
         let mut got = vec![0u8; 2];
         stream.read_exact(&mut got).await.expect("read");
         // Not whole yet: the line ends later in the stream.
-        assert!(line.whole().is_none());
+        assert!(line.with_whole(<[u8]>::to_vec).is_none());
         far.write_all(b"\0 HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
             .expect("write");
         let mut rest = vec![0u8; 23];
         stream.read_exact(&mut rest).await.expect("read");
-        assert_eq!(line.whole().as_deref(), Some(&b"GET /a b\0 HTTP/1.1"[..]));
+        assert_eq!(
+            line.with_whole(<[u8]>::to_vec).as_deref(),
+            Some(&b"GET /a b\0 HTTP/1.1"[..])
+        );
         // Disarmed: a body is not kept.
         far.write_all(b"body").await.expect("write");
         let mut body = vec![0u8; 4];
         stream.read_exact(&mut body).await.expect("read");
-        assert_eq!(line.whole().as_deref(), Some(&b"GET /a b\0 HTTP/1.1"[..]));
+        assert_eq!(
+            line.with_whole(<[u8]>::to_vec).as_deref(),
+            Some(&b"GET /a b\0 HTTP/1.1"[..])
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! session, which reads the bytes taken so far once more (`replay`); so does an answer
 //! that is to be compressed, which `relay` re-frames.
 
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -77,9 +78,12 @@ pub(super) async fn read_head(
             }
             return Ok(Answer::Other(buf));
         }
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        match parsed.parse(&buf) {
+        // Left uninitialised for the parser to fill: 64 empty fields written on every
+        // answer cost more than parsing a short head.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        match config.parse_response_with_uninit_headers(&mut parsed, &buf, &mut fields) {
             Ok(httparse::Status::Complete(head_len)) => {
                 let Some(head) = plain_head(&parsed, rules, compression) else {
                     return Ok(Answer::Other(buf));

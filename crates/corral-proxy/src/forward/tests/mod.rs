@@ -8,6 +8,7 @@ mod conns;
 mod queue;
 mod relay;
 mod retry;
+mod size;
 mod upgrade;
 
 use std::collections::VecDeque;

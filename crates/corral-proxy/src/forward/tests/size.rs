@@ -1,0 +1,27 @@
+//! The connection task's size: every open client connection holds its future, idle or
+//! not, so its size is most of corral's memory per idle keep-alive connection (issue 36).
+
+use std::sync::Arc;
+
+use pingora_core::apps::ServerApp;
+
+use super::{answers, World};
+
+/// What a connection's future may take at most (it holds the request loop, the largest
+/// state of any request awaited in it, and the session).
+const BUDGET: usize = 2 * 1024;
+
+#[tokio::test]
+async fn the_connection_future_fits_its_budget() {
+    let world = World::new(
+        vec![answers(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")],
+        "",
+    );
+    let (near, _far) = tokio::io::duplex(1024);
+    let (_tx, shutdown) = tokio::sync::watch::channel(false);
+    let forwarder: Arc<_> = world.forwarder.clone();
+    let future = forwarder.process_new(Box::new(near), &shutdown);
+    let size = std::mem::size_of_val(&*future);
+    println!("process_new future: {size} bytes");
+    assert!(size <= BUDGET, "{size} bytes");
+}
