@@ -41,11 +41,11 @@ else
   http-request set-header X-Request-Id %[uuid]'
 fi
 
-# nginx_conf DIR LISTEN_PORT UPSTREAM_PORT [HTTP_LINES]: one worker, upstream keep-alive, no
+# nginx_conf DIR LISTEN_PORT UPSTREAM_PORT [HTTP_LINES]: one worker (NGINX_WORKERS), upstream keep-alive, no
 # access log, corral's forwarded fields; HTTP_LINES (e.g. gzip settings) go into the http block.
 nginx_conf() {
   cat > "$1/nginx.conf" <<NGINX
-worker_processes 1;
+worker_processes ${NGINX_WORKERS:-1};
 daemon off;
 pid $1/nginx.pid;
 error_log $1/nginx.err warn;

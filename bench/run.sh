@@ -2,7 +2,8 @@
 # corral vs nginx vs HAProxy vs direct, on loopback, one machine, one run.
 #
 #   bench/run.sh                 # every section (~20 min)
-#   bench/run.sh proxy           # or: python, reload, websocket
+#   bench/run.sh proxy           # or: threads, idle, python, reload, websocket, or a list:
+#   bench/run.sh "proxy threads idle"   # issue 36's cells
 #   DURATION=3 ROUNDS=5 bench/run.sh   # shorter cells, more rounds
 #   PROXY_CELLS="0,64,keepalive" bench/run.sh proxy   # body,conns,keepalive|close cells
 #
@@ -21,7 +22,8 @@ LOG_ROUNDS=${LOG_ROUNDS:-$((ROUNDS > 5 ? ROUNDS : 5))}
 # build machines, not raisable even by root) 10,000 cannot be reached, so 9,000 by default.
 WS_COUNT=${WS_COUNT:-9000}
 work_dir bench
-want() { [ "$SECTIONS" = all ] || [ "$SECTIONS" = "$1" ]; }
+# SECTIONS: all, or a list of them (`bench/run.sh "proxy threads idle"`)
+want() { [ "$SECTIONS" = all ] || [[ " ${SECTIONS//,/ } " == *" $1 "* ]]; }
 
 # --- what the benchmarks need -------------------------------------------------------------
 need=()
@@ -118,7 +120,8 @@ listen = ["127.0.0.1:$CORRAL_PORT"]
 admin = "127.0.0.1:$CORRAL_ADMIN"
 control_socket = "$WORK/$1.sock"
 runtime_dir = "$WORK/$1-run"
-threads = 1
+threads = ${THREADS:-1}
+${SERVER_LINES:-}
 [log]
 access = ${ACCESS_LOG:-false}
 level = "${LOG_LEVEL:-warn}"
@@ -144,6 +147,14 @@ command = [\"$BIN/corral-testapp\", \"--port\", \"{port}\"]
 workers = 1
 concurrency = 4096   # the test app is threaded; nginx and HAProxy do not cap either
 ready = \"tcp\""
+  SUPERVISED_PID=$CORRAL_PID; SUPERVISED_PORT=$CORRAL_PORT
+  # The same proxy in front of a server it does not start (a remote pool, `upstreams`): the
+  # very upstream nginx and HAProxy forward to.
+  start_corral remote "[pools.bench]
+upstreams = [\"127.0.0.1:$UP\"]
+concurrency = 4096"
+  URL[remote]=http://127.0.0.1:$CORRAL_PORT; CPU[remote]=$CORRAL_PID; REMOTE_PID=$CORRAL_PID
+  CORRAL_PID=$SUPERVISED_PID; CORRAL_PORT=$SUPERVISED_PORT
   nginx_conf "$WORK" "$NGINX" "$UP"
   nginx -c "$WORK/nginx.conf" & PIDS+=($!)
   # The same nginx sending only Host (the configs before 2026-12-03's sixth session): what
@@ -184,7 +195,7 @@ HAP
     IFS=, read -r size c ka <<< "$spec"
     extra=(); [ "$ka" = close ] && extra=(-H "Connection: close")
     stacks="direct nginx haproxy corral"
-    [ "$size" = 0 ] && [ "$ka" = keepalive ] && [ "$c" != 1 ] && stacks="$stacks bare"
+    [ "$size" = 0 ] && [ "$ka" = keepalive ] && [ "$c" != 1 ] && stacks="$stacks bare remote"
     rounds "proxy-$size-$c-$ka" "/bytes?n=$size" "$c" "$stacks" "${extra[@]}"
     echo "proxy cell $spec done" >&2
   done
@@ -227,6 +238,21 @@ HAP
     echo "| $c | $(mid "$cell" bare 1) | $(vs "$cell" corral bare) | $(mid "$cell" bare 8) | $(mid "$cell" nginx 8) | $(mid "$cell" corral 8) |"
     finding "2. plain proxy, $c conns: corral/nginx (Host only) rps" "$(vs "$cell" corral bare)" 1.0
   done
+  echo
+  echo "corral in front of the same upstream as nginx and HAProxy, as a remote pool (\`upstreams ="
+  echo "[\"127.0.0.1:PORT\"]\`, \`concurrency = 4096\`), in the same rounds (issue 36, target 1):"
+  echo
+  echo "| conns | corral remote rps | remote/nginx | remote/HAProxy | µs/req nginx | µs/req HAProxy | µs/req corral remote | µs/req corral supervised |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for spec in $PROXY_CELLS; do
+    IFS=, read -r size c ka <<< "$spec"; cell="proxy-$size-$c-$ka"
+    [ -f "$WORK/cells/$cell.remote" ] || continue
+    echo "| $c | $(mid "$cell" remote 1) | $(vs "$cell" remote nginx) | $(vs "$cell" remote haproxy) | $(mid "$cell" nginx 8) | $(mid "$cell" haproxy 8) | $(mid "$cell" remote 8) | $(mid "$cell" corral 8) |"
+    finding "36.1 remote pool, $c conns: corral/nginx rps" "$(vs "$cell" remote nginx)" 1.0
+    finding "36.1 remote pool, $c conns: corral/HAProxy rps" "$(vs "$cell" remote haproxy)" 1.0
+    finding "36.1 remote pool, $c conns: corral CPU/req over nginx's" "$(vs_cpu "$cell" remote nginx)" "<=1.0"
+    finding "36.1 supervised, $c conns: corral CPU/req over nginx's" "$(vs_cpu "$cell" corral nginx)" "<=1.0"
+  done
   } >> "$OUT"
   echo >> "$OUT"; echo "corral RSS after this section: $(rss_kb "$CORRAL_PID") kB." >> "$OUT"
   # The same corral with its access log on (JSON lines to a file), beside the quiet one.
@@ -254,7 +280,123 @@ ready = \"tcp\""
     finding "3. access log on/off rps, $c conns" "$(vs "log-$c" logged corral)" 0.95
     finding "3. access log on/off CPU per request, $c conns" "$(vs_cpu "log-$c" logged corral)" "<=1.05"
   done
-  kill "$CORRAL_PID" "$QUIET_PID" "$HAPROXY_PID"
+  kill "$CORRAL_PID" "$QUIET_PID" "$HAPROXY_PID" "$REMOTE_PID"
+fi
+
+# --- 1b. two proxy threads, and many idle keep-alive connections (issue 36) -----------------
+# One upstream (the test app) for all; corral forwards to it as a remote pool, as nginx and
+# HAProxy do.
+# upstream_and_proxies NAME THREADS -> UP, and URL/CPU for nginx, haproxy and corral ("remote")
+upstream_and_proxies() {
+  local name=$1 threads=$2 up nginx haproxy
+  up=$(free_port); nginx=$(free_port); haproxy=$(free_port)
+  "$BIN/corral-testapp" --port "$up" >/dev/null 2>&1 & PIDS+=($!); SECTION_PIDS+=($!)
+  wait_port "$up"
+  THREADS=$threads SERVER_LINES=${CORRAL_SERVER:-} start_corral "$name" "[pools.bench]
+upstreams = [\"127.0.0.1:$up\"]
+concurrency = 4096"
+  SECTION_PIDS+=("$CORRAL_PID")
+  URL[remote]=http://127.0.0.1:$CORRAL_PORT; CPU[remote]=$CORRAL_PID
+  mkdir -p "$WORK/$name-nginx"
+  NGINX_WORKERS=$threads nginx_conf "$WORK/$name-nginx" "$nginx" "$up"
+  nginx -c "$WORK/$name-nginx/nginx.conf" & PIDS+=($!); SECTION_PIDS+=($!)
+  cat > "$WORK/$name-haproxy.cfg" <<HAP
+global
+  nbthread $threads
+  maxconn 30000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 75s
+  timeout server 30s
+  timeout http-keep-alive 75s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$haproxy
+  default_backend b
+backend b
+$HAPROXY_FIELDS
+  http-reuse always
+  server s1 127.0.0.1:$up
+HAP
+  haproxy -f "$WORK/$name-haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!); SECTION_PIDS+=($!)
+  URL[haproxy]=http://127.0.0.1:$haproxy; CPU[haproxy]=$!
+  wait_port "$nginx"; wait_port "$haproxy"
+  for _ in $(seq 50); do [ -s "$WORK/$name-nginx/nginx.pid" ] && break; sleep 0.1; done
+  URL[nginx]=http://127.0.0.1:$nginx; CPU[nginx]=$(pgrep -P "$(cat "$WORK/$name-nginx/nginx.pid")" | xargs)
+}
+stop_section() { kill "${SECTION_PIDS[@]}" 2>/dev/null || true; SECTION_PIDS=(); }
+SECTION_PIDS=()
+
+if want threads; then
+  upstream_and_proxies threads 2
+  for c in 64 256; do rounds "threads-$c" "/bytes?n=0" "$c" "nginx haproxy remote"; done
+  {
+  echo
+  echo "### Two proxy threads"
+  echo
+  echo "corral \`threads = 2\` (a remote pool in front of one test app), nginx 2 worker processes, HAProxy"
+  echo "\`nbthread 2\`, 0 B, keep-alive, wrk -t1; on this 2-core machine the proxies share the cores with"
+  echo "wrk and the upstream. CPU per request is the whole process's (nginx: both workers)."
+  echo
+  echo "| conns | nginx rps | haproxy rps | corral rps | corral/nginx | corral/HAProxy | µs/req nginx | µs/req HAProxy | µs/req corral | corral/nginx CPU |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for c in 64 256; do
+    echo "| $c | $(mid "threads-$c" nginx 1) | $(mid "threads-$c" haproxy 1) | $(mid "threads-$c" remote 1) | $(vs "threads-$c" remote nginx) | $(vs "threads-$c" remote haproxy) | $(mid "threads-$c" nginx 8) | $(mid "threads-$c" haproxy 8) | $(mid "threads-$c" remote 8) | $(vs_cpu "threads-$c" remote nginx) |"
+    finding "36.2 two threads, $c conns: corral/nginx rps" "$(vs "threads-$c" remote nginx)" 1.0
+    finding "36.2 two threads, $c conns: corral/HAProxy rps" "$(vs "threads-$c" remote haproxy)" 1.0
+    finding "36.2 two threads, $c conns: corral CPU/req over nginx's" "$(vs_cpu "threads-$c" remote nginx)" "<=1.0"
+  done
+  } >> "$OUT"
+  stop_section
+fi
+
+# Idle keep-alive connections: IDLE_COUNTS of them held open (bench/idle_conns.py, one request
+# each, then quiet) while wrk runs a small load of 16 connections; memory per held connection
+# is the proxy's RSS with them open less its RSS at start, over their number.
+IDLE_COUNTS=${IDLE_COUNTS:-"1000 10000"}
+if want idle; then
+  # Idle connections are kept as long as nginx keeps them (keepalive_timeout 75 s).
+  # (nginx's worker_connections is 16384, corral's max_connections 10000 by default).
+  CORRAL_SERVER='max_connections = 16384
+[server.limits]
+keepalive_timeout = "75s"' upstream_and_proxies idle 1
+  declare -A BASE_RSS
+  for key in nginx remote; do BASE_RSS[$key]=$(for p in ${CPU[$key]}; do rss_kb "$p"; done | awk '{s+=$1} END {print s}'); done
+  for n in $IDLE_COUNTS; do
+    for r in $(seq "$ROUNDS"); do
+      for key in $( [ $((r % 2)) = 1 ] && echo "nginx remote" || echo "remote nginx"); do
+        port=${URL[$key]##*:}
+        python3 bench/idle_conns.py "$port" "$n" 600 > "$WORK/idle.out" 2>&1 & holder=$!; PIDS+=("$holder")
+        for _ in $(seq 600); do grep -q OPEN "$WORK/idle.out" && break; sleep 0.1; done
+        rss=$(for p in ${CPU[$key]}; do rss_kb "$p"; done | awk '{s+=$1} END {print s}')
+        opened=$(awk '/OPEN/ {print $2}' "$WORK/idle.out")
+        measure "idle-$n" "$key" "/bytes?n=0" 16
+        # kB per held connection and the number held, beside the cell (its own file: the
+        # cell's columns are the same as every other cell's)
+        awk -v r="$rss" -v b="${BASE_RSS[$key]}" -v n="${opened:-0}" 'BEGIN { if (n>0) printf "%.2f %d\n", (r-b)/n, n; else print "0 0" }' >> "$WORK/cells/idlemem-$n.$key"
+        kill "$holder"; wait "$holder" 2>/dev/null || true
+      done
+    done
+  done
+  {
+  echo
+  echo "### Idle keep-alive connections"
+  echo
+  echo "N connections held open, each served one request and then quiet (\`bench/idle_conns.py\`),"
+  echo "while wrk runs 16 keep-alive connections on 0 B; corral (1 thread, a remote pool,"
+  echo "\`keepalive_timeout = \"75s\"\`) and nginx (1 worker, its default 75 s) in front of one test app."
+  echo "Memory per connection: RSS with them open less RSS at start, over N; $ROUNDS rounds, medians."
+  echo
+  echo "| idle conns | held (nginx / corral) | nginx rps | corral rps | µs/req nginx | µs/req corral | corral/nginx CPU | kB/conn nginx | kB/conn corral |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for n in $IDLE_COUNTS; do
+    echo "| $n | $(mid "idlemem-$n" nginx 2) / $(mid "idlemem-$n" remote 2) | $(mid "idle-$n" nginx 1) | $(mid "idle-$n" remote 1) | $(mid "idle-$n" nginx 8) | $(mid "idle-$n" remote 8) | $(vs_cpu "idle-$n" remote nginx) | $(med "idlemem-$n" nginx 1) | $(med "idlemem-$n" remote 1) |"
+    finding "36.3 $n idle conns: corral CPU/req over nginx's" "$(vs_cpu "idle-$n" remote nginx)" "<=1.0"
+    finding "36.3 $n idle conns: corral kB/conn ≤ nginx's ($(mid "idlemem-$n" nginx 1))" "$(med "idlemem-$n" remote 1)" "<=$(mid "idlemem-$n" nginx 1)"
+  done
+  } >> "$OUT"
+  stop_section
 fi
 
 # --- 2. Python apps: gunicorn sync workers, waitress threads, uvicorn/FastAPI ---------------
