@@ -30,6 +30,8 @@ BIN=$PWD/target/release
 [ -x "$BIN/corral" ] || { echo "build first: cargo build --release -p corral" >&2; exit 1; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx" >&2; exit 1; }
 work_dir pyworkers
+# nginx's worker runs as nobody: it must reach the gunicorn socket in here
+chmod 755 "$WORK"
 TICK=$(getconf CLK_TCK)
 PKG=$PWD/crates/corral-python/python
 declare -A URL CPU WCPU
@@ -73,6 +75,8 @@ head_row() {
 }
 stack() { URL[$1]=http://127.0.0.1:$2; CPU[$1]=${3:-}; WCPU[$1]=${4:-}; }
 children() { pgrep -P "$1" | tr '\n' ' '; }
+# wait_children PID N: until PID has N children (an app server's workers have forked)
+wait_children() { for _ in $(seq 300); do [ "$(pgrep -P "$1" | wc -l)" -ge "$2" ] && return 0; sleep 0.1; done; echo "$1 never had $2 workers" >&2; return 1; }
 
 # start_corral NAME POOL-BODY -> CORRAL_PID, CORRAL_PORT
 start_corral() {
@@ -155,11 +159,12 @@ echo "Python $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'
 } > "$OUT"
 
 # --- 1. trivial WSGI app ---------------------------------------------------------------------
-G=$(free_port); start_gunicorn "$PWD/bench" wsgi:app "127.0.0.1:$G"; wait_port "$G"
-stack g4 "$G" "" "$G_PID $(children "$G_PID")"
-start_gunicorn "$PWD/bench" wsgi:app "unix:$WORK/g.sock"; GU_PID=$G_PID
+G=$(free_port); start_gunicorn "$PWD/bench" wsgi:app "127.0.0.1:$G"; GT_PID=$G_PID; wait_port "$G"; wait_children "$GT_PID" 4
+stack g4 "$G" "" "$GT_PID $(children "$GT_PID")"
+start_gunicorn "$PWD/bench" wsgi:app "unix:$WORK/g.sock"; GU_PID=$G_PID; wait_children "$GU_PID" 4
 NG=$(free_port); for _ in $(seq 100); do [ -S "$WORK/g.sock" ] && break; sleep 0.1; done
-nginx_unix "$NG" "$WORK/g.sock" wsgi; stack ng4 "$NG" "$NGINX_WORKER" "$GU_PID $(children "$GU_PID")"
+nginx_unix "$NG" "$WORK/g.sock" wsgi; wait_get "http://127.0.0.1:$NG/"
+stack ng4 "$NG" "$NGINX_WORKER" "$GU_PID $(children "$GU_PID")"
 start_corral wsgi "$(corral_pool wsgi:app wsgi "$PWD/bench" 1 /)"
 stack cw "$CORRAL_PORT" "$CORRAL_PID" "$(workers_of "$CORRAL_PID")"
 rounds wsgi / "g4 ng4 cw"
@@ -174,11 +179,11 @@ row wsgi cw "corral → 4 corral WSGI workers (Unix sockets)" g4
 echo
 echo "corral / nginx → gunicorn, per round: $(vs wsgi cw ng4)"
 } >> "$OUT"
-kill "$G_PID" "$GU_PID" "$CORRAL_PID" "$NGINX_PID" 2>/dev/null || true; sleep 2
+kill "$GT_PID" "$GU_PID" "$CORRAL_PID" "$NGINX_PID" 2>/dev/null || true; sleep 2
 
 # --- 2. Flask hello ----------------------------------------------------------------------------
 FL=$PWD/examples/flask
-G=$(free_port); start_gunicorn "$FL" app:app "127.0.0.1:$G"; wait_get "http://127.0.0.1:$G/health"
+G=$(free_port); start_gunicorn "$FL" app:app "127.0.0.1:$G"; wait_get "http://127.0.0.1:$G/health"; wait_children "$G_PID" 4
 stack fg4 "$G" "" "$G_PID $(children "$G_PID")"
 start_corral flask "$(corral_pool app:app wsgi "$FL" 1 /health)"
 stack fcw "$CORRAL_PORT" "$CORRAL_PID" "$(workers_of "$CORRAL_PID")"
@@ -196,7 +201,7 @@ kill "$G_PID" "$CORRAL_PID" 2>/dev/null || true; sleep 2
 # --- 3. FastAPI ----------------------------------------------------------------------------------
 U=$(free_port)
 (cd bench && exec "$VENV/bin/uvicorn" --no-access-log --workers 4 --host 127.0.0.1 --port "$U" asgi:app) >"$WORK/uvicorn.log" 2>&1 &
-U_PID=$!; PIDS+=("$U_PID"); wait_get "http://127.0.0.1:$U/"
+U_PID=$!; PIDS+=("$U_PID"); wait_get "http://127.0.0.1:$U/"; wait_children "$U_PID" 4
 stack u4 "$U" "" "$U_PID $(children "$U_PID")"
 start_corral fastapi "$(corral_pool asgi:app asgi "$PWD/bench" 32 /)"
 stack fa "$CORRAL_PORT" "$CORRAL_PID" "$(workers_of "$CORRAL_PID")"
