@@ -1,6 +1,7 @@
 //! corral's own Python worker (`crates/corral-python/python/corral_worker`) behind the real
 //! binary: pools whose `command` runs `python -m corral_worker.standalone` from the source
-//! tree. The WSGI app of `tests/apps/pep3333.py` runs wrapped in `wsgiref.validate`, so a
+//! tree, and `app =` pools (workers forked from a template) for the PEP 3333 set and the
+//! Flask and Django comparisons. The WSGI app of `tests/apps/pep3333.py` runs wrapped in `wsgiref.validate`, so a
 //! PEP 3333 violation on either side is a 500 and a traceback in the log.
 
 mod support;
@@ -34,6 +35,23 @@ fn worker_pool(
         python = venv.join("bin").join("python").display().to_string(),
         cwd = cwd.display().to_string(),
         path = package_dir().display().to_string(),
+    )
+}
+
+/// The same as an `app =` pool: workers forked from a template that preloaded `app`.
+fn app_pool(
+    venv: &Path,
+    app: &str,
+    interface: &str,
+    cwd: &Path,
+    workers: u32,
+    extra: &str,
+) -> String {
+    let concurrency = if interface == "asgi" { 100 } else { 1 };
+    format!(
+        "[pools.web]\napp = {app:?}\ninterface = {interface:?}\npython = {python:?}\ncwd = {cwd:?}\nworkers = {workers}\nconcurrency = {concurrency}\nstart_timeout = \"30s\"\nkill_timeout = \"5s\"\n{extra}",
+        python = venv.join("bin").join("python").display().to_string(),
+        cwd = cwd.display().to_string(),
     )
 }
 
@@ -84,7 +102,29 @@ fn wsgi_worker_serves_pep3333_under_the_validator_with_keep_alive() {
         1,
         "request_buffering = false\n",
     );
-    let corral = Corral::start(&pool, "", 1);
+    serves_pep3333(&pool);
+}
+
+#[test]
+fn wsgi_app_pool_serves_pep3333_under_the_validator() {
+    let Some(venv) = apps::venv_with("python") else {
+        return;
+    };
+    let pool = app_pool(
+        &venv,
+        "pep3333:app",
+        "wsgi",
+        &test_apps(),
+        1,
+        "request_buffering = false\n",
+    );
+    serves_pep3333(&pool);
+}
+
+/// The PEP 3333 test set against `pool`, which runs `tests/apps/pep3333.py` under the
+/// validator with one worker.
+fn serves_pep3333(pool: &str) {
+    let corral = Corral::start(pool, "", 1);
     let port = corral.port;
 
     // GET and HEAD on one kept-alive connection: corral's forwarded fields become the environ.
@@ -256,7 +296,8 @@ fn matches_test_client(name: &str, app: &str) {
     };
     let expected = test_client_answers(&venv, name);
     let cwd = repo_root().join("examples").join(name);
-    let corral = Corral::start(&worker_pool(&venv, app, "wsgi", &cwd, 2, ""), "", 2);
+    // The shipped form: an `app =` pool (examples/NAME/preload.toml).
+    let corral = Corral::start(&app_pool(&venv, app, "wsgi", &cwd, 2, ""), "", 2);
     for ((method, target), want) in COMPARED.iter().zip(&expected) {
         let got = exchange(
             corral.port,
