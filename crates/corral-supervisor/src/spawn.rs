@@ -1,5 +1,6 @@
 //! Starting one worker process: argv placeholders, environment, and the few async-signal-safe
-//! steps between fork and exec. The only module of the crate allowed `unsafe`.
+//! steps between fork and exec; and an app pool's template's command line. One of the two
+//! modules of the crate allowed `unsafe` (with `reaper.rs`).
 #![allow(unsafe_code)]
 
 use std::os::fd::RawFd;
