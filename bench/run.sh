@@ -33,7 +33,8 @@ command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 VENV=bench/.venv
 [ -x "$VENV/bin/uvicorn" ] && [ -x "$VENV/bin/waitress-serve" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q gunicorn waitress uvicorn fastapi websockets; }
-cargo build --release --workspace -q
+# BUILD=0 benches the release binaries already in target/release (a build measured before)
+[ "${BUILD:-1}" = 0 ] || cargo build --release --workspace -q
 BIN=$PWD/target/release
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -303,7 +304,7 @@ concurrency = 4096"
   cat > "$WORK/$name-haproxy.cfg" <<HAP
 global
   nbthread $threads
-  maxconn 30000
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
