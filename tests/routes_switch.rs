@@ -4,7 +4,8 @@
 //! `/static` from disk. Each request reaches its place; `corral switch` of the API route to
 //! green under load (HTTP clients on `/api` and `/`, a WebSocket open on `/ws`) fails no
 //! request and leaves `/` and `/ws` untouched; switching the API route back (a rollback)
-//! likewise. Real parts: the corral binary and CLI, gunicorn, Django, uvicorn and FastAPI
+//! likewise; and a bad green release is rolled back by itself within the route's window,
+//! `/` and `/ws` untouched again. Real parts: the corral binary and CLI, gunicorn, Django, uvicorn and FastAPI
 //! from the venv, ureq and tungstenite clients.
 
 mod support;
@@ -19,13 +20,18 @@ use support::*;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-/// The API: says which colour it is and the path it got.
+/// The API: says which colour it is and the path it got; a colour whose `broken-COLOR`
+/// file exists answers 500 (but passes its health check), a bad release.
 const API: &str = r#"
 import os
 
 def app(environ, start_response):
-    body = ("api %s %s" % (os.environ["COLOR"], environ.get("PATH_INFO"))).encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    color, path = os.environ["COLOR"], environ.get("PATH_INFO")
+    status = "200 OK"
+    if os.path.exists("broken-" + color) and path != "/health":
+        status = "500 Internal Server Error"
+    body = ("api %s %s" % (color, path)).encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 "#;
 
@@ -34,18 +40,19 @@ fn config(venv: &Path, api_dir: &Path, files: &Path) -> String {
     let examples = repo_root().join("examples");
     let api = |color: &str| {
         format!(
-            "[pools.api-{color}]\ncommand = [{:?}, \"--bind\", \"127.0.0.1:{{port}}\", \"--workers\", \"1\", \"app:app\"]\ncwd = {:?}\nenv = {{ COLOR = {color:?} }}\nworkers = 2\nready = \"tcp\"\nstart_timeout = \"60s\"\nkill_timeout = \"5s\"\n\n",
+            "[pools.api-{color}]\ncommand = [{:?}, \"--bind\", \"127.0.0.1:{{port}}\", \"--workers\", \"1\", \"app:app\"]\ncwd = {:?}\nenv = {{ COLOR = {color:?} }}\nworkers = 2\nready = \"tcp\"\nstart_timeout = \"60s\"\nkill_timeout = \"5s\"\n[pools.api-{color}.health]\ntimeout = \"10s\"\n\n",
             bin("gunicorn"),
             api_dir.display().to_string(),
         )
     };
     format!(
-        "[[routes]]\nname = \"site\"\npools = [\"web\"]\n\n\
+        "[routing]\nrollback_window = \"4s\"\nrollback_min_requests = 10\nrollback_error_rate = 0.2\n\n\
+         [[routes]]\nname = \"site\"\npools = [\"web\"]\n\n\
          [[routes]]\nname = \"live\"\npath_prefix = \"/ws\"\npools = [\"live\"]\n\n\
          [[routes]]\nname = \"api\"\npath_prefix = \"/api\"\npools = [\"api-blue\", \"api-green\"]\nactive = \"api-blue\"\nstrip_prefix = true\n\n\
          [[routes]]\nname = \"static\"\npath_prefix = \"/static\"\nstatic = {:?}\n\n\
          [pools.web]\ncommand = [{:?}, \"--bind\", \"127.0.0.1:{{port}}\", \"--workers\", \"1\", \"app:application\"]\ncwd = {:?}\nworkers = 2\nready = \"http\"\nstart_timeout = \"60s\"\nkill_timeout = \"5s\"\n\n\
-         [pools.live]\ncommand = [{:?}, \"--fd\", \"3\", \"--no-access-log\", \"app:app\"]\ncwd = {:?}\nworkers = 1\nconcurrency = 64\nbind = \"fd\"\nready = \"http\"\nstart_timeout = \"60s\"\nkill_timeout = \"5s\"\n\n\
+         [pools.live]\ncommand = [{:?}, \"--fd\", \"3\", \"--no-access-log\", \"--ws-ping-timeout\", \"600\", \"app:app\"]\ncwd = {:?}\nworkers = 1\nconcurrency = 64\nbind = \"fd\"\nready = \"http\"\nstart_timeout = \"60s\"\nkill_timeout = \"5s\"\n\n\
          {}{}",
         files.display().to_string(),
         bin("gunicorn"),
@@ -57,6 +64,8 @@ fn config(venv: &Path, api_dir: &Path, files: &Path) -> String {
     )
 }
 
+/// The test's WebSocket answers uvicorn's keep-alive pings only while it reads, and it
+/// stays idle between its echoes (the `live` pool is started with a long ping timeout).
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
 fn echo(ws: &mut Ws, text: &str) {
@@ -113,6 +122,34 @@ fn route(corral: &Corral, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no route {name} in {status}"))
 }
 
+/// `corral switch ARGS`, asked again while the switch before it still retires its old pool
+/// (one switch at a time).
+fn switch(corral: &Corral, args: &[&str]) -> (i32, String, String) {
+    let mut argv = vec!["switch"];
+    argv.extend_from_slice(args);
+    wait_for("the switch before to end", Duration::from_secs(30), || {
+        let (code, out, err) = corral.cli(&argv);
+        (!err.contains("a switch is already under way")).then_some((code, out, err))
+    })
+}
+
+/// Waits until `n` switches have passed their rollback window (a switch is refused while
+/// one is in its window).
+fn windows_passed(corral: &Corral, n: usize) {
+    wait_for(
+        "the rollback window to pass",
+        Duration::from_secs(30),
+        || {
+            let passed = corral
+                .log_events()
+                .iter()
+                .filter(|e| e["event"] == "rollback_window_passed")
+                .count();
+            (passed >= n).then_some(())
+        },
+    );
+}
+
 /// HTTP load on `/api`, `/` and a WebSocket on `/ws` across `switch`: nothing fails, the
 /// WebSocket stays open and echoes, `/` keeps its workers.
 fn across(corral: &Corral, ws: &mut Ws, switch: &[&str], expect: &str) {
@@ -123,7 +160,7 @@ fn across(corral: &Corral, ws: &mut Ws, switch: &[&str], expect: &str) {
     api_load.wait_more(50, Duration::from_secs(60));
     site_load.wait_more(20, Duration::from_secs(60));
     echo(ws, "before");
-    let (code, out, err) = corral.cli(switch);
+    let (code, out, err) = self::switch(corral, switch);
     assert_eq!(code, 0, "{out}{err}\n{}", corral.logs());
     println!("{}", out.trim());
     assert!(out.contains(expect), "{out}");
@@ -132,7 +169,7 @@ fn across(corral: &Corral, ws: &mut Ws, switch: &[&str], expect: &str) {
     site_load.wait_more(20, Duration::from_secs(60));
     let (api, site_result) = (api_load.stop(), site_load.stop());
     println!(
-        "{} /api and {} / requests across `{}`, none failed",
+        "{} /api and {} / requests across `corral switch {}`, none failed",
         api.ok,
         site_result.ok,
         switch.join(" ")
@@ -198,7 +235,7 @@ fn django_fastapi_websocket_api_blue_green_and_static_behind_one_corral() {
     across(
         &corral,
         &mut ws,
-        &["switch", "--route", "api", "api-green"],
+        &["--route", "api", "api-green"],
         "switched route api from api-blue to api-green",
     );
     assert_eq!(api_colours(&corral), BTreeSet::from(["green".to_string()]));
@@ -211,15 +248,64 @@ fn django_fastapi_websocket_api_blue_green_and_static_behind_one_corral() {
     assert!(api["requests"].as_u64().unwrap_or(0) >= 150, "{api}");
     let api_2xx = corral.metric("corral_route_requests_total{route=\"api\",status=\"2xx\"}");
     assert!(api_2xx >= 150.0, "{api_2xx}");
+    let (code, table, err) = corral.cli(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("route api: api-green (switch "), "{table}");
+    assert!(table.contains("route site: web (config "), "{table}");
 
-    // The rollback of the API route: back to blue (found by its pool), likewise.
+    // The API route back to blue (found by its pool), likewise.
+    windows_passed(&corral, 1);
     across(
         &corral,
         &mut ws,
-        &["switch", "api-blue"],
+        &["api-blue"],
         "switched route api from api-green to api-blue",
     );
     assert_eq!(api_colours(&corral), BTreeSet::from(["blue".to_string()]));
     assert_eq!(body(&corral, "/static/app.css"), "body { color: teal }\n");
+
+    // A bad green release: switched to, it answers 500s and the API route rolls back by
+    // itself within its window; `/` and `/ws` see nothing of it.
+    windows_passed(&corral, 2);
+    std::fs::write(api_dir.path().join("broken-green"), "").expect("break green");
+    let (site, live) = (pids(&corral, "web"), pids(&corral, "live"));
+    let api_load = Load::start(&corral.url("/api/load"), 4, Duration::from_secs(240));
+    let site_load = Load::start(&corral.url("/"), 2, Duration::from_secs(240));
+    let (code, out, err) = switch(&corral, &["api-green"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rolled = corral.wait_event("rolled_back", Duration::from_secs(60));
+    println!("{rolled}");
+    assert_eq!(rolled["route"], "api");
+    echo(&mut ws, "rolled back");
+    site_load.wait_more(20, Duration::from_secs(60));
+    let (api_result, site_result) = (api_load.stop(), site_load.stop());
+    site_result.assert_no_failures(&corral.logs());
+    assert!(
+        api_result
+            .failures
+            .iter()
+            .all(|f| f.starts_with("500 api green")),
+        "{:?}",
+        &api_result.failures[..api_result.failures.len().min(5)]
+    );
+    println!(
+        "rollback: {} / requests, none failed; /api: {} 500s from green before it",
+        site_result.ok,
+        api_result.failures.len()
+    );
+    assert_eq!(api_colours(&corral), BTreeSet::from(["blue".to_string()]));
+    let api = route(&corral, "api");
+    assert_eq!(api["active_because"], "rollback", "{api}");
+    assert_eq!(
+        pids(&corral, "web"),
+        site,
+        "the site's workers are untouched"
+    );
+    assert_eq!(
+        pids(&corral, "live"),
+        live,
+        "the WebSocket pool is untouched"
+    );
+    assert_eq!(route(&corral, "site")["active_because"], "config");
     let _ = ws.close(None);
 }

@@ -128,13 +128,28 @@ impl RoutingTable {
     /// route yet, during a reload), else by `ticket` as in [`RoutingTable::route`]; `None`
     /// when that pool does not run.
     pub fn pick(&self, ticket: u32, lane: Option<&LaneKey>) -> Option<&Arc<PoolRoute>> {
-        match lane {
-            None => Some(self.route(ticket)),
-            Some(key) if *key.route == *self.steered => Some(self.route(ticket)),
-            Some(key) => match self.lane(&key.route) {
-                Some(lane) => Some(lane.route(ticket)),
-                None => self.pool(&key.fallback),
-            },
+        let Some(key) = lane else {
+            return Some(self.route(ticket));
+        };
+        // Where the config put the route (one name compared), else by name: a table of
+        // another generation, during a reload.
+        let placed = match key.index.checked_sub(1) {
+            None => (*key.route == *self.steered).then(|| self.route(ticket)),
+            Some(i) => self
+                .lanes
+                .get(i)
+                .filter(|l| l.route == key.route)
+                .map(|l| l.route(ticket)),
+        };
+        if placed.is_some() {
+            return placed;
+        }
+        if *key.route == *self.steered {
+            return Some(self.route(ticket));
+        }
+        match self.lane(&key.route) {
+            Some(lane) => Some(lane.route(ticket)),
+            None => self.pool(&key.fallback),
         }
     }
 
@@ -183,6 +198,9 @@ pub struct LaneKey {
     pub route: Arc<str>,
     /// Its pool in the file, for a table published before the route existed.
     pub fallback: Arc<str>,
+    /// Its place among the config's lanes (`Config::lanes`: 0 the steered route, `i` the
+    /// table's `lanes[i - 1]`), so a request finds its lane without a search.
+    pub index: usize,
 }
 
 /// The table shared between the supervisor (writer) and the proxy (reader).

@@ -302,6 +302,25 @@ fn status_table(s: &Value) -> String {
             ""
         }
     );
+    // With `[[routes]]`, where each pool route sends its requests.
+    for route in s["routes"].as_array().into_iter().flatten() {
+        let to = match route["weights"].as_object() {
+            Some(weights) => weights
+                .iter()
+                .map(|(pool, w)| format!("{pool}={w}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => route["active_pool"].as_str().unwrap_or("?").to_string(),
+        };
+        out += &format!(
+            "route {}: {to} ({} {:.0}s ago), {} requests, {} 5xx\n",
+            route["name"].as_str().unwrap_or("?"),
+            route["active_because"].as_str().unwrap_or("?"),
+            route["active_for_seconds"].as_f64().unwrap_or(0.0),
+            route["requests"],
+            route["requests_5xx"],
+        );
+    }
     for pool in s["pools"].as_array().into_iter().flatten() {
         out += &format!(
             "\npool {}{}: {} of {} ready{}\n",

@@ -96,6 +96,7 @@ impl RouteTable {
     /// The table of `config`'s routes; empty without `[[routes]]` (every request then
     /// goes by the routing table, as before routes existed).
     pub(crate) fn new(config: &Config, metrics: &Metrics) -> RouteTable {
+        let lanes = config.lanes();
         let mut entries: Vec<Entry> = config
             .routes
             .iter()
@@ -116,6 +117,10 @@ impl RouteTable {
                         lane: LaneKey {
                             route: route.name.as_str().into(),
                             fallback: traffic.active.as_str().into(),
+                            index: lanes
+                                .iter()
+                                .position(|l| l.route == route.name)
+                                .unwrap_or(usize::MAX),
                         },
                         strip: (*strip_prefix && route.path_prefix != "/")
                             .then(|| route.path_prefix.as_str().into()),

@@ -100,3 +100,40 @@ fn a_switch_of_one_route_leaves_the_others_untouched() {
     );
     assert_eq!(&*table.lane("api").expect("lane").active.name, "api-green");
 }
+
+#[test]
+fn a_request_finds_its_route_s_lane_by_place_then_by_name_then_by_its_file_pool() {
+    let mut w = World::of(&routes("weights = { api-blue = 1, api-green = 3 }"));
+    ready(&mut w);
+    let table = w.policy.routing_table();
+    let key = |route: &str, index: usize, fallback: &str| corral_routes::LaneKey {
+        route: route.into(),
+        fallback: fallback.into(),
+        index,
+    };
+    let pool = |k: &corral_routes::LaneKey, ticket: u32| {
+        table.pick(ticket, Some(k)).map(|p| p.name.to_string())
+    };
+    // In place: the steered route is 0, the api route 1 (its split: a quarter blue).
+    assert_eq!(pool(&key("/", 0, "web"), 0).as_deref(), Some("web"));
+    assert_eq!(
+        pool(&key("api", 1, "api-blue"), 0).as_deref(),
+        Some("api-blue")
+    );
+    assert_eq!(
+        pool(&key("api", 1, "api-blue"), u32::MAX).as_deref(),
+        Some("api-green")
+    );
+    // Out of place (a table of another config): found by name.
+    assert_eq!(
+        pool(&key("api", 7, "api-blue"), u32::MAX).as_deref(),
+        Some("api-green")
+    );
+    assert_eq!(pool(&key("/", 1, "web"), 0).as_deref(), Some("web"));
+    // A route this table does not know: its pool in the file.
+    assert_eq!(
+        pool(&key("new", 2, "web-next"), 0).as_deref(),
+        Some("web-next")
+    );
+    assert_eq!(pool(&key("new", 2, "gone"), 0), None);
+}
