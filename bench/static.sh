@@ -9,7 +9,9 @@
 #
 #   bench/static.sh CORRAL_BIN                 # e.g. target/release/corral
 #   ROUNDS=5 DURATION=4 CONNS="16 64" bench/static.sh BIN
-#   B=OTHER_BIN bench/static.sh BIN            # "fifty" runs OTHER_BIN (before/after of one change)
+#   B=OTHER_BIN bench/static.sh BIN            # "fifty" runs OTHER_BIN
+#   B=OLD_BIN B_ROUTES=2 bench/static.sh NEW   # "fifty" is OLD_BIN with the same 2 routes:
+#                                              # the before/after of a change (fifty/one = old/new)
 #
 # Paths: /static/1k.bin and /static/1m.bin (files of 1 KiB and 1 MiB, no Accept-Encoding),
 # and /bytes?n=0 proxied to corral-testapp (the routing cost on a proxied request; nginx
@@ -109,7 +111,7 @@ TOML
   printf -v "PORT_$1" %s "$port"; printf -v "PID_$1" %s "$pid"
 }
 start_corral one "$A" ""
-start_corral fifty "$B" "$(many_routes)"
+if [ "${B_ROUTES:-51}" = 2 ]; then start_corral fifty "$B" ""; else start_corral fifty "$B" "$(many_routes)"; fi
 echo "fifty has $(grep -c '^\[\[routes\]\]' "$WORK/fifty.toml") routes" >&2
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
