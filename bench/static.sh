@@ -41,6 +41,8 @@ FILES=$WORK/files
 mkdir -p "$FILES"
 head -c 1024 /dev/urandom > "$FILES/1k.bin"
 head -c 1048576 /dev/urandom > "$FILES/1m.bin"
+# nginx's worker runs as nobody: it must be able to read them.
+chmod 755 "$WORK" "$FILES"; chmod 644 "$FILES"/*
 
 UP=$(free_port); NGINX_PORT=$(free_port)
 "$APP" --port "$UP" >/dev/null 2>&1 & PIDS+=($!)
