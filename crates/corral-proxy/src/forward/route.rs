@@ -26,6 +26,21 @@ use super::Forwarder;
 #[derive(Default)]
 pub(crate) struct RouteTable {
     entries: Vec<Entry>,
+    /// Where the matching of a request may start and which entries it may skip whole.
+    skip: Skip,
+}
+
+/// What lets a lookup skip the host groups a request's host cannot match, so a table of
+/// many hosts costs a request for another host a few comparisons, not one per route.
+#[derive(Default)]
+struct Skip {
+    /// Bit n set when an exact host of n bytes (63 for longer) is in the table.
+    exact_lengths: u64,
+    /// The first `*.` entry, and the first any-host entry (the groups are in this order).
+    first_below: usize,
+    first_any: usize,
+    /// The shortest `*.` suffix: a host no longer than it matches none.
+    shortest_below: usize,
 }
 
 struct Entry {
@@ -151,13 +166,44 @@ impl RouteTable {
             };
             (host_rank, usize::MAX - e.prefix.len())
         });
-        RouteTable { entries }
+        let mut skip = Skip {
+            first_below: entries.len(),
+            first_any: entries.len(),
+            shortest_below: usize::MAX,
+            ..Skip::default()
+        };
+        for (i, e) in entries.iter().enumerate().rev() {
+            match &e.host {
+                HostRule::Exact(h) => skip.exact_lengths |= 1 << h.len().min(63),
+                HostRule::Below(s) => {
+                    skip.first_below = i;
+                    skip.shortest_below = skip.shortest_below.min(s.len());
+                }
+                HostRule::Any => skip.first_any = i,
+            }
+        }
+        skip.first_below = skip.first_below.min(skip.first_any);
+        RouteTable { entries, skip }
     }
 
     /// The route of a request to `host` (no port, any case) for `path`; `None` without
     /// routes (the routing table decides) or when none matches.
     fn find(&self, host: &str, path: &str) -> Option<(usize, &Entry)> {
-        self.entries.iter().enumerate().find(|(_, e)| {
+        let skip = &self.skip;
+        let mut start = 0;
+        if skip.exact_lengths & (1 << host.len().min(63)) == 0 {
+            start = skip.first_below;
+        }
+        if start >= skip.first_below && host.len() <= skip.shortest_below {
+            start = skip.first_any;
+        }
+        let second = path.as_bytes().get(1).copied();
+        let entries = self.entries.get(start..).unwrap_or_default();
+        entries.iter().enumerate().find_map(|(i, e)| {
+            // A prefix other than `/` starts `/x`: its second byte must be the path's.
+            if e.prefix.len() > 1 && e.prefix.as_bytes().get(1).copied() != second {
+                return None;
+            }
             let host_ok = match &e.host {
                 HostRule::Any => true,
                 HostRule::Exact(h) => host.eq_ignore_ascii_case(h),
@@ -167,7 +213,7 @@ impl RouteTable {
                         && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
                 }
             };
-            host_ok && corral_config::prefix_matches(&e.prefix, path)
+            (host_ok && corral_config::prefix_matches(&e.prefix, path)).then_some((start + i, e))
         })
     }
 
@@ -276,4 +322,93 @@ fn strip_prefix(head: &mut RequestHeader, prefix: &str) -> Result<(), Failure> {
     head.insert_header("x-forwarded-prefix", prefix)
         .map_err(|_| Failure::refused(400, "bad target"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The skips (host lengths, `*.` suffix lengths, a prefix's second byte) never change
+    /// which route a request gets: each lookup is checked against a plain scan.
+    #[test]
+    fn lookups_with_skips_find_what_a_plain_scan_finds() {
+        let mut text = String::from(
+            "[pools.web]\ncommand = [\"app\", \"{port}\"]\n[[routes]]\npools = [\"web\"]\n",
+        );
+        for (i, host) in ["a.example.com", "EXAMPLE.com", "x.io"].iter().enumerate() {
+            text.push_str(&format!(
+                "[[routes]]\nhost = \"{host}\"\npath_prefix = \"/h{i}\"\nredirect = \"/\"\n"
+            ));
+        }
+        for (i, host) in ["*.example.com", "*.b.example.com", "*.io"]
+            .iter()
+            .enumerate()
+        {
+            text.push_str(&format!(
+                "[[routes]]\nhost = \"{host}\"\npath_prefix = \"/w{i}\"\nredirect = \"/\"\n"
+            ));
+        }
+        for prefix in ["/api", "/api/v2", "/apix", "/s", "/static", "/section/sub"] {
+            text.push_str(&format!(
+                "[[routes]]\npath_prefix = \"{prefix}\"\nredirect = \"/\"\n"
+            ));
+        }
+        let config =
+            corral_config::parse(std::path::Path::new("corral.toml"), &text).expect("config");
+        let metrics = Metrics::new().expect("metrics");
+        let table = RouteTable::new(&config, &metrics);
+        let plain = |host: &str, path: &str| {
+            table.entries.iter().position(|e| {
+                let host_ok = match &e.host {
+                    HostRule::Any => true,
+                    HostRule::Exact(h) => host.eq_ignore_ascii_case(h),
+                    HostRule::Below(s) => {
+                        host.len() > s.len() && host.to_ascii_lowercase().ends_with(&**s)
+                    }
+                };
+                host_ok && corral_config::prefix_matches(&e.prefix, path)
+            })
+        };
+        for host in [
+            "",
+            "a.example.com",
+            "A.EXAMPLE.COM",
+            "example.com",
+            "b.example.com",
+            "c.b.example.com",
+            "x.io",
+            "y.io",
+            "io",
+            "127.0.0.1",
+            "a-very-long-host-name-that-is-longer-than-sixty-three-bytes.example.com",
+        ] {
+            for path in [
+                "/",
+                "/h0",
+                "/h1/x",
+                "/h2?q",
+                "/w0",
+                "/w1/y",
+                "/w2",
+                "/api",
+                "/api/",
+                "/api/v2/x",
+                "/apix",
+                "/apixy",
+                "/s",
+                "/st",
+                "/static/a.css",
+                "/section/sub/x",
+                "/section",
+                "/x",
+                "",
+            ] {
+                assert_eq!(
+                    table.find(host, path).map(|(i, _)| i),
+                    plain(host, path),
+                    "{host} {path}"
+                );
+            }
+        }
+    }
 }

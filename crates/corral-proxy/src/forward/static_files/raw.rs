@@ -191,6 +191,9 @@ async fn send_body(
     let mut offset = body.start;
     let end = body.start + body.len;
     let mut buf: Vec<u8> = Vec::new();
+    // The file's last partial segment must not wait for the client's delayed ACK (Nagle):
+    // nginx's `tcp_nodelay on` after `sendfile`.
+    no_delay(stream);
     while offset < end {
         let left = usize::try_from(end - offset).unwrap_or(usize::MAX);
         let sent = (offset - body.start) as usize;
@@ -227,6 +230,27 @@ fn shrank() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "the static file shrank")
 }
 
+/// `TCP_NODELAY` on the client's socket, if it is a plain TCP one.
+fn no_delay(stream: &Stream) {
+    if let Some(fd) = plain_socket(stream) {
+        // SAFETY: as in `sendfile`: the descriptor belongs to `stream`, borrowed for the call.
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
+    }
+}
+
+/// The descriptor of the plain socket under the client's `Stream` (our `Sniff`, then
+/// pingora's `l4::stream::Stream`), or `None` (TLS, a test's in-memory stream).
+fn plain_socket(stream: &Stream) -> Option<std::os::fd::RawFd> {
+    let sniff = stream.as_any().downcast_ref::<Sniff>()?;
+    let plain = sniff
+        .inner()
+        .as_any()
+        .downcast_ref::<pingora_core::protocols::l4::stream::Stream>()?;
+    let fd = plain.as_raw_fd();
+    (fd >= 0).then_some(fd)
+}
+
 /// One `sendfile(2)` of up to `count` bytes of `file` from `offset` (moved on) into the
 /// client's socket, if the connection is a plain one (`None` otherwise: TLS, a test's
 /// in-memory stream). Never waits: a full socket is `WouldBlock`.
@@ -236,16 +260,8 @@ fn sendfile(
     offset: &mut u64,
     count: usize,
 ) -> Option<io::Result<usize>> {
-    let sniff = stream.as_any().downcast_ref::<Sniff>()?;
-    let plain = sniff
-        .inner()
-        .as_any()
-        .downcast_ref::<pingora_core::protocols::l4::stream::Stream>()?;
-    let fd = plain.as_raw_fd();
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` is the socket of `plain`, which lives in `stream`, borrowed mutably
+    let fd = plain_socket(stream)?;
+    // SAFETY: `fd` is the socket of the plain connection, which lives in `stream`, borrowed mutably
     // for this whole call, so the descriptor stays open and is not reused while borrowed;
     // the borrow ends with the call. Its write buffer was flushed by the head's write.
     let socket = unsafe { BorrowedFd::borrow_raw(fd) };
