@@ -57,7 +57,17 @@ impl Forwarder {
         }
     }
 
+    /// Counts a finished request: its metrics, and one more served by its worker.
     pub(super) fn count(&self, exchange: &Exchange, status: u16) {
+        self.count_request(exchange, status);
+        if let Some(b) = &exchange.backend {
+            self.count_served(b);
+        }
+    }
+
+    /// Counts a request's outcome in the metrics and passive health, not in its worker's
+    /// served count: an upgraded connection's is counted at its 101 ([`Forwarder::count_served`]).
+    pub(super) fn count_request(&self, exchange: &Exchange, status: u16) {
         self.record_outcome(exchange, status);
         if exchange.forged > 0 {
             self.metrics
@@ -90,11 +100,15 @@ impl Forwarder {
         if let Some(index) = exchange.route_index {
             exchange.settings.routes.observe(index, status, seconds);
         }
-        if let Some(b) = &exchange.backend {
-            let served = b.load.count_served();
-            if b.info.max_requests > 0 {
-                self.count_toward_limit(b, served);
-            }
+    }
+
+    /// One more request served by the worker, toward its `max_requests`. A WebSocket counts
+    /// when its 101 is through, as its slot is freed then: counted at its close instead, a
+    /// worker whose open tunnels filled its cap would never be told to retire.
+    pub(super) fn count_served(&self, b: &Backend) {
+        let served = b.load.count_served();
+        if b.info.max_requests > 0 {
+            self.count_toward_limit(b, served);
         }
     }
 

@@ -62,6 +62,7 @@ impl Forwarder {
         connection_slot: T,
     ) {
         let backend = claim.backend().clone();
+        self.count_served(&backend);
         let websocket = exchange.settings.websocket;
         let (held, riding) = if websocket.counts_against_concurrency {
             (Some(claim), None)
@@ -101,7 +102,7 @@ impl Forwarder {
                 carried.to_client as usize,
                 None,
             );
-            forwarder.count(&exchange, 101);
+            forwarder.count_request(&exchange, 101);
         });
     }
 }
