@@ -6,6 +6,9 @@
 #   bench/callgrind.sh BIN [CONNS] [REQUESTS]     # default 16 connections, 20000 requests
 #   POOL=remote bench/callgrind.sh BIN            # a remote pool (`upstreams`) instead
 #   ACCESS=true bench/callgrind.sh BIN            # with the access log on
+#   ROUTES=2 REQ_PATH=/static/1k.bin bench/callgrind.sh BIN
+#                                    # behind [[routes]]: /static (a 1 KiB file) and / (the pool);
+#                                    # ROUTES=51 puts bench/static.sh's 49 other routes first
 #
 # One proxy thread; h2load --h1 on /bytes?n=0 of the release test app; 2,000 requests to
 # warm up, then the counters zeroed, REQUESTS counted, and dumped. Prints the total and the
@@ -35,6 +38,21 @@ workers = 1
 concurrency = 4096
 ready = \"tcp\""
 fi
+routes=""
+if [ -n "${ROUTES:-}" ]; then
+  mkdir -p "$WORK/files"; head -c 1024 /dev/urandom >"$WORK/files/1k.bin"
+  if [ "$ROUTES" = 51 ]; then
+    for i in $(seq 20); do routes+=$(printf '[[routes]]\nhost = "h%d.example.com"\nredirect = "https://example.com{path}"\n' "$i")$'\n'; done
+    for i in $(seq 10); do routes+=$(printf '[[routes]]\nhost = "*.w%d.example.com"\nredirect = "https://example.com{path}"\n' "$i")$'\n'; done
+    for i in $(seq 19); do routes+=$(printf '[[routes]]\npath_prefix = "/section%d/sub"\nredirect = "https://example.com{path}"\n' "$i")$'\n'; done
+  fi
+  routes+="[[routes]]
+path_prefix = \"/static\"
+static = \"$WORK/files\"
+[[routes]]
+pools = [\"bench\"]"
+fi
+REQ_PATH=${REQ_PATH:-/bytes?n=0}
 cat > "$WORK/corral.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$PORT"]
@@ -45,6 +63,7 @@ threads = 1
 [log]
 access = ${ACCESS:-false}
 level = "warn"
+$routes
 [pools.bench]
 $pool
 TOML
@@ -55,12 +74,12 @@ wait_port "$PORT"
 for _ in $(seq 600); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.2; done
 # valgrind runs corral in its own process (timeout is its parent)
 VG=$(pgrep -P "${PIDS[-1]}" | head -1)
-h2load --h1 -c"$CONNS" -n2000 "http://127.0.0.1:$PORT/bytes?n=0" >/dev/null
+h2load --h1 -c"$CONNS" -n2000 "http://127.0.0.1:$PORT$REQ_PATH" >/dev/null
 callgrind_control --zero "$VG" >/dev/null
-h2load --h1 -c"$CONNS" -n"$REQUESTS" "http://127.0.0.1:$PORT/bytes?n=0" | grep -E "^requests:"
+h2load --h1 -c"$CONNS" -n"$REQUESTS" "http://127.0.0.1:$PORT$REQ_PATH" | grep -E "^requests:|^status codes:"
 callgrind_control --dump "$VG" >/dev/null
 sleep 1
 dump=$(find "$WORK" -name 'cg.out.*' | sort | tail -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 mkdir -p "$KEEP"; cp "$dump" "$KEEP/cg.out"
-echo "$(basename "$BIN") c=$CONNS ${POOL:-supervised}: $total instructions, $((total / REQUESTS)) per request (dump: $KEEP/cg.out)"
+echo "$(basename "$BIN") c=$CONNS ${POOL:-supervised}${ROUTES:+ routes=$ROUTES} $REQ_PATH: $total instructions, $((total / REQUESTS)) per request (dump: $KEEP/cg.out)"

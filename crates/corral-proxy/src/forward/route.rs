@@ -50,6 +50,9 @@ struct Entry {
     metrics: RouteMetrics,
     host: HostRule,
     prefix: Box<str>,
+    /// The prefix's first bytes (up to 8) and their mask, so one compare of the path's
+    /// first 8 bytes passes only entries whose prefix it can start with.
+    head: PathHead,
     action: Action,
     /// The route's own edge settings, resolved once per config.
     edge: EntryEdge,
@@ -84,6 +87,43 @@ impl EntryEdge {
             exchange.encoding = None;
         }
     }
+}
+
+/// Up to the first 8 bytes of a path prefix, as a number, and which of them count: a path
+/// whose first bytes differ cannot start with the prefix. `/` (mask 0) passes every path.
+struct PathHead {
+    bytes: u64,
+    mask: u64,
+}
+
+impl PathHead {
+    fn of_prefix(prefix: &str) -> PathHead {
+        if prefix == "/" {
+            return PathHead { bytes: 0, mask: 0 };
+        }
+        let n = prefix.len().min(8);
+        let mask = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * n)) - 1
+        };
+        PathHead {
+            bytes: first_eight(prefix.as_bytes()) & mask,
+            mask,
+        }
+    }
+
+    fn may_start(&self, path_head: u64) -> bool {
+        path_head & self.mask == self.bytes
+    }
+}
+
+/// The first 8 bytes of `bytes` (zeros past its end), little-endian.
+fn first_eight(bytes: &[u8]) -> u64 {
+    let mut eight = [0u8; 8];
+    let n = bytes.len().min(8);
+    eight[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(eight)
 }
 
 enum HostRule {
@@ -152,6 +192,7 @@ impl RouteTable {
                     name: route.name.as_str().into(),
                     metrics: metrics.route(&route.name),
                     host,
+                    head: PathHead::of_prefix(&route.path_prefix),
                     prefix: route.path_prefix.as_str().into(),
                     action,
                     edge: EntryEdge::new(config, &route.edge),
@@ -197,11 +238,10 @@ impl RouteTable {
         if start >= skip.first_below && host.len() <= skip.shortest_below {
             start = skip.first_any;
         }
-        let second = path.as_bytes().get(1).copied();
+        let path_head = first_eight(path.as_bytes());
         let entries = self.entries.get(start..).unwrap_or_default();
         entries.iter().enumerate().find_map(|(i, e)| {
-            // A prefix other than `/` starts `/x`: its second byte must be the path's.
-            if e.prefix.len() > 1 && e.prefix.as_bytes().get(1).copied() != second {
+            if !e.head.may_start(path_head) {
                 return None;
             }
             let host_ok = match &e.host {
@@ -328,7 +368,7 @@ fn strip_prefix(head: &mut RequestHeader, prefix: &str) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
-    /// The skips (host lengths, `*.` suffix lengths, a prefix's second byte) never change
+    /// The skips (host lengths, `*.` suffix lengths, a prefix's first bytes) never change
     /// which route a request gets: each lookup is checked against a plain scan.
     #[test]
     fn lookups_with_skips_find_what_a_plain_scan_finds() {
