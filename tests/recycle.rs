@@ -46,10 +46,14 @@ fn max_requests_recycles_workers_without_failing_requests() {
         (50.0..=90.0).contains(&per_worker),
         "{restarts} restarts for {served} requests: {per_worker:.1} per worker"
     );
-    assert_eq!(
-        corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"crash\"}"),
-        0.0
-    );
+    let crashes = corral.metric("corral_worker_restarts_total{pool=\"web\",reason=\"crash\"}");
+    let exits: Vec<String> = corral
+        .log_events()
+        .iter()
+        .filter(|e| e["event"] == "worker_exited" && e["reason"] != "max_requests")
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(crashes, 0.0, "workers that ended unasked: {exits:#?}");
     println!(
         "{served} requests, {restarts} max_requests restarts, {per_worker:.1} requests per worker"
     );
