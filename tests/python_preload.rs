@@ -221,6 +221,40 @@ fn a_reload_imports_the_new_code_and_refuses_code_that_does_not_import() {
     );
     let (_, text) = get(&agent, &corral.url("/")).expect("GET /");
     assert!(text.starts_with("v2 "), "{text}");
+
+    // `corral reload` waits for the import and reports the refusal, with the traceback;
+    // the config in force stays generation 2 (start, then v2).
+    let (code, out, err) = corral.cli(&["reload"]);
+    assert_eq!(
+        code, 64,
+        "a refused reload must not report success: {out}{err}"
+    );
+    assert!(
+        err.contains("RuntimeError: broken on purpose") && err.contains("did not import"),
+        "{err}"
+    );
+    assert!(err.contains("the running config is unchanged"), "{err}");
+    assert_eq!(
+        corral.ready_pids(),
+        serving,
+        "the workers of before serve on"
+    );
+    assert_eq!(
+        corral.metric("corral_config_reloads_total{result=\"refused\"}"),
+        2.0,
+        "the SIGHUP and the `corral reload` of the broken code"
+    );
+    assert_eq!(
+        corral.metric("corral_config_reloads_total{result=\"ok\"}"),
+        1.0
+    );
+    app.write("shop", &versioned("v3"));
+    let (code, out, err) = corral.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("reloaded: generation 3"), "{out}");
+    corral.wait_replaced(2, 3, &serving, Duration::from_secs(60));
+    let (_, text) = get(&agent, &corral.url("/")).expect("GET /");
+    assert!(text.starts_with("v3 "), "{text}");
 }
 
 #[test]
@@ -540,4 +574,63 @@ def app(environ, start_response):
         || (!Path::new(&format!("/proc/{sleep}")).exists()).then_some(()),
     );
     corral.wait_ready(1, Duration::from_secs(20));
+}
+
+/// The pid of pool `pool`'s newest `template_ready`, once there is one other than `not`.
+fn template_pid(corral: &Corral, pool: &str, not: Option<u32>) -> u32 {
+    corral.wait_log("the pool's template", Duration::from_secs(30), |e| {
+        e["event"] == "template_ready"
+            && e["pool"] == pool
+            && e["pid"].as_u64().map(|p| p as u32) != not
+    })["pid"]
+        .as_u64()
+        .expect("template pid") as u32
+}
+
+/// Whether `pid` is still a process that has not exited (a zombie counts as gone).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[test]
+fn the_template_of_a_pool_stopped_by_a_switch_ends_and_starting_it_again_starts_a_new_one() {
+    let Some(venv) = venv() else { return };
+    let app = AppDir::new("shop", &versioned("v1"));
+    let pool = |name: &str| {
+        app_pool(&venv, "shop:app", app.path(), 1, "")
+            .replace("pools.web", &format!("pools.{name}"))
+    };
+    let body = format!(
+        "[routing]\nactive = \"blue\"\n\n{}\n{}",
+        pool("blue"),
+        pool("green")
+    );
+    // Ready once the active pool's worker is; green's starts beside it.
+    let corral = Corral::start(&body, "", 1);
+    let blue = template_pid(&corral, "blue", None);
+    let green = template_pid(&corral, "green", None);
+
+    let (code, out, err) = corral.cli(&["switch", "green"]);
+    assert_eq!(code, 0, "{out}{err}");
+    corral.wait_log("blue's template ending", Duration::from_secs(30), |e| {
+        e["event"] == "template_ending" && e["pool"] == "blue"
+    });
+    wait_for("blue's template gone", Duration::from_secs(10), || {
+        (!running(blue)).then_some(())
+    });
+    assert!(running(green), "green's template forks green's workers");
+    let (status, text) = get(&client(), &corral.url("/")).expect("GET / on green");
+    assert_eq!(status, 200, "{text}");
+
+    let (code, out, err) = corral.cli(&["switch", "blue"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let again = template_pid(&corral, "blue", Some(blue));
+    assert!(running(again));
+    let (status, text) = get(&client(), &corral.url("/")).expect("GET / on blue again");
+    assert!(status == 200 && text.starts_with("v1 "), "{status} {text}");
+    wait_for("green's template gone", Duration::from_secs(30), || {
+        (!running(green)).then_some(())
+    });
 }

@@ -108,8 +108,8 @@ struct Errors {
     errors: Vec<String>,
 }
 
-/// How long the CLI waits for a switch's answer: starting a pool takes up to its
-/// `start_timeout`.
+/// How long the CLI waits for a switch's or a reload's answer: starting a pool, or an app
+/// pool's template importing its new code, takes up to the pool's `start_timeout`.
 const SWITCH_WAIT: Duration = Duration::from_secs(900);
 /// How long it waits for any other answer.
 const WAIT: Duration = Duration::from_secs(30);
@@ -196,8 +196,8 @@ impl Request {
     /// How long the CLI waits for the answer: as long as the work it reports on.
     pub fn patience(&self) -> Duration {
         match self {
-            Request::Switch { .. } => SWITCH_WAIT,
-            Request::Reload | Request::Scale { .. } => WAIT,
+            Request::Switch { .. } | Request::Reload => SWITCH_WAIT,
+            Request::Scale { .. } => WAIT,
         }
     }
 }

@@ -63,7 +63,7 @@ pub enum StopMode {
 /// Requests to the running supervisor.
 enum Control {
     Stop(StopMode, std::sync::mpsc::Sender<()>),
-    Reload(Box<Config>),
+    Reload(Box<Config>, ReloadVerdict),
     Scale {
         pool: Option<String>,
         to: Scale,
@@ -76,6 +76,12 @@ enum Control {
         why: &'static str,
     },
 }
+
+/// Where the supervisor says whether a reload went ahead: `Ok` once it is handed to the
+/// workers (at once for a config without app pools), `Err` with the reason when an app pool's
+/// new code did not import. The master applies the rest of the config only on `Ok`, so a
+/// refused reload changes nothing and `corral reload` reports it.
+pub type ReloadVerdict = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// How a pool's worker count changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,9 +171,15 @@ impl Supervisor {
         self.reporter.clone()
     }
 
-    /// Applies a new, already validated config: every worker is replaced, rolling.
-    pub fn reload(&self, config: Config) {
-        let _ = self.control.send(Control::Reload(Box::new(config)));
+    /// Applies a new, already validated config: every worker is replaced, rolling. The
+    /// answer comes once the reload went ahead or was refused (see [`ReloadVerdict`]); it is
+    /// dropped unanswered when the supervisor has stopped.
+    pub fn reload(&self, config: Config) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+        let (verdict, answer) = tokio::sync::oneshot::channel();
+        let _ = self
+            .control
+            .send(Control::Reload(Box::new(config), verdict));
+        answer
     }
 
     /// Changes the worker count of `pool` (the active pool when `None`); the result stays

@@ -130,7 +130,7 @@ impl Metrics {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "corral_config_reloads_total",
-                "Config reloads, by result (ok, error)",
+                "Config reloads, by result (ok, error, refused)",
             ),
             &["result"],
         )?;
@@ -218,7 +218,7 @@ impl Metrics {
         registry.register(Box::new(no_ready_worker.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
-        for result in ["ok", "error"] {
+        for result in ["ok", "error", "refused"] {
             reloads.with_label_values(&[result]);
         }
         registry.register(Box::new(in_flight.clone()))?;
@@ -330,7 +330,8 @@ impl Metrics {
         self.switches.with_label_values(&[result]).inc();
     }
 
-    /// Counts one config reload with `result` `ok` or `error`.
+    /// Counts one config reload with `result` `ok` (applied), `error` (an invalid file) or
+    /// `refused` (an app pool's new code did not import).
     pub fn reload(&self, result: &str) {
         self.reloads.with_label_values(&[result]).inc();
     }

@@ -148,10 +148,10 @@ impl Announcer {
         }
     }
 
-    /// The new config was refused: nothing changes, so the reload is over at once.
-    pub fn reload_rejected(&mut self) {
+    /// The reload was refused (`why`): nothing changes, so it is over at once.
+    pub fn reload_rejected(&mut self, why: &str) {
         if !matches!(self.phase, Phase::Starting) {
-            let line = format!("reload rejected (config invalid); {}", self.last_status);
+            let line = format!("reload rejected ({why}); {}", self.last_status);
             self.notifier.ready(&line);
         }
     }

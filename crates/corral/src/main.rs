@@ -8,6 +8,7 @@ mod config_watch;
 mod listeners;
 mod master;
 mod reload;
+mod reload_wait;
 mod routing_state;
 mod run;
 mod serve;

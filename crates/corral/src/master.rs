@@ -15,9 +15,11 @@ use corral_supervisor::{Scale, Supervisor};
 use corral_systemd::{Successor, UpgradeError};
 use corral_telemetry::{LogGuard, Metrics};
 use pingora_core::server::ListenFds;
+use tokio::sync::oneshot;
 
 use crate::announce::{Announcer, Turn};
 use crate::reload::{self, Source};
+use crate::reload_wait::ReloadWait;
 use crate::signals::{self, Signals};
 use crate::stop::Ending;
 use crate::switch::Switching;
@@ -48,6 +50,8 @@ pub struct Master<'a> {
     announcer: Announcer,
     switching: Switching<'a>,
     upgrading: Option<UpgradeWait>,
+    /// A reload waiting for its app pools' new code to import.
+    reloading: Option<ReloadWait>,
 }
 
 /// What the master is built from: the services it runs and the handles they left.
@@ -83,6 +87,7 @@ impl<'a> Master<'a> {
             announcer: parts.announcer,
             switching: Switching::new(parts.supervisor, parts.metrics.clone()),
             upgrading: None,
+            reloading: None,
         }
     }
 
@@ -113,6 +118,7 @@ impl<'a> Master<'a> {
                 Some(request) = wired.control.recv() => self.on_control(request),
                 () = self.switching.step() => None,
                 (successor, result) = UpgradeWait::wait(&mut self.upgrading) => self.on_upgrade(successor, result),
+                verdict = ReloadWait::verdict(&mut self.reloading) => self.on_reload_verdict(verdict),
                 Some(reason) = wired.failed.recv() => {
                     let _ = wired.shutdown.send(true);
                     anyhow::bail!("{reason}; stopping");
@@ -132,9 +138,7 @@ impl<'a> Master<'a> {
                 self.switching.stopping();
                 return Some(Ending::Stop(mode));
             }
-            signals::Request::Reload => {
-                let _ = self.reload(Source::Signal);
-            }
+            signals::Request::Reload => self.reload(Source::Signal, None),
             signals::Request::Scale(delta) => self.supervisor.scale(None, Scale::By(delta)),
             signals::Request::ReopenLogs => {
                 self.log.reopen();
@@ -166,20 +170,18 @@ impl<'a> Master<'a> {
     /// `server.watch_config`: the file changed and settled.
     fn on_config_changed(&mut self) -> Option<Ending> {
         tracing::info!(event = "config_changed", config = %self.current.source.display(), "the config file changed");
-        let _ = self.reload(Source::FileWatch);
+        self.reload(Source::FileWatch, None);
         None
     }
 
     /// A control verb from the control socket; each answers on its own channel.
     fn on_control(&mut self, ControlRequest { request, reply }: ControlRequest) -> Option<Ending> {
         let answer = match request {
-            Request::Reload => self
-                .reload(Source::Control)
-                .map(|generation| Answer::Reloaded {
-                    reloaded: true,
-                    generation,
-                })
-                .map_err(Refusal::Refused),
+            // The reload answers once it is applied or refused.
+            Request::Reload => {
+                self.reload(Source::Control, Some(reply));
+                return None;
+            }
             // The switch answers itself once it has flipped or been refused.
             Request::Switch { to, route } => {
                 self.switching.request(&self.current, route, to, reply);
@@ -240,25 +242,65 @@ impl<'a> Master<'a> {
         }
     }
 
-    /// The one reload path: reads and validates the file again and, if it is valid, applies
-    /// it (certificates, proxy settings, supervisor); returns the new generation, or every
-    /// error of a file that changes nothing.
-    pub fn reload(&mut self, source: Source) -> Result<u64, Vec<String>> {
+    /// The one reload path: reads and validates the file again and, if it is valid, hands
+    /// it to the supervisor, then applies the rest (certificates, proxy settings) once the
+    /// supervisor went ahead: at once without app pools, after their new code imported with
+    /// them. `caller` (`corral reload`) hears the new generation or every error.
+    pub fn reload(&mut self, source: Source, caller: Option<oneshot::Sender<Reply>>) {
         self.announcer.reloading();
         match reload::reload(&self.current, &self.metrics, source) {
             Ok(new) => {
-                let generation = self.apply(new);
-                self.announcer.reload_applied(generation);
-                Ok(generation)
+                let verdict = self.supervisor.reload(new.config.clone());
+                let mut wait = ReloadWait::new(new, verdict, self.reloading.take());
+                wait.callers.extend(caller);
+                if wait.reloaded.config.pools.iter().any(|p| p.app.is_some()) {
+                    self.reloading = Some(wait);
+                } else {
+                    self.finish_reload(wait, Ok(()));
+                }
             }
             Err(errors) => {
-                self.announcer.reload_rejected();
-                Err(errors)
+                self.announcer.reload_rejected("config invalid");
+                if let Some(caller) = caller {
+                    let _ = caller.send(Err(Refusal::Refused(errors)));
+                }
             }
         }
     }
 
-    /// Puts a valid config in force.
+    /// The supervisor's verdict on the reload that waited for its app pools.
+    fn on_reload_verdict(&mut self, verdict: Result<(), String>) -> Option<Ending> {
+        if let Some(wait) = self.reloading.take() {
+            self.finish_reload(wait, verdict);
+        }
+        None
+    }
+
+    /// Applies a reload the supervisor went ahead with, or keeps the config in force; tells
+    /// its callers either way.
+    fn finish_reload(&mut self, wait: ReloadWait, verdict: Result<(), String>) {
+        let answer = match verdict {
+            Ok(()) => {
+                self.metrics.reload("ok");
+                let generation = self.apply(wait.reloaded);
+                self.announcer.reload_applied(generation);
+                Ok(Answer::Reloaded {
+                    reloaded: true,
+                    generation,
+                })
+            }
+            Err(why) => {
+                self.metrics.reload("refused");
+                self.announcer.reload_rejected("the new app did not import");
+                Err(Refusal::Refused(vec![why]))
+            }
+        };
+        for caller in wait.callers {
+            let _ = caller.send(answer.clone());
+        }
+    }
+
+    /// Puts a valid config, already handed to the supervisor, in force.
     fn apply(&mut self, reloaded: reload::Reloaded) -> u64 {
         let new = reloaded.config;
         if let (Some(set), Some(in_use)) = (reloaded.certificates, &self.certificates) {
@@ -273,7 +315,6 @@ impl<'a> Master<'a> {
             Some(&self.settings.load()),
             &self.metrics,
         )));
-        self.supervisor.reload(new.clone());
         self.current = new;
         self.generation += 1;
         self.generation

@@ -70,7 +70,6 @@ pub fn reload(
                 event = "config_reloaded",
                 "config reloaded; replacing workers"
             );
-            metrics.reload("ok");
             Ok(new)
         }
     }

@@ -299,6 +299,14 @@ impl Policy {
             .collect()
     }
 
+    /// Whether pool `name` runs workers (a stopped blue/green pool does not): its app
+    /// template is kept only while it does.
+    pub(crate) fn runs_workers(&self, name: &str) -> bool {
+        self.pool_named(name)
+            .and_then(|id| self.pools.iter().find(|p| p.id == id))
+            .is_some_and(|p| p.desired > 0)
+    }
+
     fn pool_ids(&self) -> Vec<PoolId> {
         self.pools.iter().map(|p| p.id).collect()
     }

@@ -10,6 +10,8 @@
 //!   when there is none, or it failed, one is started and waited for.
 //! - A template that exits on its own is logged and, if it was in use, started again; its
 //!   workers keep serving (they are corral's children, not its).
+//! - The template of a pool stopped after a switch ends; starting the pool again starts
+//!   a new one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,8 +56,13 @@ impl Runner {
     }
 
     /// A reload: at once when it has no app pool, else once their new templates are ready.
-    pub(super) fn gate_reload(&mut self, config: Box<Config>) -> Option<Event> {
-        self.drop_pending_reload();
+    /// A reload still waiting for its templates is refused: the newer config replaces it.
+    pub(super) fn gate_reload(
+        &mut self,
+        config: Box<Config>,
+        verdict: crate::ReloadVerdict,
+    ) -> Option<Event> {
+        self.refuse_pending_reload("a newer reload replaced it before its app imported".into());
         let apps: Vec<(Arc<Pool>, PythonApp)> = config
             .pools
             .iter()
@@ -63,6 +70,7 @@ impl Runner {
             .collect();
         if apps.is_empty() {
             self.end_templates_not_in(&config);
+            let _ = verdict.send(Ok(()));
             return Some(Event::Reload(config));
         }
         for (pool, app) in apps {
@@ -74,12 +82,16 @@ impl Runner {
                 }
                 Err(why) => {
                     tracing::error!(event = "reload_refused", pool = &*pool.name, error = %why, "reload refused: the app's template did not start; the running workers keep serving");
-                    self.drop_pending_reload();
+                    let _ = verdict.send(Err(format!(
+                        "pool {}: the app's template did not start: {why}",
+                        pool.name
+                    )));
+                    self.refuse_pending_reload(String::new());
                     return None;
                 }
             }
         }
-        self.pending_reload = Some(config);
+        self.pending_reload = Some((config, verdict));
         self.schedule_check();
         None
     }
@@ -102,9 +114,13 @@ impl Runner {
                     return None;
                 };
                 tracing::error!(event = "reload_refused", pool = &*t.pool.name, traceback = %why, "reload refused: the new code did not import; the running workers keep serving the code of before");
-                self.drop_pending_reload();
+                let why = format!("pool {}: the new code did not import:\n{why}", t.pool.name);
+                self.refuse_pending_reload(why);
             } else if gated().all(|t| t.phase == Phase::Ready) {
-                reload = self.pending_reload.take();
+                reload = self.pending_reload.take().map(|(config, verdict)| {
+                    let _ = verdict.send(Ok(()));
+                    config
+                });
                 let fresh: Vec<(String, u64)> =
                     gated().map(|t| (t.pool.name.clone(), t.epoch)).collect();
                 for t in &mut self.templates {
@@ -129,6 +145,23 @@ impl Runner {
             self.end_templates_not_in(config);
         }
         reload.map(Event::Reload)
+    }
+
+    /// Ends the templates of pools stopped after a switch: nothing forks from them until the
+    /// pool starts again, which starts a new template. Those of a reload that waits for its
+    /// import are kept.
+    pub(super) fn end_templates_of_stopped_pools(&mut self) {
+        for t in &mut self.templates {
+            if !t.gated && !t.retired() && !self.policy.runs_workers(&t.pool.name) {
+                tracing::info!(
+                    event = "template_ending",
+                    pool = &*t.pool.name,
+                    pid = t.pid,
+                    "the pool stopped: its app's template ends"
+                );
+                t.end();
+            }
+        }
     }
 
     /// Ends the templates of pools that `config` no longer has as app pools.
@@ -197,7 +230,12 @@ impl Runner {
         tracing::error!(event = "template_exited", pool = &*t.pool.name, pid = t.pid, exit = ?exit, stderr_tail = %stderr.join("\n"), "the app's template exited; its workers keep serving");
         if t.gated {
             tracing::error!(event = "reload_refused", pool = &*t.pool.name, traceback = %stderr.join("\n"), "reload refused: the new template exited while importing; the running workers keep serving");
-            self.drop_pending_reload();
+            let why = format!(
+                "pool {}: the new template exited while importing:\n{}",
+                t.pool.name,
+                stderr.join("\n")
+            );
+            self.refuse_pending_reload(why);
             return;
         }
         let in_use = t.phase == Phase::Ready
@@ -308,8 +346,11 @@ impl Runner {
         self.templates.iter().position(|t| t.epoch == epoch)
     }
 
-    fn drop_pending_reload(&mut self) {
-        self.pending_reload = None;
+    /// Drops the reload waiting for its templates, telling its sender `why`, and ends them.
+    fn refuse_pending_reload(&mut self, why: String) {
+        if let Some((_, verdict)) = self.pending_reload.take() {
+            let _ = verdict.send(Err(why));
+        }
         for t in self.templates.iter_mut().filter(|t| t.gated) {
             t.end();
         }

@@ -86,8 +86,8 @@ pub(crate) struct Runner {
     /// App pools' templates (`apps.rs`), oldest first.
     templates: Vec<template::Template>,
     next_epoch: u64,
-    /// A reload waiting for its app pools' templates to import.
-    pending_reload: Option<Box<corral_config::Config>>,
+    /// A reload waiting for its app pools' templates to import, and whom to tell.
+    pending_reload: Option<(Box<corral_config::Config>, crate::ReloadVerdict)>,
     /// A [`Internal::CheckTemplates`] is due.
     checking: bool,
     /// Where the embedded Python package was written, once it was.
@@ -185,7 +185,7 @@ impl Runner {
                         self.stop_waiters.push(waiter);
                         Some(Event::Stop(mode))
                     }
-                    Some(Control::Reload(config)) => self.gate_reload(config),
+                    Some(Control::Reload(config, verdict)) => self.gate_reload(config, verdict),
                     Some(Control::Scale { pool, to }) => Some(Event::Scale { pool, to }),
                     Some(Control::StartPool(pool)) => Some(Event::StartPool(pool)),
                     Some(Control::StopPool(pool)) => Some(Event::StopPool(pool)),
@@ -295,6 +295,7 @@ impl Runner {
         if publish {
             self.publish();
         }
+        self.end_templates_of_stopped_pools();
         finished
     }
 
