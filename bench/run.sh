@@ -709,7 +709,7 @@ echo "are medians with the spread beside them."
 echo
 echo "## Findings"
 echo
-echo "The targets of issue 16, each figure a median (min-max) of per-round ratios or of CPU per request."
+echo "The targets of issue 16 (1-5) and of issue 36 (36.1-36.3), each figure a median (min-max) of per-round ratios or of CPU per request."
 echo
 echo "| target | figure | bound | |"
 echo "|---|---|---|---|"
@@ -719,15 +719,19 @@ echo "| 4. exact recycling: a retired worker served ≤ 242 of max_requests = 20
 echo "| 5. interleaved rounds, medians and spread, CPU per request, noise reported | this document | | met |"
 echo
 echo "Where the time goes for the targets not met, with what was tried, is in the tuning log at"
-echo "the end: Python over TCP and the plain proxy at 256 connections under *2026-12-03 (sixth"
-echo "session)* (CPU per request of every process, the worker's side included), the TCP connect"
-echo "per request under *fourth session* and *Python, only fast requests*, the access line under"
-echo "*fifth session* and *seventh session*."
+echo "the end: issue 36's (36.1-36.3: remote pools, two threads, idle connections) under"
+echo "*2026-12-07 (second session)* and *2026-12-07 (third session)*, Python over TCP and the"
+echo "plain proxy at 256 connections under *2026-12-03 (sixth session)* (CPU per request of every"
+echo "process, the worker's side included), the TCP connect per request under *fourth session* and"
+echo "*Python, only fast requests*, the access line under *fifth session* and *seventh session*."
 cat "$OUT"
 } > "$DOC"
 cat "$DOC"
-# Keep the hand-written tuning log of docs/BENCHMARKS.md.
+# Keep the hand-written sections and the tuning log of docs/BENCHMARKS.md: everything from
+# the marker line on (from the tuning log, in a document without the marker).
 if [ "$SECTIONS" = all ]; then
-  { cat "$DOC"; echo; sed -n '/^## Tuning log/,$p' docs/BENCHMARKS.md; } > "$WORK/BENCHMARKS.md"
+  kept='/^<!-- Sections from here on are written by hand/,$p'
+  grep -q '^<!-- Sections from here on are written by hand' docs/BENCHMARKS.md || kept='/^## Tuning log/,$p'
+  { cat "$DOC"; echo; sed -n "$kept" docs/BENCHMARKS.md; } > "$WORK/BENCHMARKS.md"
   cp "$WORK/BENCHMARKS.md" docs/BENCHMARKS.md
 fi
