@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod memory;
 pub mod raw;
 
 use std::collections::BTreeSet;
