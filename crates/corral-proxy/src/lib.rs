@@ -8,6 +8,7 @@ pub mod control;
 pub mod forward;
 pub mod framing;
 pub mod limits;
+pub mod listen;
 pub mod redirect;
 mod request_id;
 pub mod settings;
@@ -26,8 +27,6 @@ use arc_swap::ArcSwap;
 use corral_routes::SharedStatus;
 use corral_telemetry::Metrics;
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::listeners::ListenerConfig;
-use pingora_core::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 pub use pingora_core::server::Fds;
 use pingora_core::server::ListenFds;
 use pingora_core::services::listening::Service;
@@ -35,6 +34,7 @@ use pingora_core::services::listening::Service;
 pub use admin::Admin;
 pub use control::{ControlRequest, ControlSender};
 pub use forward::{Forwarder, Tunnels};
+pub use listen::ListenError;
 pub use settings::ProxySettings;
 
 /// Why a listener could not be opened.
@@ -63,42 +63,21 @@ pub fn bind_all(addrs: &[SocketAddr], mut fds: Fds) -> Result<ListenFds, BindErr
     Ok(Arc::new(parking_lot::Mutex::new(fds)))
 }
 
-/// The public proxy service on `listen`. Client connections get no read buffer of their
-/// own: pingora's HTTP session reads the request head into its own buffer anyway, and an
-/// idle (or upgraded) connection should not hold 64 KiB it never uses.
-pub fn proxy_service(listen: &[SocketAddr], forwarder: Forwarder) -> Service<Forwarder> {
-    let mut service = Service::new("corral-proxy".into(), forwarder);
-    for addr in listen {
-        service.add_listener(
-            ListenerConfig::tcp(addr.to_string())
-                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
-        );
-    }
-    service
-}
-
-/// The HTTPS side of the proxy on `listen`: `forwarder`'s twin with each connection's TLS
-/// handshake first, its certificates taken from `certificates` at every handshake.
-pub fn tls_service(
+/// The HTTPS side of the proxy: `forwarder`'s twin with each connection's TLS handshake
+/// first, its certificates taken from `certificates` at every handshake. It serves
+/// `tls.listen` through [`listen::serve`], as the plain one serves `server.listen`.
+pub fn tls_forwarder(
     tls: &corral_config::Tls,
     forwarder: &Forwarder,
     certificates: Arc<corral_tls::Certificates>,
-) -> Result<Service<Forwarder>, String> {
-    let listen = &tls.listen;
+) -> Result<Forwarder, String> {
     let tls_alpn01 = tls
         .acme
         .as_ref()
         .is_some_and(|a| a.challenge == corral_config::AcmeChallenge::TlsAlpn01);
     let config = corral_tls::server_config(certificates, tls.http2, tls_alpn01)?;
     let acceptor = pingora_core::listeners::tls::Acceptor::from_server_config(config);
-    let mut service = Service::new("corral-proxy-tls".into(), forwarder.for_tls(acceptor));
-    for addr in listen {
-        service.add_listener(
-            ListenerConfig::tcp(addr.to_string())
-                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
-        );
-    }
-    Ok(service)
+    Ok(forwarder.for_tls(acceptor))
 }
 
 /// The `redirect_http` listener: 308 to the same URL on HTTPS port `https_port`.

@@ -1,5 +1,6 @@
-//! The proxy and admin listeners each run as a pingora service in a task of their own,
-//! watched so that one ending before the stop sequence asks it to stops corral.
+//! The proxy and admin listeners each run in a task of their own (the public ones on corral's
+//! own accept loop, the redirect and admin ones as pingora services), watched so that one
+//! ending before the stop sequence asks it to stops corral.
 //!
 //! A master started by a SIGUSR2 upgrade shares its listening sockets with the old one, and
 //! a connection goes to whichever calls `accept` first. So its services start accepting only
@@ -41,6 +42,32 @@ impl Listening {
                 if until_accepting(accepting, shutdown.clone()).await {
                     service.start_service(Some(fds), shutdown, 1).await
                 }
+                Ok(())
+            },
+            self.shutdown.clone(),
+            self.failed.clone(),
+        )
+    }
+
+    /// Serves the public listeners `listen` with corral's own accept loop
+    /// (`corral_proxy::listen`), watched like a pingora service.
+    pub fn run_forwarder(
+        &self,
+        name: &'static str,
+        forwarder: corral_proxy::Forwarder,
+        listen: Vec<std::net::SocketAddr>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (fds, shutdown) = (self.fds.clone(), self.shutdown.clone());
+        let accepting = self.accepting.clone();
+        spawn(
+            name,
+            async move {
+                if until_accepting(accepting, shutdown.clone()).await {
+                    corral_proxy::listen::serve(forwarder, &listen, fds, shutdown)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
             },
             self.shutdown.clone(),
             self.failed.clone(),
@@ -60,11 +87,12 @@ async fn until_accepting(
 }
 
 /// Runs a listening service in its own task. One that ends before the stop sequence asks it
-/// to (pingora panics in the task when it cannot build a listener) reports why on `failed`,
-/// so corral stops with an error instead of running on without a listener.
+/// to (pingora panics in the task when it cannot build a listener; corral's own accept loop
+/// returns why) reports why on `failed`, so corral stops with an error instead of running on
+/// without a listener.
 pub fn spawn(
     name: &'static str,
-    service: impl std::future::Future<Output = ()> + Send + 'static,
+    service: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
     stopping: watch::Receiver<bool>,
     failed: mpsc::UnboundedSender<String>,
 ) -> tokio::task::JoinHandle<()> {
@@ -74,7 +102,8 @@ pub fn spawn(
             return;
         }
         let reason = match ended {
-            Ok(()) => format!("{name} stopped on its own"),
+            Ok(Ok(())) => format!("{name} stopped on its own"),
+            Ok(Err(e)) => format!("{name} failed: {e}"),
             Err(e) if e.is_panic() => {
                 let panic = e.into_panic();
                 let message = panic

@@ -67,9 +67,9 @@ pub fn start(
     };
     let mut proxy_tasks = Vec::new();
     if let (Some(tls), Some(certificates)) = (&config.server.tls, &opened.certificates) {
-        let service = corral_proxy::tls_service(tls, &forwarder, certificates.clone())
+        let https = corral_proxy::tls_forwarder(tls, &forwarder, certificates.clone())
             .map_err(anyhow::Error::msg)?;
-        proxy_tasks.push(listening.run("the HTTPS proxy", service));
+        proxy_tasks.push(listening.run_forwarder("the HTTPS proxy", https, tls.listen.clone()));
         if let (Some(addr), Some(https)) = (tls.redirect_http, tls.listen.first()) {
             let challenges = tls
                 .acme
@@ -100,8 +100,7 @@ pub fn start(
         };
         corral_acme::spawn(acme, storage, redis, certificates.clone(), days_left);
     }
-    let proxy = corral_proxy::proxy_service(&config.server.listen, forwarder);
-    proxy_tasks.push(listening.run("the proxy", proxy));
+    proxy_tasks.push(listening.run_forwarder("the proxy", forwarder, config.server.listen.clone()));
     let (control_tx, control) = mpsc::unbounded_channel();
     let admin = corral_proxy::admin_service(
         config.server.admin,

@@ -11,6 +11,7 @@ mod answer;
 mod body;
 pub(crate) mod buffer;
 mod client;
+mod coalesce;
 mod compress;
 mod conns;
 mod context;
@@ -23,6 +24,7 @@ mod frames;
 mod h2;
 mod headers;
 mod identity;
+mod idle;
 mod linger;
 mod outcome;
 mod passive;
@@ -46,13 +48,12 @@ mod wrapped;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use corral_routes::Reporter;
 use corral_routes::SharedRoutes;
 use corral_telemetry::Metrics;
-use pingora_core::apps::ServerApp;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -73,7 +74,7 @@ pub use tunnels::Tunnels;
 /// reading it has not had the chance to send its next request.
 const STOP_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The public proxy: a pingora `ServerApp` serving every client connection.
+/// The public proxy: serves every client connection of the public listeners (`listen.rs`).
 pub struct Forwarder {
     routes: SharedRoutes,
     settings: Arc<ArcSwap<ProxySettings>>,
@@ -145,13 +146,19 @@ impl Forwarder {
 /// already read (pipelining).
 type Reusable = (Stream, Option<bytes::BytesMut>);
 
-#[async_trait]
-impl ServerApp for Forwarder {
-    async fn process_new(
+impl Forwarder {
+    /// Serves one client connection to its end: admission, the TLS handshake on an HTTPS
+    /// listener, then its requests (HTTP/1.x here, HTTP/2 in `h2.rs`). Its future is the
+    /// connection's task (`listen.rs`), held for the connection's whole life.
+    pub(crate) async fn connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        self.serve_connection(stream, &shutdown).await;
+    }
+
+    async fn serve_connection(
         self: &Arc<Self>,
         mut stream: Stream,
         shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    ) -> Option<()> {
         // The rare or once-a-connection steps are boxed (accept, the TLS handshake, HTTP/2,
         // refusals): a future holds room for its largest state for its whole life, and every
         // open connection holds this one.
@@ -185,86 +192,120 @@ impl ServerApp for Forwarder {
         // Each request line as sent, before pingora's parser rewrites a bad target.
         let (mut stream, line) = sniff::Sniff::wrap(stream);
         loop {
-            line.arm(pipelined.as_deref());
-            let mut client = DownstreamSession::new(stream);
-            // Requests sent back to back (pipelining) are answered in order: bytes read past
-            // one request start the next.
-            client.set_pipelining_enabled(true);
-            if let Some(prefix) = pipelined.take() {
-                client.set_pipelined_prefix(prefix);
-            }
-            // A new connection has `header_timeout` for its whole first head; between
-            // requests the wait is the keep-alive timeout per read, then a quiet close.
-            let header_timeout = if first {
-                let limit = self.settings.load().limits.header_timeout;
-                client.set_read_timeout(Some(limit));
-                Some(limit)
-            } else {
-                client.set_server_keepalive(Some(self.settings.load().keepalive_secs()));
-                None
-            };
-            let socket = pingora_core::protocols::UniqueID::id(client.stream().as_ref());
+            let socket = pingora_core::protocols::UniqueID::id(&*stream);
             let stop_grace = async {
                 if !stop_seen {
                     (&mut stop_signal).await;
                     stop_seen = true;
                 }
-                delivered::until_delivered(socket).await;
-                tokio::time::sleep(STOP_IDLE_GRACE).await;
+                // Boxed: its timers are needed only once stopping, not in every connection.
+                Box::pin(async {
+                    delivered::until_delivered(socket).await;
+                    tokio::time::sleep(STOP_IDLE_GRACE).await;
+                })
+                .await;
             };
-            let read = tokio::select! {
-                biased;
-                read = client.read_request() => read,
-                // Stopping: an idle connection gets one more request (answered with
-                // `Connection: close`) or closes after the grace, which starts once the
-                // client has received its last answer whole; one being read goes on.
-                _ = stop_grace => return None,
-                _ = sleep_or_never(header_timeout) => {
-                    tracing::debug!("request head not complete within header_timeout");
-                    return None;
-                }
-            };
-            match read {
-                // Each read of the body waits at most `body_timeout` (nginx's
-                // client_body_timeout): a body that stops arriving is answered 408.
-                Ok(Some(_)) => {
-                    if line.with_whole(crate::framing::request_line_ok) == Some(false) {
-                        tracing::debug!(
-                            "request line with a space, control or raw byte in its target"
-                        );
-                        Box::pin(self.refuse_malformed(client)).await;
+            tokio::pin!(stop_grace);
+            // A new connection has `header_timeout` for its whole first head, from here;
+            // between requests the wait is the keep-alive timeout per read, then a quiet close.
+            let header_timeout = first.then(|| self.settings.load().limits.header_timeout);
+            let head_deadline = sleep_or_never(header_timeout);
+            tokio::pin!(head_deadline);
+            let keepalive = (!first).then(|| self.settings.load().keepalive_secs());
+            if pipelined.is_none() {
+                // Idle: no session and no buffer until the client sends (`idle.rs`); past the
+                // keep-alive timeout (pingora's cheap timer, as its own read had) a quiet close.
+                let wait = async {
+                    let bytes = idle::first_bytes(&mut stream);
+                    match keepalive {
+                        Some(secs) => pingora_timeout::timeout(Duration::from_secs(secs), bytes)
+                            .await
+                            .ok()
+                            .flatten(),
+                        None => bytes.await,
+                    }
+                };
+                pipelined = tokio::select! {
+                    biased;
+                    bytes = wait => match bytes {
+                        Some(bytes) => Some(bytes),
+                        None => return None,
+                    },
+                    // Stopping: an idle connection closes after the grace, which starts once
+                    // the client has received its last answer whole.
+                    _ = &mut stop_grace => return None,
+                    _ = &mut head_deadline => {
+                        tracing::debug!("request head not complete within header_timeout");
                         return None;
                     }
-                    client.set_read_timeout(Some(self.settings.load().limits.body_timeout))
+                };
+            }
+            // Boxed: the request's state (the session, its head, some 6 KiB of exchange)
+            // lives only while the request does, not in every open connection's task, which
+            // holds the wait above and no more; the next request (of any connection) reuses
+            // that memory while it is still in cache.
+            let served = Box::pin(async {
+                line.arm(pipelined.as_deref());
+                let mut client = DownstreamSession::new(stream);
+                // Requests sent back to back (pipelining) are answered in order: bytes read
+                // past one request start the next.
+                client.set_pipelining_enabled(true);
+                if let Some(prefix) = pipelined.take() {
+                    client.set_pipelined_prefix(prefix);
                 }
-                Ok(None) => return None,
-                Err(e) => {
-                    if e.etype() == &ErrorType::InvalidHTTPHeader {
-                        tracing::debug!(error = %e, "malformed request head");
-                        Box::pin(self.refuse_malformed(client)).await;
+                match header_timeout {
+                    Some(limit) => client.set_read_timeout(Some(limit)),
+                    None => client.set_server_keepalive(keepalive),
+                }
+                let read = tokio::select! {
+                    biased;
+                    read = client.read_request() => read,
+                    // Stopping: the rest of a head has until the grace ends.
+                    _ = &mut stop_grace => return None,
+                    _ = &mut head_deadline => {
+                        tracing::debug!("request head not complete within header_timeout");
+                        return None;
                     }
-                    return None;
+                };
+                match read {
+                    // Each read of the body waits at most `body_timeout` (nginx's
+                    // client_body_timeout): a body that stops arriving is answered 408.
+                    Ok(Some(_)) => {
+                        if line.with_whole(crate::framing::request_line_ok) == Some(false) {
+                            tracing::debug!(
+                                "request line with a space, control or raw byte in its target"
+                            );
+                            self.refuse_malformed(client).await;
+                            return None;
+                        }
+                        client.set_read_timeout(Some(self.settings.load().limits.body_timeout))
+                    }
+                    Ok(None) => return None,
+                    Err(e) => {
+                        if e.etype() == &ErrorType::InvalidHTTPHeader {
+                            tracing::debug!(error = %e, "malformed request head");
+                            self.refuse_malformed(client).await;
+                        }
+                        return None;
+                    }
                 }
-            }
-            if let Some(challenges) = self.acme_challenge(&client) {
-                (stream, pipelined) = Box::pin(self.answer_challenge(client, challenges)).await?;
-                first = false;
-                continue;
-            }
-            let stopping = *shutdown.borrow();
-            // Boxed: the request's state (some 6 KiB) lives only while the request does,
-            // not in every open connection's task, and the next request (of any
-            // connection) reuses that memory while it is still in cache.
-            (stream, pipelined) = Box::pin(self.serve(client, &connection, stopping)).await?;
+                if let Some(challenges) = self.acme_challenge(&client) {
+                    return Box::pin(self.answer_challenge(client, challenges)).await;
+                }
+                let stopping = *shutdown.borrow();
+                self.serve(client, &connection, stopping).await
+            });
+            (stream, pipelined) = served.await?;
             first = false;
         }
     }
 }
 
-/// Sleeps for `limit`, or forever when there is none.
+/// Sleeps for `limit`, or forever when there is none. The timer is boxed: only a new
+/// connection's first head has one, and every connection's task would hold its room.
 async fn sleep_or_never(limit: Option<std::time::Duration>) {
     match limit {
-        Some(limit) => tokio::time::sleep(limit).await,
+        Some(limit) => Box::pin(tokio::time::sleep(limit)).await,
         None => std::future::pending().await,
     }
 }

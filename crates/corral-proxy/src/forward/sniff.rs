@@ -4,7 +4,9 @@
 //! corral could not tell it from a client that encoded it. This wrapper of an HTTP/1.x
 //! client connection keeps the bytes of the next request line as they are read, for
 //! `framing` to judge: only while armed (from the end of one request to the end of the next
-//! one's first line), so a body or an idle connection costs one flag test per read.
+//! one's first line), so a body or an idle connection costs one flag test per read. Being
+//! the one wrapper of every HTTP/1.x client connection, it also joins small writes
+//! (`coalesce.rs`).
 
 use std::io;
 use std::pin::Pin;
@@ -14,7 +16,9 @@ use std::task::{ready, Context, Poll};
 
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{Ssl, Stream, ALPN};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::coalesce::WriteBuffer;
 
 /// Bytes kept of a request line at most: a longer one is the limits' to refuse (414).
 const MAX_LINE: usize = 16 * 1024;
@@ -24,6 +28,8 @@ const MAX_LINE: usize = 16 * 1024;
 pub(super) struct Sniff {
     inner: Stream,
     line: Arc<Line>,
+    /// Small writes joined into one send (`coalesce.rs`).
+    out: WriteBuffer,
 }
 
 /// The request line being kept, shared by the connection's wrapper and its request loop
@@ -41,6 +47,7 @@ impl Sniff {
         let sniff = Sniff {
             inner,
             line: line.clone(),
+            out: WriteBuffer::default(),
         };
         (Box::new(sniff), line)
     }
@@ -124,7 +131,39 @@ impl Ssl for Sniff {
     }
 }
 
-super::wrapped::delegate_to_inner!(Sniff);
+impl AsyncWrite for Sniff {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.out.poll_write(&mut this.inner, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.out.poll_flush(&mut this.inner, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.out.poll_shutdown(&mut this.inner, cx)
+    }
+}
+
+impl Drop for Sniff {
+    /// What was written and never flushed goes out if the socket takes it now, as pingora's
+    /// own stream does with its write buffer when dropped.
+    fn drop(&mut self) {
+        if !self.out.is_empty() {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = self.out.poll_flush(&mut self.inner, &mut cx);
+        }
+    }
+}
+
+super::wrapped::delegate_all_but_writes_to_inner!(Sniff);
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,19 @@
 //! The pingora stream traits a connection wrapper passes straight to the connection it
 //! wraps. `Replay` (worker side) and `Sniff` (client side) each change only how bytes are
-//! read; writing, shutdown, ids, digests and peeking are the inner stream's, written once here.
+//! read (and `Sniff` how bytes are written); shutdown, ids, digests and peeking are the inner
+//! stream's, written once here.
 
 /// Implements `AsyncWrite`, `Shutdown`, `UniqueID`, `GetTimingDigest`, `GetProxyDigest`,
 /// `GetSocketDigest` and `Peek` for `$wrapper` by delegating to its `inner: Stream` field.
 macro_rules! delegate_to_inner {
+    ($wrapper:ty) => {
+        $crate::forward::wrapped::delegate_writes_to_inner!($wrapper);
+        $crate::forward::wrapped::delegate_all_but_writes_to_inner!($wrapper);
+    };
+}
+
+/// Implements `AsyncWrite` for `$wrapper` by delegating to its `inner: Stream` field.
+macro_rules! delegate_writes_to_inner {
     ($wrapper:ty) => {
         impl tokio::io::AsyncWrite for $wrapper {
             fn poll_write(
@@ -36,7 +45,13 @@ macro_rules! delegate_to_inner {
                 )
             }
         }
+    };
+}
 
+/// Implements `Shutdown`, `UniqueID`, `GetTimingDigest`, `GetProxyDigest`,
+/// `GetSocketDigest` and `Peek` for `$wrapper` by delegating to its `inner: Stream` field.
+macro_rules! delegate_all_but_writes_to_inner {
+    ($wrapper:ty) => {
         #[async_trait::async_trait]
         impl pingora_core::protocols::Shutdown for $wrapper {
             async fn shutdown(&mut self) {
@@ -77,4 +92,6 @@ macro_rules! delegate_to_inner {
     };
 }
 
+pub(super) use delegate_all_but_writes_to_inner;
 pub(super) use delegate_to_inner;
+pub(super) use delegate_writes_to_inner;

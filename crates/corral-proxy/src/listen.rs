@@ -1,0 +1,123 @@
+//! corral's own accept loop for the public listeners (plain and HTTPS: the forwarder makes
+//! the TLS handshake itself). pingora's listening service spawns every connection as a task
+//! whose future has room for a TLS handshake (some 8.6 KiB, held for the connection's life,
+//! idle or not) and gives it a write buffer for good; here a connection's task is the
+//! forwarder's connection loop alone, and writes are joined only while there is something
+//! to send (`forward/coalesce.rs`). The sockets come from the same table pingora's listeners
+//! took them from (`bind_all`, inherited ones included), so socket activation and the
+//! SIGUSR2 hand-over see no difference; the stop closes them as pingora did, when the shutdown
+//! signal turns true, while the connections go on under the same signal.
+#![allow(unsafe_code)] // one descriptor taken over from the listener table
+
+use std::net::SocketAddr;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
+use pingora_core::server::{ListenFds, ShutdownWatch};
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::forward::Forwarder;
+
+/// The accept queue asked of the kernel, as pingora's listeners ask (capped by
+/// `net.core.somaxconn`).
+const BACKLOG: u32 = 65535;
+
+/// Why a listener could not serve.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {reason}")]
+pub struct ListenError {
+    /// The listener's address.
+    pub addr: SocketAddr,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Serves `forwarder` on every address of `listen`, each socket taken from `fds`, until
+/// `shutdown` turns true; then the listeners close (connections go on under `shutdown`).
+pub async fn serve(
+    forwarder: Forwarder,
+    listen: &[SocketAddr],
+    fds: ListenFds,
+    shutdown: ShutdownWatch,
+) -> Result<(), ListenError> {
+    let forwarder = Arc::new(forwarder);
+    let mut loops = Vec::new();
+    for &addr in listen {
+        let listener = take(&fds, addr)?;
+        loops.push(accept_loop(
+            forwarder.clone(),
+            listener,
+            addr,
+            shutdown.clone(),
+        ));
+    }
+    futures::future::join_all(loops).await;
+    Ok(())
+}
+
+/// The listening socket of `addr` from the table, as a tokio listener.
+fn take(fds: &ListenFds, addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    let error = |reason: String| ListenError { addr, reason };
+    let fd = fds
+        .lock()
+        .get(&addr.to_string())
+        .copied()
+        .ok_or_else(|| error("not in the listener table".into()))?;
+    // SAFETY: `fd` is a listening TCP socket that `bind_all` (or socket activation, or the
+    // master we took over from) put in the table for this address, and this is its only
+    // listener: it owns the descriptor from here, as pingora's listener would have (by the
+    // same `from_raw_fd`), and closes it when the accept loop ends. The table keeps the
+    // number only, for a SIGUSR2 successor to inherit while the socket is open.
+    let socket = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| error(e.to_string()))?;
+    // listen() again on a listening socket sets its backlog (Linux), as pingora does.
+    TcpSocket::from_std_stream(socket)
+        .listen(BACKLOG)
+        .map_err(|e| error(e.to_string()))
+}
+
+/// Accepts connections on `listener` until `shutdown` turns true, each served in a task of
+/// its own by the forwarder's connection loop.
+async fn accept_loop(
+    forwarder: Arc<Forwarder>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = shutdown.changed() => match changed {
+                Ok(()) if !*shutdown.borrow() => continue,
+                _ => break,
+            },
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let mut stream = L4Stream::from(tcp);
+                let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                let _ = digest.peer_addr.set(Some(peer.into()));
+                stream.set_socket_digest(digest);
+                let connection = forwarder
+                    .clone()
+                    .connection(Box::new(stream), shutdown.clone());
+                tokio::spawn(connection);
+            }
+            Err(e) => {
+                tracing::error!(listener = %addr, error = %e, "accept failed");
+                // Out of descriptors: accept would fail again at once; let some close.
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+    tracing::debug!(listener = %addr, "listener closed");
+}
