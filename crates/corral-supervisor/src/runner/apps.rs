@@ -113,9 +113,8 @@ impl Runner {
                 let Phase::Failed(why) = &t.phase else {
                     return None;
                 };
-                tracing::error!(event = "reload_refused", pool = &*t.pool.name, traceback = %why, "reload refused: the new code did not import; the running workers keep serving the code of before");
-                let why = format!("pool {}: the new code did not import:\n{why}", t.pool.name);
-                self.refuse_pending_reload(why);
+                let (pool, why) = (t.pool.name.clone(), why.clone());
+                self.refuse_not_imported(&pool, &why);
             } else if gated().all(|t| t.phase == Phase::Ready) {
                 reload = self.pending_reload.take().map(|(config, verdict)| {
                     let _ = verdict.send(Ok(()));
@@ -229,6 +228,13 @@ impl Runner {
         }
         tracing::error!(event = "template_exited", pool = &*t.pool.name, pid = t.pid, exit = ?exit, stderr_tail = %stderr.join("\n"), "the app's template exited; its workers keep serving");
         if t.gated {
+            // Its traceback may still wait on the channel (it is sent just before the
+            // template exits): then the refusal is the one `check_templates` gives.
+            let mut t = t;
+            if let Some(why) = t.traceback_left() {
+                self.refuse_not_imported(&t.pool.name, &why);
+                return;
+            }
             tracing::error!(event = "reload_refused", pool = &*t.pool.name, traceback = %stderr.join("\n"), "reload refused: the new template exited while importing; the running workers keep serving");
             let why = format!(
                 "pool {}: the new template exited while importing:\n{}",
@@ -347,6 +353,12 @@ impl Runner {
     }
 
     /// Drops the reload waiting for its templates, telling its sender `why`, and ends them.
+    /// Refuses the pending reload because `pool`'s new code raised `why` on import.
+    fn refuse_not_imported(&mut self, pool: &str, why: &str) {
+        tracing::error!(event = "reload_refused", pool, traceback = %why, "reload refused: the new code did not import; the running workers keep serving the code of before");
+        self.refuse_pending_reload(format!("pool {pool}: the new code did not import:\n{why}"));
+    }
+
     fn refuse_pending_reload(&mut self, why: String) {
         if let Some((_, verdict)) = self.pending_reload.take() {
             let _ = verdict.send(Err(why));

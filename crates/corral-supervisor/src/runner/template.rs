@@ -118,6 +118,21 @@ impl Template {
         }
     }
 
+    /// The traceback a template that exited while importing sent just before it ended, when
+    /// its channel still holds it (the exit and the message race to the runner).
+    pub(super) fn traceback_left(&mut self) -> Option<String> {
+        if !matches!(self.phase, Phase::Importing(_)) {
+            return None;
+        }
+        match self.receive(Duration::ZERO) {
+            Some(Ok(text)) => match import_outcome(&text) {
+                Phase::Failed(why) => Some(why),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Waits up to `within` for the import's outcome.
     pub(super) fn wait_imported(&mut self, within: Duration) {
         let Phase::Importing(since) = self.phase else {
