@@ -130,6 +130,9 @@ cell() {
 
 key() { echo "$1" | tr -c 'a-z0-9\n' '_'; }
 
+# corral keeps a small file in memory once it has been unchanged for 2 s (its first
+# requests before then go to disk): the files have settled before anything is measured.
+sleep 2
 # Each stack answers each path alike before anything is measured.
 for p in $PATHS; do
   for name in nginx one fifty; do

@@ -251,3 +251,156 @@ fn metric_value(text: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Waits until every file under `dir` was last changed over 2 s ago (its modification and
+/// status-change times), so corral keeps the small ones in memory from their next request.
+fn wait_settled(dir: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let newest = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.mtime().max(m.ctime()) as f64 + 1.0)
+        .fold(0.0, f64::max);
+    support::wait_for(
+        "the files to settle",
+        std::time::Duration::from_secs(10),
+        || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs_f64();
+            (now > newest + 2.2).then_some(())
+        },
+    );
+}
+
+/// The answer's head without the fields that change from one answer to the next.
+fn fixed_fields(r: &Response) -> Vec<&str> {
+    r.head
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.starts_with("date:") && !l.starts_with("x-request-id:")
+        })
+        .collect()
+}
+
+/// Small files answered from memory (after their first request) answer as from disk:
+/// validators and 304, ranges and 416, HEAD, the route's fields, keep-alive; and a file
+/// rewritten in place (same size, even with its old time put back), replaced by a rename,
+/// turned into a symlink out of the root, or deleted is never answered with what was kept.
+#[test]
+fn small_files_kept_in_memory_answer_alike_and_follow_changes_on_disk() {
+    let site = start();
+    let port = site.corral.port;
+    let root = site._dirs.path().join("static");
+    std::fs::write(root.join("small.txt"), "0123456789".repeat(20)).expect("small");
+    wait_settled(&root);
+    let first = ask(port, "/static/small.txt", "");
+    for _ in 0..3 {
+        let again = ask(port, "/static/small.txt", "");
+        assert_eq!(again.status, 200);
+        assert_eq!(again.body, first.body);
+        assert_eq!(fixed_fields(&again), fixed_fields(&first));
+    }
+    assert_eq!(first.header("content-length"), Some("200"));
+    assert_eq!(
+        first.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(first.header("cache-control"), Some("public, max-age=3600"));
+    assert_eq!(first.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(first.header("vary"), Some("Accept-Encoding"));
+    let etag = first.header("etag").expect("etag").to_string();
+    let since = first.header("last-modified").expect("lm").to_string();
+    let inm = ask(
+        port,
+        "/static/small.txt",
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert_eq!((inm.status, inm.body.len()), (304, 0), "{inm:?}");
+    assert_eq!(inm.header("cache-control"), Some("public, max-age=3600"));
+    let ims = ask(
+        port,
+        "/static/small.txt",
+        &format!("If-Modified-Since: {since}\r\n"),
+    );
+    assert_eq!(ims.status, 304);
+    let part = ask(port, "/static/small.txt", "Range: bytes=0-99\r\n");
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("content-range"), Some("bytes 0-99/200"));
+    assert_eq!(part.body[..], first.body[..100]);
+    let other = ask(
+        port,
+        "/static/small.txt",
+        "Range: bytes=0-9\r\nIf-Range: \"other\"\r\n",
+    );
+    assert_eq!((other.status, other.body.len()), (200, 200));
+    let past = ask(port, "/static/small.txt", "Range: bytes=500-\r\n");
+    assert_eq!(past.status, 416);
+    assert_eq!(past.header("content-range"), Some("bytes */200"));
+    let head = ask_method(port, "HEAD", "/static/small.txt", "");
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, Some("200"))
+    );
+    // Precompressed siblings are still looked for on disk.
+    let js = ask(port, "/static/app.js", "");
+    assert_eq!(js.body, b"console.log('plain');\n");
+    let br = ask(port, "/static/app.js", "Accept-Encoding: br\r\n");
+    assert_eq!(br.body, b"BROTLI-BYTES");
+    // A directory's index, and keep-alive across kept answers.
+    let mut raw = Raw::connect(port);
+    raw.send(b"GET /static/docs/ HTTP/1.1\r\nHost: a\r\n\r\nGET /static/small.txt HTTP/1.1\r\nHost: a\r\n\r\nGET /static/docs HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(raw.response(false).body, b"<h1>docs</h1>");
+    assert_eq!(raw.response(false).body, first.body);
+    assert_eq!(raw.response(false).body, b"<h1>docs</h1>");
+
+    // Rewritten in place with bytes of the same size, its time of change put back.
+    let old_time = std::fs::metadata(root.join("small.txt"))
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    std::fs::write(root.join("small.txt"), "abcdefghij".repeat(20)).expect("rewrite");
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("small.txt"))
+        .and_then(|f| f.set_modified(old_time))
+        .expect("old time");
+    let rewritten = ask(port, "/static/small.txt", "");
+    assert_eq!(
+        rewritten.body,
+        "abcdefghij".repeat(20).as_bytes(),
+        "stale bytes served"
+    );
+
+    // Kept again once settled, then replaced by a rename (a deploy's way).
+    wait_settled(&root);
+    assert_eq!(
+        ask(port, "/static/small.txt", "").body,
+        "abcdefghij".repeat(20).as_bytes()
+    );
+    std::fs::write(root.join("next.tmp"), "ABCDEFGHIJ".repeat(20)).expect("next");
+    std::fs::rename(root.join("next.tmp"), root.join("small.txt")).expect("rename");
+    let replaced = ask(port, "/static/small.txt", "");
+    assert_eq!(
+        replaced.body,
+        "ABCDEFGHIJ".repeat(20).as_bytes(),
+        "a replaced file's old bytes served"
+    );
+    assert_ne!(replaced.header("etag"), Some(etag.as_str()));
+
+    // Kept again, then the name turned into a symlink to a file outside the root.
+    wait_settled(&root);
+    assert_eq!(ask(port, "/static/small.txt", "").status, 200);
+    std::fs::remove_file(root.join("small.txt")).expect("rm");
+    std::os::unix::fs::symlink(site._dirs.path().join("secret.txt"), root.join("small.txt"))
+        .expect("symlink");
+    let out = ask(port, "/static/small.txt", "");
+    assert_eq!(out.status, 404, "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.body).contains(SECRET));
+
+    // And deleted.
+    std::fs::remove_file(root.join("small.txt")).expect("rm");
+    assert_eq!(ask(port, "/static/small.txt", "").status, 404);
+}

@@ -706,6 +706,8 @@ fn static_files_over_http2_and_tls() {
     std::fs::write(files.path().join("app.js"), "plain();").expect("js");
     std::fs::write(files.path().join("app.js.br"), "BROTLI-BYTES").expect("br");
     std::fs::write(files.path().join("app.js.gz"), "GZIP-BYTES").expect("gz");
+    std::fs::write(files.path().join("small.txt"), "0123456789".repeat(30)).expect("small");
+    let written = std::time::Instant::now();
     let body = format!(
         "[[routes]]\npath_prefix = \"/static\"\nstatic = {:?}\ncache_control = \"public, max-age=60\"\n\
          [[routes]]\npools = [\"web\"]\n{}",
@@ -760,6 +762,37 @@ fn static_files_over_http2_and_tls() {
         assert_eq!(bytes, b"BROTLI-BYTES", "{version}");
         assert!(head.contains("content-encoding: br"), "{head}");
         assert!(head.contains("vary: accept-encoding"), "{head}");
+    }
+    // A small file, once settled, is answered from memory (its first request keeps it):
+    // the same over HTTP/2 and TLS, whole, by range and as 304.
+    let settled = Duration::from_millis(3200).saturating_sub(written.elapsed());
+    std::thread::sleep(settled);
+    let small = "0123456789".repeat(30).into_bytes();
+    for version in ["--http2", "--http1.1", "--http2", "--http1.1"] {
+        let (_, status, head, bytes) = curl_file(&pki, https, version, "/static/small.txt", &[]);
+        assert_eq!(status, 200, "{version}: {head}");
+        assert_eq!(bytes, small, "{version}");
+        assert!(head.contains("content-length: 300"), "{head}");
+        assert!(head.contains("cache-control: public, max-age=60"), "{head}");
+        let etag = head
+            .lines()
+            .find_map(|l| l.strip_prefix("etag: "))
+            .expect("etag")
+            .trim()
+            .to_string();
+        let inm = format!("If-None-Match: {etag}");
+        let (_, status, _, bytes) =
+            curl_file(&pki, https, version, "/static/small.txt", &["-H", &inm]);
+        assert_eq!((status, bytes.len()), (304, 0), "{version}");
+        let (_, status, head, bytes) = curl_file(
+            &pki,
+            https,
+            version,
+            "/static/small.txt",
+            &["-H", "Range: bytes=10-19"],
+        );
+        assert_eq!(status, 206, "{version}: {head}");
+        assert_eq!(bytes, b"0123456789", "{version}");
     }
     let access = corral.wait_log(
         "an HTTP/2 static access line",

@@ -4,13 +4,15 @@
 //! `Accept-Encoding`, the type from the extension and the route's `Cache-Control`. No
 //! directory listing: a directory answers its `index.html` or 404.
 //!
-//! The answer is decided in one synchronous step ([`decide`]): the path checked
-//! ([`path`]), the file opened beneath the root ([`open`]), the request fields read
+//! The answer is decided in one synchronous step ([`decide`]): a small file kept in memory
+//! and still unchanged on disk ([`cache`]), or else the path checked ([`path`]), the file
+//! opened beneath the root ([`open`]) and, when small, kept; the request fields read
 //! ([`fields`]). It then goes out one of two ways: over HTTP/1.x without a request body, as
 //! bytes on the client's own connection ([`raw`]: the head and a small file in one write, a
 //! large one by `sendfile` on a plain socket); otherwise (HTTP/2, a request with a body)
 //! through the client's session, the file read in large pieces.
 
+mod cache;
 mod fields;
 mod open;
 mod path;
@@ -21,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::HeaderValue;
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -41,6 +43,8 @@ pub(crate) struct StaticRoot {
     prefix: Box<str>,
     cache_control: Option<HeaderValue>,
     cache_control_hashed: Option<HeaderValue>,
+    /// Its small files, kept (`None` where files are not opened beneath the root).
+    cache: Option<cache::FileCache>,
 }
 
 impl StaticRoot {
@@ -53,8 +57,10 @@ impl StaticRoot {
         cache_control_hashed: Option<&str>,
     ) -> StaticRoot {
         let value = |v: Option<&str>| v.and_then(|v| HeaderValue::from_str(v).ok());
+        let root = open::Root::new(root);
         StaticRoot {
-            root: open::Root::new(root),
+            cache: root.dir().is_some().then(cache::FileCache::default),
+            root,
             prefix: prefix.into(),
             cache_control: value(cache_control),
             cache_control_hashed: value(cache_control_hashed),
@@ -73,9 +79,15 @@ impl StaticRoot {
 
 /// The bytes of a file to send: `len` from `start`.
 pub(super) struct Body {
-    file: File,
+    source: Source,
     start: u64,
     len: u64,
+}
+
+/// Where a file's bytes are: on disk, or kept in memory by the route's [`cache`].
+pub(super) enum Source {
+    File(File),
+    Memory(Bytes),
 }
 
 /// Answers a request of a static route: `Ok(Some)` leaves the answer to the caller to
@@ -120,7 +132,8 @@ pub(super) async fn serve<C: ClientSide>(
 }
 
 /// The answer to `head` from `root`: its status, fields and the bytes to send, or the
-/// refusal (400, 404, 405, 416).
+/// refusal (400, 404, 405, 416). A small file the client takes as it is comes from the
+/// route's [`cache`] while its file is unchanged, else from disk (and is then kept).
 fn decide(head: &RequestHeader, root: &StaticRoot) -> Result<StaticAnswer, Failure> {
     let head_only = head.method == http::Method::HEAD;
     if head.method != http::Method::GET && !head_only {
@@ -128,20 +141,38 @@ fn decide(head: &RequestHeader, root: &StaticRoot) -> Result<StaticAnswer, Failu
         f.fields.push(("allow", "GET, HEAD".to_string()));
         return Err(f);
     }
+    let codings = fields::accepted(head);
+    let cache = root.cache.as_ref().filter(|_| codings.is_empty());
+    if let Some(hit) = cache.and_then(|c| c.get(&root.root, head.uri.path())) {
+        return from_memory(head, head_only, &hit);
+    }
     let relative = path::relative(head.uri.path(), &root.prefix)
         .map_err(|_| Failure::refused(400, "static: bad path"))?;
     let found = root
         .root
         .open(&relative)
         .ok_or_else(|| Failure::refused(404, "static: not found"))?;
+    let cache_control = root.cache_control_of(&found.relative);
+    if let Some(cache) = cache.filter(|_| found.meta.len() <= cache::MAX_FILE) {
+        let path = head.uri.path();
+        if let Some(kept) = cache.fill(
+            &root.root,
+            path,
+            &found.relative,
+            &found.file,
+            cache_control,
+        ) {
+            return from_memory(head, head_only, &kept);
+        }
+    }
+    let cache_control = cache_control.cloned();
     let modified = found.meta.modified().unwrap_or(UNIX_EPOCH);
     let etag = fields::etag(found.meta.len(), modified, None);
     let range = fields::range(head, &etag);
     let content_type = fields::content_type(&found.relative);
-    let cache_control = root.cache_control_of(&found.relative).cloned();
     // A range is of the file itself; a compressed sibling is for whole answers only.
     let (chosen, coding) = match range {
-        None => choose_coding(&root.root, &found.relative, head),
+        None => choose_coding(&root.root, &found.relative, &codings),
         Some(_) => None,
     }
     .map_or((found, None), |(sibling, coding)| (sibling, Some(coding)));
@@ -151,25 +182,89 @@ fn decide(head: &RequestHeader, root: &StaticRoot) -> Result<StaticAnswer, Failu
         Some(c) => fields::etag(len, modified, Some(c)),
         None => etag,
     };
+    let version = Version {
+        etag: &etag,
+        etag_value: HeaderValue::from_str(&etag).ok(),
+        last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok(),
+        modified,
+        cache_control,
+        content_type,
+        coding,
+        len,
+        content_length: None,
+    };
+    answer(head, head_only, version, range, Source::File(chosen.file))
+}
+
+/// The answer from a kept file.
+fn from_memory(
+    head: &RequestHeader,
+    head_only: bool,
+    kept: &cache::Cached,
+) -> Result<StaticAnswer, Failure> {
+    let range = fields::range(head, &kept.etag);
+    let version = Version {
+        etag: &kept.etag,
+        etag_value: Some(kept.etag_value.clone()),
+        last_modified: Some(kept.last_modified.clone()),
+        modified: kept.modified,
+        cache_control: kept.cache_control.clone(),
+        content_type: kept.content_type,
+        coding: None,
+        len: kept.bytes.len() as u64,
+        content_length: Some(kept.content_length.clone()),
+    };
+    answer(
+        head,
+        head_only,
+        version,
+        range,
+        Source::Memory(kept.bytes.clone()),
+    )
+}
+
+/// What the answer's fields are made of: one version of a file (itself or a sibling).
+struct Version<'a> {
+    etag: &'a str,
+    etag_value: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+    modified: std::time::SystemTime,
+    cache_control: Option<HeaderValue>,
+    content_type: &'static str,
+    coding: Option<Coding>,
+    len: u64,
+    /// The whole version's `Content-Length`, when made already.
+    content_length: Option<HeaderValue>,
+}
+
+/// The answer of `version`, whose bytes are in `source`: 304, 206, 416 or 200.
+fn answer(
+    head: &RequestHeader,
+    head_only: bool,
+    version: Version<'_>,
+    range: Option<fields::RangeAsk>,
+    source: Source,
+) -> Result<StaticAnswer, Failure> {
+    let len = version.len;
     let mut answer = StaticAnswer {
         status: 200,
         fields: Vec::with_capacity(9),
         body: None,
     };
-    answer.field("etag", HeaderValue::from_str(&etag).ok());
-    answer.field(
-        "last-modified",
-        HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok(),
-    );
+    answer.field("etag", version.etag_value);
+    answer.field("last-modified", version.last_modified);
     answer.field("vary", Some(HeaderValue::from_static("Accept-Encoding")));
     answer.field("accept-ranges", Some(HeaderValue::from_static("bytes")));
-    answer.field("cache-control", cache_control);
-    if fields::not_modified(head, &etag, modified) {
+    answer.field("cache-control", version.cache_control);
+    if fields::not_modified(head, version.etag, version.modified) {
         answer.status = 304;
         return Ok(answer);
     }
-    answer.field("content-type", Some(HeaderValue::from_static(content_type)));
-    if let Some(c) = coding {
+    answer.field(
+        "content-type",
+        Some(HeaderValue::from_static(version.content_type)),
+    );
+    if let Some(c) = version.coding {
         answer.field(
             "content-encoding",
             Some(HeaderValue::from_static(c.token())),
@@ -191,10 +286,14 @@ fn decide(head: &RequestHeader, root: &StaticRoot) -> Result<StaticAnswer, Failu
             (start, end - start + 1)
         }
     };
-    answer.field("content-length", Some(HeaderValue::from(send)));
+    let content_length = match version.content_length {
+        Some(whole) if send == len => whole,
+        _ => HeaderValue::from(send),
+    };
+    answer.field("content-length", Some(content_length));
     if !head_only && send > 0 {
         answer.body = Some(Body {
-            file: chosen.file,
+            source,
             start,
             len: send,
         });
@@ -207,9 +306,9 @@ fn decide(head: &RequestHeader, root: &StaticRoot) -> Result<StaticAnswer, Failu
 fn choose_coding(
     root: &open::Root,
     relative: &Path,
-    head: &RequestHeader,
+    codings: &[Coding],
 ) -> Option<(open::Opened, Coding)> {
-    for coding in fields::accepted(head) {
+    for &coding in codings {
         let mut name = relative.as_os_str().to_owned();
         name.push(coding.suffix());
         if let Some(sibling) = root.open_file(Path::new(&name)) {
@@ -235,10 +334,20 @@ fn read_failed(e: std::io::Error) -> Failure {
 /// into one buffer handed over whole (no copy into the session's frames).
 async fn copy_body<C: ClientSide>(client: &mut C, body: Body) -> Result<(), Failure> {
     let Body {
-        file,
+        source,
         mut start,
         len,
     } = body;
+    let file = match source {
+        Source::File(file) => file,
+        Source::Memory(bytes) => {
+            let piece = bytes.slice(start as usize..(start + len) as usize);
+            return client
+                .write_body_owned(piece)
+                .await
+                .map_err(|e| Failure::client(&e));
+        }
+    };
     let mut left = len;
     while left > 0 {
         let want = PIECE.min(usize::try_from(left).unwrap_or(PIECE));

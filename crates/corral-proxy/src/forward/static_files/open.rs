@@ -2,7 +2,8 @@
 //! The root directory is opened once per config; each file is then one
 //! `openat2(RESOLVE_BENEATH)` from it, which the kernel refuses for any `..` or symlink
 //! that would leave the root, absolute symlinks included (Linux 5.6+). Where the kernel
-//! lacks `openat2`, the path is canonicalized and compared with the canonical root instead.
+//! lacks `openat2` (or under valgrind, which does not know it), the path is canonicalized
+//! and compared with the canonical root instead.
 //! The calls run on the proxy thread, as nginx's do without `aio threads`: a file in the
 //! page cache opens in microseconds, where a trip to tokio's blocking pool per call cost
 //! more than the whole answer of a small file. Files are opened non-blocking, so a FIFO
@@ -18,8 +19,10 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 pub(super) struct Root {
     /// The canonical path, for the fallback.
     path: PathBuf,
-    /// The directory, when `openat2` works here.
+    /// The directory (`O_PATH`), if it could be opened.
     dir: Option<OwnedFd>,
+    /// Whether `openat2` works here: files are then opened beneath `dir`.
+    beneath: bool,
 }
 
 /// One open file and what `fstat` said of it.
@@ -44,14 +47,21 @@ impl Root {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .ok()
-        .filter(|dir| {
+        .ok();
+        let beneath = dir.as_ref().is_some_and(|dir| {
             rustix::fs::openat2(dir, ".", OFlags::PATH, Mode::empty(), beneath()).is_ok()
         });
         Root {
             path: path.to_path_buf(),
             dir,
+            beneath,
         }
+    }
+
+    /// The directory, open: the file cache checks its entries' paths from it, and is
+    /// off without it.
+    pub(super) fn dir(&self) -> Option<&OwnedFd> {
+        self.dir.as_ref()
     }
 
     /// The regular file `relative` names, or its `index.html` when it is a directory;
@@ -75,10 +85,10 @@ impl Root {
 
     fn open_any(&self, relative: &Path) -> Option<Opened> {
         let file: File = match &self.dir {
-            Some(dir) => {
+            Some(dir) if self.beneath => {
                 rustix::fs::openat2(dir, relative, FLAGS, Mode::empty(), beneath()).ok()?
             }
-            None => {
+            _ => {
                 let real = std::fs::canonicalize(self.path.join(relative)).ok()?;
                 if !real.starts_with(&self.path) {
                     return None;
@@ -118,12 +128,12 @@ mod tests {
         std::os::unix::fs::symlink("../../", root_path.join("css/up")).expect("symlink");
         std::os::unix::fs::symlink("css/a.css", root_path.join("in")).expect("symlink");
         let root = Root::new(&root_path);
-        assert!(root.dir.is_some(), "openat2 is available on this kernel");
+        assert!(root.beneath, "openat2 is available on this kernel");
         for fallback in [false, true] {
             let root = if fallback {
                 Root {
-                    path: root_path.clone(),
-                    dir: None,
+                    beneath: false,
+                    ..Root::new(&root_path)
                 }
             } else {
                 Root::new(&root_path)

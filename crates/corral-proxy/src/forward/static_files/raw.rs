@@ -28,7 +28,7 @@ use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
 use pingora_http::RequestHeader;
 
-use super::{Body, PIECE};
+use super::{Body, Source, PIECE};
 use crate::forward::buffer;
 use crate::forward::context::{Exchange, RequestLine};
 use crate::forward::fields::AnswerField;
@@ -164,40 +164,59 @@ async fn write_answer(
             .map_err(|e| (0, e))?;
         return Ok(0);
     };
-    if body.len <= INLINE {
-        let at = head.len();
-        head.resize(at + body.len as usize, 0);
-        body.file
-            .read_exact_at(&mut head[at..], body.start)
-            .map_err(|e| (0, e))?;
-        buffer::write_all(stream, &head, send_timeout)
-            .await
-            .map_err(|e| (0, e))?;
-        return Ok(body.len as usize);
-    }
+    let file = match body.source {
+        Source::File(ref file) if body.len > INLINE => file,
+        Source::File(ref file) => {
+            let at = head.len();
+            head.resize(at + body.len as usize, 0);
+            file.read_exact_at(&mut head[at..], body.start)
+                .map_err(|e| (0, e))?;
+            return write_inline(stream, &head, body.len, send_timeout).await;
+        }
+        Source::Memory(ref bytes) => {
+            let start = body.start as usize;
+            head.extend_from_slice(&bytes[start..start + body.len as usize]);
+            return write_inline(stream, &head, body.len, send_timeout).await;
+        }
+    };
     buffer::write_all(stream, &head, send_timeout)
         .await
         .map_err(|e| (0, e))?;
-    send_body(stream, &body, send_timeout).await
+    send_body(stream, file, body.start, body.len, send_timeout).await
+}
+
+/// Writes a head with the whole body after it, `len` bytes of it the body.
+async fn write_inline(
+    stream: &mut Stream,
+    bytes: &[u8],
+    len: u64,
+    send_timeout: Duration,
+) -> Result<usize, (usize, io::Error)> {
+    buffer::write_all(stream, bytes, send_timeout)
+        .await
+        .map_err(|e| (0, e))?;
+    Ok(len as usize)
 }
 
 /// Sends a body too large to go with the head: by `sendfile` while the socket takes it,
 /// else (or over TLS) a piece at a time through the connection's write.
 async fn send_body(
     stream: &mut Stream,
-    body: &Body,
+    file: &File,
+    start: u64,
+    len: u64,
     send_timeout: Duration,
 ) -> Result<usize, (usize, io::Error)> {
-    let mut offset = body.start;
-    let end = body.start + body.len;
+    let mut offset = start;
+    let end = start + len;
     let mut buf: Vec<u8> = Vec::new();
     // The file's last partial segment must not wait for the client's delayed ACK (Nagle):
     // nginx's `tcp_nodelay on` after `sendfile`.
     no_delay(stream);
     while offset < end {
         let left = usize::try_from(end - offset).unwrap_or(usize::MAX);
-        let sent = (offset - body.start) as usize;
-        match sendfile(stream, &body.file, &mut offset, left) {
+        let sent = (offset - start) as usize;
+        match sendfile(stream, file, &mut offset, left) {
             Some(Ok(0)) => {
                 return Err((sent, shrank()));
             }
@@ -210,8 +229,7 @@ async fn send_body(
         if buf.len() < want {
             buf.resize(want, 0);
         }
-        let n = body
-            .file
+        let n = file
             .read_at(&mut buf[..want], offset)
             .map_err(|e| (sent, e))?;
         if n == 0 {
@@ -222,7 +240,7 @@ async fn send_body(
             .map_err(|e| (sent, e))?;
         offset += n as u64;
     }
-    Ok(body.len as usize)
+    Ok(len as usize)
 }
 
 /// A file that ended before the length its head promised.
