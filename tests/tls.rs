@@ -765,8 +765,9 @@ fn static_files_over_http2_and_tls() {
     }
     // A small file, once settled, is answered from memory (its first request keeps it):
     // the same over HTTP/2 and TLS, whole, by range and as 304.
-    let settled = Duration::from_millis(3200).saturating_sub(written.elapsed());
-    std::thread::sleep(settled);
+    support::wait_for("small.txt to settle", Duration::from_secs(10), || {
+        (written.elapsed() > Duration::from_millis(3200)).then_some(())
+    });
     let small = "0123456789".repeat(30).into_bytes();
     for version in ["--http2", "--http1.1", "--http2", "--http1.1"] {
         let (_, status, head, bytes) = curl_file(&pki, https, version, "/static/small.txt", &[]);
