@@ -10,7 +10,7 @@
 # and with the slow clients, the slow clients' results; for corral its peak RSS (VmHWM) and
 # the temp files it holds after the clients are done.
 #
-#   bench/slow_clients.sh [CORRAL_BIN]            # default target/release/corral
+#   bench/slow_clients.sh [CORRAL_BIN [CORRAL_BIN2]]   # default target/release/corral
 #   READERS=100 SIZE=8388608 UPLOADERS=10 RATE=524288 RAMP=10 DURATION=20 ROUNDS=1 bench/slow_clients.sh
 #
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
@@ -23,32 +23,74 @@ READERS=${READERS:-100}; SIZE=${SIZE:-8388608}
 UPLOADERS=${UPLOADERS:-10}; SIZE_UP=${SIZE_UP:-1048576}
 RATE=${RATE:-524288}; DURATION=${DURATION:-20}; CONNS=${CONNS:-16}; RAMP=${RAMP:-10}; ROUNDS=${ROUNDS:-1}
 MEMORY=${MEMORY:-128MiB}
+PROXIES=${PROXIES:-nginx corral}
+# DIAG=DIR keeps the access logs of corral and of the gunicorn workers (with each request's
+# time in the worker, `%(L)s`) in DIR, to tell where the fast requests waited; it costs the
+# workers a log line per request, so figures are taken without it.
+DIAG=${DIAG:-}
+GUNICORN_LOG=(); ACCESS="access = false"
+if [ -n "$DIAG" ]; then
+  mkdir -p "$DIAG"; DIAG=$(cd "$DIAG" && pwd)
+  GUNICORN_LOG=(--access-logformat '%(t)s %(m)s %(U)s %(q)s %(s)s %(B)s %(L)s')
+  ACCESS="access = true
+access_file = \"$DIAG/corral-access.log\""
+fi
 GUNICORN=${CORRAL_VENV:-$PWD/target/venv}/bin/gunicorn
 command -v wrk >/dev/null && command -v nginx >/dev/null && [ -x "$GUNICORN" ] ||
   { echo "needs wrk, nginx and $GUNICORN" >&2; exit 2; }
 [ -x "$CORRAL" ] || { echo "no corral binary at $CORRAL" >&2; exit 2; }
 work_dir slow
 
-# fast LABEL PORT: wrk on `/`, "requests/s p99_ms".
+# ticks PID...: user+system CPU of these processes and all their descendants, in 1/100 s.
+ticks() {
+  local pids
+  pids=$(ps -e -o pid=,ppid= | awk -v roots="$*" '{pp[$1]=$2} END {
+    n=split(roots, r, " "); for (i=1; i<=n; i++) t[r[i]]=1
+    do { c=0; for (p in pp) if (!(p in t) && (pp[p] in t)) { t[p]=1; c=1 } } while (c)
+    for (p in t) print p }')
+  # shellcheck disable=SC2086 # one pid a word
+  own $pids
+}
+# own PID...: user+system CPU of these processes alone (all their threads), in 1/100 s.
+own() {
+  for p in "$@"; do sed 's/.*) //' "/proc/$p/stat" 2>/dev/null; done | awk '{s+=$12+$13} END {print s+0}'
+}
+
+# fast LABEL PORT: wrk on `/`, "requests/s p99_ms"; wrk's own CPU seconds in $WORK/LABEL.wrkcpu.
 fast() {
-  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/" >"$WORK/$1.wrk"
+  /usr/bin/time -f "%U %S" -o "$WORK/$1.time" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/" >"$WORK/$1.wrk"
+  awk '{printf "%.1f", $1 + $2}' "$WORK/$1.time" >"$WORK/$1.wrkcpu"
   awk '/Requests\/sec/ {r=$2} /^ +99%/ {p=$2} END {
     if (p ~ /ms$/) { sub(/ms$/,"",p) } else if (p ~ /us$/) { sub(/us$/,"",p); p=p/1000 } else if (p ~ /s$/) { sub(/s$/,"",p); p=p*1000 }
     printf "%s %s", r, p }' "$WORK/$1.wrk"
 }
 
-# run LABEL PORT: the fast load alone, then with the slow clients; one result line.
+# run LABEL PORT "PROXY_PIDS" "WORKER_PIDS": the fast load alone, then with the slow clients;
+# one result line, and one line of CPU seconds spent in each phase: the proxy's processes',
+# the workers' (their process trees), wrk's (the slow clients' is in the result line).
 run() {
-  local alone with slow
+  local alone with slow p0 w0 p1 w1 p2 w2
   wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$2/" >/dev/null  # warm-up
+  # shellcheck disable=SC2086 # pid lists
+  p0=$(own $3); w0=$(ticks $4)
   alone=$(fast "$1-alone" "$2")
-  timeout $((DURATION * 20)) python3 bench/slow_clients.py "$2" "$READERS" "$SIZE" "$UPLOADERS" "$SIZE_UP" "$RATE" "$RAMP" >"$WORK/$1.slow" &
+  # shellcheck disable=SC2086
+  p1=$(own $3); w1=$(ticks $4)
+  timeout $((DURATION * 20)) /usr/bin/time -f "%U %S" -o "$WORK/$1.clientcpu" \
+    python3 "${CLIENTS:-bench/slow_clients.py}" "$2" "$READERS" "$SIZE" "$UPLOADERS" "$SIZE_UP" "$RATE" "$RAMP" >"$WORK/$1.slow" &
   local clients=$!
   sleep 1
   with=$(fast "$1-with" "$2")
   wait "$clients" || true
-  slow=$(cat "$WORK/$1.slow")
+  # shellcheck disable=SC2086
+  p2=$(own $3); w2=$(ticks $4)
+  slow="$(cat "$WORK/$1.slow"), CPU $(awk '{printf "%.1f", $1 + $2}' "$WORK/$1.clientcpu") s"
   printf "%-7s alone: %s  with slow clients: %s  slow readers, uploads whole, seconds: %s\n" "$1" "$alone" "$with" "$slow"
+  printf "%-7s CPU s alone (%ss): proxy %s, workers %s, wrk %s; with the slow clients (until the last is done): proxy %s, workers %s, wrk %s\n" "$1" "$DURATION" \
+    "$(awk -v a="$p0" -v b="$p1" -v w="$w0" 'BEGIN {printf "%.1f", (b - a) / 100}')" \
+    "$(awk -v a="$w0" -v b="$w1" 'BEGIN {printf "%.1f", (b - a) / 100}')" "$(cat "$WORK/$1-alone.wrkcpu")" \
+    "$(awk -v a="$p1" -v b="$p2" 'BEGIN {printf "%.1f", (b - a) / 100}')" \
+    "$(awk -v a="$w1" -v b="$w2" 'BEGIN {printf "%.1f", (b - a) / 100}')" "$(cat "$WORK/$1-with.wrkcpu")"
   echo "$alone $with" >>"$WORK/$1.rounds"
 }
 
@@ -62,51 +104,70 @@ summary() {
 
 # nginx, its defaults, in front of `gunicorn -w 4` (four sync workers).
 UP=$(free_port); NGINX_PORT=$(free_port)
-"$GUNICORN" -w 4 -b "127.0.0.1:$UP" --chdir bench slow_app:app >"$WORK/gunicorn.log" 2>&1 & PIDS+=($!)
+"$GUNICORN" -w 4 -b "127.0.0.1:$UP" --chdir bench ${DIAG:+--access-logfile "$DIAG/gunicorn-nginx.log"} "${GUNICORN_LOG[@]}" slow_app:app >"$WORK/gunicorn.log" 2>&1 & PIDS+=($!)
+GUNICORN_PID=$!
 wait_port "$UP"
 nginx_conf "$WORK" "$NGINX_PORT" "$UP" "client_max_body_size 16m;"
 nginx -c "$WORK/nginx.conf" & PIDS+=($!)
+NGINX_PID=$!
 wait_port "$NGINX_PORT"
 
-# corral in front of four `gunicorn -w 1` (concurrency 1 each), temp files in its own dir.
-PORT=$(free_port); ADMIN=$(free_port); mkdir -p "$WORK/temp"
-cat > "$WORK/corral.toml" <<TOML
+# start_corral LABEL BIN: corral in front of four `gunicorn -w 1` (concurrency 1 each), temp
+# files in its own dir; sets PORT_<LABEL> and PID_<LABEL>.
+start_corral() {
+  local dir="$WORK/$1" port admin pid
+  port=$(free_port); admin=$(free_port); mkdir -p "$dir/temp"
+  cat > "$dir/corral.toml" <<TOML
 [server]
-listen = ["127.0.0.1:$PORT"]
-admin = "127.0.0.1:$ADMIN"
-control_socket = "$WORK/corral.sock"
-runtime_dir = "$WORK/run"
+listen = ["127.0.0.1:$port"]
+admin = "127.0.0.1:$admin"
+control_socket = "$dir/corral.sock"
+runtime_dir = "$dir/run"
 [server.limits]
 body_size = "16MiB"
 [server.buffering]
 memory = "$MEMORY"
-temp_dir = "$WORK/temp"
+temp_dir = "$dir/temp"
 [log]
-access = false
+${ACCESS//corral-access/$1-access}
 level = "warn"
 [pools.bench]
-command = ["$GUNICORN", "-w", "1", "-b", "127.0.0.1:{port}", "--chdir", "$PWD/bench", "slow_app:app"]
+command = ["$GUNICORN", "-w", "1", "-b", "127.0.0.1:{port}", "--chdir", "$PWD/bench", $([ -n "$DIAG" ] && printf '"--access-logfile", "%s", "--access-logformat", "%s", ' "$DIAG/gunicorn-$1.log" "${GUNICORN_LOG[1]}")"slow_app:app"]
 workers = 4
 concurrency = 1
 queue_timeout = "60s"
 ready = "tcp"
 TOML
-"$CORRAL" run -c "$WORK/corral.toml" >"$WORK/corral.log" 2>&1 & PIDS+=($!)
-CORRAL_PID=$!
-wait_port "$PORT"; wait_ready "$ADMIN"
+  "$2" run -c "$dir/corral.toml" >"$dir/corral.log" 2>&1 & PIDS+=($!)
+  pid=$!
+  wait_port "$port"; wait_ready "$admin"
+  printf -v "PORT_$1" %s "$port"; printf -v "PID_$1" %s "$pid"
+}
+# A second binary (CORRAL_BIN2, e.g. the build before a change) runs as `corral2`, in the same
+# rounds, against four workers of its own.
+CORRALS=corral
+start_corral corral "$CORRAL"
+if [ -n "${2:-}" ]; then CORRALS="corral corral2"; PROXIES="$PROXIES corral2"; start_corral corral2 "$2"; fi
 
 echo "slow clients: $READERS readers of $SIZE bytes, $UPLOADERS uploads of $SIZE_UP bytes, at $RATE bytes/s, arriving over ${RAMP}s; fast load: wrk -c$CONNS ${DURATION}s on /; requests/s p99_ms"
-# Rounds alternate the two proxies, so a change in the shared machine's load hits both.
+# Rounds alternate the proxies, so a change in the shared machine's load hits each.
 for _ in $(seq "$ROUNDS"); do
-  run nginx "$NGINX_PORT"
-  run corral "$PORT"
+  for p in $PROXIES; do
+    case $p in
+      nginx) run nginx "$NGINX_PORT" "$NGINX_PID $(ps -o pid= --ppid "$NGINX_PID")" "$GUNICORN_PID" ;;
+      corral*) pid_var="PID_$p"; port_var="PORT_$p"
+        run "$p" "${!port_var}" "${!pid_var}" "$(ps -o pid= --ppid "${!pid_var}" | tr '\n' ' ')" ;;
+    esac
+  done
 done
-summary nginx
-summary corral
-rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$CORRAL_PID/status")
-left=$(find "/proc/$CORRAL_PID/fd" -lname "$WORK/temp/*" 2>/dev/null | wc -l)
-echo "corral: peak RSS ${rss} MiB (memory budget $MEMORY), temp files open after the clients: $left, named in temp_dir: $(find "$WORK/temp" -type f | wc -l)"
-kill -TERM "$CORRAL_PID"
-running() { case $(ps -o stat= -p "$CORRAL_PID" 2>/dev/null) in ""|Z*) return 1 ;; esac; }
-for _ in $(seq 150); do running || break; sleep 0.1; done
-echo "corral stopped on SIGTERM: $(running && echo no || echo yes), files in temp_dir after: $(find "$WORK/temp" -type f | wc -l)"
+for p in $PROXIES; do summary "$p"; done
+for c in $CORRALS; do
+  pid_var="PID_$c"; pid=${!pid_var}
+  rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
+  left=$(find "/proc/$pid/fd" -lname "$WORK/$c/temp/*" 2>/dev/null | wc -l)
+  echo "$c: peak RSS ${rss} MiB (memory budget $MEMORY), temp files open after the clients: $left, named in temp_dir: $(find "$WORK/$c/temp" -type f | wc -l)"
+  kill -TERM "$pid"
+  running() { case $(ps -o stat= -p "$pid" 2>/dev/null) in ""|Z*) return 1 ;; esac; }
+  for _ in $(seq 150); do running || break; sleep 0.1; done
+  echo "$c stopped on SIGTERM: $(running && echo no || echo yes), files in temp_dir after: $(find "$WORK/$c/temp" -type f | wc -l)"
+done

@@ -23,8 +23,10 @@ mod relay;
 
 /// Room for a usual answer head and a small body in the first read.
 const FIRST_READ: usize = 16 * 1024;
-/// Room for each further read of a large body.
-const BODY_READ: usize = 64 * 1024;
+/// Room for each further read of a large body: a worker that writes fast gives a whole
+/// socket buffer at once, so a large answer takes a few reads (and spool pieces) a
+/// megabyte, not dozens.
+const BODY_READ: usize = 256 * 1024;
 /// A head not complete within this many bytes goes to pingora's session and its limits.
 const MAX_PLAIN_HEAD: usize = 16 * 1024;
 /// More fields than this and the answer goes to pingora's session.

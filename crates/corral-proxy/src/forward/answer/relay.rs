@@ -79,9 +79,11 @@ impl PlainAnswer {
         }
         let spool = buffered.answer_spool();
         let worker_side = async {
+            // Each read goes into `buf`; a full one leaves as a piece of its own, kept by the
+            // spool as it is when it stays in memory, else written to the temp file and
+            // dropped, and then `reserve` takes its room back.
             let mut buf = BytesMut::with_capacity(remaining.min(BODY_READ));
             let failed = loop {
-                buf.clear();
                 buf.reserve(remaining.min(BODY_READ));
                 let n = match read(&mut worker, &mut buf, timeout, "while reading the body").await {
                     Ok(0) => {
@@ -99,7 +101,18 @@ impl PlainAnswer {
                 };
                 let take = n.min(remaining);
                 remaining -= take;
-                if spool.push(&buf[..take]).await.is_err() {
+                // A read that filled most of its buffer leaves as it is; a short one is
+                // copied, so a piece kept in memory never pins much more than its length.
+                let pushed = if take * 2 >= buf.capacity() {
+                    let piece = buf.split_to(take).freeze();
+                    buf.clear();
+                    spool.push_owned(piece).await
+                } else {
+                    let pushed = spool.push(&buf[..take]).await;
+                    buf.clear();
+                    pushed
+                };
+                if pushed.is_err() {
                     // The client is gone: the worker's connection is not reused.
                     break None;
                 }

@@ -15,6 +15,10 @@ use tokio::sync::Notify;
 use super::temp::TempFile;
 use super::BufferSettings;
 
+/// The most one pull takes: a piece on its way to a slow client is held outside the budget,
+/// so this bounds what each such client costs beyond it.
+const READ_BACK: usize = 64 * 1024;
+
 /// What the puller gets.
 #[derive(Debug)]
 pub(crate) enum Pulled {
@@ -94,13 +98,26 @@ impl<'a> Spool<'a> {
     /// process's budget have room, else in the temp file while it has room, else once the
     /// puller has taken what waits (the worker then goes at the client's pace). An empty
     /// spool always takes a piece, so a zero-sized buffer means one piece in flight.
-    /// Fails when the puller is gone.
+    /// Fails when the puller is gone. A piece kept in memory is copied; see
+    /// [`Spool::push_owned`] for one the caller gives away.
     pub(crate) async fn push(&self, bytes: &[u8]) -> Result<(), PullerGone> {
+        self.push_with(bytes, || Bytes::copy_from_slice(bytes))
+            .await
+    }
+
+    /// [`Spool::push`] of a piece the spool may keep as it is (no copy when it stays in
+    /// memory; one that goes to the temp file is dropped once written, so its buffer can
+    /// be reused by the caller).
+    pub(crate) async fn push_owned(&self, bytes: Bytes) -> Result<(), PullerGone> {
+        self.push_with(&bytes, || bytes.clone()).await
+    }
+
+    async fn push_with(&self, bytes: &[u8], keep: impl Fn() -> Bytes) -> Result<(), PullerGone> {
         if bytes.is_empty() {
             return Ok(());
         }
         loop {
-            if let Some(first) = self.try_push(bytes)? {
+            if let Some(first) = self.try_push(bytes, &keep)? {
                 self.pullable.notify_one();
                 if first {
                     // The puller may be waiting for this piece: let it run before the next
@@ -117,7 +134,7 @@ impl<'a> Spool<'a> {
 
     /// `Some(first)` when the piece was taken (`first`: the spool was empty), `None` when
     /// there is no room for it yet.
-    fn try_push(&self, bytes: &[u8]) -> Result<Option<bool>, PullerGone> {
+    fn try_push(&self, bytes: &[u8], keep: impl Fn() -> Bytes) -> Result<Option<bool>, PullerGone> {
         let mut state = self.state.lock();
         if state.ends == Ends::PullerGone {
             return Err(PullerGone);
@@ -129,9 +146,7 @@ impl<'a> Spool<'a> {
         if state.queue.is_empty() || memory_room {
             state.memory += len;
             self.metrics.memory.add(len as i64);
-            state
-                .queue
-                .push_back(Piece::Memory(Bytes::copy_from_slice(bytes)));
+            state.queue.push_back(Piece::Memory(keep()));
             return Ok(Some(state.queue.len() == 1));
         }
         let file_end = state.file.as_ref().map_or(0, TempFile::end);
@@ -154,7 +169,17 @@ impl<'a> Spool<'a> {
         };
         state.on_disk += len as u64;
         self.metrics.disk.add(len as i64);
-        state.queue.push_back(Piece::File { at, len });
+        // Bytes written right after the last piece in the file join it: the puller reads
+        // the file back in pieces of its own size.
+        match state.queue.back_mut() {
+            Some(Piece::File {
+                at: last,
+                len: held,
+            }) if *last + *held as u64 == at => {
+                *held += len;
+            }
+            _ => state.queue.push_back(Piece::File { at, len }),
+        }
         Ok(Some(state.queue.len() == 1))
     }
 
@@ -184,12 +209,26 @@ impl<'a> Spool<'a> {
             return Some(Pulled::Failed);
         }
         match state.queue.pop_front() {
-            Some(Piece::Memory(bytes)) => {
+            Some(Piece::Memory(mut bytes)) => {
+                // So for a piece in memory (without a copy).
+                if bytes.len() > READ_BACK {
+                    state
+                        .queue
+                        .push_front(Piece::Memory(bytes.split_off(READ_BACK)));
+                }
                 state.memory -= bytes.len();
                 self.metrics.memory.sub(bytes.len() as i64);
                 Some(Pulled::Piece(bytes))
             }
-            Some(Piece::File { at, len }) => {
+            Some(Piece::File { at, len: held }) => {
+                // One pull reads back at most READ_BACK; the rest stays first in line.
+                let len = held.min(READ_BACK);
+                if len < held {
+                    state.queue.push_front(Piece::File {
+                        at: at + len as u64,
+                        len: held - len,
+                    });
+                }
                 state.on_disk -= len as u64;
                 self.metrics.disk.sub(len as i64);
                 let emptied = state.on_disk == 0;

@@ -169,3 +169,36 @@ fn a_body_file_reads_back_in_pieces_and_its_memory_and_disk_are_given_back() {
     drop((memory, file));
     assert_eq!((m.buffer.memory.get(), m.buffer.disk.get()), (0, 0));
 }
+
+#[tokio::test]
+async fn a_pull_takes_at_most_64_kib_of_a_large_piece_in_memory_or_in_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = settings(dir.path(), 300 << 10, 1 << 30);
+    let m = metrics();
+    let spool = Spool::new(&settings, &m.buffer, &m.buffer.answers_spilled);
+    let big: Vec<u8> = (0..256 << 10).map(|k| (k % 251) as u8).collect();
+    spool
+        .push_owned(bytes::Bytes::from(big.clone()))
+        .await
+        .expect("kept in memory as it is");
+    spool.push(&big).await.expect("to the temp file");
+    spool.push(&big).await.expect("after it in the temp file");
+    spool.finish();
+    assert_eq!(spool.on_disk(), 512 << 10);
+    let mut sizes = Vec::new();
+    let mut all = Vec::new();
+    loop {
+        match spool.pull().await {
+            Pulled::Piece(piece) => {
+                sizes.push(piece.len());
+                all.extend_from_slice(&piece);
+            }
+            Pulled::End => break,
+            Pulled::Failed => panic!("failed"),
+        }
+    }
+    assert_eq!(sizes, vec![64 << 10; 12]);
+    assert_eq!(all, [&big[..], &big[..], &big[..]].concat());
+    drop(spool);
+    assert_eq!((m.buffer.memory.get(), m.buffer.disk.get()), (0, 0));
+}
