@@ -314,15 +314,20 @@ fn server_sent_events_reach_the_client_one_by_one_with_buffering_on() {
     }
     let numbers: Vec<u32> = events.iter().map(|(n, _)| *n).collect();
     assert_eq!(numbers, (0..20).collect::<Vec<_>>());
-    // Each event within 100 ms of the app writing it: a buffer that waited to fill, or a
-    // write left unflushed, would hold it until the next event 300 ms later.
-    let slowest = events.iter().map(|(_, lag)| *lag).fold(0.0, f64::max);
+    // A buffer that waited to fill, or a write left unflushed, would hold an event until the
+    // next one 300 ms later: each must come within 250 ms of the app writing it (room for a
+    // loaded machine's stalls, which failed a 100 ms bound in a full run at load 16), and
+    // their median within 100 ms (the figure; 10 ms here on a quiet machine).
+    let mut lags: Vec<f64> = events.iter().map(|(_, lag)| *lag).collect();
+    lags.sort_by(f64::total_cmp);
     println!(
-        "slowest event: {:.1} ms after it was written",
-        slowest * 1000.0
+        "event lags: median {:.1} ms, slowest {:.1} ms",
+        lags[lags.len() / 2] * 1000.0,
+        lags[lags.len() - 1] * 1000.0
     );
-    let late: Vec<_> = events.iter().filter(|(_, lag)| *lag >= 0.1).collect();
+    let late: Vec<_> = events.iter().filter(|(_, lag)| *lag >= 0.25).collect();
     assert!(late.is_empty(), "late events {late:?} of {events:?}");
+    assert!(lags[lags.len() / 2] < 0.1, "events {events:?}");
 }
 
 #[test]
