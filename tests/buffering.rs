@@ -193,6 +193,11 @@ fn twenty_quick_requests(corral: &Corral, context: &str) {
         took.push(elapsed);
     }
     took.sort();
+    println!(
+        "{context}: 20 quick requests, median {:?}, slowest {:?}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
     assert!(
         took[took.len() / 2] < Duration::from_secs(1),
         "{context}: the quick requests took {took:?}\n{}",
