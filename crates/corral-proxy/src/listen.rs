@@ -6,7 +6,9 @@
 //! to send (`forward/coalesce.rs`). The sockets come from the same table pingora's listeners
 //! took them from (`bind_all`, inherited ones included), so socket activation and the
 //! SIGUSR2 hand-over see no difference; the stop closes them as pingora did, when the shutdown
-//! signal turns true, while the connections go on under the same signal.
+//! signal turns true, while the connections go on under the same signal. With more than one
+//! proxy thread, each thread accepts on every socket and serves what it accepted (see
+//! [`serve`]).
 #![allow(unsafe_code)] // one descriptor taken over from the listener table
 
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::{ListenFds, ShutdownWatch};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 use crate::forward::Forwarder;
 
@@ -35,31 +37,105 @@ pub struct ListenError {
     pub reason: String,
 }
 
-/// Serves `forwarder` on every address of `listen`, each socket taken from `fds`, until
-/// `shutdown` turns true; then the listeners close (connections go on under `shutdown`).
+/// Serves `forwarder` on every address of `listen`, each socket taken from `fds`, on
+/// `threads` proxy threads, until `shutdown` turns true; then the listeners close
+/// (connections go on under `shutdown`, and end with the process).
+///
+/// Each proxy thread runs an event loop of its own (a current-thread runtime: this one, and
+/// `threads - 1` started here) with its own accept loop on every listener, as nginx's worker
+/// processes each accept on the shared sockets: a connection is accepted, read, forwarded and
+/// answered by one thread, its worker connections come from that thread's own set
+/// (`Forwarder::for_thread`), and no task moves between threads. One multi-thread runtime
+/// (work stealing) scaled worse: tasks woken by one thread's poll of the sockets ran on the
+/// other, and every request crossed threads.
 pub async fn serve(
     forwarder: Forwarder,
     listen: &[SocketAddr],
     fds: ListenFds,
     shutdown: ShutdownWatch,
+    threads: usize,
 ) -> Result<(), ListenError> {
-    let forwarder = Arc::new(forwarder);
-    let mut loops = Vec::new();
+    let mut sockets = Vec::new();
     for &addr in listen {
-        let listener = take(&fds, addr)?;
-        loops.push(accept_loop(
-            forwarder.clone(),
-            listener,
-            addr,
-            shutdown.clone(),
-        ));
+        sockets.push((addr, take(&fds, addr)?));
     }
-    futures::future::join_all(loops).await;
+    let mut ended = Vec::new();
+    for _ in 1..threads {
+        let mut copies = Vec::new();
+        for (addr, socket) in &sockets {
+            let copy = socket.try_clone().map_err(|e| ListenError {
+                addr: *addr,
+                reason: e.to_string(),
+            })?;
+            copies.push((*addr, copy));
+        }
+        ended.push(proxy_thread(
+            forwarder.for_thread(),
+            copies,
+            shutdown.clone(),
+        )?);
+    }
+    serve_here(Arc::new(forwarder), sockets, shutdown).await;
+    for thread in ended {
+        let _ = thread.await;
+    }
     Ok(())
 }
 
-/// The listening socket of `addr` from the table, as a tokio listener.
-fn take(fds: &ListenFds, addr: SocketAddr) -> Result<TcpListener, ListenError> {
+/// Runs the accept loops of `sockets` on the calling runtime until `shutdown`.
+async fn serve_here(
+    forwarder: Arc<Forwarder>,
+    sockets: Vec<(SocketAddr, std::net::TcpListener)>,
+    shutdown: ShutdownWatch,
+) {
+    let mut loops = Vec::new();
+    for (addr, socket) in sockets {
+        match TcpListener::from_std(socket) {
+            Ok(listener) => loops.push(accept_loop(
+                forwarder.clone(),
+                listener,
+                addr,
+                shutdown.clone(),
+            )),
+            Err(e) => tracing::error!(listener = %addr, error = %e, "cannot poll a listener"),
+        }
+    }
+    futures::future::join_all(loops).await;
+}
+
+/// Starts one more proxy thread serving `sockets`; the receiver hears when its accept loops
+/// have ended (after `shutdown`). The thread runs on, serving the connections it has, until
+/// the process ends after the stop sequence's drain.
+fn proxy_thread(
+    forwarder: Forwarder,
+    sockets: Vec<(SocketAddr, std::net::TcpListener)>,
+    shutdown: ShutdownWatch,
+) -> Result<tokio::sync::oneshot::Receiver<()>, ListenError> {
+    let (ended, heard) = tokio::sync::oneshot::channel();
+    let addr = sockets.first().map(|(a, _)| *a);
+    let error = |e: std::io::Error| ListenError {
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        reason: format!("cannot start a proxy thread: {e}"),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(error)?;
+    std::thread::Builder::new()
+        .name("corral-proxy".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                serve_here(Arc::new(forwarder), sockets, shutdown).await;
+                let _ = ended.send(());
+                std::future::pending::<()>().await
+            })
+        })
+        .map_err(error)?;
+    Ok(heard)
+}
+
+/// The listening socket of `addr` from the table, listening with pingora's backlog.
+fn take(fds: &ListenFds, addr: SocketAddr) -> Result<std::net::TcpListener, ListenError> {
     let error = |reason: String| ListenError { addr, reason };
     let fd = fds
         .lock()
@@ -69,16 +145,17 @@ fn take(fds: &ListenFds, addr: SocketAddr) -> Result<TcpListener, ListenError> {
     // SAFETY: `fd` is a listening TCP socket that `bind_all` (or socket activation, or the
     // master we took over from) put in the table for this address, and this is its only
     // listener: it owns the descriptor from here, as pingora's listener would have (by the
-    // same `from_raw_fd`), and closes it when the accept loop ends. The table keeps the
+    // same `from_raw_fd`), and closes it when the accept loops end. The table keeps the
     // number only, for a SIGUSR2 successor to inherit while the socket is open.
-    let socket = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
     socket
         .set_nonblocking(true)
         .map_err(|e| error(e.to_string()))?;
     // listen() again on a listening socket sets its backlog (Linux), as pingora does.
-    TcpSocket::from_std_stream(socket)
-        .listen(BACKLOG)
-        .map_err(|e| error(e.to_string()))
+    socket
+        .listen(BACKLOG as i32)
+        .map_err(|e| error(e.to_string()))?;
+    Ok(socket.into())
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true, each served in a task of

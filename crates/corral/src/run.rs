@@ -27,7 +27,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn run_logged(config: Config, log: &LogGuard) -> anyhow::Result<()> {
-    let runtime = proxy_runtime(config.server.threads).context("cannot start the proxy runtime")?;
+    let runtime = proxy_runtime().context("cannot start the proxy runtime")?;
     let signals = {
         let _context = runtime.enter();
         Signals::install().context("cannot install signal handlers")?
@@ -141,15 +141,13 @@ async fn serve(
     Ok(ending)
 }
 
-/// The proxy's runtime. One thread runs everything on the calling thread, without the
-/// multi-thread scheduler's cross-thread wake-ups; more threads share one work-stealing pool.
-fn proxy_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    builder.thread_name("corral-proxy").enable_all().build()
+/// The master's runtime, on the calling thread: the master's loop, the admin and redirect
+/// listeners, and the first proxy thread's connections; `server.threads` more than one starts
+/// the others beside it, each an event loop of its own (`corral_proxy::listen`), rather than
+/// one work-stealing pool whose tasks crossed threads on every wake-up.
+fn proxy_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .thread_name("corral-proxy")
+        .enable_all()
+        .build()
 }

@@ -25,6 +25,9 @@ pub struct Listening {
     /// Turns true when this master may take connections: at once, or after a SIGUSR2 once
     /// its active pool is ready.
     pub accepting: watch::Receiver<bool>,
+    /// Proxy threads (`server.threads`): the public listeners' connections are spread over
+    /// this many event loops, the calling runtime's included.
+    pub threads: usize,
 }
 
 impl Listening {
@@ -59,11 +62,12 @@ impl Listening {
     ) -> tokio::task::JoinHandle<()> {
         let (fds, shutdown) = (self.fds.clone(), self.shutdown.clone());
         let accepting = self.accepting.clone();
+        let threads = self.threads;
         spawn(
             name,
             async move {
                 if until_accepting(accepting, shutdown.clone()).await {
-                    corral_proxy::listen::serve(forwarder, &listen, fds, shutdown)
+                    corral_proxy::listen::serve(forwarder, &listen, fds, shutdown, threads)
                         .await
                         .map_err(|e| e.to_string())?;
                 }

@@ -64,6 +64,7 @@ pub fn start(
         shutdown: shutdown_rx,
         failed: failed_tx,
         accepting,
+        threads: config.server.threads,
     };
     let mut proxy_tasks = Vec::new();
     if let (Some(tls), Some(certificates)) = (&config.server.tls, &opened.certificates) {

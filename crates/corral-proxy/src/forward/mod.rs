@@ -142,6 +142,27 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// The same forwarder for another proxy thread (`listen.rs`): everything shared but the
+    /// connections kept open to workers, which are the thread's own, so a request and its
+    /// worker connection are served by one thread's event loop and no two threads take
+    /// turns on one pool's lock.
+    pub(crate) fn for_thread(&self) -> Self {
+        Forwarder {
+            routes: self.routes.clone(),
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            reporter: self.reporter.clone(),
+            connections: self.connections.clone(),
+            tunnels: self.tunnels.clone(),
+            conns: Arc::default(),
+            tls: self.tls.clone(),
+            challenges: self.challenges.clone(),
+            static_metrics: self.static_metrics.clone(),
+        }
+    }
+}
+
 /// A client connection that may carry another request, with the bytes of the next one
 /// already read (pipelining).
 type Reusable = (Stream, Option<bytes::BytesMut>);
