@@ -14,6 +14,8 @@
 #   NGINX_HTTP='gzip on;'                      # lines for nginx's http block
 #   B_ACCESS=true bench/ab.sh BIN BIN          # the access log off (A) and on (B); level info,
 #                                              # as builds before 97dddfe dropped access lines at warn
+#   THREADS=2 UPSTREAM=remote bench/ab.sh A B  # two proxy threads (nginx: 2 workers), each corral
+#                                              # in front of nginx's upstream as a remote pool
 #   UPSTREAM=gunicorn BIND=unix bench/ab.sh A B  # in front of Python: each corral supervises four
 #                                              # `gunicorn -w 1` sync workers (`concurrency = 1`, over
 #                                              # BIND = tcp or unix), nginx proxies `gunicorn -w 4`;
@@ -30,9 +32,9 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-4}
 UPSTREAM=${UPSTREAM:-testapp}
 case $UPSTREAM in
-  testapp) CONNS=${CONNS:-"16 64"}; PATH_Q=${PATH_Q:-/bytes?n=0} ;;
+  testapp|remote) CONNS=${CONNS:-"16 64"}; PATH_Q=${PATH_Q:-/bytes?n=0} ;;
   gunicorn) CONNS=${CONNS:-32}; PATH_Q=${PATH_Q:-/} ;;
-  *) echo "UPSTREAM is testapp or gunicorn, not $UPSTREAM" >&2; exit 2 ;;
+  *) echo "UPSTREAM is testapp, remote or gunicorn, not $UPSTREAM" >&2; exit 2 ;;
 esac
 work_dir ab
 
@@ -67,7 +69,8 @@ ready = \"tcp\""
 fi
 TICK=$(getconf CLK_TCK)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of some processes (nginx: all its workers)
+cpu_ticks() { local s=0 p; for p in $1; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$s"; }
 
 # start_corral NAME BIN SERVER_LINES TABLES [ACCESS] -> sets PORT_<NAME>, PID_<NAME>
 start_corral() {
@@ -79,7 +82,7 @@ listen = ["127.0.0.1:$port"]
 admin = "127.0.0.1:$admin"
 control_socket = "$WORK/$1.sock"
 runtime_dir = "$WORK/$1-run"
-threads = 1
+threads = ${THREADS:-1}
 $3
 [log]
 access = ${5:-false}
@@ -101,11 +104,13 @@ else
   "$APP" --port "$UP" >/dev/null 2>&1 & PIDS+=($!)
 fi
 wait_port "$UP"
-nginx_conf "$WORK" "$NGINX_PORT" "$UP" "${NGINX_HTTP:-}"
+[ "$UPSTREAM" = remote ] && POOL="upstreams = [\"127.0.0.1:$UP\"]
+concurrency = 4096"
+NGINX_WORKERS=${THREADS:-1} nginx_conf "$WORK" "$NGINX_PORT" "$UP" "${NGINX_HTTP:-}"
 nginx -c "$WORK/nginx.conf" & PIDS+=($!)
 wait_port "$NGINX_PORT"
 for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
-PID_nginx=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+PID_nginx=$(pgrep -P "$(cat "$WORK/nginx.pid")" | xargs)
 PORT_nginx=$NGINX_PORT
 start_corral before "$A" "${A_SERVER:-}" "${A_TABLES:-}" "${A_ACCESS:-false}"
 start_corral after "$B" "${B_SERVER:-}" "${B_TABLES:-}" "${B_ACCESS:-false}"
@@ -143,7 +148,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "$ROUNDS rounds of ${DURATION} s cells, wrk -t1, $PATH_Q, keep-alive; corral 1 proxy thread, nginx 1 worker; upstream: $UPSTREAM${BIND:+ over $BIND}."
+echo "$ROUNDS rounds of ${DURATION} s cells, wrk -t1, $PATH_Q, keep-alive; corral ${THREADS:-1} proxy thread(s), nginx ${THREADS:-1} worker(s); upstream: $UPSTREAM${BIND:+ over $BIND}."
 echo "Requests/s and CPU µs per request (user+system) of the proxy process: median (min-max)."
 echo "Body bytes of one answer: ${sizes[*]}."
 echo

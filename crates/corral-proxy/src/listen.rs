@@ -44,8 +44,8 @@ pub struct ListenError {
 /// Each proxy thread runs an event loop of its own (a current-thread runtime: this one, and
 /// `threads - 1` started here) with its own accept loop on every listener, as nginx's worker
 /// processes each accept on the shared sockets: a connection is accepted, read, forwarded and
-/// answered by one thread, its worker connections come from that thread's own set
-/// (`Forwarder::for_thread`), and no task moves between threads. One multi-thread runtime
+/// answered by one thread, and no task moves between threads (the connections kept open to
+/// workers are shared, see `Forwarder::for_thread`). One multi-thread runtime
 /// (work stealing) scaled worse: tasks woken by one thread's poll of the sockets ran on the
 /// other, and every request crossed threads.
 pub async fn serve(

@@ -143,10 +143,12 @@ impl Forwarder {
 }
 
 impl Forwarder {
-    /// The same forwarder for another proxy thread (`listen.rs`): everything shared but the
-    /// connections kept open to workers, which are the thread's own, so a request and its
-    /// worker connection are served by one thread's event loop and no two threads take
-    /// turns on one pool's lock.
+    /// The same forwarder for another proxy thread (`listen.rs`). Everything is shared,
+    /// the connections kept open to workers included: a worker that serves one connection
+    /// at a time (a sync worker, which closes after each answer) waits on the spare one
+    /// thread opened, so the next request must take it, whichever thread serves it (with
+    /// a set per thread, the other thread's request waited in the worker's accept queue
+    /// behind a spare that never got one, `tests/reload.rs` found).
     pub(crate) fn for_thread(&self) -> Self {
         Forwarder {
             routes: self.routes.clone(),
@@ -155,7 +157,7 @@ impl Forwarder {
             reporter: self.reporter.clone(),
             connections: self.connections.clone(),
             tunnels: self.tunnels.clone(),
-            conns: Arc::default(),
+            conns: self.conns.clone(),
             tls: self.tls.clone(),
             challenges: self.challenges.clone(),
             static_metrics: self.static_metrics.clone(),
