@@ -197,7 +197,12 @@ impl Forwarder {
             exchange.backend = Some(backend.clone());
             // Only a replayable request may skip checking a recently used connection.
             let checked = !replayable || tries.stale_retried;
-            let outcome = match self.conns.get(&backend, checked).await {
+            let conns = if claim.concurrency() > 1 {
+                &self.own_conns
+            } else {
+                &self.conns
+            };
+            let outcome = match conns.get(&backend, checked).await {
                 Ok(conn) => {
                     let reused = conn.reused;
                     self.attempt(client, conn, claim, exchange, upgrade)

@@ -84,8 +84,13 @@ pub struct Forwarder {
     connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Open tunnels, for `[websocket] max_connections` and the stop sequence.
     tunnels: Arc<Tunnels>,
-    /// Connections to each worker, kept open between requests.
+    /// Connections to each worker of a pool whose workers take one request at a time,
+    /// kept open between requests, shared by the proxy threads.
     conns: Arc<conns::ConnMap>,
+    /// Connections to each worker of a pool whose workers take several at once (remote
+    /// pools, async servers): this proxy thread's own, so a request and its worker
+    /// connection are served by one thread's event loop.
+    own_conns: Arc<conns::ConnMap>,
     /// The TLS side of an HTTPS listener's forwarder; `None` for plain HTTP.
     tls: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
     /// ACME HTTP-01 challenges answered before anything else (plain listeners, with
@@ -112,6 +117,7 @@ impl Forwarder {
             connections: Arc::default(),
             tunnels,
             conns: Arc::default(),
+            own_conns: Arc::default(),
             tls: None,
             challenges: None,
             static_metrics: Arc::default(),
@@ -135,6 +141,7 @@ impl Forwarder {
             connections: self.connections.clone(),
             tunnels: self.tunnels.clone(),
             conns: self.conns.clone(),
+            own_conns: self.own_conns.clone(),
             tls: Some(Arc::new(acceptor)),
             challenges: None,
             static_metrics: self.static_metrics.clone(),
@@ -143,12 +150,13 @@ impl Forwarder {
 }
 
 impl Forwarder {
-    /// The same forwarder for another proxy thread (`listen.rs`). Everything is shared,
-    /// the connections kept open to workers included: a worker that serves one connection
-    /// at a time (a sync worker, which closes after each answer) waits on the spare one
-    /// thread opened, so the next request must take it, whichever thread serves it (with
-    /// a set per thread, the other thread's request waited in the worker's accept queue
-    /// behind a spare that never got one, `tests/reload.rs` found).
+    /// The same forwarder for another proxy thread (`listen.rs`): everything shared but
+    /// the connections to workers that take several requests at once, which are the
+    /// thread's own. Those of workers that take one at a time stay shared: such a worker (a
+    /// sync worker, a single-threaded server) waits on the one connection it accepted (the
+    /// spare one thread opened, or one kept alive), so the next request must take that one,
+    /// whichever thread serves it; with a set per thread the other thread's request waited
+    /// in the worker's accept queue (`tests/reload.rs` hung 30 s).
     pub(crate) fn for_thread(&self) -> Self {
         Forwarder {
             routes: self.routes.clone(),
@@ -158,6 +166,7 @@ impl Forwarder {
             connections: self.connections.clone(),
             tunnels: self.tunnels.clone(),
             conns: self.conns.clone(),
+            own_conns: Arc::default(),
             tls: self.tls.clone(),
             challenges: self.challenges.clone(),
             static_metrics: self.static_metrics.clone(),

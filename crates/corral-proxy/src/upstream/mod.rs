@@ -19,12 +19,20 @@ pub use wait::{claim, NoWorker};
 pub struct Claim {
     backend: Arc<Backend>,
     queue: Arc<Queue>,
+    /// The pool's `concurrency` when claimed.
+    concurrency: u32,
 }
 
 impl Claim {
     /// The claimed worker.
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
+    }
+
+    /// Requests the worker's pool takes at once per worker: more than one means it serves
+    /// several connections at once.
+    pub fn concurrency(&self) -> u32 {
+        self.concurrency
     }
 
     /// Frees the worker's slot once it has answered in full. True when a queued request was
@@ -131,6 +139,7 @@ pub fn choose(
             return Choice::Claimed(Claim {
                 backend: b.clone(),
                 queue: queue.clone(),
+                concurrency,
             });
         }
     }

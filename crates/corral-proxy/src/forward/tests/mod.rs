@@ -235,6 +235,7 @@ impl World {
             tokio::spawn(script(theirs, worker.seen.clone()));
             Ok(Box::new(ours) as pingora_core::protocols::Stream)
         }));
+        let conns = Arc::new(conns);
         let forwarder = Forwarder {
             routes: routes.clone(),
             settings: Arc::new(ArcSwap::from_pointee(settings)),
@@ -242,7 +243,8 @@ impl World {
             reporter,
             connections: Arc::default(),
             tunnels: Arc::new(Tunnels::default()),
-            conns: Arc::new(conns),
+            own_conns: conns.clone(),
+            conns,
             tls: None,
             challenges: None,
             static_metrics: Arc::default(),
