@@ -75,6 +75,8 @@ pub use tunnels::Tunnels;
 const STOP_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The public proxy: serves every client connection of the public listeners (`listen.rs`).
+/// A clone shares everything; [`Forwarder::for_tls`] and `for_thread` make the variants.
+#[derive(Clone)]
 pub struct Forwarder {
     routes: SharedRoutes,
     settings: Arc<ArcSwap<ProxySettings>>,
@@ -134,17 +136,9 @@ impl Forwarder {
     /// `max_connections` as this one, with each connection's TLS handshake first.
     pub fn for_tls(&self, acceptor: pingora_core::listeners::tls::Acceptor) -> Self {
         Forwarder {
-            routes: self.routes.clone(),
-            settings: self.settings.clone(),
-            metrics: self.metrics.clone(),
-            reporter: self.reporter.clone(),
-            connections: self.connections.clone(),
-            tunnels: self.tunnels.clone(),
-            conns: self.conns.clone(),
-            own_conns: self.own_conns.clone(),
             tls: Some(Arc::new(acceptor)),
             challenges: None,
-            static_metrics: self.static_metrics.clone(),
+            ..self.clone()
         }
     }
 }
@@ -159,17 +153,8 @@ impl Forwarder {
     /// in the worker's accept queue (`tests/reload.rs` hung 30 s).
     pub(crate) fn for_thread(&self) -> Self {
         Forwarder {
-            routes: self.routes.clone(),
-            settings: self.settings.clone(),
-            metrics: self.metrics.clone(),
-            reporter: self.reporter.clone(),
-            connections: self.connections.clone(),
-            tunnels: self.tunnels.clone(),
-            conns: self.conns.clone(),
             own_conns: Arc::default(),
-            tls: self.tls.clone(),
-            challenges: self.challenges.clone(),
-            static_metrics: self.static_metrics.clone(),
+            ..self.clone()
         }
     }
 }
