@@ -3,10 +3,12 @@
 //! closed meanwhile is never written to.
 //!
 //! A worker that closes its connection after every answer (a gunicorn sync worker) gets its
-//! next connection while it is still busy: a spare, opened as a request goes out, waits in
-//! the worker's accept queue, so the moment the answer is in the next request is one write
-//! away and the worker finds it as soon as it accepts again. Only the connection is early:
-//! a request still goes only to a worker with room.
+//! next connection while it is still busy: a spare, opened just after a request went out,
+//! waits in the worker's accept queue, so the moment the answer is in the next request is one
+//! write away and the worker finds it as soon as it accepts again. Only the connection is
+//! early: a request still goes only to a worker with room. The spare is opened after the
+//! request's write, not before it: the worker sits idle from its answer until the next request
+//! reaches it, and a connect on that path made every request wait for it.
 //!
 //! The connections are the proxy's own, so they live in the proxy's [`ConnMap`], not on the
 //! supervisor's `Backend`: a list sorted by worker id behind an `ArcSwap`, read once per
@@ -69,6 +71,9 @@ pub struct Conn {
     pub reused: bool,
     /// Its worker's set, where it goes back when its answer was read whole.
     pub home: Arc<WorkerConns>,
+    /// Whether the worker closes after each answer, so that once this request is written a
+    /// spare should be opened for the next ([`WorkerConns::open_spare`]).
+    pub spare_next: bool,
 }
 
 /// Every worker's connections, by worker id, for the whole proxy (the HTTPS forwarder shares
@@ -112,10 +117,12 @@ impl ConnMap {
     pub async fn get(&self, backend: &Arc<Backend>, check: bool) -> io::Result<Conn> {
         let home = self.entry(backend);
         if let Some((stream, reused)) = self.ready(&home, backend, check) {
+            let spare_next = home.closes.load(Ordering::Relaxed);
             return Ok(Conn {
                 stream,
                 reused,
                 home,
+                spare_next,
             });
         }
         #[cfg(test)]
@@ -125,6 +132,7 @@ impl ConnMap {
                 stream,
                 reused: false,
                 home,
+                spare_next: false,
             });
         }
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&backend.info.addr))
@@ -134,6 +142,7 @@ impl ConnMap {
             stream,
             reused: false,
             home,
+            spare_next: false,
         })
     }
 
@@ -149,10 +158,9 @@ impl ConnMap {
     /// A connection to `backend` that needs no waiting: an idle one, or for a worker that
     /// closes after each answer the spare or one begun now.
     ///
-    /// For such a worker the next request's spare is opened here, as this one goes out, with
-    /// the spare lock held: the worker accepts connections in the order they were opened,
-    /// so the connection a request uses must never queue behind a spare opened before it
-    /// and not yet used.
+    /// A fresh one is begun with the spare lock held: the worker accepts connections in the
+    /// order they were opened, so the connection a request uses must never queue behind a
+    /// spare opened before it and not yet used.
     fn ready(
         &self,
         conns: &Arc<WorkerConns>,
@@ -181,9 +189,6 @@ impl ConnMap {
             Some((stream, _)) => (stream, true),
             None => (open_now(&backend.info.addr)?, false),
         };
-        if !backend.load.is_retiring() {
-            *spare = open_now(&backend.info.addr).map(|s| (s, Instant::now()));
-        }
         drop(spare);
         start_sweeping(backend, conns);
         Some(this)
@@ -241,6 +246,16 @@ impl WorkerConns {
         }
         if idle.len() < MAX_IDLE {
             idle.push((stream, now));
+        }
+    }
+
+    /// Opens the spare for the next request to a worker that closes after each answer, once
+    /// this request is written (so after every connection a request of this worker uses):
+    /// one already opened meanwhile is kept, and a retiring worker gets none.
+    pub fn open_spare(&self, backend: &Backend) {
+        let mut spare = self.spare.lock();
+        if spare.is_none() && !backend.load.is_retiring() {
+            *spare = open_now(&backend.info.addr).map(|s| (s, Instant::now()));
         }
     }
 

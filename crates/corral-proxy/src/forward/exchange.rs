@@ -295,6 +295,7 @@ impl Forwarder {
         let Conn {
             stream: mut worker,
             home,
+            spare_next,
             ..
         } = conn;
         let send = exchange.settings.forward_fields;
@@ -337,6 +338,11 @@ impl Forwarder {
             }
             Outgoing::Head(head) => Some(head),
         };
+        if spare_next {
+            if let Some(backend) = &exchange.backend {
+                home.open_spare(backend);
+            }
+        }
         let sent = Sent {
             worker,
             home,

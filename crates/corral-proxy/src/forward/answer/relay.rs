@@ -68,12 +68,14 @@ impl PlainAnswer {
         head.extend_from_slice(&body);
         let send_timeout = buffered.send_timeout;
         if remaining == 0 {
-            if release(reusable.then_some(worker), false).0 {
+            let (kept, closing) = split(worker, reusable);
+            if release(kept, false).0 {
                 // A queued request takes the worker: let it go out first, so the worker
                 // finds it waiting instead of sleeping until this answer is written. (So
                 // below, once a longer body is read whole.)
                 tokio::task::yield_now().await;
             }
+            drop(closing);
             let complete = write(client, &head, send_timeout).await;
             return Relayed::ended(body.len(), None, complete);
         }
@@ -118,11 +120,12 @@ impl PlainAnswer {
                 }
                 if remaining == 0 {
                     // The whole body is read: the worker goes back before the client has it.
-                    let (queued, delivering) =
-                        release((reusable && n == take).then_some(worker), true);
+                    let (kept, closing) = split(worker, reusable && n == take);
+                    let (queued, delivering) = release(kept, true);
                     if queued {
                         tokio::task::yield_now().await;
                     }
+                    drop(closing);
                     spool.finish();
                     return (None, Some((Instant::now(), delivering)));
                 }
@@ -179,5 +182,16 @@ async fn write(client: &mut Stream, bytes: &[u8], send_timeout: Duration) -> boo
             tracing::debug!(error = %e, "client went away during the answer");
             false
         }
+    }
+}
+
+/// The worker's connection as `release` takes it (`Some` when it can carry another request)
+/// and the one to close, which is closed only after `release`: the slot is freed (and a
+/// queued request woken) without waiting for the close's system calls.
+fn split(worker: Stream, reusable: bool) -> (Option<Stream>, Option<Stream>) {
+    if reusable {
+        (Some(worker), None)
+    } else {
+        (None, Some(worker))
     }
 }
