@@ -8,7 +8,10 @@
 //! write away and the worker finds it as soon as it accepts again. Only the connection is
 //! early: a request still goes only to a worker with room. The spare is opened after the
 //! request's write, not before it: the worker sits idle from its answer until the next request
-//! reaches it, and a connect on that path made every request wait for it.
+//! reaches it, and a connect on that path made every request wait for it. A spare is a bare
+//! socket until a request takes it, and joins the event loop of the proxy thread that does:
+//! registered where it was opened, its readiness went through that thread, which had to be
+//! woken for it (an `eventfd` write and an `epoll_wait` more per request on two threads).
 //!
 //! The connections are the proxy's own, so they live in the proxy's [`ConnMap`], not on the
 //! supervisor's `Backend`: a list sorted by worker id behind an `ArcSwap`, read once per
@@ -18,6 +21,7 @@
 //! lock.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -56,8 +60,9 @@ const SPARE_MAX_AGE: Duration = Duration::from_millis(500);
 #[derive(Default)]
 pub struct WorkerConns {
     idle: Mutex<Vec<(Stream, Instant)>>,
-    /// A connection opened ahead and never used, for a worker that closes after each answer.
-    spare: Mutex<Option<(Stream, Instant)>>,
+    /// A connection opened ahead and never used, for a worker that closes after each answer;
+    /// in no thread's event loop until a request takes it.
+    spare: Mutex<Option<(Socket, Instant)>>,
     /// Whether the worker closed the connection of its last answer.
     closes: AtomicBool,
     /// Whether the task that closes stale spares runs.
@@ -169,7 +174,7 @@ impl ConnMap {
     ) -> Option<(Stream, bool)> {
         while let Some((stream, since)) = conns.idle.lock().pop() {
             let idle = since.elapsed();
-            if idle < MAX_IDLE_AGE && (!(check || idle > CHECK_AFTER) || still_open(&stream)) {
+            if idle < MAX_IDLE_AGE && (!(check || idle > CHECK_AFTER) || still_open(stream.id())) {
                 return Some((stream, true));
             }
         }
@@ -181,13 +186,14 @@ impl ConnMap {
             return None;
         }
         let mut spare = conns.spare.lock();
-        let usable = spare.take().filter(|(stream, since)| {
-            since.elapsed() < SPARE_MAX_AGE && (!check || still_open(stream))
+        let usable = spare.take().filter(|(socket, since)| {
+            since.elapsed() < SPARE_MAX_AGE && (!check || still_open(socket.as_raw_fd()))
         });
-        // The spare, or else a fresh connection; either way the next spare behind it.
+        // The spare, or else a fresh connection, in this thread's event loop.
+        let addr = &backend.info.addr;
         let this = match usable {
-            Some((stream, _)) => (stream, true),
-            None => (open_now(&backend.info.addr)?, false),
+            Some((socket, _)) => (register(socket, addr)?, true),
+            None => (register(open_now(addr)?, addr)?, false),
         };
         drop(spare);
         start_sweeping(backend, conns);
@@ -271,8 +277,8 @@ impl WorkerConns {
 /// A connection to `addr` begun without waiting: the connect is under way (on loopback it
 /// is done by the time the call returns) and the first write waits for it if need be.
 /// `None` when it could not even begin (the caller connects the usual way, or goes without
-/// a spare).
-fn open_now(addr: &Address) -> Option<Stream> {
+/// a spare). Not yet in an event loop: see [`register`].
+fn open_now(addr: &Address) -> Option<Socket> {
     let (domain, target) = match addr {
         Address::Tcp(addr) => (Domain::for_address(*addr), SockAddr::from(*addr)),
         Address::Unix(path) => (Domain::UNIX, SockAddr::unix(path).ok()?),
@@ -285,11 +291,17 @@ fn open_now(addr: &Address) -> Option<Stream> {
         // EAGAIN on a Unix socket: the worker's accept queue is full.
         Err(_) => return None,
     }
+    if let Address::Tcp(_) = addr {
+        socket.set_tcp_nodelay(true).ok()?;
+    }
+    Some(socket)
+}
+
+/// A socket from [`open_now`] as a stream in the calling thread's event loop, which is where
+/// the request using it runs.
+fn register(socket: Socket, addr: &Address) -> Option<Stream> {
     let stream: L4Stream = match addr {
-        Address::Tcp(_) => {
-            socket.set_tcp_nodelay(true).ok()?;
-            TcpStream::from_std(socket.into()).ok()?.into()
-        }
+        Address::Tcp(_) => TcpStream::from_std(socket.into()).ok()?.into(),
         Address::Unix(_) => UnixStream::from_std(socket.into()).ok()?.into(),
     };
     Some(Box::new(stream))
@@ -340,14 +352,10 @@ async fn connect(addr: &Address) -> io::Result<Stream> {
 
 /// Whether an idle connection is still open and quiet: the worker has neither closed it
 /// (EOF) nor sent anything unasked. One non-blocking peek, no await.
-fn still_open(stream: &Stream) -> bool {
+fn still_open(fd: RawFd) -> bool {
     let mut byte = [0u8; 1];
     matches!(
-        recv(
-            stream.id(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-        ),
+        recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
         Err(Errno::EAGAIN)
     )
 }
