@@ -16,6 +16,7 @@ mod compress;
 mod conns;
 mod context;
 mod copy;
+mod deadline;
 mod delivered;
 mod exchange;
 mod failure;
@@ -206,6 +207,7 @@ impl Forwarder {
         tokio::pin!(stop_signal);
         let mut stop_seen = false;
         let mut first = true;
+        let mut idle_deadline = deadline::LazyDeadline::default();
         // Each request line as sent, before pingora's parser rewrites a bad target.
         let (mut stream, line) = sniff::Sniff::wrap(stream);
         loop {
@@ -231,13 +233,13 @@ impl Forwarder {
             let keepalive = (!first).then(|| self.settings.load().keepalive_secs());
             if pipelined.is_none() {
                 // Idle: no session and no buffer until the client sends (`idle.rs`); past the
-                // keep-alive timeout (pingora's cheap timer, as its own read had) a quiet close.
+                // keep-alive timeout (one timer for the connection, `deadline.rs`) a quiet close.
                 let wait = async {
                     let bytes = idle::first_bytes(&mut stream);
                     match keepalive {
-                        Some(secs) => pingora_timeout::timeout(Duration::from_secs(secs), bytes)
+                        Some(secs) => idle_deadline
+                            .within(Duration::from_secs(secs), bytes)
                             .await
-                            .ok()
                             .flatten(),
                         None => bytes.await,
                     }

