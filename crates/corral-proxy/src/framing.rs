@@ -6,10 +6,11 @@
 //! so such a request reaches the worker as one well-formed request line.
 //! `tests/smuggling.rs` holds the whole set case by case.
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::TRANSFER_ENCODING;
 use http::Version;
 use pingora_http::RequestHeader;
 
+use crate::head_facts::HeadFacts;
 use crate::limits::Refusal;
 
 const fn bad(reason: &'static str) -> Option<Refusal> {
@@ -19,8 +20,8 @@ const fn bad(reason: &'static str) -> Option<Refusal> {
     })
 }
 
-/// Checks the request whose raw head is `raw`; `None` when it may pass.
-pub fn check(raw: &[u8], head: &RequestHeader) -> Option<Refusal> {
+/// Checks the request whose raw head is `raw`; `None` when it may pass. `facts` are `head`'s.
+pub fn check(raw: &[u8], head: &RequestHeader, facts: &HeadFacts<'_>) -> Option<Refusal> {
     let raw = skip_empty_lines(raw);
     let line = lines(raw).next().unwrap_or(raw);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -30,7 +31,7 @@ pub fn check(raw: &[u8], head: &RequestHeader) -> Option<Refusal> {
     if let Some(refusal) = check_target(head) {
         return Some(refusal);
     }
-    check_fields(head)
+    check_fields(head, facts)
 }
 
 /// The lines of `raw`, split at each `\n` as `raw.split(|&b| b == b'\n')` splits them, with
@@ -97,18 +98,20 @@ pub fn check_target(head: &RequestHeader) -> Option<Refusal> {
 
 /// The checks on the parsed fields alone: `Host`, `Content-Length` and `Transfer-Encoding`
 /// (all a request without HTTP/1.x text, an HTTP/2 stream, can be checked on).
-pub fn check_fields(head: &RequestHeader) -> Option<Refusal> {
-    let mut hosts = head.headers.get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => return bad("more than one Host"),
-        (Some(host), None) if !authority_ok(host.as_bytes()) => return bad("malformed Host"),
-        (None, _) if head.version == Version::HTTP_11 => {
+pub fn check_fields(head: &RequestHeader, facts: &HeadFacts<'_>) -> Option<Refusal> {
+    match (facts.hosts, facts.host) {
+        (2.., _) => return bad("more than one Host"),
+        (_, Some(host)) if !authority_ok(host.as_bytes()) => return bad("malformed Host"),
+        (_, None) if head.version == Version::HTTP_11 => {
             return bad("HTTP/1.1 request without Host")
         }
         _ => {}
     }
-    if head.headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
+    if facts.content_lengths > 1 {
         return bad("more than one Content-Length");
+    }
+    if !facts.transfer_encoding {
+        return None;
     }
     let mut codings = head
         .headers
@@ -177,7 +180,7 @@ mod tests {
             head.append_header(h.name.to_string(), h.value)
                 .expect("field");
         }
-        check(raw.as_bytes(), &head).map(|r| r.status)
+        check(raw.as_bytes(), &head, &HeadFacts::of(&head)).map(|r| r.status)
     }
 
     #[test]
@@ -262,7 +265,7 @@ mod target_tests {
             raw.extend_from_slice(format!(" HTTP/1.1\r\nHost: h\r\n{fields}\r\n").as_bytes());
             let _ = skip_empty_lines(&raw);
             if let Some(head) = head_of(&raw) {
-                let verdict = check(&raw, &head);
+                let verdict = check(&raw, &head, &HeadFacts::of(&head));
                 let t = head.raw_path();
                 let high = t.iter().any(|&b| b > 0x7e);
                 if high || (t == b"*" && method != "OPTIONS") {

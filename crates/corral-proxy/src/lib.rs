@@ -7,6 +7,7 @@ pub mod admin;
 pub mod control;
 pub mod forward;
 pub mod framing;
+pub mod head_facts;
 pub mod limits;
 pub mod listen;
 pub mod redirect;

@@ -4,6 +4,8 @@
 use corral_config::Limits;
 use pingora_http::RequestHeader;
 
+use crate::head_facts::HeadFacts;
+
 /// Why a request is refused, as the status to answer and a reason for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
@@ -13,8 +15,8 @@ pub struct Refusal {
     pub reason: &'static str,
 }
 
-/// Checks the request head against `limits`; `None` when it may pass.
-pub fn check(head: &RequestHeader, limits: &Limits) -> Option<Refusal> {
+/// Checks the request head against `limits`; `None` when it may pass. `facts` are `head`'s.
+pub fn check(head: &RequestHeader, facts: &HeadFacts<'_>, limits: &Limits) -> Option<Refusal> {
     // "METHOD SP target SP HTTP/1.1"
     // The target as the client sent it: no allocation on the request path.
     let line = head.method.as_str().len() + head.raw_path().len() + 10;
@@ -30,24 +32,21 @@ pub fn check(head: &RequestHeader, limits: &Limits) -> Option<Refusal> {
             reason: "too many header fields",
         });
     }
-    let mut content_lengths = head.headers.get_all(http::header::CONTENT_LENGTH).iter();
-    for (name, value) in head.headers.iter() {
-        if name.as_str().len() + value.len() + 2 > limits.header_size {
-            return Some(Refusal {
-                status: 431,
-                reason: "header field too large",
-            });
-        }
+    if facts.longest_field > limits.header_size {
+        return Some(Refusal {
+            status: 431,
+            reason: "header field too large",
+        });
     }
-    let first = content_lengths.next();
-    if head.headers.contains_key(http::header::TRANSFER_ENCODING) && first.is_some() {
+    let first = facts.content_length;
+    if facts.transfer_encoding && first.is_some() {
         return Some(Refusal {
             status: 400,
             reason: "both Content-Length and Transfer-Encoding",
         });
     }
     if let Some(first) = first {
-        if content_lengths.any(|other| other != first) {
+        if facts.content_lengths_differ {
             return Some(Refusal {
                 status: 400,
                 reason: "conflicting Content-Length",
@@ -139,7 +138,7 @@ mod tests {
     }
 
     fn status(h: &RequestHeader) -> Option<u16> {
-        check(h, &limits()).map(|r| r.status)
+        check(h, &HeadFacts::of(h), &limits()).map(|r| r.status)
     }
 
     #[test]

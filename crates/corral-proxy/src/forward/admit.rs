@@ -9,6 +9,7 @@ use pingora_http::RequestHeader;
 
 use super::failure::Failure;
 use super::headers::smuggled_length;
+use crate::head_facts::HeadFacts;
 use crate::settings::ProxySettings;
 use crate::{framing, limits};
 
@@ -19,21 +20,30 @@ pub(super) fn admit<C: ClientSide>(
     settings: &ProxySettings,
 ) -> Result<(), Failure> {
     let head = client.req_header();
+    let facts = HeadFacts::of(head);
     // The checks of the exact bytes apply to HTTP/1.x; HTTP/2's framing is its own.
     let raw = client.raw_head();
-    let refusal = limits::check(head, &settings.limits).or_else(|| match &raw {
+    let refusal = limits::check(head, &facts, &settings.limits).or_else(|| match &raw {
         Some(raw) => limits::check_raw_lines(raw, &settings.limits)
-            .or_else(|| smuggled_length(head, raw))
-            .or_else(|| framing::check(raw, head)),
-        None => framing::check_fields(head),
+            .or_else(|| smuggled_length(&facts, raw))
+            .or_else(|| framing::check(raw, head, &facts)),
+        None => framing::check_fields(head, &facts),
     });
     if let Some(refusal) = refusal {
         return Err(Failure::refused(refusal.status, refusal.reason));
     }
-    if client.req_header().method == Method::CONNECT {
+    if head.method == Method::CONNECT {
         return Err(Failure::refused(405, "CONNECT is not proxied"));
     }
-    normalize(client.req_header_mut()).map_err(|e| Failure::worker(500, e))
+    // What `normalize` changes, found before the head is borrowed to change it.
+    let length = facts
+        .content_length
+        .map(|v| v.as_bytes())
+        .filter(|digits| digits.len() > 1 && digits[0] == b'0')
+        // `limits::check` let only valid lengths through.
+        .and_then(limits::content_length);
+    let h2c = facts.upgrade && asks_h2c(head);
+    normalize(client.req_header_mut(), length, h2c).map_err(|e| Failure::worker(500, e))
 }
 
 /// Puts a head that passed the checks in the form every worker reads alike:
@@ -42,17 +52,18 @@ pub(super) fn admit<C: ClientSide>(
 /// - no `h2c` upgrade (nor its `HTTP2-Settings`): the request goes on as HTTP/1.1, as nginx
 ///   serves it, so a worker never switches a connection corral believes is HTTP/1.1 to
 ///   HTTP/2 (the h2c smuggling pattern).
-fn normalize(head: &mut RequestHeader) -> pingora_error::Result<()> {
-    if let Some(length) = head.headers.get(CONTENT_LENGTH) {
-        let digits = length.as_bytes();
-        if digits.len() > 1 && digits[0] == b'0' {
-            // `limits::check` let only valid lengths through.
-            if let Some(n) = limits::content_length(digits) {
-                head.insert_header(CONTENT_LENGTH, n.to_string())?;
-            }
-        }
+///
+/// `length` is the shortest form of a `Content-Length` written with leading zeros, `h2c`
+/// whether `Upgrade` asks for `h2c` (both found by the caller with the other checks).
+fn normalize(
+    head: &mut RequestHeader,
+    length: Option<u64>,
+    h2c: bool,
+) -> pingora_error::Result<()> {
+    if let Some(n) = length {
+        head.insert_header(CONTENT_LENGTH, n.to_string())?;
     }
-    if asks_h2c(head) {
+    if h2c {
         head.remove_header(&UPGRADE);
         head.remove_header("http2-settings");
     }

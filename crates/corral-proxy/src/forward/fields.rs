@@ -6,11 +6,12 @@
 //! property test holds them to the same result.
 
 use bytes::BytesMut;
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Method, Version};
 use pingora_http::RequestHeader;
 
 use super::identity::ClientIdentity;
+use crate::head_facts::HeadFacts;
 use corral_config::ForwardedField;
 
 /// Fields a client could use to forge where a request came from, and the request id corral
@@ -89,18 +90,19 @@ enum Listed<'a> {
 }
 
 impl<'a> RequestRules<'a> {
+    /// `facts` are `head`'s.
     pub(super) fn of(
         head: &'a RequestHeader,
+        facts: &HeadFacts<'a>,
         upgrade: bool,
         trusted_peer: bool,
         keep_underscores: bool,
     ) -> Self {
         let old = matches!(head.version, Version::HTTP_10 | Version::HTTP_09);
-        let mut values = head.headers.get_all(CONNECTION).iter();
-        let connection = match (values.next(), values.next()) {
-            (None, _) => Listed::None,
-            (Some(one), None) => Listed::One(one),
-            (Some(_), Some(_)) => Listed::Many,
+        let connection = match (facts.connections, facts.connection) {
+            (2.., _) => Listed::Many,
+            (_, Some(one)) => Listed::One(one),
+            (_, None) => Listed::None,
         };
         RequestRules {
             head,
@@ -211,11 +213,11 @@ impl ForwardMask {
 /// take the client's word for it.
 pub(super) fn forwarded<'a>(
     client: &'a ClientIdentity,
-    head: &'a RequestHeader,
+    facts: &HeadFacts<'a>,
     request_id: &'a str,
     send: ForwardMask,
 ) -> [(&'static str, Option<&'a [u8]>); 6] {
-    let host = client.host.as_ref().or_else(|| head.headers.get(HOST));
+    let host = client.host.as_ref().or(facts.host);
     let values = [
         client.forwarded_for.as_ref().map(HeaderValue::as_bytes),
         client.ip.as_ref().map(HeaderValue::as_bytes),
@@ -259,10 +261,18 @@ pub(super) fn request_bytes(
         Some(_) => head.version == Version::HTTP_11,
         None => head.version == Version::HTTP_2,
     };
-    if !version_ok || head.method == Method::HEAD || head.headers.contains_key(UPGRADE) {
+    // One walk over the fields for what this asks of them (the head as `admit` left it).
+    let facts = HeadFacts::of(head);
+    if !version_ok || head.method == Method::HEAD || facts.upgrade {
         return None;
     }
-    let rules = RequestRules::of(head, false, client.trusted_peer, send.keeps_underscores());
+    let rules = RequestRules::of(
+        head,
+        &facts,
+        false,
+        client.trusted_peer,
+        send.keeps_underscores(),
+    );
     let mut forged = 0;
     let mut underscored = 0;
     let mut out = BytesMut::with_capacity(raw.map_or(512, <[u8]>::len) + 200);
@@ -310,7 +320,7 @@ pub(super) fn request_bytes(
             }
         }
     }
-    for (name, value) in forwarded(client, head, request_id, send) {
+    for (name, value) in forwarded(client, &facts, request_id, send) {
         if let Some(value) = value {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
@@ -336,7 +346,14 @@ pub(super) fn request_head(
     send: ForwardMask,
 ) -> pingora_error::Result<Outbound<Box<RequestHeader>>> {
     let mut out = Box::new(head.clone());
-    let rules = RequestRules::of(head, upgrade, client.trusted_peer, send.keeps_underscores());
+    let facts = HeadFacts::of(head);
+    let rules = RequestRules::of(
+        head,
+        &facts,
+        upgrade,
+        client.trusted_peer,
+        send.keeps_underscores(),
+    );
     let mut forged = 0;
     let mut underscored = 0;
     let mut dropped: Vec<&HeaderName> = Vec::new();
@@ -357,7 +374,7 @@ pub(super) fn request_head(
     for name in dropped {
         out.remove_header(name);
     }
-    for (name, value) in forwarded(client, head, request_id, send) {
+    for (name, value) in forwarded(client, &facts, request_id, send) {
         if let Some(value) = value {
             out.append_header(name, value)?;
         }

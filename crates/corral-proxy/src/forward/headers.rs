@@ -5,6 +5,7 @@ use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{Method, Version};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use crate::head_facts::HeadFacts;
 use crate::limits;
 
 /// Whether `answer` has a body that only the worker closing its connection ends, for a client
@@ -31,8 +32,8 @@ pub(super) fn is_upgrade(head: &RequestHeader) -> bool {
 
 /// A request whose raw head had both `Transfer-Encoding` and `Content-Length` (pingora
 /// drops the length and lets the coding win; corral refuses such requests).
-pub(super) fn smuggled_length(head: &RequestHeader, raw: &[u8]) -> Option<limits::Refusal> {
-    if !head.headers.contains_key(TRANSFER_ENCODING) {
+pub(super) fn smuggled_length(facts: &HeadFacts<'_>, raw: &[u8]) -> Option<limits::Refusal> {
+    if !facts.transfer_encoding {
         return None;
     }
     limits::raw_has_content_length(raw).then_some(limits::Refusal {
