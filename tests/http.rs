@@ -244,6 +244,35 @@ fn a_slow_request_head_is_cut_at_header_timeout() {
     assert_eq!(raw.response(false).status, 200);
 }
 
+/// The keep-alive wait runs on one timer per connection, set for the first wait and moved
+/// on lazily (`forward/deadline.rs`): each wait must still end at its own deadline, counted
+/// from its own request, not at the first one's.
+#[test]
+fn an_idle_keep_alive_connection_closes_at_keepalive_timeout_after_its_last_request() {
+    let corral = Corral::start(
+        &testapp_pool(1, ""),
+        "[server.limits]\nkeepalive_timeout = \"2s\"",
+        1,
+    );
+    let mut raw = Raw::connect(corral.port);
+    // Requests 1.2 s apart, past the first wait's deadline in all: each is within the
+    // keep-alive timeout of the one before, so the connection serves them all.
+    for _ in 0..3 {
+        raw.send(b"GET /bytes?n=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(raw.response(false).status, 200);
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    raw.send(b"GET /bytes?n=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(raw.response(false).status, 200);
+    let last = std::time::Instant::now();
+    assert!(raw.closed(), "closed once idle");
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1800) && idle < Duration::from_secs(10),
+        "closed after {idle:?} idle, keepalive_timeout 2s"
+    );
+}
+
 #[test]
 fn connections_a_worker_closed_while_idle_are_not_failures() {
     // The worker drops keep-alive connections idle for 200 ms (as gunicorn's gthread and
