@@ -34,6 +34,7 @@ use pingora_core::services::listening::Service;
 
 pub use admin::Admin;
 pub use control::{ControlRequest, ControlSender};
+pub use forward::park::set_memory_release;
 pub use forward::{Forwarder, Tunnels};
 pub use listen::ListenError;
 pub use settings::ProxySettings;

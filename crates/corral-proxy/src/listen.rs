@@ -100,7 +100,14 @@ async fn serve_here(
             Err(e) => tracing::error!(listener = %addr, error = %e, "cannot poll a listener"),
         }
     }
-    futures::future::join_all(loops).await;
+    // The thread's lot of parked idle connections (plain listeners only), beside the
+    // accept loops and ending with them at the stop.
+    let lot = async {
+        if forwarder.parks() {
+            crate::forward::park::run(forwarder.clone(), shutdown).await;
+        }
+    };
+    futures::future::join(futures::future::join_all(loops), lot).await;
 }
 
 /// Starts one more proxy thread serving `sockets`; the receiver hears when its accept loops

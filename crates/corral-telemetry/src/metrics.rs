@@ -46,6 +46,9 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// Client connections open now.
     pub connections: IntGauge,
+    /// Idle keep-alive client connections parked now (a socket in the proxy thread's table,
+    /// no task), a part of `connections`.
+    pub connections_parked: IntGauge,
     /// Requests answered 429, by rule.
     pub rate_limited: IntCounterVec,
     /// Rate limit decisions the store (Redis) failed to make in time.
@@ -152,6 +155,10 @@ impl Metrics {
             "Client connections answered 503 and closed at server.max_connections",
         )?;
         let connections = IntGauge::new("corral_connections", "Client connections open now")?;
+        let connections_parked = IntGauge::new(
+            "corral_connections_parked",
+            "Idle keep-alive client connections parked (a socket in its thread's table, no task), part of corral_connections",
+        )?;
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "corral_rate_limited_total",
@@ -226,6 +233,7 @@ impl Metrics {
         registry.register(Box::new(underscore_fields.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(connections_parked.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(rate_limit_store_errors.clone()))?;
         registry.register(Box::new(compression_input.clone()))?;
@@ -259,6 +267,7 @@ impl Metrics {
             underscore_fields,
             connections_refused,
             connections,
+            connections_parked,
             rate_limited,
             rate_limit_store_errors,
             in_flight,

@@ -7,6 +7,7 @@ mod client;
 mod config_watch;
 mod listeners;
 mod master;
+mod memory;
 mod reload;
 mod reload_wait;
 mod routing_state;
@@ -31,5 +32,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     upgrade::remember_command();
+    corral_proxy::set_memory_release(memory::release);
     cli::Cli::parse().run()
 }

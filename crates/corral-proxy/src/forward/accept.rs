@@ -49,6 +49,8 @@ impl ConnectionSlot {
 pub(crate) struct Connection {
     pub(crate) identity: Arc<ClientIdentity>,
     pub(crate) slot: Arc<ConnectionSlot>,
+    /// Its peer (after any PROXY header), to make its identity again after parking.
+    pub(crate) peer: Peer,
 }
 
 impl Forwarder {
@@ -98,6 +100,7 @@ impl Forwarder {
         let connection = Connection {
             identity,
             slot: Arc::new(slot),
+            peer,
         };
         Some((connection, rest))
     }

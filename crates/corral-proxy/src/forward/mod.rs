@@ -28,12 +28,14 @@ mod identity;
 mod idle;
 mod linger;
 mod outcome;
+pub(crate) mod park;
 mod passive;
 mod proxy_protocol;
 mod pump;
 mod rate_limit;
 mod relay;
 mod replay;
+mod requests;
 mod retry;
 mod route;
 mod send;
@@ -49,7 +51,7 @@ mod wrapped;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use corral_routes::Reporter;
@@ -58,7 +60,6 @@ use corral_telemetry::Metrics;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use pingora_error::ErrorType;
 
 use crate::settings::ProxySettings;
 pub(crate) use acme::key_authorization;
@@ -145,6 +146,11 @@ impl Forwarder {
 }
 
 impl Forwarder {
+    /// Whether this forwarder's idle connections are parked (`park.rs`): a plain one's.
+    pub(crate) fn parks(&self) -> bool {
+        self.tls.is_none()
+    }
+
     /// The same forwarder for another proxy thread (`listen.rs`): everything shared but
     /// the connections to workers that take several requests at once, which are the
     /// thread's own. Those of workers that take one at a time stay shared: such a worker (a
@@ -169,24 +175,32 @@ impl Forwarder {
     /// listener, then its requests (HTTP/1.x here, HTTP/2 in `h2.rs`). Its future is the
     /// connection's task (`listen.rs`), held for the connection's whole life.
     pub(crate) async fn connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
-        self.serve_connection(stream, &shutdown).await;
+        // The once-a-connection steps are boxed (admission, the TLS handshake, HTTP/2): a
+        // future holds room for its largest state for its whole life, and every open
+        // connection's task holds this one.
+        let started = Box::pin(self.start(stream, &shutdown)).await;
+        if let Some((stream, connection, pipelined, first)) = started {
+            let _ = self
+                .requests(stream, connection, pipelined, Some(first), None, &shutdown)
+                .await;
+        }
     }
 
-    async fn serve_connection(
+    /// Admits a new connection and makes its TLS handshake on an HTTPS listener; serves it
+    /// whole when it speaks HTTP/2. What its HTTP/1.x requests start from, with the deadline
+    /// of its first head; `None` when it is done.
+    async fn start(
         self: &Arc<Self>,
         mut stream: Stream,
         shutdown: &ShutdownWatch,
-    ) -> Option<()> {
-        // The rare or once-a-connection steps are boxed (accept, the TLS handshake, HTTP/2,
-        // refusals): a future holds room for its largest state for its whole life, and every
-        // open connection holds this one.
-        let (connection, mut pipelined) =
-            Box::pin(self.accept(&mut stream, &self.settings.load())).await?;
+    ) -> Option<(Stream, accept::Connection, Option<bytes::BytesMut>, Instant)> {
+        let (connection, mut pipelined) = self.accept(&mut stream, &self.settings.load()).await?;
         match &self.tls {
             Some(acceptor) => {
                 let limit = self.settings.load().limits.header_timeout;
-                stream =
-                    Box::pin(self.handshake(acceptor, stream, pipelined.take(), limit)).await?;
+                stream = self
+                    .handshake(acceptor, stream, pipelined.take(), limit)
+                    .await?;
                 if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) {
                     self.metrics.tls.connection("h2");
                     Box::pin(self.serve_h2(stream, connection, shutdown)).await;
@@ -196,136 +210,9 @@ impl Forwarder {
             }
             None => self.metrics.tls.http.inc(),
         }
-        // One wait for the stop signal for the connection's life, not one per request: a
-        // new wait registers with the signal and leaves it again, on every request.
-        let mut watch = shutdown.clone();
-        let stop_signal = async move {
-            if !*watch.borrow_and_update() {
-                let _ = watch.changed().await;
-            }
-        };
-        tokio::pin!(stop_signal);
-        let mut stop_seen = false;
-        let mut first = true;
-        let mut idle_deadline = deadline::LazyDeadline::default();
-        // Each request line as sent, before pingora's parser rewrites a bad target.
-        let (mut stream, line) = sniff::Sniff::wrap(stream);
-        loop {
-            let socket = pingora_core::protocols::UniqueID::id(&*stream);
-            let stop_grace = async {
-                if !stop_seen {
-                    (&mut stop_signal).await;
-                    stop_seen = true;
-                }
-                // Boxed: its timers are needed only once stopping, not in every connection.
-                Box::pin(async {
-                    delivered::until_delivered(socket).await;
-                    tokio::time::sleep(STOP_IDLE_GRACE).await;
-                })
-                .await;
-            };
-            tokio::pin!(stop_grace);
-            // A new connection has `header_timeout` for its whole first head, from here;
-            // between requests the wait is the keep-alive timeout per read, then a quiet close.
-            let header_timeout = first.then(|| self.settings.load().limits.header_timeout);
-            let head_deadline = sleep_or_never(header_timeout);
-            tokio::pin!(head_deadline);
-            let keepalive = (!first).then(|| self.settings.load().keepalive_secs());
-            if pipelined.is_none() {
-                // Idle: no session and no buffer until the client sends (`idle.rs`); past the
-                // keep-alive timeout (one timer for the connection, `deadline.rs`) a quiet close.
-                let wait = async {
-                    let bytes = idle::first_bytes(&mut stream);
-                    match keepalive {
-                        Some(secs) => idle_deadline
-                            .within(Duration::from_secs(secs), bytes)
-                            .await
-                            .flatten(),
-                        None => bytes.await,
-                    }
-                };
-                pipelined = tokio::select! {
-                    biased;
-                    bytes = wait => match bytes {
-                        Some(bytes) => Some(bytes),
-                        None => return None,
-                    },
-                    // Stopping: an idle connection closes after the grace, which starts once
-                    // the client has received its last answer whole.
-                    _ = &mut stop_grace => return None,
-                    _ = &mut head_deadline => {
-                        tracing::debug!("request head not complete within header_timeout");
-                        return None;
-                    }
-                };
-            }
-            // Boxed: the request's state (the session, its head, some 6 KiB of exchange)
-            // lives only while the request does, not in every open connection's task, which
-            // holds the wait above and no more; the next request (of any connection) reuses
-            // that memory while it is still in cache.
-            let served = Box::pin(async {
-                line.arm(pipelined.as_deref());
-                let mut client = DownstreamSession::new(stream);
-                // Requests sent back to back (pipelining) are answered in order: bytes read
-                // past one request start the next.
-                client.set_pipelining_enabled(true);
-                if let Some(prefix) = pipelined.take() {
-                    client.set_pipelined_prefix(prefix);
-                }
-                match header_timeout {
-                    Some(limit) => client.set_read_timeout(Some(limit)),
-                    None => client.set_server_keepalive(keepalive),
-                }
-                let read = tokio::select! {
-                    biased;
-                    read = client.read_request() => read,
-                    // Stopping: the rest of a head has until the grace ends.
-                    _ = &mut stop_grace => return None,
-                    _ = &mut head_deadline => {
-                        tracing::debug!("request head not complete within header_timeout");
-                        return None;
-                    }
-                };
-                match read {
-                    // Each read of the body waits at most `body_timeout` (nginx's
-                    // client_body_timeout): a body that stops arriving is answered 408.
-                    Ok(Some(_)) => {
-                        if line.with_whole(crate::framing::request_line_ok) == Some(false) {
-                            tracing::debug!(
-                                "request line with a space, control or raw byte in its target"
-                            );
-                            self.refuse_malformed(client).await;
-                            return None;
-                        }
-                        client.set_read_timeout(Some(self.settings.load().limits.body_timeout))
-                    }
-                    Ok(None) => return None,
-                    Err(e) => {
-                        if e.etype() == &ErrorType::InvalidHTTPHeader {
-                            tracing::debug!(error = %e, "malformed request head");
-                            self.refuse_malformed(client).await;
-                        }
-                        return None;
-                    }
-                }
-                if let Some(challenges) = self.acme_challenge(&client) {
-                    return Box::pin(self.answer_challenge(client, challenges)).await;
-                }
-                let stopping = *shutdown.borrow();
-                self.serve(client, &connection, stopping).await
-            });
-            (stream, pipelined) = served.await?;
-            first = false;
-        }
-    }
-}
-
-/// Sleeps for `limit`, or forever when there is none. The timer is boxed: only a new
-/// connection's first head has one, and every connection's task would hold its room.
-async fn sleep_or_never(limit: Option<std::time::Duration>) {
-    match limit {
-        Some(limit) => Box::pin(tokio::time::sleep(limit)).await,
-        None => std::future::pending().await,
+        // A new connection has `header_timeout` for its whole first head, from here.
+        let first = Instant::now() + self.settings.load().limits.header_timeout;
+        Some((stream, connection, pipelined, first))
     }
 }
 

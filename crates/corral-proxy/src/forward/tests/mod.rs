@@ -272,6 +272,7 @@ impl World {
         Connection {
             identity: Arc::new(ClientIdentity::of_peer(peer, &[])),
             slot: Arc::new(ConnectionSlot::for_tests(&self.forwarder)),
+            peer,
         }
     }
 
