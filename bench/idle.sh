@@ -2,17 +2,19 @@
 # Memory per idle keep-alive connection of two corral builds and nginx, in interleaved rounds
 # (issue 36, target 3): each round starts every stack afresh in front of one test app, holds N
 # connections open (`idle_conns.py`: one request each, then quiet; PATH "-": connect only),
-# and takes (RSS with them open - RSS before) / N. Prints one line per stack and count:
-# the median over the rounds, its spread, and the connections held.
+# and takes (RSS with them open - RSS before) / N, SETTLE seconds (default 3) after the last
+# one opened: an idle connection is measured idle (corral parks one after a quiet second,
+# `forward/park.rs`, and gives the freed memory back at its next sweep). Prints one line per
+# stack and count: the median over the rounds, its spread, and the connections held.
 #
 #   bench/idle.sh BEFORE_BIN AFTER_BIN            # N = 1000 and 10000, 3 rounds
-#   COUNTS="10000" ROUNDS=5 PATH_SENT=- bench/idle.sh A B
+#   COUNTS="10000" ROUNDS=5 PATH_SENT=- SETTLE=1 bench/idle.sh A B
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/common.sh
 . bench/common.sh
 A=$(realpath "${1:?usage: bench/idle.sh BEFORE_BIN AFTER_BIN}"); B=$(realpath "${2:?}")
-COUNTS=${COUNTS:-"1000 10000"}; ROUNDS=${ROUNDS:-3}; PATH_SENT=${PATH_SENT:-/bytes?n=0}
+COUNTS=${COUNTS:-"1000 10000"}; ROUNDS=${ROUNDS:-3}; PATH_SENT=${PATH_SENT:-/bytes?n=0}; SETTLE=${SETTLE:-3}
 work_dir idle
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release -q -p corral-testapp
@@ -65,7 +67,7 @@ for n in $COUNTS; do
       base=$(rss_of $START_PIDS)
       python3 bench/idle_conns.py "$START_PORT" "$n" 600 "$PATH_SENT" > "$WORK/held.out" 2>&1 & holder=$!; PIDS+=("$holder")
       for _ in $(seq 900); do grep -q OPEN "$WORK/held.out" && break; sleep 0.1; done
-      sleep 1
+      sleep "$SETTLE"
       held=$(awk '/OPEN/ {print $2}' "$WORK/held.out")
       rss=$(rss_of $START_PIDS)
       awk -v r="$rss" -v b="$base" -v n="${held:-0}" 'BEGIN { if (n>0) printf "%.2f %d\n", (r-b)/n, n; else print "0 0" }' >> "$WORK/$stack-$n"

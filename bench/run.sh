@@ -354,7 +354,8 @@ fi
 
 # Idle keep-alive connections: IDLE_COUNTS of them held open (bench/idle_conns.py, one request
 # each, then quiet) while wrk runs a small load of 16 connections; memory per held connection
-# is the proxy's RSS with them open less its RSS at start, over their number.
+# is the proxy's RSS with them open (read after the load) less its RSS at start, over their
+# number.
 IDLE_COUNTS=${IDLE_COUNTS:-"1000 10000"}
 if want idle; then
   # Idle connections are kept as long as nginx keeps them (keepalive_timeout 75 s).
@@ -370,9 +371,11 @@ keepalive_timeout = "75s"' upstream_and_proxies idle 1
         port=${URL[$key]##*:}
         python3 bench/idle_conns.py "$port" "$n" 600 > "$WORK/idle.out" 2>&1 & holder=$!; PIDS+=("$holder")
         for _ in $(seq 600); do grep -q OPEN "$WORK/idle.out" && break; sleep 0.1; done
-        rss=$(for p in ${CPU[$key]}; do rss_kb "$p"; done | awk '{s+=$1} END {print s}')
         opened=$(awk '/OPEN/ {print $2}' "$WORK/idle.out")
         measure "idle-$n" "$key" "/bytes?n=0" 16
+        # RSS once the load has run beside them: the held connections are idle by then
+        # (corral parks an idle connection after a quiet second, `forward/park.rs`)
+        rss=$(for p in ${CPU[$key]}; do rss_kb "$p"; done | awk '{s+=$1} END {print s}')
         # kB per held connection and the number held, beside the cell (its own file: the
         # cell's columns are the same as every other cell's)
         awk -v r="$rss" -v b="${BASE_RSS[$key]}" -v n="${opened:-0}" 'BEGIN { if (n>0) printf "%.2f %d\n", (r-b)/n, n; else print "0 0" }' >> "$WORK/cells/idlemem-$n.$key"
@@ -387,7 +390,7 @@ keepalive_timeout = "75s"' upstream_and_proxies idle 1
   echo "N connections held open, each served one request and then quiet (\`bench/idle_conns.py\`),"
   echo "while wrk runs 16 keep-alive connections on 0 B; corral (1 thread, a remote pool,"
   echo "\`keepalive_timeout = \"75s\"\`) and nginx (1 worker, its default 75 s) in front of one test app."
-  echo "Memory per connection: RSS with them open less RSS at start, over N; $ROUNDS rounds, medians."
+  echo "Memory per connection: RSS with them open (read after the load) less RSS at start, over N; $ROUNDS rounds, medians."
   echo
   echo "| idle conns | held (nginx / corral) | nginx rps | corral rps | µs/req nginx | µs/req corral | corral/nginx CPU | kB/conn nginx | kB/conn corral |"
   echo "|---|---|---|---|---|---|---|---|---|"
