@@ -7,7 +7,7 @@ use super::{answers, World};
 
 /// What a connection's future may take at most: the wait for the next request and the
 /// loop's own state. A request's state (the session, its head, the exchange) is boxed for
-/// the request's life only, so it must not grow this (928 bytes in a debug build, with what a
+/// the request's life only, so it must not grow this (1,008 bytes in a debug build, with what a
 /// parked connection needs to come back; a parked connection holds no task at all).
 const BUDGET: usize = 1024;
 
