@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Slow clients in front of four gunicorn sync workers, corral against nginx with its defaults
 # (proxy_buffering and proxy_request_buffering on) in one run: issue 32's acceptance 3 and 6.
+# The four workers come in two shapes, each behind both proxies, since the shape alone
+# changes the workers' CPU per request (docs/BENCHMARKS.md section 5):
+#   nginx    nginx -> `gunicorn -w 4` (one accept queue shared by four forked workers)
+#   corral1  corral -> the same `gunicorn -w 4` as one worker, `concurrency = 8` (SHARED_CONCURRENCY),
+#            so four requests wait in the shared accept queue as they do behind nginx
+#   nginx4   nginx -> four `gunicorn -w 1` (an upstream of four servers)
+#   corral   corral -> four `gunicorn -w 1` it supervises, `concurrency = 1` each
 # READERS slow readers of SIZE bytes and UPLOADERS slow uploaders of SIZE_UP bytes, each at
 # RATE bytes/s (bench/slow_clients.py, every byte checked), arriving evenly over RAMP s (as
 # phones do; RAMP=0 sends them all at once: then the fast load also waits, under either
@@ -11,6 +18,7 @@
 # the temp files it holds after the clients are done.
 #
 #   bench/slow_clients.sh [CORRAL_BIN [CORRAL_BIN2]]   # default target/release/corral
+#   PROXIES="nginx corral" bench/slow_clients.sh        # default: nginx corral1 nginx4 corral
 #   READERS=100 SIZE=8388608 UPLOADERS=10 RATE=524288 RAMP=10 DURATION=20 ROUNDS=1 bench/slow_clients.sh
 #
 # Every server binds 127.0.0.1 and is stopped on exit; every load is bounded in time.
@@ -23,7 +31,8 @@ READERS=${READERS:-100}; SIZE=${SIZE:-8388608}
 UPLOADERS=${UPLOADERS:-10}; SIZE_UP=${SIZE_UP:-1048576}
 RATE=${RATE:-524288}; DURATION=${DURATION:-20}; CONNS=${CONNS:-16}; RAMP=${RAMP:-10}; ROUNDS=${ROUNDS:-1}
 MEMORY=${MEMORY:-128MiB}
-PROXIES=${PROXIES:-nginx corral}
+PROXIES=${PROXIES:-nginx corral1 nginx4 corral}
+SHARED_CONCURRENCY=${SHARED_CONCURRENCY:-8}
 # DIAG=DIR keeps the access logs of corral and of the gunicorn workers (with each request's
 # time in the worker, `%(L)s`) in DIR, to tell where the fast requests waited; it costs the
 # workers a log line per request, so figures are taken without it.
@@ -112,10 +121,27 @@ nginx -c "$WORK/nginx.conf" & PIDS+=($!)
 NGINX_PID=$!
 wait_port "$NGINX_PORT"
 
-# start_corral LABEL BIN: corral in front of four `gunicorn -w 1` (concurrency 1 each), temp
+# nginx, the same, in front of four `gunicorn -w 1` (an upstream of four servers, round robin).
+NGINX4_PORT=$(free_port); GUNICORN4_PIDS=""; SERVERS=""
+for _ in 1 2 3 4; do
+  port=$(free_port)
+  "$GUNICORN" -w 1 -b "127.0.0.1:$port" --chdir bench slow_app:app >>"$WORK/gunicorn4.log" 2>&1 & PIDS+=($!)
+  GUNICORN4_PIDS="$GUNICORN4_PIDS $!"; SERVERS="$SERVERS server 127.0.0.1:$port;"
+  wait_port "$port"
+done
+mkdir -p "$WORK/nginx4"
+nginx_conf "$WORK/nginx4" "$NGINX4_PORT" 0 "client_max_body_size 16m;"
+sed -i "s|server 127.0.0.1:0;|$SERVERS|" "$WORK/nginx4/nginx.conf"
+nginx -c "$WORK/nginx4/nginx.conf" & PIDS+=($!)
+NGINX4_PID=$!
+wait_port "$NGINX4_PORT"
+
+# start_corral LABEL BIN [SHAPE]: corral in front of four `gunicorn -w 1` (concurrency 1
+# each), or with SHAPE "shared" of one `gunicorn -w 4` (concurrency SHARED_CONCURRENCY); temp
 # files in its own dir; sets PORT_<LABEL> and PID_<LABEL>.
 start_corral() {
-  local dir="$WORK/$1" port admin pid
+  local dir="$WORK/$1" port admin pid gw=1 workers=4 concurrency=1
+  if [ "${3:-}" = shared ]; then gw=4; workers=1; concurrency=$SHARED_CONCURRENCY; fi
   port=$(free_port); admin=$(free_port); mkdir -p "$dir/temp"
   cat > "$dir/corral.toml" <<TOML
 [server]
@@ -132,9 +158,9 @@ temp_dir = "$dir/temp"
 ${ACCESS//corral-access/$1-access}
 level = "warn"
 [pools.bench]
-command = ["$GUNICORN", "-w", "1", "-b", "127.0.0.1:{port}", "--chdir", "$PWD/bench", $([ -n "$DIAG" ] && printf '"--access-logfile", "%s", "--access-logformat", "%s", ' "$DIAG/gunicorn-$1.log" "${GUNICORN_LOG[1]}")"slow_app:app"]
-workers = 4
-concurrency = 1
+command = ["$GUNICORN", "-w", "$gw", "-b", "127.0.0.1:{port}", "--chdir", "$PWD/bench", $([ -n "$DIAG" ] && printf '"--access-logfile", "%s", "--access-logformat", "%s", ' "$DIAG/gunicorn-$1.log" "${GUNICORN_LOG[1]}")"slow_app:app"]
+workers = $workers
+concurrency = $concurrency
 queue_timeout = "60s"
 ready = "tcp"
 TOML
@@ -145,9 +171,14 @@ TOML
 }
 # A second binary (CORRAL_BIN2, e.g. the build before a change) runs as `corral2`, in the same
 # rounds, against four workers of its own.
-CORRALS=corral
-start_corral corral "$CORRAL"
-if [ -n "${2:-}" ]; then CORRALS="corral corral2"; PROXIES="$PROXIES corral2"; start_corral corral2 "$2"; fi
+CORRALS=""
+for p in $PROXIES; do
+  case $p in
+    corral) CORRALS="$CORRALS corral"; start_corral corral "$CORRAL" ;;
+    corral1) CORRALS="$CORRALS corral1"; start_corral corral1 "$CORRAL" shared ;;
+  esac
+done
+if [ -n "${2:-}" ]; then CORRALS="$CORRALS corral2"; PROXIES="$PROXIES corral2"; start_corral corral2 "$2"; fi
 
 echo "slow clients: $READERS readers of $SIZE bytes, $UPLOADERS uploads of $SIZE_UP bytes, at $RATE bytes/s, arriving over ${RAMP}s; fast load: wrk -c$CONNS ${DURATION}s on /; requests/s p99_ms"
 # Rounds alternate the proxies, so a change in the shared machine's load hits each.
@@ -155,12 +186,21 @@ for _ in $(seq "$ROUNDS"); do
   for p in $PROXIES; do
     case $p in
       nginx) run nginx "$NGINX_PORT" "$NGINX_PID $(ps -o pid= --ppid "$NGINX_PID")" "$GUNICORN_PID" ;;
+      nginx4) run nginx4 "$NGINX4_PORT" "$NGINX4_PID $(ps -o pid= --ppid "$NGINX4_PID")" "$GUNICORN4_PIDS" ;;
       corral*) pid_var="PID_$p"; port_var="PORT_$p"
         run "$p" "${!port_var}" "${!pid_var}" "$(ps -o pid= --ppid "${!pid_var}" | tr '\n' ' ')" ;;
     esac
   done
 done
 for p in $PROXIES; do summary "$p"; done
+# ratio A B: A's fast-load requests/s with the slow clients over B's, per round; median (range).
+ratio() {
+  [ -f "$WORK/$1.rounds" ] && [ -f "$WORK/$2.rounds" ] || return 0
+  paste -d' ' "$WORK/$1.rounds" "$WORK/$2.rounds" | awk '{print $3 / $7}' >"$WORK/$1-$2.ratio"
+  printf "requests/s with slow clients, %s over %s, per round: %s; median %s\n" "$1" "$2" \
+    "$(awk '{printf "%s%.2f", (NR > 1 ? ", " : ""), $1}' "$WORK/$1-$2.ratio")" "$(stat "$WORK/$1-$2.ratio" 1)"
+}
+ratio corral1 nginx; ratio corral nginx4; ratio corral nginx; ratio nginx4 nginx
 for c in $CORRALS; do
   pid_var="PID_$c"; pid=${!pid_var}
   rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")

@@ -121,3 +121,43 @@ fn spare_connections_to_sync_workers_never_stall_a_request_nor_outlive_their_use
         corral.logs()
     );
 }
+
+#[test]
+fn a_worker_that_closes_after_each_answer_and_takes_several_requests_at_once_gets_no_spare_connections(
+) {
+    // A worker taking more than one request at once that closes after each answer is an app
+    // server forking its own sync processes behind one socket (`gunicorn -w 4` as one corral
+    // worker). A spare opened by one proxy thread was accepted by a process, which waited on
+    // it, while a request another thread sent on a fresh connection queued behind it until
+    // the spare was closed unused (half a second). Here one process and two proxy threads:
+    // new client connections fall on either thread, so a request on the other thread than
+    // the one before it would wait.
+    let Some(venv) = apps::venv_with("gunicorn") else {
+        return;
+    };
+    let pool = sync_pool(&venv).replace(
+        "workers = 2\nconcurrency = 1",
+        "workers = 1\nconcurrency = 2",
+    );
+    let mut corral = Corral::start(&pool, "threads = 2\n", 1);
+    corral.wait_ready(1, Duration::from_secs(30));
+    let url = corral.url("/");
+    let mut took = Vec::new();
+    for _ in 0..16 {
+        // A new agent is a new connection, accepted by whichever thread comes first.
+        let start = Instant::now();
+        let answer = get(&client(), &url);
+        took.push(start.elapsed());
+        assert!(
+            matches!(answer, Ok((200, _))),
+            "{answer:?}\n{}",
+            corral.logs()
+        );
+    }
+    println!("16 requests on new connections took {took:?}");
+    let slow: Vec<_> = took
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(400))
+        .collect();
+    assert!(slow.is_empty(), "requests held up: {slow:?} of {took:?}");
+}

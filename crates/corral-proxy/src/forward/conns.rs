@@ -119,10 +119,10 @@ impl ConnMap {
     /// or any when `check` is set, is first checked to be open (one non-blocking peek);
     /// skipping that on the hot path saves a system call per request. The connection goes
     /// back to its worker's set, which it carries, so giving it back looks nothing up.
-    pub async fn get(&self, backend: &Arc<Backend>, check: bool) -> io::Result<Conn> {
+    pub async fn get(&self, backend: &Arc<Backend>, check: bool, spares: bool) -> io::Result<Conn> {
         let home = self.entry(backend);
-        if let Some((stream, reused)) = self.ready(&home, backend, check) {
-            let spare_next = home.closes.load(Ordering::Relaxed);
+        if let Some((stream, reused)) = self.ready(&home, backend, check, spares) {
+            let spare_next = spares && home.closes.load(Ordering::Relaxed);
             return Ok(Conn {
                 stream,
                 reused,
@@ -161,7 +161,10 @@ impl ConnMap {
     }
 
     /// A connection to `backend` that needs no waiting: an idle one, or for a worker that
-    /// closes after each answer the spare or one begun now.
+    /// closes after each answer the spare or one begun now. Only a worker that takes one
+    /// request at a time (`spares`) gets spares: behind a socket shared by several processes
+    /// (`gunicorn -w 4` as one worker) a spare is accepted by one of them, which then waits on
+    /// it while requests already sent queue behind.
     ///
     /// A fresh one is begun with the spare lock held: the worker accepts connections in the
     /// order they were opened, so the connection a request uses must never queue behind a
@@ -171,6 +174,7 @@ impl ConnMap {
         conns: &Arc<WorkerConns>,
         backend: &Arc<Backend>,
         check: bool,
+        spares: bool,
     ) -> Option<(Stream, bool)> {
         while let Some((stream, since)) = conns.idle.lock().pop() {
             let idle = since.elapsed();
@@ -178,7 +182,7 @@ impl ConnMap {
                 return Some((stream, true));
             }
         }
-        if !conns.closes.load(Ordering::Relaxed) {
+        if !spares || !conns.closes.load(Ordering::Relaxed) {
             return None;
         }
         #[cfg(test)]

@@ -197,12 +197,13 @@ impl Forwarder {
             exchange.backend = Some(backend.clone());
             // Only a replayable request may skip checking a recently used connection.
             let checked = !replayable || tries.stale_retried;
-            let conns = if claim.concurrency() > 1 {
-                &self.own_conns
-            } else {
+            let one_at_a_time = claim.concurrency() == 1;
+            let conns = if one_at_a_time {
                 &self.conns
+            } else {
+                &self.own_conns
             };
-            let outcome = match conns.get(&backend, checked).await {
+            let outcome = match conns.get(&backend, checked, one_at_a_time).await {
                 Ok(conn) => {
                     let reused = conn.reused;
                     self.attempt(client, conn, claim, exchange, upgrade)

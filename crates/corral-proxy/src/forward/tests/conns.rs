@@ -40,10 +40,10 @@ async fn a_kept_connection_is_reused_and_the_entry_of_a_worker_gone_is_dropped()
     let dialled = Arc::new(AtomicUsize::new(0));
     let conns = map(dialled.clone());
     let (a, b) = (backend(1), backend(2));
-    let first = conns.get(&a, false).await.expect("a connection");
+    let first = conns.get(&a, false, true).await.expect("a connection");
     assert!(!first.reused);
     first.home.put(first.stream);
-    let again = conns.get(&a, false).await.expect("the kept one");
+    let again = conns.get(&a, false, true).await.expect("the kept one");
     assert!(again.reused, "the kept connection came back");
     assert_eq!(dialled.load(Ordering::SeqCst), 1);
     // Worker 1 goes (its backend dropped by every table), its connection kept: its entry,
@@ -52,13 +52,16 @@ async fn a_kept_connection_is_reused_and_the_entry_of_a_worker_gone_is_dropped()
     drop(again.home);
     drop(a);
     let other = conns
-        .get(&b, false)
+        .get(&b, false, true)
         .await
         .expect("a connection to worker 2");
     other.home.put(other.stream);
     // A worker of the same id (never, in corral: ids are not reused) would find nothing.
     let late = backend(1);
-    let fresh = conns.get(&late, false).await.expect("a fresh connection");
+    let fresh = conns
+        .get(&late, false, true)
+        .await
+        .expect("a fresh connection");
     assert!(!fresh.reused, "nothing of the gone worker was kept");
     assert_eq!(dialled.load(Ordering::SeqCst), 3);
 }
