@@ -155,13 +155,40 @@ pub(crate) fn request_line_ok(line: &[u8]) -> bool {
 /// A `Host` value: `host[:port]` of the characters a URI authority may hold (RFC 3986);
 /// empty is allowed (RFC 9110 7.2).
 fn authority_ok(host: &[u8]) -> bool {
-    host.iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(&b))
+    host.iter().all(|&b| AUTHORITY[usize::from(b)])
 }
+
+/// The bytes a `Host` value may hold, as a table: one load a byte, where searching the
+/// punctuation list cost a pass over it for each `.` and `:` of every request's `Host`.
+const AUTHORITY: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let punctuation = b"-._~!$&'()*+,;=:%[]";
+    let mut i = 0;
+    while i < punctuation.len() {
+        table[punctuation[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_byte_table_is_the_authority_characters() {
+        for b in 0..=255u8 {
+            let rfc = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(&b);
+            assert_eq!(authority_ok(&[b]), rfc, "byte {b:#04x}");
+        }
+        assert!(authority_ok(b"127.0.0.1:8080") && authority_ok(b"[::1]:80") && authority_ok(b""));
+        assert!(!authority_ok(b"a b") && !authority_ok(b"a/b") && !authority_ok(b"a\x00"));
+    }
 
     fn status(raw: &str) -> Option<u16> {
         let mut storage = [httparse::EMPTY_HEADER; 16];

@@ -25,7 +25,7 @@ impl Forwarder {
     /// Answers the challenge `client` asked for: 200 with the key authorization, or 404.
     pub(super) async fn answer_challenge(
         &self,
-        mut client: DownstreamSession,
+        mut client: Box<DownstreamSession>,
         challenges: Arc<Challenges>,
     ) -> Option<Reusable> {
         let path = client.req_header().uri.path().to_string();
@@ -47,7 +47,7 @@ impl Forwarder {
         client.write_response_header(Box::new(head)).await.ok()?;
         client.write_body(&body).await.ok()?;
         client.finish_body().await.ok()?;
-        match client.reuse().await {
+        match (*client).reuse().await {
             Ok(Some(reusable)) => Some(reusable.into_parts()),
             _ => None,
         }

@@ -39,28 +39,28 @@ impl Forwarder {
     /// another request.
     pub(super) async fn serve(
         self: &Arc<Self>,
-        mut client: DownstreamSession,
+        mut client: Box<DownstreamSession>,
         connection: &Connection,
         stopping: bool,
     ) -> Option<Reusable> {
-        let (exchange, result) = self.exchange(&mut client, connection, stopping).await;
+        let (exchange, result) = self.exchange(&mut *client, connection, stopping).await;
         match result {
             Ok(Done::Answered) => {
                 let status = client.response_written().map_or(0, |h| h.status.as_u16());
-                self.finish(&client, &exchange, status, None);
+                self.finish(&*client, &exchange, status, None);
                 reuse(client).await
             }
             Ok(Done::Plain(relay)) => self.relay_plain(client, &exchange, *relay).await,
             Ok(Done::Static(answer)) => self.send_static(client, &exchange, *answer).await,
             Ok(Done::Upgraded(worker, claim)) => {
                 let request = RequestLine::of(client.req_header()).to_owned();
-                let tunnel = Tunnel::open(client, *worker);
+                let tunnel = Tunnel::open(*client, *worker);
                 self.spawn_tunnel(tunnel, claim, exchange, request, connection.slot.clone());
                 None
             }
             Err(failure) => {
                 // The refusal was answered whole; the connection may go on.
-                if self.fail(&mut client, &exchange, failure).await {
+                if self.fail(&mut *client, &exchange, failure).await {
                     reuse(client).await
                 } else {
                     linger::close(client).await;
@@ -355,8 +355,8 @@ impl Forwarder {
 }
 
 /// The connection and any pipelined bytes, when the session may carry another request.
-async fn reuse(client: DownstreamSession) -> Option<Reusable> {
-    match client.reuse().await {
+async fn reuse(client: Box<DownstreamSession>) -> Option<Reusable> {
+    match (*client).reuse().await {
         Ok(Some(reusable)) => Some(reusable.into_parts()),
         _ => None,
     }

@@ -25,8 +25,8 @@ const LINGER_QUIET: Duration = Duration::from_secs(1);
 
 /// Sends FIN, then discards what the client still sends until it closes, pauses for
 /// `LINGER_QUIET`, or `LINGER_TIME` passes.
-pub(super) async fn close(client: DownstreamSession) {
-    let mut stream = client.into_inner();
+pub(super) async fn close(client: Box<DownstreamSession>) {
+    let mut stream = (*client).into_inner();
     if stream.shutdown().await.is_err() {
         return;
     }

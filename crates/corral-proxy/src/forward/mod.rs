@@ -218,7 +218,7 @@ impl Forwarder {
 
 impl Forwarder {
     /// Answers a head that cannot be parsed with 400 and closes the connection.
-    async fn refuse_malformed(&self, mut client: DownstreamSession) {
+    async fn refuse_malformed(&self, mut client: Box<DownstreamSession>) {
         if let Ok(mut head) = pingora_http::ResponseHeader::build(400, Some(2)) {
             let _ = head.insert_header("content-length", "0");
             client.set_server_keepalive(None);

@@ -162,7 +162,7 @@ impl Forwarder {
     /// pingora's session first, and counts and logs the request.
     pub(super) async fn relay_plain(
         &self,
-        mut client: DownstreamSession,
+        mut client: Box<DownstreamSession>,
         exchange: &Exchange,
         relay: PlainRelay,
     ) -> Option<Reusable> {
@@ -185,7 +185,7 @@ impl Forwarder {
         let (mut stream, pipelined) = match keepalive {
             Some(_) => {
                 client.set_server_keepalive(keepalive);
-                match client.reuse().await {
+                match (*client).reuse().await {
                     Ok(Some(reusable)) => reusable.into_parts(),
                     // The client's side broke before the answer could go out. The worker
                     // served the request all the same: it counts toward its `max_requests`
@@ -199,7 +199,7 @@ impl Forwarder {
                     }
                 }
             }
-            None => (client.into_inner(), None),
+            None => ((*client).into_inner(), None),
         };
         let release = move |kept: Option<Stream>, delivering: bool| {
             match kept {

@@ -165,7 +165,9 @@ impl Forwarder {
             // that memory while it is still in cache.
             let served = Box::pin(async {
                 line.arm(pipelined.as_deref());
-                let mut client = DownstreamSession::new(stream);
+                // Boxed: the session (680 bytes) is handed from phase to phase by value,
+                // and each move of it was a copy (a dozen a request); a box moves as a pointer.
+                let mut client = Box::new(DownstreamSession::new(stream));
                 // Requests sent back to back (pipelining) are answered in order: bytes read
                 // past one request start the next.
                 client.set_pipelining_enabled(true);

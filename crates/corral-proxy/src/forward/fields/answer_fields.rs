@@ -55,11 +55,35 @@ struct PresetField {
     https_only: bool,
 }
 
+/// The length classes of `names` (bit n for a name of n bytes, bit 63 for 63 or more): a
+/// field whose length is in no class needs no comparison, which is the usual field's case.
+const fn length_classes(names: &[&str]) -> u64 {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < names.len() {
+        mask |= length_class(names[i].len());
+        i += 1;
+    }
+    mask
+}
+
+/// The bit of a name of `len` bytes in [`length_classes`].
+const fn length_class(len: usize) -> u64 {
+    1 << if len < 63 { len } else { 63 }
+}
+
+/// The names `field` compares every answer field with, but for the config's own.
+const FIXED_CLASSES: u64 =
+    length_classes(&ANSWER_DROPPED) | length_classes(&["transfer-encoding", "upgrade"]);
+
 /// The `[headers]` rules, made once per config: what every answer loses and gains.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AnswerRules {
     /// Lower-case names the answer loses: `remove`, and the `set` names (replaced).
     removed: Vec<String>,
+    /// The length classes of every name `field` or `preset_index` compares with: the fixed
+    /// ones, `removed` and the preset's.
+    classes: u64,
     /// Name as the config wrote it, and value.
     set: Vec<(String, HeaderValue)>,
     preset: Vec<PresetField>,
@@ -96,8 +120,14 @@ impl AnswerRules {
                 .filter(|p| !removed.iter().any(|r| r == p.name.as_str()))
                 .collect(),
         };
+        let classes = removed
+            .iter()
+            .map(|n| n.as_str())
+            .chain(preset.iter().map(|p| p.name.as_str()))
+            .fold(FIXED_CLASSES, |m, n| m | length_class(n.len()));
         AnswerRules {
             removed,
+            classes,
             set,
             preset,
         }
@@ -105,10 +135,17 @@ impl AnswerRules {
 
     /// The rule for the answer field `name` (the names `Connection` lists come on top).
     pub(in crate::forward) fn field(&self, name: &[u8]) -> AnswerField {
+        let class = length_class(name.len());
+        let fixed = FIXED_CLASSES & class != 0;
+        if !fixed && self.classes & class == 0 {
+            return AnswerField::Keep;
+        }
         let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
-        if ANSWER_DROPPED.iter().any(|n| is(n)) || self.removed.iter().any(|n| is(n)) {
+        if (fixed && ANSWER_DROPPED.iter().any(|n| is(n)))
+            || (self.classes & class != 0 && self.removed.iter().any(|n| is(n)))
+        {
             AnswerField::Drop
-        } else if is("transfer-encoding") || is("upgrade") {
+        } else if fixed && (is("transfer-encoding") || is("upgrade")) {
             AnswerField::Framing
         } else {
             AnswerField::Keep
@@ -117,6 +154,9 @@ impl AnswerRules {
 
     /// Which preset field `name` is, if any: the worker's own then stands.
     pub(in crate::forward) fn preset_index(&self, name: &[u8]) -> Option<usize> {
+        if self.preset.is_empty() || self.classes & length_class(name.len()) == 0 {
+            return None;
+        }
         self.preset
             .iter()
             .position(|p| p.name.as_str().as_bytes().eq_ignore_ascii_case(name))
@@ -185,4 +225,73 @@ pub(in crate::forward) struct AnswerContext<'a> {
     pub(in crate::forward) request_id: &'a str,
     /// Fields of this request (the rate limit state).
     pub(in crate::forward) extra: &'a [(&'static str, String)],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `field` and `preset_index` skip the comparisons for a name whose length no rule's name
+    /// has: the verdicts must be those of comparing with every name.
+    #[test]
+    fn answer_field_verdicts_skip_no_name_they_should_catch() {
+        let long = "x-a-name-longer-than-sixty-three-bytes-for-the-last-length-class-of-all";
+        let other_long = "x-another-name-longer-than-sixty-three-bytes-in-the-same-last-class";
+        let rules = AnswerRules::new(&Headers {
+            preset: HeaderPreset::Strict,
+            set: vec![("X-Set".into(), "1".into())],
+            remove: vec!["Server".into(), long.into()],
+        });
+        let reference = |name: &str| {
+            let is = |n: &str| n.eq_ignore_ascii_case(name);
+            if ANSWER_DROPPED.iter().any(|n| is(n))
+                || ["server", "x-set", long].iter().any(|n| is(n))
+            {
+                AnswerField::Drop
+            } else if is("transfer-encoding") || is("upgrade") {
+                AnswerField::Framing
+            } else {
+                AnswerField::Keep
+            }
+        };
+        let names = [
+            "Content-Type",
+            "X-Request-Id",
+            "x-request-ie",
+            "Date",
+            "Dale",
+            "TE",
+            "Upgrade",
+            "Transfer-Encoding",
+            "Server",
+            "Servet",
+            "X-Set",
+            "X-Frame-Options",
+            "X-Frame-Optionz",
+            "Strict-Transport-Security",
+            long,
+            other_long,
+            "",
+        ];
+        for name in names {
+            assert_eq!(
+                rules.field(name.as_bytes()),
+                reference(name),
+                "field({name:?})"
+            );
+            let preset = rules
+                .preset
+                .iter()
+                .position(|p| p.name.as_str().eq_ignore_ascii_case(name));
+            assert_eq!(
+                rules.preset_index(name.as_bytes()),
+                preset,
+                "preset_index({name:?})"
+            );
+        }
+        let plain = AnswerRules::default();
+        assert_eq!(plain.field(b"Date"), AnswerField::Drop);
+        assert_eq!(plain.field(b"upgrade"), AnswerField::Framing);
+        assert_eq!(plain.field(b"Content-Type"), AnswerField::Keep);
+    }
 }

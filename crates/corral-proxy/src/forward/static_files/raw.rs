@@ -96,7 +96,7 @@ impl Forwarder {
     /// counts and logs the request. Returns the connection when it may carry another.
     pub(in crate::forward) async fn send_static(
         &self,
-        mut client: DownstreamSession,
+        mut client: Box<DownstreamSession>,
         exchange: &Exchange,
         answer: StaticAnswer,
     ) -> Option<Reusable> {
@@ -108,7 +108,7 @@ impl Forwarder {
         let (mut stream, pipelined) = match keepalive {
             Some(_) => {
                 client.set_server_keepalive(keepalive);
-                match client.reuse().await {
+                match (*client).reuse().await {
                     Ok(Some(reusable)) => reusable.into_parts(),
                     _ => {
                         self.count(exchange, 0);
@@ -118,7 +118,7 @@ impl Forwarder {
                     }
                 }
             }
-            None => (client.into_inner(), None),
+            None => ((*client).into_inner(), None),
         };
         let status = answer.status;
         let send_timeout = exchange.settings.limits.send_timeout;
