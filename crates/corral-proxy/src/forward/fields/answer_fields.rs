@@ -55,34 +55,38 @@ struct PresetField {
     https_only: bool,
 }
 
-/// The length classes of `names` (bit n for a name of n bytes, bit 63 for 63 or more): a
-/// field whose length is in no class needs no comparison, which is the usual field's case.
-const fn length_classes(names: &[&str]) -> u64 {
-    let mut mask = 0;
-    let mut i = 0;
-    while i < names.len() {
-        mask |= length_class(names[i].len());
-        i += 1;
-    }
-    mask
-}
-
-/// The bit of a name of `len` bytes in [`length_classes`].
+/// The length class of a name of `len` bytes: bit n for n bytes, bit 63 for 63 or more. A
+/// field whose class no rule's name has needs no comparison, the usual field's case.
 const fn length_class(len: usize) -> u64 {
     1 << if len < 63 { len } else { 63 }
 }
 
-/// The names `field` compares every answer field with, but for the config's own.
-const FIXED_CLASSES: u64 =
-    length_classes(&ANSWER_DROPPED) | length_classes(&["transfer-encoding", "upgrade"]);
+/// The rule for the answer field `name` that holds whatever the config: [`ANSWER_DROPPED`]
+/// and the fields that frame the body or connection. By length first, then the first byte:
+/// comparing every field with each name cost some 170 instructions a field.
+fn fixed_rule(name: &[u8]) -> Option<AnswerField> {
+    // Every arm's names are two bytes or more, and start with a letter.
+    let is = |n: &[u8]| (name[0] | 0x20) == n[0] && name.eq_ignore_ascii_case(n);
+    let drop = |yes: bool| yes.then_some(AnswerField::Drop);
+    match name.len() {
+        2 => drop(is(b"te")),
+        4 => drop(is(b"date")),
+        7 if is(b"upgrade") => Some(AnswerField::Framing),
+        7 => drop(is(b"trailer")),
+        10 => drop(is(b"connection") || is(b"keep-alive")),
+        12 => drop(is(b"x-request-id")),
+        16 => drop(is(b"proxy-connection")),
+        17 if is(b"transfer-encoding") => Some(AnswerField::Framing),
+        _ => None,
+    }
+}
 
 /// The `[headers]` rules, made once per config: what every answer loses and gains.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AnswerRules {
     /// Lower-case names the answer loses: `remove`, and the `set` names (replaced).
     removed: Vec<String>,
-    /// The length classes of every name `field` or `preset_index` compares with: the fixed
-    /// ones, `removed` and the preset's.
+    /// The length classes of the names of `removed` and of the preset.
     classes: u64,
     /// Name as the config wrote it, and value.
     set: Vec<(String, HeaderValue)>,
@@ -124,7 +128,7 @@ impl AnswerRules {
             .iter()
             .map(|n| n.as_str())
             .chain(preset.iter().map(|p| p.name.as_str()))
-            .fold(FIXED_CLASSES, |m, n| m | length_class(n.len()));
+            .fold(0, |m, n| m | length_class(n.len()));
         AnswerRules {
             removed,
             classes,
@@ -135,21 +139,17 @@ impl AnswerRules {
 
     /// The rule for the answer field `name` (the names `Connection` lists come on top).
     pub(in crate::forward) fn field(&self, name: &[u8]) -> AnswerField {
-        let class = length_class(name.len());
-        let fixed = FIXED_CLASSES & class != 0;
-        if !fixed && self.classes & class == 0 {
-            return AnswerField::Keep;
-        }
-        let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
-        if (fixed && ANSWER_DROPPED.iter().any(|n| is(n)))
-            || (self.classes & class != 0 && self.removed.iter().any(|n| is(n)))
+        let fixed = fixed_rule(name);
+        if fixed == Some(AnswerField::Drop)
+            || (self.classes & length_class(name.len()) != 0
+                && self
+                    .removed
+                    .iter()
+                    .any(|n| n.as_bytes().eq_ignore_ascii_case(name)))
         {
-            AnswerField::Drop
-        } else if fixed && (is("transfer-encoding") || is("upgrade")) {
-            AnswerField::Framing
-        } else {
-            AnswerField::Keep
+            return AnswerField::Drop;
         }
+        fixed.unwrap_or(AnswerField::Keep)
     }
 
     /// Which preset field `name` is, if any: the worker's own then stands.
@@ -254,7 +254,7 @@ mod tests {
                 AnswerField::Keep
             }
         };
-        let names = [
+        let names = ANSWER_DROPPED.into_iter().chain([
             "Content-Type",
             "X-Request-Id",
             "x-request-ie",
@@ -272,7 +272,13 @@ mod tests {
             long,
             other_long,
             "",
-        ];
+            "x",
+            "Keep-Alive",
+            "TRAILER",
+            "Proxy-Connection",
+            "1e",
+            "@pgrade",
+        ]);
         for name in names {
             assert_eq!(
                 rules.field(name.as_bytes()),
