@@ -372,6 +372,8 @@ keepalive_timeout = "75s"' upstream_and_proxies idle 1
         python3 bench/idle_conns.py "$port" "$n" 600 > "$WORK/idle.out" 2>&1 & holder=$!; PIDS+=("$holder")
         for _ in $(seq 600); do grep -q OPEN "$WORK/idle.out" && break; sleep 0.1; done
         opened=$(awk '/OPEN/ {print $2}' "$WORK/idle.out")
+        # The load on connections that are idle by then, not on their opening (IDLE_SETTLE s)
+        sleep "${IDLE_SETTLE:-3}"
         measure "idle-$n" "$key" "/bytes?n=0" 16
         # RSS once the load has run beside them: the held connections are idle by then
         # (corral parks an idle connection after a quiet second, `forward/park.rs`)
