@@ -4,8 +4,8 @@
 # The four workers come in two shapes, each behind both proxies, since the shape alone
 # changes the workers' CPU per request (docs/BENCHMARKS.md section 5):
 #   nginx    nginx -> `gunicorn -w 4` (one accept queue shared by four forked workers)
-#   corral1  corral -> the same `gunicorn -w 4` as one worker, `concurrency = 8` (SHARED_CONCURRENCY),
-#            so four requests wait in the shared accept queue as they do behind nginx
+#   corral1  corral -> the same `gunicorn -w 4` as one worker, `concurrency = 16`
+#            (SHARED_CONCURRENCY), so requests wait in its shared accept queue as behind nginx
 #   nginx4   nginx -> four `gunicorn -w 1` (an upstream of four servers)
 #   corral   corral -> four `gunicorn -w 1` it supervises, `concurrency = 1` each
 # READERS slow readers of SIZE bytes and UPLOADERS slow uploaders of SIZE_UP bytes, each at
@@ -32,7 +32,7 @@ UPLOADERS=${UPLOADERS:-10}; SIZE_UP=${SIZE_UP:-1048576}
 RATE=${RATE:-524288}; DURATION=${DURATION:-20}; CONNS=${CONNS:-16}; RAMP=${RAMP:-10}; ROUNDS=${ROUNDS:-1}
 MEMORY=${MEMORY:-128MiB}
 PROXIES=${PROXIES:-nginx corral1 nginx4 corral}
-SHARED_CONCURRENCY=${SHARED_CONCURRENCY:-8}
+SHARED_CONCURRENCY=${SHARED_CONCURRENCY:-16}
 # DIAG=DIR keeps the access logs of corral and of the gunicorn workers (with each request's
 # time in the worker, `%(L)s`) in DIR, to tell where the fast requests waited; it costs the
 # workers a log line per request, so figures are taken without it.
